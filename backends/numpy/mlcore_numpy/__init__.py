@@ -1,0 +1,80 @@
+"""mlcore's NumPy backend: the CPU default.
+
+Registered through the ``mlcore`` entry-point group exactly as a third-party backend would
+be. It does not import mlcore: pluggy matches the hook marker by project name.
+:class:`HostRandom` is reused by the other first-party backends so that the same seed gives
+the same numbers everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+import pluggy
+
+__all__ = ["NumpyBackend", "HostRandom", "mlcore_backends"]
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("mlcore")
+
+
+class HostRandom:
+    """Seeded random numbers drawn on the host with NumPy's PCG64, then converted.
+
+    ``convert(ndarray, dtype)`` turns the host array into the backend's array, so every
+    first-party backend gives the same numbers for the same seed.
+    """
+
+    def __init__(self, seed: int | None, convert: Callable[[np.ndarray, Any], Any]) -> None:
+        self._gen = np.random.default_rng(seed)
+        self._convert = convert
+
+    def uniform(self, low: float, high: float, shape: tuple[int, ...], dtype: Any) -> Any:
+        return self._convert(self._gen.uniform(low, high, shape), dtype)
+
+    def normal(self, mean: float, std: float, shape: tuple[int, ...], dtype: Any) -> Any:
+        return self._convert(self._gen.normal(mean, std, shape), dtype)
+
+    def permutation(self, n: int) -> Any:
+        return self._convert(self._gen.permutation(n), None)
+
+
+class NumpyBackend:
+    """Arrays are NumPy ndarrays, seen through array-api-compat's NumPy namespace."""
+
+    name = "numpy"
+    xp = xp_numpy
+    device = "cpu"
+
+    def asarray(self, obj: Any, dtype: Any = None) -> Any:
+        return np.asarray(obj, dtype=dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.array(x, copy=True)
+
+    def synchronize(self) -> None:
+        """Nothing to wait for on the CPU."""
+
+    def rng(self, seed: int | None = None) -> HostRandom:
+        return HostRandom(seed, self.asarray)
+
+    def is_available(self) -> bool:
+        return True
+
+    def unavailable_reason(self) -> str:
+        return ""
+
+    def owns(self, x: Any) -> bool:
+        return array_api_compat.is_numpy_array(x)
+
+    def __repr__(self) -> str:
+        return f"<mlcore backend numpy {np.__version__}>"
+
+
+@hookimpl
+def mlcore_backends() -> list[NumpyBackend]:
+    return [NumpyBackend()]

@@ -1,0 +1,60 @@
+"""mlcore's array-api-strict backend.
+
+array-api-strict implements the standard and nothing else, so running the whole suite on it
+proves the core uses only the Array API. Random numbers come from the host (NumPy PCG64,
+shared with the NumPy backend), so the same seed gives the same weights as on NumPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_strict
+import numpy as np
+import pluggy
+from array_api_strict._array_object import Array as _StrictArray
+from mlcore_numpy import HostRandom
+
+__all__ = ["StrictBackend", "mlcore_backends"]
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("mlcore")
+
+
+class StrictBackend:
+    """Arrays are ``array_api_strict.Array`` on its CPU device."""
+
+    name = "strict"
+    xp = array_api_strict
+    device = array_api_strict.Device("CPU_DEVICE")
+
+    def asarray(self, obj: Any, dtype: Any = None) -> Any:
+        if isinstance(obj, _StrictArray):
+            return obj if dtype is None else array_api_strict.astype(obj, dtype)
+        return array_api_strict.asarray(np.asarray(obj), dtype=dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.array(np.from_dlpack(x), copy=True)
+
+    def synchronize(self) -> None:
+        """Nothing to wait for on the CPU."""
+
+    def rng(self, seed: int | None = None) -> HostRandom:
+        return HostRandom(seed, self.asarray)
+
+    def is_available(self) -> bool:
+        return True
+
+    def unavailable_reason(self) -> str:
+        return ""
+
+    def owns(self, x: Any) -> bool:
+        return isinstance(x, _StrictArray)
+
+    def __repr__(self) -> str:
+        return f"<mlcore backend strict {array_api_strict.__version__}>"
+
+
+@hookimpl
+def mlcore_backends() -> list[StrictBackend]:
+    return [StrictBackend()]

@@ -1,0 +1,5 @@
+"""``python -m mlcore`` runs the command line."""
+
+from .cli import main
+
+main()

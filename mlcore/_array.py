@@ -1,0 +1,113 @@
+"""The one place that talks to array_api_compat.
+
+Namespace and device of inputs, mixed-backend and mixed-device errors that name the
+argument, dtype and value checks. The core calls :func:`namespace` once at the top of a
+public function and passes ``xp`` down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from array_api_compat import array_namespace
+from array_api_compat import device as _device
+
+from .errors import (
+    BackendMismatchError,
+    DeviceMismatchError,
+    DTypeError,
+    InvalidValueError,
+    ShapeError,
+)
+
+__all__ = [
+    "namespace",
+    "device_of",
+    "check_same_device",
+    "check_floating",
+    "check_finite",
+    "check_same_shape",
+    "describe",
+]
+
+
+def describe(x: Any) -> str:
+    """A short description of an array: its backend, shape and dtype."""
+    from .backend import backend_of
+
+    b = backend_of(x)
+    kind = f"{b.name} array" if b is not None else type(x).__module__.split(".")[0] + " array"
+    shape = getattr(x, "shape", None)
+    shape_text = tuple(shape) if shape is not None else "?"
+    return f"{kind} of shape {shape_text}, dtype {getattr(x, 'dtype', '?')}"
+
+
+def namespace(*arrays: Any, names: Sequence[str] = ()) -> Any:
+    """The Array API namespace shared by ``arrays``; a clear error when they differ.
+
+    ``names`` labels the arrays in the error ("pred is a numpy array ..., target is a
+    strict array ..."). mlcore never transfers arrays between backends silently.
+    """
+    try:
+        return array_namespace(*arrays)
+    except TypeError as exc:
+        labels = list(names) + [f"argument {i}" for i in range(len(names), len(arrays))]
+        parts = [f"{label} is a {describe(a)}" for label, a in zip(labels, arrays, strict=False)]
+        raise BackendMismatchError(
+            "Arrays from different backends met in one call: " + "; ".join(parts) + ". "
+            "Convert them explicitly with backend.asarray(...) first; mlcore never moves "
+            "arrays between backends silently.",
+            arrays,
+        ) from exc
+
+
+def device_of(x: Any) -> Any:
+    """The device ``x`` lives on."""
+    return _device(x)
+
+
+def check_same_device(*arrays: Any, names: Sequence[str] = ()) -> Any:
+    """Return the common device of ``arrays``; raise naming each when they differ."""
+    devices = [_device(a) for a in arrays]
+    first = devices[0]
+    if all(d == first for d in devices[1:]):
+        return first
+    labels = list(names) + [f"argument {i}" for i in range(len(names), len(arrays))]
+    parts = [f"{label} is on {d}" for label, d in zip(labels, devices, strict=False)]
+    raise DeviceMismatchError(
+        "Arrays on different devices met in one call: " + "; ".join(parts) + ". Move them "
+        "to one device explicitly; mlcore never transfers silently.",
+        arrays,
+    )
+
+
+def check_floating(xp: Any, x: Any, name: str) -> None:
+    """Raise :class:`DTypeError` unless ``x`` has a real floating dtype."""
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise DTypeError(
+            f"{name} must be a floating-point array, received dtype {x.dtype}. "
+            f"Convert it with astype(float32) or astype(float64).",
+            x,
+        )
+
+
+def check_finite(xp: Any, x: Any, name: str) -> None:
+    """Raise :class:`InvalidValueError` when ``x`` holds NaN or infinity."""
+    if not bool(xp.all(xp.isfinite(x))):
+        bad = int(xp.sum(xp.astype(~xp.isfinite(x), xp.int64)))
+        raise InvalidValueError(
+            f"{name} contains {bad} NaN or infinite value(s); expected finite numbers. "
+            f"Clean or impute the data first.",
+            x,
+        )
+
+
+def check_same_shape(a: Any, b: Any, names: tuple[str, str]) -> None:
+    """Raise :class:`ShapeError` naming both arrays when their shapes differ."""
+    if tuple(a.shape) != tuple(b.shape):
+        raise ShapeError(
+            f"{names[0]} and {names[1]} must have the same shape, received "
+            f"{names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)}.",
+            (a, b),
+        )

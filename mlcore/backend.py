@@ -1,0 +1,203 @@
+"""The backend contract and backend selection.
+
+A backend supplies arrays: its Array API namespace ``xp``, a default device, conversion to
+and from the host, a seeded random source and an availability check. Backends are plugins
+(hook ``mlcore_backends``); the first-party ones (``mlcore-numpy``, ``mlcore-strict``,
+``mlcore-cupy``) are separate distributions found by entry point, like a stranger's.
+
+Selection precedence, highest first: the ``name`` argument, ``use_backend`` (a
+``ContextVar``, so threads and asyncio tasks don't leak into each other), the
+``MLCORE_BACKEND`` environment variable (read when a backend is first needed, not at import),
+then the default ``numpy``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import os
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from .errors import BackendNotFoundError, BackendUnavailableError
+
+__all__ = [
+    "Backend",
+    "RandomSource",
+    "BackendChoice",
+    "get_backend",
+    "backend_names",
+    "backend_choice",
+    "use_backend",
+    "DEFAULT_BACKEND",
+]
+
+DEFAULT_BACKEND = "numpy"
+_INSTALL_HINT = {"numpy": "mlcore-numpy", "strict": "mlcore-strict", "cupy": "mlcore-cupy"}
+
+
+@runtime_checkable
+class RandomSource(Protocol):
+    """Seeded random numbers for initialisers and shuffling (the Array API has none).
+
+    The same seed gives the same numbers; first-party backends draw on the host with NumPy's
+    PCG64, so the same seed gives the same initial weights on every backend.
+    """
+
+    def uniform(self, low: float, high: float, shape: tuple[int, ...], dtype: Any) -> Any:
+        """Uniform samples in ``[low, high)`` as a backend array of ``dtype``."""
+
+    def normal(self, mean: float, std: float, shape: tuple[int, ...], dtype: Any) -> Any:
+        """Normal samples as a backend array of ``dtype``."""
+
+    def permutation(self, n: int) -> Any:
+        """A random permutation of ``range(n)`` as a backend integer array."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend plugin provides (documented in docs/backends.md)."""
+
+    name: str
+    """Short lower-case name used by ``MLCORE_BACKEND`` and ``get_backend``."""
+
+    @property
+    def xp(self) -> Any:
+        """The Array API namespace (import the array library lazily here)."""
+
+    @property
+    def device(self) -> Any:
+        """The default device arrays are created on."""
+
+    def asarray(self, obj: Any, dtype: Any = None) -> Any:
+        """Convert ``obj`` (lists, NumPy arrays, scalars) to an array on ``device``."""
+
+    def to_numpy(self, x: Any) -> Any:
+        """A host NumPy copy of ``x``."""
+
+    def synchronize(self) -> None:
+        """Wait until queued work is done (a no-op on CPU; needed for honest GPU timing)."""
+
+    def rng(self, seed: int | None = None) -> RandomSource:
+        """A seeded random source creating arrays of this backend."""
+
+    def is_available(self) -> bool:
+        """Whether the backend can run here."""
+
+    def unavailable_reason(self) -> str:
+        """A human reason when ``is_available()`` is False, else ``""``."""
+
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend."""
+
+
+class BackendChoice(NamedTuple):
+    """The selected backend name and where the choice came from."""
+
+    name: str
+    source: str  # "argument", "context", "environment (MLCORE_BACKEND)" or "default"
+
+
+_context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mlcore_backend", default=None
+)
+
+
+def backend_choice(name: str | None = None) -> BackendChoice:
+    """Return which backend ``get_backend(name)`` would use, and why."""
+    if name is not None:
+        return BackendChoice(name, "argument")
+    ctx = _context_choice.get()
+    if ctx is not None:
+        return BackendChoice(ctx, "context (use_backend)")
+    env = os.environ.get("MLCORE_BACKEND", "").strip()
+    if env:
+        return BackendChoice(env, "environment (MLCORE_BACKEND)")
+    return BackendChoice(DEFAULT_BACKEND, "default")
+
+
+def _all_backends() -> dict[str, Backend]:
+    from .plugins import registry
+
+    return registry().backends
+
+
+def backend_names(available_only: bool = False) -> list[str]:
+    """Names of the installed backends (only those usable here if ``available_only``)."""
+    backends = _all_backends()
+    return sorted(n for n, b in backends.items() if not available_only or b.is_available())
+
+
+def _not_found(name: str) -> BackendNotFoundError:
+    from .plugins import registry
+
+    installed = sorted(_all_backends())
+    failed = registry().failure_for_backend(name)
+    if failed:
+        return BackendNotFoundError(
+            f"Backend {name!r} could not be loaded: plugin {failed}. "
+            f"Installed and loaded: {', '.join(installed) or 'none'}.", name)
+    msg = f"Unknown backend {name!r}. Installed: {', '.join(installed) or 'none'}."
+    close = difflib.get_close_matches(name, list(_INSTALL_HINT) + installed, n=1)
+    if close:
+        msg += f" Did you mean {close[0]!r}?"
+    target = close[0] if close else name
+    if target in _INSTALL_HINT and target not in installed:
+        msg += f" Install it with pip install {_INSTALL_HINT[target]}."
+    elif target not in installed:
+        msg += f" If a plugin distribution provides {target!r}, pip install it."
+    return BackendNotFoundError(msg, name)
+
+
+def get_backend(name: str | None = None) -> Backend:
+    """Return the selected backend, ready to use.
+
+    Raises :class:`BackendNotFoundError` (listing the installed backends and how to install
+    the missing one) or :class:`BackendUnavailableError` (with the backend's reason).
+    """
+    choice = backend_choice(name)
+    backend = _all_backends().get(choice.name.lower())
+    if backend is None:
+        raise _not_found(choice.name)
+    if not backend.is_available():
+        raise BackendUnavailableError(
+            f"Backend {backend.name!r} (chosen by {choice.source}) is installed but not "
+            f"usable here: {backend.unavailable_reason()}",
+            backend,
+        )
+    return backend
+
+
+class use_backend:  # noqa: N801 - used like a function, as contextlib helpers are
+    """Select a backend for the current context.
+
+    As a context manager it restores the previous choice on exit; as a plain call it stays
+    in force for the current thread or task. The backend is checked at once::
+
+        with mlcore.use_backend("strict"):
+            model.fit(X, y, loss="cross_entropy", epochs=5)
+    """
+
+    def __init__(self, name: str) -> None:
+        self.backend = get_backend(name)
+        self._token = _context_choice.set(self.backend.name)
+
+    def __enter__(self) -> Backend:
+        return self.backend
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _context_choice.reset(self._token)
+
+
+def backend_of(x: Any, backends: Sequence[Backend] | None = None) -> Backend | None:
+    """The installed backend that owns array ``x``, or None."""
+    for b in backends if backends is not None else _all_backends().values():
+        if b.owns(x):
+            return b
+    return None

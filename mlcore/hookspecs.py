@@ -1,0 +1,94 @@
+"""Every hook mlcore calls, in one module (pluggy project name ``mlcore``).
+
+A plugin is any module or object with functions marked by ``HookimplMarker("mlcore")``; it
+need not import mlcore (pluggy matches the marker by project name). Third-party plugins are
+found through the ``mlcore`` entry-point group; mlcore's own activations and losses are
+registered through these same hooks, so they follow the path a stranger's plugin follows.
+
+Each hook is called once per plugin, one plugin at a time, when mlcore first needs the kind
+of object it provides (never at import). A plugin whose hook raises, or returns something
+malformed, is recorded as failed and reported by ``mlcore info``; the others still load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+__all__ = ["hookspec", "hookimpl", "PROJECT", "ENTRY_POINT_GROUP", "ActivationFn", "LossFn"]
+
+PROJECT = "mlcore"
+"""The pluggy project name; hook markers of plugins must use it."""
+
+ENTRY_POINT_GROUP = "mlcore"
+"""The entry-point group third-party distributions declare their plugin modules in."""
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@runtime_checkable
+class ActivationFn(Protocol):
+    """What an activation factory returns (element-wise unless documented otherwise)."""
+
+    def forward(self, x: Any) -> Any:
+        """y = f(x), in the namespace, device and floating dtype of ``x``."""
+
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        """dx = dy · f'(x), the vector-Jacobian product; ``y`` is ``forward(x)``."""
+
+
+@runtime_checkable
+class LossFn(Protocol):
+    """What a loss factory returns."""
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        """The loss: a 0-d array (per-sample values when ``reduction="none"``)."""
+
+    def backward(self, pred: Any, target: Any) -> Any:
+        """d forward(pred, target) / d pred, same shape and dtype as ``pred``.
+
+        With ``reduction="none"`` it is the gradient of the *sum* of the per-sample values.
+        """
+
+
+@hookspec
+def mlcore_backends() -> Sequence[Backend]:
+    """Return the array backends this plugin provides.
+
+    Called once, the first time a backend is needed. Each item must satisfy the
+    :class:`mlcore.backend.Backend` protocol (``name``, ``xp``, ``device``, ``asarray``,
+    ``to_numpy``, ``synchronize``, ``rng``, ``is_available``, ``unavailable_reason``,
+    ``owns``). Building the objects must be cheap and must not fail when the array library
+    is missing: report that through ``is_available()`` instead.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def mlcore_activations() -> Mapping[str, Callable[..., Any]]:
+    """Return ``{name: factory}`` for the activations this plugin provides.
+
+    ``factory(**params)`` returns an object with ``forward(x) -> y`` and
+    ``backward(x, y, dy) -> dx``, both written against the Array API namespace of their
+    inputs (``array_api_compat.array_namespace(x)``). Names are lower-case identifiers;
+    a name provided by two plugins is an error at lookup, naming both distributions.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def mlcore_losses() -> Mapping[str, Callable[..., Any]]:
+    """Return ``{name: factory}`` for the losses this plugin provides.
+
+    ``factory(**params)`` returns an object with ``forward(pred, target) -> 0-d array``
+    (an array of per-sample values when ``reduction="none"``) and
+    ``backward(pred, target) -> d loss / d pred``, the gradient of exactly what forward
+    returns. Factories should accept ``reduction`` in ``"mean"``, ``"sum"``, ``"none"``.
+    """
+    raise NotImplementedError

@@ -1,0 +1,81 @@
+"""Shared fixtures: a ``backend`` fixture over every installed backend.
+
+Ids are the backend names, so ``pytest -k strict`` runs one backend. Backends that are
+installed but unusable here (cupy without a GPU) are skipped with their reason. When
+``MLCORE_BACKEND`` is set, the fixture runs that backend only (``MLCORE_BACKEND=strict
+pytest`` runs the whole suite on array-api-strict).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+import mlcore
+from mlcore.plugins import registry
+
+
+def _backend_params() -> list[Any]:
+    chosen = os.environ.get("MLCORE_BACKEND", "").strip()
+    names = [chosen] if chosen else sorted(registry().backends)
+    return [pytest.param(n, id=n) for n in names]
+
+
+@pytest.fixture(params=_backend_params())
+def backend(request: pytest.FixtureRequest) -> Any:
+    """Every installed backend in turn; unavailable ones skip with their reason."""
+    b = registry().backends.get(request.param)
+    if b is None:
+        pytest.fail(f"backend {request.param!r} is not installed")
+    if not b.is_available():
+        pytest.skip(f"{request.param} unavailable: {b.unavailable_reason()}")
+    with mlcore.use_backend(request.param):
+        yield b
+
+
+@pytest.fixture
+def xp(backend: Any) -> Any:
+    """The Array API namespace of the current ``backend``."""
+    return backend.xp
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Rebuild the plugin registry for this test and again afterwards."""
+    from mlcore import plugins
+
+    plugins.reset()
+    yield plugins
+    plugins.reset()
+
+
+@pytest.fixture
+def make_dist(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, fresh_registry: Any) -> Any:
+    """Build a throwaway installed distribution with an ``mlcore`` entry point.
+
+    ``make_dist("mlcore-bad", "bad_plugin", "raise ImportError('boom')")`` writes the module
+    and a ``.dist-info`` (METADATA + entry_points.txt) into a folder put on ``sys.path``,
+    which is exactly what importlib.metadata sees for a pip-installed distribution.
+    """
+    import sys
+    import textwrap
+
+    root = tmp_path / "site"
+    root.mkdir(exist_ok=True)
+    monkeypatch.syspath_prepend(str(root))
+
+    def make(dist: str, module: str, source: str, ep_name: str | None = None,
+             version: str = "1.0") -> Any:
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(f"[mlcore]\n{ep_name or module} = {module}\n")
+        sys.modules.pop(module, None)
+        fresh_registry.reset()
+        return root
+
+    return make
