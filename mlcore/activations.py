@@ -1,17 +1,35 @@
 """Built-in activations (eq. 1.7-1.12), each forward next to its gradient.
 
 Registered through the ``mlcore_activations`` hook, exactly as a third-party plugin would
-register its own, so they survive ``MLCORE_DISABLE_PLUGIN_AUTOLOAD``.
+register its own, so they survive ``MLCORE_DISABLE_PLUGIN_AUTOLOAD``. Every ``forward``
+resolves the namespace of its input once and returns an array of the same namespace,
+device, shape and floating dtype; ``backward(x, y, dy)`` returns ``dy · f'(x)`` (the
+vector-Jacobian product), reusing ``y = forward(x)`` where that is cheaper.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from . import _numerics as nm
+from ._array import check_floating, namespace
+from .errors import InvalidParameterError
 from .hookspecs import ActivationFn, hookimpl
 from .plugins import make, registry
 
-__all__ = ["activation", "activation_names"]
+__all__ = [
+    "activation",
+    "activation_names",
+    "Identity",
+    "Sigmoid",
+    "Tanh",
+    "ReLU",
+    "LeakyReLU",
+    "Softmax",
+    "LogSoftmax",
+    "Step",
+]
 
 
 def activation(name: str, **params: Any) -> ActivationFn:
@@ -28,6 +46,190 @@ def activation_names() -> list[str]:
     return registry().names("activations")
 
 
+def _xp(x: Any) -> Any:
+    """The namespace of ``x``, after checking ``x`` is a floating-point array."""
+    xp = namespace(x, names=("x",))
+    check_floating(xp, x, "x")
+    return xp
+
+
+class _Activation:
+    """Shared ``repr``; subclasses define ``forward`` and ``backward`` side by side."""
+
+    name = ""
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"activation({self.name!r}{', ' if params else ''}{params})"
+
+
+class Identity(_Activation):
+    """``f(z) = z``; ``f'(z) = 1``. A linear output layer (regression)."""
+
+    name = "identity"
+
+    def forward(self, x: Any) -> Any:
+        _xp(x)
+        return x
+
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        return dy
+
+
+class Sigmoid(_Activation):
+    """``f(z) = 1 / (1 + e^(-z))``, eq. (1.8), range (0, 1); ``f'(z) = y (1 - y)``.
+
+    Stable for any finite input (see :func:`mlcore._numerics.sigmoid`).
+    """
+
+    name = "sigmoid"
+
+    def forward(self, x: Any) -> Any:
+        return nm.sigmoid(_xp(x), x)
+
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        return dy * (y * (1.0 - y))
+
+
+class Tanh(_Activation):
+    """``f(z) = (e^z - e^(-z)) / (e^z + e^(-z))``, eq. (1.9), range (-1, 1);
+    ``f'(z) = 1 - y^2``."""
+
+    name = "tanh"
+
+    def forward(self, x: Any) -> Any:
+        return _xp(x).tanh(x)
+
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        return dy * (1.0 - y * y)
+
+
+class ReLU(_Activation):
+    """``f(z) = z if z > 0 else 0``, eq. (1.10); ``f'(z) = 1 if z > 0 else 0``.
+
+    Forward is ``maximum(x, 0)`` and backward ``dy * (x > 0)``: in NumPy both are 5-12x
+    faster than ``where``. The gradient at exactly 0 is taken as 0 (as PyTorch does).
+    """
+
+    name = "relu"
+
+    def forward(self, x: Any) -> Any:
+        return _xp(x).maximum(x, 0.0)
+
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        xp = namespace(x, dy, names=("x", "dy"))
+        return dy * xp.astype(x > 0.0, dy.dtype)
+
+
+class LeakyReLU(_Activation):
+    """``f(z) = z if z > 0 else alpha z``, eq. (1.11); ``f'(z) = 1 if z > 0 else alpha``.
+
+    ``alpha`` (default 0.01) is the fixed slope for negative inputs, any finite real number;
+    PReLU, where alpha is trained, is a layer. For ``alpha <= 1`` forward is
+    ``maximum(z, alpha z)`` (``minimum`` above 1), without ``where``.
+    """
+
+    name = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        self.alpha = _real_param("leaky_relu", "alpha", alpha)
+
+    def forward(self, x: Any) -> Any:
+        xp = _xp(x)
+        pick = xp.maximum if self.alpha <= 1.0 else xp.minimum
+        return pick(x, self.alpha * x)
+
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        xp = namespace(x, dy, names=("x", "dy"))
+        positive = xp.astype(x > 0.0, dy.dtype)
+        return dy * (positive * (1.0 - self.alpha) + self.alpha)
+
+
+class Softmax(_Activation):
+    """``f(z)_i = e^(z_i) / sum_k e^(z_k)`` over ``axis`` (default -1), eq. (1.12).
+
+    Shifted by the row maximum, so finite for any finite input. Gradient (the
+    vector-Jacobian product of the full Jacobian ``diag(y) - y y^T``):
+    ``dx = y * (dy - sum(dy * y, axis))``.
+    """
+
+    name = "softmax"
+
+    def __init__(self, axis: int = -1) -> None:
+        self.axis = _axis_param("softmax", axis)
+
+    def forward(self, x: Any) -> Any:
+        return nm.softmax(_xp(x), x, self.axis)
+
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        xp = namespace(y, dy, names=("y", "dy"))
+        return y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(_Activation):
+    """``f(z)_i = z_i - log sum_k e^(z_k)`` over ``axis`` (default -1), the log of eq. (1.12).
+
+    Computed by log-sum-exp, so finite for any finite input. Gradient:
+    ``dx = dy - exp(y) * sum(dy, axis)`` (``exp(y)`` is the softmax).
+    """
+
+    name = "log_softmax"
+
+    def __init__(self, axis: int = -1) -> None:
+        self.axis = _axis_param("log_softmax", axis)
+
+    def forward(self, x: Any) -> Any:
+        return nm.log_softmax(_xp(x), x, self.axis)
+
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        xp = namespace(y, dy, names=("y", "dy"))
+        return dy - xp.exp(y) * xp.sum(dy, axis=self.axis, keepdims=True)
+
+
+class Step(_Activation):
+    """The perceptron's threshold, eq. (1.7): ``f(z) = 1 if z > 0 else 0``.
+
+    Its derivative is zero wherever it exists (and undefined at 0), so ``backward`` returns
+    zeros: a network of steps cannot learn by gradient descent. Use it for the logic-gate
+    perceptrons of the chapter with hand-set weights, or swap in ``sigmoid`` to train.
+    """
+
+    name = "step"
+
+    def forward(self, x: Any) -> Any:
+        xp = _xp(x)
+        return xp.astype(x > 0.0, x.dtype)
+
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        return namespace(dy, names=("dy",)).zeros_like(dy)
+
+
+def _real_param(owner: str, name: str, value: Any) -> float:
+    """``value`` as a finite float, or an :class:`InvalidParameterError`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value):
+        raise InvalidParameterError(
+            f"{owner} parameter {name} must be a finite real number, received {value!r}.",
+            value,
+        )
+    return float(value)
+
+
+def _axis_param(owner: str, value: Any) -> int:
+    """``value`` as an int axis, or an :class:`InvalidParameterError`."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidParameterError(
+            f"{owner} parameter axis must be an integer (e.g. -1), received {value!r}.", value
+        )
+    return value
+
+
+_BUILTIN: dict[str, Any] = {
+    cls.name: cls for cls in (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, Softmax, LogSoftmax, Step)
+}
+
+
 @hookimpl
 def mlcore_activations() -> dict[str, Any]:
-    return {}
+    """mlcore's own activations, registered like any plugin's."""
+    return dict(_BUILTIN)

@@ -1,16 +1,46 @@
 """Built-in losses (eq. 1.13-1.16, plus mse and mae), value and gradient together.
 
 Registered through the ``mlcore_losses`` hook, exactly as a third-party plugin would.
+
+Conventions shared by every built-in loss:
+
+* Axis 0 indexes the N samples. A loss first computes one value per sample (for mse, mae
+  and binary cross-entropy the mean over any further axes; for cross-entropy and KL the sum
+  over the classes of axis 1), then ``reduction`` combines them: ``"mean"`` (default, the
+  chapter's 1/N), ``"sum"``, or ``"none"`` (the per-sample values, shape (N,)).
+* ``backward(pred, target)`` is the gradient of exactly what ``forward`` returns; with
+  ``reduction="none"`` it is the gradient of the *sum* of the per-sample values.
+* Results keep ``pred``'s namespace, device and floating dtype; a floating ``target`` is
+  cast to ``pred``'s dtype first, so float32 predictions give a float32 loss.
+* ``value_and_grad(pred, target)`` returns both at once, sharing the work (one softmax for
+  cross-entropy from logits); training loops may use it when present.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import _numerics as nm
+from ._array import check_floating, check_same_shape, device_of, namespace
+from .errors import DTypeError, InvalidParameterError, InvalidValueError, ShapeError
 from .hookspecs import LossFn, hookimpl
 from .plugins import make, registry
 
-__all__ = ["loss", "loss_names"]
+__all__ = [
+    "loss",
+    "loss_names",
+    "REDUCTIONS",
+    "MSE",
+    "MAE",
+    "BinaryCrossEntropy",
+    "CrossEntropy",
+    "KLDivergence",
+]
+
+REDUCTIONS = ("mean", "sum", "none")
+_NAMES = ("pred", "target")
+PROBABILITY_TOLERANCE = 1e-3
+"""How far a probability target's row sum may be from 1 (float32 rounding leaves ~1e-6)."""
 
 
 def loss(name: str, **params: Any) -> LossFn:
@@ -27,6 +57,410 @@ def loss_names() -> list[str]:
     return registry().names("losses")
 
 
+class _Loss:
+    """Validation, reduction and the public methods; subclasses give ``_check``,
+    ``_values`` (per-sample values, shape (N,)) and ``_grad`` (gradient of their sum)."""
+
+    name = ""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in REDUCTIONS:
+            raise InvalidParameterError(
+                f"Loss {self.name!r}: reduction must be one of {', '.join(REDUCTIONS)}; "
+                f"received {reduction!r}.",
+                reduction,
+            )
+        self.reduction = reduction
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"loss({self.name!r}, {params})"
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        """The loss value: a 0-d array, or per-sample values when ``reduction="none"``."""
+        xp = namespace(pred, target, names=_NAMES)
+        target = self._check(xp, pred, target)
+        return self._reduce(xp, self._values(xp, pred, target))
+
+    def backward(self, pred: Any, target: Any) -> Any:
+        """d forward(pred, target) / d pred, same shape and dtype as ``pred``."""
+        xp = namespace(pred, target, names=_NAMES)
+        target = self._check(xp, pred, target)
+        return self._scale(pred, self._grad(xp, pred, target))
+
+    def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        """``(forward(pred, target), backward(pred, target))``, validating once."""
+        xp = namespace(pred, target, names=_NAMES)
+        target = self._check(xp, pred, target)
+        values, grad = self._values_and_grad(xp, pred, target)
+        return self._reduce(xp, values), self._scale(pred, grad)
+
+    def _values_and_grad(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+        return self._values(xp, pred, target), self._grad(xp, pred, target)
+
+    def _reduce(self, xp: Any, values: Any) -> Any:
+        if self.reduction == "mean":
+            return xp.mean(values)
+        return xp.sum(values) if self.reduction == "sum" else values
+
+    def _scale(self, pred: Any, grad: Any) -> Any:
+        return grad * (1.0 / pred.shape[0]) if self.reduction == "mean" else grad
+
+    # subclasses -------------------------------------------------------------------------
+    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
+        """Validate; return ``target`` ready to use (cast to ``pred``'s dtype)."""
+        raise NotImplementedError
+
+    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
+        raise NotImplementedError
+
+    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
+        raise NotImplementedError
+
+
+# -- validation helpers ------------------------------------------------------------------
+def _check_pred(xp: Any, pred: Any, owner: str, ndim: int | None = None) -> None:
+    check_floating(xp, pred, "pred")
+    if (ndim is not None and pred.ndim != ndim) or pred.ndim < 1 or pred.shape[0] == 0:
+        want = "(N, M)" if ndim == 2 else "(N, ...)"
+        raise ShapeError(
+            f"Loss {owner!r} expected pred of shape {want} with N >= 1 samples, received "
+            f"shape {tuple(pred.shape)}.",
+            pred,
+        )
+
+
+def _float_target(xp: Any, pred: Any, target: Any) -> Any:
+    """``target`` checked to be floating, cast to ``pred``'s dtype (no copy when equal)."""
+    check_floating(xp, target, "target")
+    return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)
+
+
+def _same_shape_float(xp: Any, pred: Any, target: Any, owner: str) -> Any:
+    _check_pred(xp, pred, owner)
+    check_same_shape(pred, target, _NAMES)
+    return _float_target(xp, pred, target)
+
+
+def _per_sample_mean(xp: Any, x: Any) -> Any:
+    """The mean over every axis but the first (identity for 1-d input)."""
+    return x if x.ndim == 1 else xp.mean(x, axis=tuple(range(1, x.ndim)))
+
+
+def _feature_count(x: Any) -> int:
+    n = 1
+    for d in x.shape[1:]:
+        n *= int(d)
+    return n
+
+
+def _check_unit_interval(xp: Any, x: Any, label: str, owner: str) -> None:
+    """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1]."""
+    if bool((xp.min(x) < 0.0) | (xp.max(x) > 1.0)):
+        raise InvalidValueError(
+            f"Loss {owner!r} expected {label} in [0, 1], received values from "
+            f"{float(xp.min(x)):g} to {float(xp.max(x)):g}. Pass logits with "
+            f"from_logits=True, or apply sigmoid first.",
+            x,
+        )
+
+
+def _eps(xp: Any, pred: Any, eps: float | None) -> float:
+    """The clipping epsilon: ``eps`` or, by default, the machine epsilon of pred's dtype."""
+    return float(xp.finfo(pred.dtype).eps) if eps is None else eps
+
+
+def _eps_param(owner: str, eps: Any) -> float | None:
+    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0.0 < eps < 0.5
+    if eps is not None and not ok:
+        raise InvalidParameterError(
+            f"Loss {owner!r}: eps must be None (the dtype's machine epsilon) or a number in "
+            f"(0, 0.5); received {eps!r}.",
+            eps,
+        )
+    return None if eps is None else float(eps)
+
+
+def _bool_param(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidParameterError(
+            f"Loss {owner!r}: {name} must be True or False, received {value!r}.", value
+        )
+    return value
+
+
+# -- regression --------------------------------------------------------------------------
+class MSE(_Loss):
+    """Mean squared error: per sample ``mean_j (pred_j - target_j)^2`` over the features;
+    gradient ``2 (pred - target) / F`` (F features per sample), then the reduction.
+
+    With ``reduction="mean"`` this equals ``torch.nn.functional.mse_loss``.
+    """
+
+    name = "mse"
+
+    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
+        return _same_shape_float(xp, pred, target, self.name)
+
+    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
+        d = pred - target
+        return _per_sample_mean(xp, d * d)
+
+    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
+        return (pred - target) * (2.0 / _feature_count(pred))
+
+
+class MAE(_Loss):
+    """Mean absolute error: per sample ``mean_j |pred_j - target_j|``; gradient
+    ``sign(pred - target) / F`` (0 where they are equal), then the reduction.
+
+    With ``reduction="mean"`` this equals ``torch.nn.functional.l1_loss``.
+    """
+
+    name = "mae"
+
+    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
+        return _same_shape_float(xp, pred, target, self.name)
+
+    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
+        return _per_sample_mean(xp, xp.abs(pred - target))
+
+    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
+        return xp.sign(pred - target) * (1.0 / _feature_count(pred))
+
+
+# -- binary cross-entropy ----------------------------------------------------------------
+class BinaryCrossEntropy(_Loss):
+    """Binary cross-entropy, eq. (1.15): ``-[y log p + (1 - y) log(1 - p)]`` per output,
+    averaged over the outputs of a sample (shape (N,) or (N, K) for K independent labels).
+
+    ``from_logits=False`` (default): ``pred`` holds probabilities in [0, 1], clipped to
+    ``[eps, 1 - eps]`` before the logs (``eps=None``: the machine epsilon of pred's dtype,
+    1.19e-7 in float32, 2.22e-16 in float64; so one term is at most 15.9 or 36.0).
+    Gradient ``(p - y) / (p (1 - p)) / K`` at the clipped ``p`` (not zero outside the clip
+    range, so a confidently wrong prediction still learns).
+
+    ``from_logits=True``: ``pred`` holds logits z, ``p = sigmoid(z)``; the value uses the
+    stable softplus form ``max(z, 0) - z y + log(1 + e^(-|z|))`` (finite for any finite z)
+    and the gradient is ``(sigmoid(z) - y) / K``.
+
+    ``target`` is a floating array of pred's shape with values in [0, 1] (soft labels are
+    allowed); probabilities and targets outside [0, 1] raise :class:`InvalidValueError`.
+    """
+
+    name = "binary_cross_entropy"
+
+    def __init__(
+        self, reduction: str = "mean", from_logits: bool = False, eps: float | None = None
+    ) -> None:
+        super().__init__(reduction)
+        self.from_logits = _bool_param(self.name, "from_logits", from_logits)
+        self.eps = _eps_param(self.name, eps)
+
+    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
+        target = _same_shape_float(xp, pred, target, self.name)
+        _check_unit_interval(xp, target, "target", self.name)
+        if not self.from_logits:
+            _check_unit_interval(xp, pred, "pred (probabilities)", self.name)
+        return target
+
+    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
+        if self.from_logits:
+            terms = xp.maximum(pred, 0.0) - pred * target + nm.softplus_neg_abs(xp, pred)
+        else:
+            eps = _eps(xp, pred, self.eps)
+            p = xp.clip(pred, eps, 1.0 - eps)
+            terms = -(target * xp.log(p) + (1.0 - target) * xp.log1p(-p))
+        return _per_sample_mean(xp, terms)
+
+    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
+        scale = 1.0 / _feature_count(pred)
+        if self.from_logits:
+            return (nm.sigmoid(xp, pred) - target) * scale
+        eps = _eps(xp, pred, self.eps)
+        p = xp.clip(pred, eps, 1.0 - eps)
+        return (p - target) / (p * (1.0 - p)) * scale
+
+
+# -- multi-class cross-entropy and KL ----------------------------------------------------
+def _class_targets(xp: Any, pred: Any, target: Any, owner: str) -> Any:
+    """Check ``target`` is (N,) class indices in [0, M) or (N, M) probability rows."""
+    if target.ndim == 1 and xp.isdtype(target.dtype, "integral"):
+        _check_labels(xp, pred, target, owner)
+        return target
+    if target.ndim == 1:
+        raise DTypeError(
+            f"Loss {owner!r}: a target of shape {tuple(target.shape)} holds class indices and "
+            f"must be an integer array, received dtype {target.dtype}. Convert it with "
+            f"astype(int64), or pass one-hot rows of shape {tuple(pred.shape)}.",
+            target,
+        )
+    check_same_shape(pred, target, _NAMES)
+    target = _float_target(xp, pred, target)
+    _check_distribution(xp, target, owner)
+    return target
+
+
+def _check_labels(xp: Any, pred: Any, target: Any, owner: str) -> None:
+    """Labels must match N and lie in [0, M): one min/max reduction and a host check."""
+    n, m = pred.shape
+    if target.shape[0] != n:
+        raise ShapeError(
+            f"Loss {owner!r}: pred has {n} samples but target has {target.shape[0]} labels; "
+            f"received pred {tuple(pred.shape)} and target {tuple(target.shape)}.",
+            (pred, target),
+        )
+    lo, hi = xp.min(target), xp.max(target)
+    if bool((lo < 0) | (hi >= m)):
+        raise InvalidValueError(
+            f"Loss {owner!r}: class indices must lie in [0, {m - 1}] for pred with {m} "
+            f"classes, received indices from {int(lo)} to {int(hi)}. Labels start at 0 "
+            f"(the chapter's class c is index c - 1).",
+            target,
+        )
+
+
+def _check_distribution(xp: Any, target: Any, owner: str) -> None:
+    """Rows must be non-negative and sum to 1 within :data:`PROBABILITY_TOLERANCE`."""
+    err = xp.max(xp.abs(xp.sum(target, axis=1) - 1.0))
+    if bool((err > PROBABILITY_TOLERANCE) | (xp.min(target) < 0.0)):
+        raise InvalidValueError(
+            f"Loss {owner!r}: target rows must be probability distributions (non-negative, "
+            f"summing to 1 within {PROBABILITY_TOLERANCE:g}); received a row sum off by "
+            f"{float(err):.3g} and a smallest value of {float(xp.min(target)):.3g}. "
+            f"Normalise each row, or pass integer class indices.",
+            target,
+        )
+
+
+def _one_hot(xp: Any, labels: Any, m: int, dtype: Any) -> Any:
+    """(N, M) one-hot rows of ``labels`` built by a broadcast comparison (no scatter)."""
+    classes = xp.arange(m, device=device_of(labels))
+    return xp.astype(labels[:, None] == classes, dtype)
+
+
+class CrossEntropy(_Loss):
+    """Multi-class cross-entropy, eq. (1.16): per sample ``-sum_j y_j log p_j``; with a
+    class index ``c`` that is ``-log p_c``.
+
+    ``pred`` has shape (N, M). ``target`` is either integer class indices of shape (N,) in
+    [0, M) or floating rows of shape (N, M) that are probability distributions (one-hot or
+    soft; rows must sum to 1 within 1e-3 and be non-negative).
+
+    ``from_logits=False`` (default): ``pred`` holds probabilities (softmax outputs), clipped
+    below at ``eps`` before the log (``eps=None``: the machine epsilon of pred's dtype);
+    gradient ``-y / p`` at the clipped ``p``.
+
+    ``from_logits=True``: ``pred`` holds logits z; the value is the fused log-sum-exp form
+    ``logsumexp(z) - sum_j y_j z_j`` (finite for any finite z) and the gradient is
+    ``softmax(z) - y``: cheaper and more accurate than softmax then cross-entropy.
+
+    ``label_smoothing`` (default 0, in [0, 1)) replaces ``y`` by ``(1 - s) y + s / M``, as
+    PyTorch does.
+    """
+
+    name = "cross_entropy"
+
+    def __init__(
+        self,
+        reduction: str = "mean",
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        eps: float | None = None,
+    ) -> None:
+        super().__init__(reduction)
+        self.from_logits = _bool_param(self.name, "from_logits", from_logits)
+        self.label_smoothing = _smoothing_param(label_smoothing)
+        self.eps = _eps_param(self.name, eps)
+
+    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
+        _check_pred(xp, pred, self.name, ndim=2)
+        return _class_targets(xp, pred, target, self.name)
+
+    def _dense_target(self, xp: Any, pred: Any, target: Any) -> Any:
+        """The (N, M) target distribution after label smoothing."""
+        m = pred.shape[1]
+        y = _one_hot(xp, target, m, pred.dtype) if target.ndim == 1 else target
+        s = self.label_smoothing
+        return y if s == 0.0 else y * (1.0 - s) + s / m
+
+    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
+        y = self._dense_target(xp, pred, target)
+        if self.from_logits:
+            logp = nm.log_softmax(xp, pred, axis=1)
+        else:
+            logp = xp.log(xp.clip(pred, _eps(xp, pred, self.eps), None))
+        return -xp.sum(y * logp, axis=1)
+
+    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
+        y = self._dense_target(xp, pred, target)
+        if self.from_logits:
+            return nm.softmax(xp, pred, axis=1) - y
+        return -y / xp.clip(pred, _eps(xp, pred, self.eps), None)
+
+    def _values_and_grad(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+        if not self.from_logits:
+            return super()._values_and_grad(xp, pred, target)
+        y = self._dense_target(xp, pred, target)
+        z = pred - xp.max(pred, axis=1, keepdims=True)
+        e = xp.exp(z)
+        total = xp.sum(e, axis=1, keepdims=True)
+        values = xp.log(total[:, 0]) - xp.sum(y * z, axis=1)
+        return values, e / total - y
+
+
+class KLDivergence(_Loss):
+    """Kullback-Leibler divergence, eq. (1.13): ``D_KL(target || pred) =
+    sum_j y_j (log y_j - log p_j)`` summed over the classes of each sample.
+
+    ``pred`` and ``target`` are (N, M) probability rows (target rows must sum to 1 within
+    1e-3); terms where ``y_j = 0`` contribute 0. ``pred`` is clipped below at ``eps``
+    (``eps=None``: the machine epsilon of its dtype) before the log. Gradient ``-y / p`` at
+    the clipped ``p``. Equals ``torch.nn.functional.kl_div(log(pred), target,
+    reduction="batchmean")`` for the default ``reduction="mean"``.
+    """
+
+    name = "kl_divergence"
+
+    def __init__(self, reduction: str = "mean", eps: float | None = None) -> None:
+        super().__init__(reduction)
+        self.eps = _eps_param(self.name, eps)
+
+    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
+        _check_pred(xp, pred, self.name, ndim=2)
+        check_same_shape(pred, target, _NAMES)
+        target = _float_target(xp, pred, target)
+        _check_distribution(xp, target, self.name)
+        return target
+
+    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
+        tiny = xp.finfo(pred.dtype).smallest_normal
+        log_ratio = xp.log(xp.maximum(target, tiny)) - xp.log(
+            xp.clip(pred, _eps(xp, pred, self.eps), None)
+        )
+        return xp.sum(target * log_ratio, axis=1)
+
+    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
+        return -target / xp.clip(pred, _eps(xp, pred, self.eps), None)
+
+
+def _smoothing_param(value: Any) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
+    if not ok:
+        raise InvalidParameterError(
+            f"Loss 'cross_entropy': label_smoothing must be a number in [0, 1), received "
+            f"{value!r}.",
+            value,
+        )
+    return float(value)
+
+
+_BUILTIN: dict[str, Any] = {
+    cls.name: cls for cls in (MSE, MAE, BinaryCrossEntropy, CrossEntropy, KLDivergence)
+}
+
+
 @hookimpl
 def mlcore_losses() -> dict[str, Any]:
-    return {}
+    """mlcore's own losses, registered like any plugin's."""
+    return dict(_BUILTIN)
