@@ -7,7 +7,8 @@ public function and passes ``xp`` down.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -25,6 +26,7 @@ __all__ = [
     "namespace",
     "device_of",
     "check_same_device",
+    "device_scope",
     "check_floating",
     "check_finite",
     "check_same_shape",
@@ -80,6 +82,25 @@ def check_same_device(*arrays: Any, names: Sequence[str] = ()) -> Any:
         "to one device explicitly; mlcore never transfers silently.",
         arrays,
     )
+
+
+@contextmanager
+def device_scope(*arrays: Any, names: Sequence[str] = ()) -> Iterator[Any]:
+    """Run the enclosed code on the one device of ``arrays``; yield that device.
+
+    Raises :class:`DeviceMismatchError` (naming each argument) when the arrays are on
+    different devices. A device that is a context manager is entered: CuPy allocates every
+    new array, and every kernel result, on its *current* device, whatever ``device=`` says, so
+    the core wraps device-sensitive code in this scope to keep results on the inputs' device
+    (``with device_scope(x, w, names=("x", "w")) as dev:``). Devices that are plain values
+    (NumPy's ``"cpu"``, array-api-strict's) make it a device check only.
+    """
+    dev = check_same_device(*arrays, names=names)
+    if not hasattr(type(dev), "__enter__"):
+        yield dev
+        return
+    with dev:
+        yield dev
 
 
 def check_floating(xp: Any, x: Any, name: str) -> None:

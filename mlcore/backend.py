@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from .errors import BackendNotFoundError, BackendUnavailableError
+from .errors import BackendNotFoundError, BackendUnavailableError, InvalidParameterError
 
 __all__ = [
     "Backend",
@@ -102,6 +102,9 @@ class BackendChoice(NamedTuple):
 _context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "mlcore_backend", default=None
 )
+_context_device: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "mlcore_device", default=None
+)
 
 
 def backend_choice(name: str | None = None) -> BackendChoice:
@@ -150,16 +153,41 @@ def _not_found(name: str) -> BackendNotFoundError:
     return BackendNotFoundError(msg, name)
 
 
-def get_backend(name: str | None = None) -> Backend:
-    """Return the selected backend, ready to use.
+def _on_device(backend: Backend, device: Any) -> Backend:
+    """``backend`` bound to ``device`` (``"cuda:1"``); one-device backends accept their own."""
+    on_device = getattr(backend, "on_device", None)
+    if on_device is not None:
+        try:
+            bound: Backend = on_device(device)
+        except ValueError as exc:
+            raise InvalidParameterError(f"Backend {backend.name!r}: {exc}", device) from exc
+        return bound
+    if device == backend.device or str(device) == str(backend.device):
+        return backend
+    raise InvalidParameterError(
+        f"Backend {backend.name!r} has one device, {str(backend.device)!r}; received "
+        f"device={device!r}. Leave device unset, or choose a GPU backend (cupy) for 'cuda:N'.",
+        device,
+    )
 
+
+def get_backend(name: str | None = None, *, device: Any = None) -> Backend:
+    """Return the selected backend, ready to use, on ``device`` when given (``"cuda:1"``).
+
+    Without ``device``, the device given to :class:`use_backend` applies when the backend
+    comes from that context; else the backend's default (cupy: ``MLCORE_DEVICE``, cuda:0).
     Raises :class:`BackendNotFoundError` (listing the installed backends and how to install
-    the missing one) or :class:`BackendUnavailableError` (with the backend's reason).
+    the missing one), :class:`BackendUnavailableError` (with the backend's reason) or
+    :class:`InvalidParameterError` (a device the backend cannot parse or does not have).
     """
     choice = backend_choice(name)
     backend = _all_backends().get(choice.name.lower())
     if backend is None:
         raise _not_found(choice.name)
+    if device is None and choice.source.startswith("context"):
+        device = _context_device.get()
+    if device is not None:
+        backend = _on_device(backend, device)
     if not backend.is_available():
         raise BackendUnavailableError(
             f"Backend {backend.name!r} (chosen by {choice.source}) is installed but not "
@@ -170,7 +198,7 @@ def get_backend(name: str | None = None) -> Backend:
 
 
 class use_backend:  # noqa: N801 - used like a function, as contextlib helpers are
-    """Select a backend for the current context.
+    """Select a backend (and optionally its device, ``device="cuda:1"``) for the context.
 
     As a context manager it restores the previous choice on exit; as a plain call it stays
     in force for the current thread or task. The backend is checked at once::
@@ -179,9 +207,10 @@ class use_backend:  # noqa: N801 - used like a function, as contextlib helpers a
             model.fit(X, y, loss="cross_entropy", epochs=5)
     """
 
-    def __init__(self, name: str) -> None:
-        self.backend = get_backend(name)
+    def __init__(self, name: str, *, device: Any = None) -> None:
+        self.backend = get_backend(name, device=device)
         self._token = _context_choice.set(self.backend.name)
+        self._device_token = _context_device.set(device)
 
     def __enter__(self) -> Backend:
         return self.backend
@@ -193,6 +222,7 @@ class use_backend:  # noqa: N801 - used like a function, as contextlib helpers a
         tb: TracebackType | None,
     ) -> None:
         _context_choice.reset(self._token)
+        _context_device.reset(self._device_token)
 
 
 def backend_of(x: Any, backends: Sequence[Backend] | None = None) -> Backend | None:

@@ -11,8 +11,13 @@ import pytest
 
 import mlcore
 from mlcore import backend_choice, get_backend, use_backend
-from mlcore._array import check_same_device, namespace
-from mlcore.errors import BackendMismatchError, BackendNotFoundError, BackendUnavailableError
+from mlcore._array import check_same_device, device_scope, namespace
+from mlcore.errors import (
+    BackendMismatchError,
+    BackendNotFoundError,
+    BackendUnavailableError,
+    InvalidParameterError,
+)
 
 
 def test_default_is_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,6 +133,24 @@ def test_mixed_devices_error_names_arguments() -> None:
     b = s.asarray([1.0], device=s.Device("device1"))
     with pytest.raises(mlcore.DeviceMismatchError, match="x is on .*CPU_DEVICE.*w is on"):
         check_same_device(a, b, names=("x", "w"))
+
+
+def test_device_scope_checks_and_yields_the_common_device() -> None:
+    import array_api_strict as s
+
+    a, b = s.asarray([1.0]), s.asarray([1.0], device=s.Device("device1"))
+    with device_scope(a, a) as dev:
+        assert dev == s.Device("CPU_DEVICE")  # a plain value: nothing entered
+    with pytest.raises(mlcore.DeviceMismatchError, match="x is on"), device_scope(a, b, names="xw"):
+        pass
+
+
+def test_one_device_backends_accept_only_their_device() -> None:
+    assert get_backend("numpy", device="cpu").name == "numpy"
+    with use_backend("strict", device=get_backend("strict").device):
+        assert get_backend().name == "strict"
+    with pytest.raises(InvalidParameterError, match="'numpy' has one device, 'cpu'; received"):
+        get_backend("numpy", device="cuda:0")
 
 
 def test_backend_contract(backend: Any) -> None:
