@@ -46,6 +46,10 @@ def activation_names() -> list[str]:
     return registry().names("activations")
 
 
+_on_x = nm.on_input_device(("x",))
+"""Run forward/backward on the device of ``x`` (CuPy's current device)."""
+
+
 def _xp(x: Any) -> Any:
     """The namespace of ``x``, after checking ``x`` is a floating-point array."""
     xp = namespace(x, names=("x",))
@@ -84,9 +88,11 @@ class Sigmoid(_Activation):
 
     name = "sigmoid"
 
+    @_on_x
     def forward(self, x: Any) -> Any:
         return nm.sigmoid(_xp(x), x)
 
+    @_on_x
     def backward(self, x: Any, y: Any, dy: Any) -> Any:
         return dy * (y * (1.0 - y))
 
@@ -97,9 +103,11 @@ class Tanh(_Activation):
 
     name = "tanh"
 
+    @_on_x
     def forward(self, x: Any) -> Any:
         return _xp(x).tanh(x)
 
+    @_on_x
     def backward(self, x: Any, y: Any, dy: Any) -> Any:
         return dy * (1.0 - y * y)
 
@@ -113,9 +121,11 @@ class ReLU(_Activation):
 
     name = "relu"
 
+    @_on_x
     def forward(self, x: Any) -> Any:
         return _xp(x).maximum(x, 0.0)
 
+    @_on_x
     def backward(self, x: Any, y: Any, dy: Any) -> Any:
         xp = namespace(x, dy, names=("x", "dy"))
         return dy * xp.astype(x > 0.0, dy.dtype)
@@ -134,11 +144,13 @@ class LeakyReLU(_Activation):
     def __init__(self, alpha: float = 0.01) -> None:
         self.alpha = _real_param("leaky_relu", "alpha", alpha)
 
+    @_on_x
     def forward(self, x: Any) -> Any:
         xp = _xp(x)
         pick = xp.maximum if self.alpha <= 1.0 else xp.minimum
         return pick(x, self.alpha * x)
 
+    @_on_x
     def backward(self, x: Any, y: Any, dy: Any) -> Any:
         xp = namespace(x, dy, names=("x", "dy"))
         positive = xp.astype(x > 0.0, dy.dtype)
@@ -158,9 +170,11 @@ class Softmax(_Activation):
     def __init__(self, axis: int = -1) -> None:
         self.axis = _axis_param("softmax", axis)
 
+    @_on_x
     def forward(self, x: Any) -> Any:
         return nm.softmax(_xp(x), x, self.axis)
 
+    @_on_x
     def backward(self, x: Any, y: Any, dy: Any) -> Any:
         xp = namespace(y, dy, names=("y", "dy"))
         return y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))
@@ -178,9 +192,11 @@ class LogSoftmax(_Activation):
     def __init__(self, axis: int = -1) -> None:
         self.axis = _axis_param("log_softmax", axis)
 
+    @_on_x
     def forward(self, x: Any) -> Any:
         return nm.log_softmax(_xp(x), x, self.axis)
 
+    @_on_x
     def backward(self, x: Any, y: Any, dy: Any) -> Any:
         xp = namespace(y, dy, names=("y", "dy"))
         return dy - xp.exp(y) * xp.sum(dy, axis=self.axis, keepdims=True)
@@ -196,10 +212,12 @@ class Step(_Activation):
 
     name = "step"
 
+    @_on_x
     def forward(self, x: Any) -> Any:
         xp = _xp(x)
         return xp.astype(x > 0.0, x.dtype)
 
+    @_on_x
     def backward(self, x: Any, y: Any, dy: Any) -> Any:
         return namespace(dy, names=("dy",)).zeros_like(dy)
 

@@ -313,3 +313,14 @@ def test_property_squashing_ranges(backend: Any, z: np.ndarray, name: str) -> No
     y = backend.to_numpy(mlcore.activation(name).forward(backend.asarray(z)))
     lo = 0.0 if name == "sigmoid" else -1.0
     assert (y >= lo).all() and (y <= 1.0).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_results_stay_on_a_non_default_device(name: str) -> None:
+    import array_api_strict as xs
+
+    dev = xs.Device("device1")
+    x = xs.asarray(_data(), device=dev)
+    fn = mlcore.activation(name)
+    y = fn.forward(x)
+    assert y.device == fn.backward(x, y, y).device == dev

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import mlcore
 from mlcore.errors import (
     BackendMismatchError,
+    DeviceMismatchError,
     DTypeError,
     InvalidParameterError,
     InvalidValueError,
@@ -487,3 +488,57 @@ def test_property_shape_and_dtype_kept(backend: Any, d: Any, case: Case,
     v, g = fn.value_and_grad(p, t)
     assert v.dtype == g.dtype == p.dtype and tuple(g.shape) == tuple(p.shape)
     assert tuple(v.shape) == ((p.shape[0],) if reduction == "none" else ())
+
+
+def test_devices_must_match_naming_pred_and_target() -> None:
+    import array_api_strict
+
+    strict = mlcore.get_backend("strict")
+    p = strict.asarray(np.zeros((2, 2)))
+    t = array_api_strict.asarray(np.zeros((2, 2)), device=array_api_strict.Device("device1"))
+    with pytest.raises(DeviceMismatchError, match="pred is on .*CPU_DEVICE.*target is on"):
+        mlcore.loss("mse").backward(p, t)
+
+
+def test_keyword_arguments_are_accepted(backend: Any) -> None:
+    p, t = _np(backend, np.array([[0.5, 0.5]]), np.array([[0.0, 1.0]]))
+    fn = mlcore.loss("mse")
+    assert float(backend.to_numpy(fn.forward(target=t, pred=p))) == 0.25
+    assert backend.to_numpy(fn.backward(p, target=t)).tolist() == [[0.5, -0.5]]
+
+
+def test_calls_run_inside_a_context_manager_device() -> None:
+    """CuPy allocates on its current device: a device that is a context is entered."""
+    from mlcore._numerics import on_input_device
+
+    entered: list[str] = []
+
+    class Device:
+        def __enter__(self) -> None:
+            entered.append("in")
+
+        def __exit__(self, *exc: object) -> None:
+            entered.append("out")
+
+    class Fake:
+        device = Device()
+
+    class Fn:
+        @on_input_device(("pred", "target"))
+        def forward(self, pred: Any, target: Any) -> str:
+            entered.append("run")
+            return "done"
+
+    fake = Fake()
+    assert Fn().forward(fake, fake) == "done" and entered == ["in", "run", "out"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_results_stay_on_a_non_default_device(case: Case) -> None:
+    import array_api_strict as xs
+
+    dev = xs.Device("device1")
+    pred, target = case.data(np.random.default_rng(5))
+    p, t = xs.asarray(pred, device=dev), xs.asarray(target, device=dev)
+    value, grad = mlcore.loss(case.name, **case.params).value_and_grad(p, t)
+    assert value.device == grad.device == dev
