@@ -351,8 +351,8 @@ def _one_hot(xp: Any, labels: Any, m: int, dtype: Any, owner: str) -> Any:
 
 
 class CrossEntropy(_Loss):
-    """Multi-class cross-entropy, eq. (1.16): per sample ``-sum_j y_j log p_j``; with a
-    class index ``c`` that is ``-log p_c``.
+    """Multi-class cross-entropy, eq. (1.16) (``H(P, Q)`` of eq. 1.14 per sample): per sample
+    ``-sum_j y_j log p_j``; with a class index ``c`` that is ``-log p_c``.
 
     ``pred`` has shape (N, M). ``target`` is either integer class indices of shape (N,) in
     [0, M) or floating rows of shape (N, M) that are probability distributions (one-hot or
