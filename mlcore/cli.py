@@ -127,3 +127,57 @@ def plugins(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
     else:
         _print_plugins(rows)
+
+
+def _benchmarks_runner() -> Any:
+    """``benchmarks.runner`` from the source checkout holding this mlcore package.
+
+    The suite is not in the wheel (a top-level ``benchmarks`` package would collide in
+    site-packages); an editable install from a clone, as the README does, finds it here.
+    """
+    import importlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "runner.py").is_file():
+        raise click.ClickException(
+            f"mlcore bench needs the benchmarks/ folder of a source checkout, not found "
+            f"beside {Path(__file__).parent}. Clone the repository and install it with "
+            f"pip install -e '.[bench]', then run mlcore bench from there.")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("benchmarks.runner")
+
+
+@main.command()
+@click.option("--quick", is_flag=True,
+              help="A representative subset with few repetitions (under a minute; float32 "
+                   "unless --dtype is given).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Write the full report (machine, versions, BLAS, threads, commit) as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Save a plot of training-step time against batch size (matplotlib).")
+@click.option("--backend", "backends", multiple=True,
+              help="Only this competitor: an mlcore backend, or numpy-hand, torch-cpu, "
+                   "torch-cuda (references stay unless one is named). Repeatable.")
+@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["float32", "float64"]),
+              help="Repeatable; default both (float32 with --quick).")
+@click.option("--cases", "case_patterns", multiple=True,
+              help="Only cases whose name contains or glob-matches this (e.g. mlp_step, "
+                   "activation/relu). Repeatable or comma-separated.")
+@click.option("--rounds", type=click.IntRange(1), default=None,
+              help="Interleaved timing rounds per case (default 5, 2 with --quick).")
+def bench(quick: bool, json_path: str | None, plot_path: str | None,
+          backends: tuple[str, ...], dtypes: tuple[str, ...], case_patterns: tuple[str, ...],
+          rounds: int | None) -> None:
+    """Time mlcore on every backend against hand-written NumPy and PyTorch.
+
+    Prints a table per case, the performance targets and a backend recommendation; see
+    docs/benchmarks.md for how to read them.
+    """
+    runner = _benchmarks_runner()
+    patterns = [p.strip() for text in case_patterns for p in text.split(",") if p.strip()]
+    chosen = list(dtypes) or (["float32"] if quick else ["float32", "float64"])
+    opts = runner.Options(quick=quick, backends=list(backends), dtypes=chosen,
+                          cases=patterns, rounds=rounds, echo=click.echo)
+    runner.main(opts, json_path, plot_path)

@@ -1,0 +1,143 @@
+"""Reference competitors for every case: hand-written NumPy (``numpy-hand``) and PyTorch
+(``torch-cpu``, ``torch-cuda``). Each builder returns a :class:`FnBench` or raises
+:class:`~benchmarks.timing.UnavailableError` with the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import reference_numpy as ref
+from .cases import ActivationCase, Case, DenseCase, LossCase, StepCase, TrainCase
+from .timing import UnavailableError
+
+__all__ = ["FnBench", "make_hand", "make_torch", "torch_status", "train_epochs"]
+
+
+@dataclass
+class FnBench:
+    """A competitor made of closures: what to time, how to wait, what it computed."""
+
+    step_fn: Callable[[], Any]
+    result_fn: Callable[[], list[Any]]
+    sync_fn: Callable[[], None] = lambda: None
+    memory: str = "host"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def step(self) -> None:
+        self.step_fn()
+
+    def sync(self) -> None:
+        self.sync_fn()
+
+    def result(self) -> list[Any]:
+        return self.result_fn()
+
+
+def train_epochs(case: TrainCase, step: Callable[[np.ndarray], Any],
+                 accuracy: Callable[[], float], n: int) -> tuple[int, float]:
+    """Epochs until ``accuracy() >= case.target``; the shared loop of every competitor."""
+    acc = 0.0
+    for epoch in range(1, case.max_epochs + 1):
+        for idx in case.batches(n, epoch):
+            step(idx)
+        acc = accuracy()
+        if acc >= case.target:
+            return epoch, acc
+    return case.max_epochs, acc
+
+
+# ----------------------------------------------------------------------------- numpy-hand
+def make_hand(case: Case, dtype: Any) -> FnBench:
+    """The hand-written NumPy competitor for ``case``."""
+    builders: dict[str, Callable[..., FnBench]] = {
+        "activation": _hand_activation, "loss": _hand_loss, "dense": _hand_dense,
+        "mlp_step": _hand_step, "train": _hand_train}
+    return builders[case.group](case, dtype)
+
+
+def _hand_activation(case: ActivationCase, dtype: Any) -> FnBench:
+    if case.activation not in ref.ACTIVATIONS:
+        raise UnavailableError(f"no hand-written version of activation {case.activation!r}")
+    fwd, bwd = ref.ACTIVATIONS[case.activation]
+    x, dy = (a.astype(dtype) for a in case.data())
+    out: list[Any] = []
+
+    def step() -> None:
+        y = fwd(x)
+        out[:] = [y, bwd(x, y, dy)]
+
+    return FnBench(step, lambda: list(out))
+
+
+def _hand_loss(case: LossCase, dtype: Any) -> FnBench:
+    if case.variant not in ref.LOSSES:
+        raise UnavailableError(f"no hand-written version of loss {case.variant!r}")
+    fn = ref.LOSSES[case.variant]
+    pred, target = case.data()
+    p = pred.astype(dtype)
+    t = target if target.dtype.kind == "i" else target.astype(dtype)
+    out: list[Any] = []
+    return FnBench(lambda: out.__setitem__(slice(None), fn(p, t)), lambda: list(out))
+
+
+def _hand_dense(case: DenseCase, dtype: Any) -> FnBench:
+    x64, dy64, (w64, b64) = case.data()
+    x, dy, W, b = (a.astype(dtype) for a in (x64, dy64, w64, b64))
+    bufs = [np.empty_like(dy), np.empty_like(x), np.empty_like(W), np.empty_like(b)]
+
+    def step() -> None:
+        out, dx, dW, db = bufs
+        np.matmul(x, W.T, out=out)
+        out += b
+        np.matmul(dy, W, out=dx)
+        np.matmul(dy.T, x, out=dW)
+        np.sum(dy, axis=0, out=db)
+
+    return FnBench(step, lambda: [a.copy() for a in bufs])
+
+
+def _hand_step(case: StepCase, dtype: Any) -> FnBench:
+    X64, y, weights = case.data()
+    X = X64.astype(dtype)
+    target = y if case.loss == "softmax_ce" else y.astype(dtype)
+    model = ref.NumpyMLP(weights, dtype, case.hidden, case.loss, case.optimizer, case.lr)
+    return FnBench(lambda: model.step(X, target), lambda: [p.copy() for p in model.params])
+
+
+def _hand_train(case: TrainCase, dtype: Any) -> FnBench:
+    X_tr, y_tr, X_te, y_te, weights = case.data()
+    X, Xt = X_tr.astype(dtype), X_te.astype(dtype)
+    out: list[Any] = []
+
+    def step() -> None:
+        model = ref.NumpyMLP(weights, dtype, "relu", "softmax_ce", "adam", case.lr)
+        out[:] = train_epochs(case, lambda i: model.step(X[i], y_tr[i]),
+                              lambda: float(np.mean(model.predict(Xt) == y_te)), len(X))
+
+    return FnBench(step, lambda: list(out))
+
+
+# ----------------------------------------------------------------------------- torch
+def torch_status(device: str) -> str:
+    """Why ``torch-<device>`` cannot run here, or "" when it can."""
+    try:
+        import torch
+    except ImportError as exc:
+        return f"PyTorch is not installed ({exc})"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False (CPU-only PyTorch or no GPU)"
+    return ""
+
+
+def make_torch(case: Case, dtype: Any, device: str) -> FnBench:
+    """The PyTorch competitor for ``case`` on ``device`` ("cpu" or "cuda")."""
+    reason = torch_status(device)
+    if reason:
+        raise UnavailableError(reason)
+    from . import bench_torch
+
+    return bench_torch.make(case, dtype, device)

@@ -1,0 +1,230 @@
+"""What is benchmarked: each case's shapes and its data, made once on the host.
+
+Every competitor of a case receives the same host arrays (float64, seeded), cast to the
+dtype under test and moved to its own device, and the same initial weights, so their
+results can be compared before they are timed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ActivationCase", "LossCase", "DenseCase", "StepCase", "TrainCase", "Case",
+           "all_cases", "select", "QUICK", "init_weights", "LOSS_VARIANTS", "MNIST_SIZES",
+           "XOR_SIZES"]
+
+SEED = 20240601
+MNIST_SIZES = (784, 512, 512, 10)
+XOR_SIZES = (2, 4, 1)
+
+
+def _rng(salt: int = 0) -> np.random.Generator:
+    return np.random.default_rng(SEED + salt)
+
+
+def init_weights(sizes: tuple[int, ...], salt: int = 0) -> list[np.ndarray]:
+    """``[W0, b0, W1, b1, ...]`` with W of shape (out, in), uniform ±1/√in (float64)."""
+    rng, out = _rng(100 + salt), []
+    for n_in, n_out in itertools.pairwise(sizes):
+        bound = 1.0 / np.sqrt(n_in)
+        out += [rng.uniform(-bound, bound, (n_out, n_in)), rng.uniform(-bound, bound, n_out)]
+    return out
+
+
+@dataclass(frozen=True)
+class ActivationCase:
+    """``y = f(x)`` then ``dx = f.backward(x, y, dy)`` on a (batch, features) array."""
+
+    activation: str
+    batch: int = 256
+    features: int = 512
+    group: str = "activation"
+
+    @property
+    def name(self) -> str:
+        return f"activation/{self.activation}"
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = _rng(1)
+        shape = (self.batch, self.features)
+        return rng.normal(0, 2, shape), rng.normal(0, 1, shape)
+
+
+@dataclass(frozen=True)
+class LossVariant:
+    loss: str
+    params: dict[str, Any]
+    pred: str  # logits | probs | prob_rows | values | logit_col | prob_col
+    target: str  # labels | binary | prob_rows | values
+
+
+LOSS_VARIANTS: dict[str, LossVariant] = {
+    "cross_entropy(logits)": LossVariant("cross_entropy", {"from_logits": True},
+                                         "logits", "labels"),
+    "cross_entropy": LossVariant("cross_entropy", {}, "prob_rows", "labels"),
+    "binary_cross_entropy(logits)": LossVariant("binary_cross_entropy", {"from_logits": True},
+                                                "logit_col", "binary"),
+    "binary_cross_entropy": LossVariant("binary_cross_entropy", {}, "prob_col", "binary"),
+    "kl_divergence": LossVariant("kl_divergence", {}, "prob_rows", "prob_rows"),
+    "mse": LossVariant("mse", {}, "values", "values"),
+    "mae": LossVariant("mae", {}, "values", "values"),
+}
+"""Benchmark name -> which mlcore loss, with which parameters and data."""
+
+
+def _softmax_rows(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class LossCase:
+    """``value = loss.forward(pred, target)`` and ``grad = loss.backward(pred, target)``."""
+
+    variant: str
+    batch: int = 256
+    classes: int = 10
+    group: str = "loss"
+
+    @property
+    def name(self) -> str:
+        return f"loss/{self.variant}"
+
+    @property
+    def spec(self) -> LossVariant:
+        return LOSS_VARIANTS.get(self.variant, LossVariant(self.variant, {}, "values", "values"))
+
+    def _array(self, kind: str, rng: np.random.Generator) -> np.ndarray:
+        n, k = self.batch, self.classes
+        if kind == "labels":
+            return rng.integers(0, k, n)
+        if kind == "binary":
+            return rng.integers(0, 2, n).astype(np.float64)
+        if kind == "prob_rows":
+            return _softmax_rows(rng.normal(0, 1, (n, k)))
+        if kind == "prob_col":
+            return rng.uniform(0.05, 0.95, n)
+        if kind == "logit_col":
+            return rng.normal(0, 2, n)
+        return rng.normal(0, 1, (n, k))
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = _rng(2)
+        return self._array(self.spec.pred, rng), self._array(self.spec.target, rng)
+
+
+@dataclass(frozen=True)
+class DenseCase:
+    """One Dense layer (eq. 1.5): forward, then backward to dX, dW and db."""
+
+    batch: int
+    in_features: int = 784
+    out_features: int = 512
+    group: str = "dense"
+
+    @property
+    def name(self) -> str:
+        return f"dense/{self.in_features}-{self.out_features}"
+
+    def data(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        rng = _rng(3)
+        x = rng.normal(0, 1, (self.batch, self.in_features))
+        dy = rng.normal(0, 1, (self.batch, self.out_features))
+        return x, dy, init_weights((self.in_features, self.out_features), salt=3)
+
+
+@dataclass(frozen=True)
+class StepCase:
+    """One full training step: forward, loss from logits, backward, optimiser update."""
+
+    sizes: tuple[int, ...]
+    batch: int
+    hidden: str = "relu"
+    loss: str = "softmax_ce"  # softmax_ce (integer labels) or sigmoid_bce (one output)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    group: str = "mlp_step"
+
+    @property
+    def name(self) -> str:
+        return f"mlp_step/{'-'.join(map(str, self.sizes))}/{self.optimizer}"
+
+    def data(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        weights = init_weights(self.sizes, salt=4)
+        if self.sizes == XOR_SIZES:
+            x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * (self.batch // 4), np.float64)
+            return x, np.logical_xor(x[:, 0], x[:, 1]).astype(np.float64), weights
+        rng = _rng(4)
+        x = rng.normal(0, 1, (self.batch, self.sizes[0]))
+        return x, rng.integers(0, self.sizes[-1], self.batch), weights
+
+
+@dataclass(frozen=True)
+class TrainCase:
+    """Train on scikit-learn's bundled digits from the same weights until test accuracy
+    reaches ``target``, evaluating after each epoch; the time to get there is timed."""
+
+    sizes: tuple[int, ...] = (64, 128, 10)
+    batch: int = 32
+    target: float = 0.97
+    max_epochs: int = 60
+    lr: float = 1e-3
+    group: str = "train"
+
+    @property
+    def name(self) -> str:
+        return "train/digits"
+
+    def data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(X_train, y_train, X_test, y_test, weights): the split used by issue 4's demo."""
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        X, y = load_digits(return_X_y=True)
+        X_tr, X_te, y_tr, y_te = train_test_split(X / 16.0, y, test_size=0.25,
+                                                  random_state=0, stratify=y)
+        return X_tr, y_tr, X_te, y_te, init_weights(self.sizes, salt=5)
+
+    def batches(self, n: int, epoch: int) -> list[np.ndarray]:
+        """The same shuffled mini-batch indices for every competitor."""
+        order = _rng(1000 + epoch).permutation(n)
+        return [order[i:i + self.batch] for i in range(0, n, self.batch)]
+
+
+Case = ActivationCase | LossCase | DenseCase | StepCase | TrainCase
+
+
+QUICK = ("activation/relu", "activation/softmax", "loss/cross_entropy(logits)", "loss/mse")
+"""With ``--quick``, the only activation and loss cases kept (plus every other group)."""
+
+
+def all_cases(activations: list[str], losses: list[str], quick: bool) -> list[Case]:
+    """Every case, in table order; ``quick`` keeps a representative subset."""
+    step_batches = (32,) if quick else (32, 256, 1024)
+    known = {spec.loss for spec in LOSS_VARIANTS.values()}
+    variants = [v for v, spec in LOSS_VARIANTS.items() if spec.loss in losses]
+    cases: list[Case] = [ActivationCase(a) for a in activations]
+    cases += [LossCase(v) for v in variants + [n for n in losses if n not in known]]
+    if quick:
+        cases = [c for c in cases if c.name in QUICK]
+    cases += [DenseCase(b) for b in step_batches]
+    for opt, lr in (("adam", 1e-3), ("sgd", 1e-2)):
+        cases += [StepCase(MNIST_SIZES, b, optimizer=opt, lr=lr) for b in step_batches]
+        cases.append(StepCase(XOR_SIZES, 4, hidden="tanh", loss="sigmoid_bce", optimizer=opt,
+                              lr=lr))
+    if not quick:
+        cases.append(TrainCase())
+    return cases
+
+
+def select(cases: list[Case], patterns: list[str]) -> list[Case]:
+    """Cases whose name contains, or glob-matches, any of ``patterns`` (all when empty)."""
+    if not patterns:
+        return cases
+    return [c for c in cases
+            if any(p in c.name or fnmatch.fnmatch(c.name, p) for p in patterns)]

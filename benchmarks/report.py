@@ -1,0 +1,205 @@
+"""The terminal table, the performance targets and the backend recommendation.
+
+Every time is a median over all samples of all rounds; the spread shown is the
+interquartile range. Ratios are ``a / b`` per round (same round, so a machine stall hits
+both), shown as median [min-max] over the rounds: below 1 means ``a`` is faster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .cases import MNIST_SIZES, XOR_SIZES
+
+__all__ = ["print_header", "print_case", "targets", "recommendations", "print_summary",
+           "fmt_time", "fmt_bytes"]
+
+Echo = Callable[[str], None]
+
+
+def fmt_time(s: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def fmt_ratio(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return ""
+    return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]"
+
+
+def print_header(report: dict[str, Any], echo: Echo) -> None:
+    """Machine, threads and which competitors can run here (n/a with the reason)."""
+    m = report["machine"]
+    echo(f"machine: {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}, "
+         f"commit {(m['commit'] or '?')[:10]}{' (dirty)' if m['dirty'] else ''}")
+    pools = ", ".join(f"{p.get('internal_api')} {p.get('version') or ''} "
+                      f"{p.get('num_threads')} threads".replace("  ", " ")
+                      for p in m["thread_pools"])
+    echo(f"thread pools: {pools}; torch threads: {m['torch_threads']}")
+    load = m.get("load_average")
+    if load and load[0] > 0.5:
+        echo(f"warning: load average {load[0]:.2f} before the run: other processes share "
+             f"these {m['cpu_count']} CPUs, so times will be noisy (ratios less so).")
+    for c in report["competitors"]:
+        state = "available" if c["available"] else f"n/a: {c['reason']}"
+        echo(f"  {c['label']:<11} {c['kind']:<9} {state}")
+
+
+def _ratio_for(entry: dict[str, Any], a: str, b_prefix: str) -> dict[str, Any] | None:
+    return next((r for r in entry["ratios"] if r["a"] == a and r["b"].startswith(b_prefix)),
+                None)
+
+
+def _row_line(label: str, row: dict[str, Any], entry: dict[str, Any], quiet: set[str]) -> str:
+    if row["status"] != "ok":
+        reason = "(reason above)" if label in quiet else row["reason"]
+        return f"  {label:<11} {row['status']}: {reason}"
+    err = entry["check"]["errors"].get(label)
+    ok = "ok" if err is not None and err <= entry["check"]["tolerance"] else "FAIL"
+    if entry["check"]["reference"] is None:  # training: the target accuracy was reached
+        ok = "ok" if err == 0 else "FAIL"
+        ok += f" {entry['check']['accuracy'][label]:.3f} in {entry['check']['epochs'][label]} ep"
+    else:
+        ok += f" {err:.1e}"
+    spread = f"{fmt_time(row['q1_s'])}-{fmt_time(row['q3_s'])}"
+    hand = fmt_ratio(_ratio_for(entry, label, "numpy-hand"))
+    torch = fmt_ratio(_ratio_for(entry, label, "torch"))
+    return (f"  {label:<11} {fmt_time(row['median_s']):>9} {spread:>21} "
+            f"{fmt_bytes(row['peak_memory_bytes']):>9}  {hand:<20}{torch:<20}{ok}")
+
+
+def print_case(entry: dict[str, Any], echo: Echo, quiet: set[str] | frozenset[str] = frozenset(
+        )) -> None:
+    """One case: a row per competitor (``quiet``: labels whose n/a reason was shown)."""
+    echo(f"{entry['case']}, batch {entry['batch']}, {entry['dtype']}")
+    echo(f"  {'':<11} {'median':>9} {'IQR':>21} {'peak mem':>9}  {'x numpy-hand':<20}"
+         f"{'x torch':<20}check")
+    for label, row in entry["rows"].items():
+        echo(_row_line(label, row, entry, set(quiet)))
+
+
+def _find(report: dict[str, Any], sizes: tuple[int, ...], batch: int, dtype: str,
+          optimizer: str) -> dict[str, Any] | None:
+    """The training-step entry of network ``sizes`` at ``batch``, ``dtype``, ``optimizer``."""
+    for e in report["results"]:
+        p = e["params"]
+        if (e["group"] == "mlp_step" and tuple(p["sizes"]) == sizes and e["batch"] == batch
+                and e["dtype"] == dtype and p["optimizer"] == optimizer):
+            return e
+    return None
+
+
+_TARGETS = (  # (description, case, batch, a, b, limit, "<=" or ">=")
+    ("numpy / numpy-hand, 784-512-512-10 step, batch 32", MNIST_SIZES, 32, "numpy", "numpy-hand",
+     1.10, "<="),
+    ("numpy / numpy-hand, 784-512-512-10 step, batch 256", MNIST_SIZES, 256, "numpy", "numpy-hand",
+     1.10, "<="),
+    ("numpy / torch-cpu, 784-512-512-10 step, batch 32", MNIST_SIZES, 32, "numpy", "torch-cpu",
+     1.0, "<="),
+    ("torch-cpu / numpy, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "torch-cpu", "numpy", 5.0, ">="),
+    ("strict / numpy, 784-512-512-10 step, batch 32", MNIST_SIZES, 32, "strict", "numpy", 2.0,
+     "<="),
+    ("strict / numpy, 784-512-512-10 step, batch 256", MNIST_SIZES, 256, "strict", "numpy", 2.0,
+     "<="),
+    ("strict / numpy, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "strict", "numpy", 2.0, "<="),
+)
+
+
+def _paired(entry: dict[str, Any], a: str, b: str) -> dict[str, float] | None:
+    """``a / b`` for an entry, from the stored ratios or inverted from ``b / a``."""
+    for r in entry["ratios"]:
+        if r["a"] == a and r["b"] == b:
+            return {"median": r["median"], "min": r["min"], "max": r["max"]}
+        if r["a"] == b and r["b"] == a:
+            return {"median": 1 / r["median"], "min": 1 / r["max"], "max": 1 / r["min"]}
+    return None
+
+
+def targets(report: dict[str, Any], dtype: str = "float32") -> list[dict[str, Any]]:
+    """The issue's performance bar, each with its measured ratio, for every optimiser."""
+    out = []
+    optimizers = sorted({e["params"].get("optimizer") for e in report["results"]
+                         if e["group"] == "mlp_step"})
+    for opt in optimizers:
+        for text, case, batch, a, b, limit, op in _TARGETS:
+            entry = _find(report, case, batch, dtype, opt)
+            r = _paired(entry, a, b) if entry else None
+            passed = None if r is None else (r["median"] <= limit if op == "<="
+                                             else r["median"] >= limit)
+            checked = bool(entry and entry["check"]["passed"])
+            out.append({"target": f"{text}, {opt}, {dtype}", "limit": limit, "op": op,
+                        "ratio": r, "passed": passed, "check_passed": checked})
+    return out
+
+
+def recommendations(report: dict[str, Any]) -> list[str]:
+    """One line per network, optimiser and dtype: which mlcore backend to use by batch."""
+    steps = [e for e in report["results"] if e["group"] == "mlp_step"]
+    lines = []
+    for case, dtype in sorted({(e["case"], e["dtype"]) for e in steps}):
+        entries = sorted((e for e in steps if (e["case"], e["dtype"]) == (case, dtype)),
+                         key=lambda e: e["batch"])
+        best = [(e["batch"], w) for e in entries if (w := _fastest_mlcore(e, report))]
+        if best:
+            lines.append(f"{case.removeprefix('mlp_step/')} {dtype}: {_phrase(best)}")
+    return lines
+
+
+def _fastest_mlcore(entry: dict[str, Any], report: dict[str, Any]) -> str | None:
+    mlcore_labels = {c["label"] for c in report["competitors"] if c["kind"] == "mlcore"}
+    timed = [(row["median_s"], label) for label, row in entry["rows"].items()
+             if label in mlcore_labels and row["status"] == "ok"]
+    return min(timed)[1] if timed else None
+
+
+def _phrase(best: list[tuple[int, str]]) -> str:
+    """[(32, numpy), (256, numpy), (1024, cupy)] -> "for batch <= 256 use numpy, above use cupy"."""
+    parts: list[str] = []
+    i = 0
+    while i < len(best):
+        j = i
+        while j + 1 < len(best) and best[j + 1][1] == best[i][1]:
+            j += 1
+        name, last = best[i][1], best[j][0]
+        if not parts:
+            parts.append(f"use {name}" if j == len(best) - 1 else f"for batch <= {last} use {name}")
+        else:
+            parts.append(f"above use {name}" if j == len(best) - 1
+                         else f"up to {last} use {name}")
+        i = j + 1
+    measured = ", ".join(str(b) for b, _ in best)
+    return ", ".join(parts) + f" (batches measured: {measured})"
+
+
+def print_summary(report: dict[str, Any], echo: Echo) -> None:
+    echo("")
+    echo("targets (float32; ratio = median [min-max] over interleaved rounds):")
+    for t in report["targets"]:
+        r = t["ratio"]
+        if r is None:
+            echo(f"  n/a  {t['target']}: not measured in this run")
+            continue
+        verdict = "PASS" if t["passed"] else "FAIL"
+        note = "" if t["check_passed"] else " (equality check FAILED: ratio not meaningful)"
+        echo(f"  {verdict} {t['target']}: {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}] "
+             f"(target {t['op']} {t['limit']:g}){note}")
+    echo("")
+    echo("recommendation:")
+    for line in report["recommendations"] or ["  (no training-step case was run)"]:
+        echo(f"  {line}")
+    unavailable = [c for c in report["competitors"] if not c["available"]]
+    for c in unavailable:
+        echo(f"  ({c['label']} n/a here: {c['reason']})")

@@ -1,0 +1,173 @@
+"""The benchmark suite (``mlcore bench``): runs, writes its JSON and plot, references are right.
+
+No timing assertions: only structure, the equality check, and the reference maths.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mlcore.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the benchmarks package lives beside mlcore in the checkout
+
+from benchmarks import cases, report, timing  # noqa: E402
+from benchmarks import reference_numpy as ref  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    args = ["bench", "--quick", "--rounds", "1", "--cases", "activation/relu",
+            "--cases", "mlp_step/2-4-1/sgd", "--json", str(out / "r.json"),
+            "--plot", str(out / "r.png")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "r.png").stat().st_size > 1000
+    data: dict[str, Any] = json.loads((out / "r.json").read_text())
+    data["_output"] = result.output
+    return data
+
+
+def test_bench_json_records_machine_and_competitors(quick_report: dict[str, Any]) -> None:
+    m = quick_report["machine"]
+    for key in ("cpu", "cpu_count", "python", "versions", "thread_pools", "commit", "dirty"):
+        assert key in m
+    assert "numpy" in m["versions"] and "mlcore" in m["versions"]
+    labels = {c["label"]: c for c in quick_report["competitors"]}
+    assert labels["numpy"]["available"] and labels["numpy-hand"]["available"]
+    assert all(c["reason"] for c in labels.values() if not c["available"])
+    assert quick_report["dtypes"] == ["float32"]
+
+
+def test_bench_results_rows_and_check(quick_report: dict[str, Any]) -> None:
+    names = [(e["case"], e["dtype"]) for e in quick_report["results"]]
+    assert names == [("activation/relu", "float32"), ("mlp_step/2-4-1/sgd", "float32")]
+    for entry in quick_report["results"]:
+        assert entry["check"]["passed"], entry["check"]
+        for label in ("numpy", "strict", "numpy-hand"):
+            row = entry["rows"][label]
+            assert row["status"] == "ok"
+            assert row["q1_s"] <= row["median_s"] <= row["q3_s"]
+            assert len(row["round_medians_s"]) == 1
+        assert {(r["a"], r["b"]) for r in entry["ratios"]} >= {("numpy", "numpy-hand"),
+                                                                ("strict", "numpy")}
+
+
+def test_bench_targets_and_recommendation(quick_report: dict[str, Any]) -> None:
+    measured = [t for t in quick_report["targets"] if t["ratio"] is not None]
+    assert any("strict / numpy, 2-4-1" in t["target"] for t in measured)
+    assert all(t["passed"] in (True, False) for t in measured)
+    assert quick_report["recommendations"][0].startswith("2-4-1/sgd float32: use ")
+    assert "targets (float32" in quick_report["_output"]
+
+
+def test_bench_unknown_case_lists_cases() -> None:
+    result = CliRunner().invoke(main, ["bench", "--cases", "nope"])
+    assert result.exit_code != 0
+    assert "No benchmark case matches" in result.output
+    assert "mlp_step/784-512-512-10/adam" in result.output
+
+
+def test_python_m_benchmarks_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "--quick" in out.stdout and "--backend" in out.stdout
+
+
+def test_recommendation_phrase() -> None:
+    best = [(32, "numpy"), (256, "numpy"), (1024, "cupy")]
+    assert report._phrase(best).startswith("for batch <= 256 use numpy, above use cupy")
+    assert report._phrase([(4, "numpy")]).startswith("use numpy")
+
+
+def test_ratio_is_paired_by_round() -> None:
+    a, b = timing.Stats([[2.0, 2.0], [6.0, 6.0]]), timing.Stats([[1.0], [4.0]])
+    assert timing.ratio(a, b) == (1.75, 1.5, 2.0)
+
+
+def test_case_selection() -> None:
+    found = cases.all_cases(["relu", "tanh"], ["mse"], quick=False)
+    assert [c.name for c in cases.select(found, ["activation/*"])] == [
+        "activation/relu", "activation/tanh"]
+    assert {c.batch for c in cases.select(found, ["mlp_step/784"])} == {32, 256, 1024}
+
+
+def _adam_oracle(params: list[np.ndarray], grads_fn: Any, steps: int) -> list[np.ndarray]:
+    """PyTorch's Adam written out plainly (bias-corrected m̂ and v̂), float64."""
+    p = [x.copy() for x in params]
+    m = [np.zeros_like(x) for x in p]
+    v = [np.zeros_like(x) for x in p]
+    for t in range(1, steps + 1):
+        for i, g in enumerate(grads_fn(p)):
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.999 * v[i] + 0.001 * g * g
+            mhat, vhat = m[i] / (1 - 0.9**t), v[i] / (1 - 0.999**t)
+            p[i] = p[i] - 1e-3 * mhat / (np.sqrt(vhat) + 1e-8)
+    return p
+
+
+def _grads_of(sizes: tuple[int, ...], x: np.ndarray, y: np.ndarray) -> Any:
+    """Gradients of the mean softmax-CE of a ReLU MLP, by a separate float64 formula."""
+    def grads(p: list[np.ndarray]) -> list[np.ndarray]:
+        acts, a = [x], x
+        for i in range(0, len(p), 2):
+            a = a @ p[i].T + p[i + 1]
+            if i < len(p) - 2:
+                a = np.maximum(a, 0)
+            acts.append(a)
+        e = np.exp(a - a.max(1, keepdims=True))
+        d = e / e.sum(1, keepdims=True) - np.eye(sizes[-1])[y]
+        d /= len(y)
+        out: list[np.ndarray] = []
+        for i in range(len(p) - 2, -1, -2):
+            out = [d.T @ acts[i // 2], d.sum(0), *out]
+            d = (d @ p[i]) * (acts[i // 2] > 0)
+        return out
+    return grads
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_hand_numpy_step_matches_plain_formulas(optimizer: str) -> None:
+    sizes = (6, 5, 4, 3)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 6)), rng.integers(0, 3, 8)
+    weights = cases.init_weights(sizes)
+    model = ref.NumpyMLP(weights, np.float64, optimizer=optimizer,
+                         lr=1e-3 if optimizer == "adam" else 0.1)
+    for _ in range(3):
+        model.step(x, y)
+    grads = _grads_of(sizes, x, y)
+    if optimizer == "adam":
+        want = _adam_oracle(weights, grads, 3)
+    else:
+        want = [w.copy() for w in weights]
+        for _ in range(3):
+            want = [w - 0.1 * g for w, g in zip(want, grads(want), strict=True)]
+    for got, w in zip(model.params, want, strict=True):
+        np.testing.assert_allclose(got, w, rtol=1e-10, atol=1e-12)
+
+
+def test_hand_numpy_matches_torch_on_one_step() -> None:
+    torch = pytest.importorskip("torch")
+    from benchmarks.bench_reference import make_hand, make_torch
+
+    case = cases.StepCase((20, 16, 4), 8)
+    hand, tch = make_hand(case, np.float64), make_torch(case, np.float64, "cpu")
+    hand.step()
+    tch.step()
+    assert torch.get_num_threads() >= 1
+    # torch.optim.Adam keeps its step count, hence the bias corrections, in float32 even for
+    # float64 parameters: its first update is lr·(1 ± 5e-6), not lr. Hence atol 1e-8.
+    for a, b in zip(hand.result(), tch.result(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-8)
