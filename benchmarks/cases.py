@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .timing import UnavailableError
+
 __all__ = ["ActivationCase", "LossCase", "DenseCase", "StepCase", "TrainCase", "Case",
            "all_cases", "select", "QUICK", "init_weights", "LOSS_VARIANTS", "MNIST_SIZES",
            "XOR_SIZES"]
@@ -166,14 +168,19 @@ class StepCase:
 
 @dataclass(frozen=True)
 class TrainCase:
-    """Train on scikit-learn's bundled digits from the same weights until test accuracy
-    reaches ``target``, evaluating after each epoch; the time to get there is timed."""
+    """Issue 4's digits demo, timed to a target: train from the same weights, on the same
+    shuffled mini-batches, until test accuracy reaches ``target`` (checked after each epoch).
 
-    sizes: tuple[int, ...] = (64, 128, 10)
-    batch: int = 32
+    Data, network and optimiser are the demo's (:mod:`mlcore.demo`): scikit-learn's bundled
+    8x8 digits, split 75/25 stratified and standardised, ``MLP([64, 256, 128, 10])`` with
+    ReLU, softmax-cross-entropy, Adam at lr 2e-3, batches of 64.
+    """
+
+    sizes: tuple[int, ...] = (64, 256, 128, 10)
+    batch: int = 64
     target: float = 0.97
-    max_epochs: int = 60
-    lr: float = 1e-3
+    max_epochs: int = 50
+    lr: float = 2e-3
     group: str = "train"
 
     @property
@@ -181,13 +188,12 @@ class TrainCase:
         return "train/digits"
 
     def data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """(X_train, y_train, X_test, y_test, weights): the split used by issue 4's demo."""
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        X, y = load_digits(return_X_y=True)
-        X_tr, X_te, y_tr, y_te = train_test_split(X / 16.0, y, test_size=0.25,
-                                                  random_state=0, stratify=y)
+        """(X_train, y_train, X_test, y_test, initial weights) as host arrays."""
+        try:
+            from mlcore.demo import load_digits_split
+        except ImportError as exc:
+            raise UnavailableError(f"the digits demo (mlcore.demo) is unavailable: {exc}") from exc
+        X_tr, X_te, y_tr, y_te = load_digits_split()
         return X_tr, y_tr, X_te, y_te, init_weights(self.sizes, salt=5)
 
     def batches(self, n: int, epoch: int) -> list[np.ndarray]:

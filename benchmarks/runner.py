@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -36,6 +37,7 @@ class Options:
     dtypes: list[str] = field(default_factory=lambda: ["float32", "float64"])
     cases: list[str] = field(default_factory=list)
     rounds: int | None = None
+    threads: int | None = None  # cap BLAS/OpenMP pools and PyTorch (None: library defaults)
     echo: Callable[[str], None] = print
 
     def settings(self, case: Case) -> Settings:
@@ -214,13 +216,35 @@ def run(opts: Options) -> dict[str, Any]:
     return out
 
 
+@contextmanager
+def thread_limit(n: int | None) -> Iterator[None]:
+    """Cap every native thread pool (threadpoolctl) and PyTorch's at ``n`` threads."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch") if bench_reference.torch_status("cpu") == "" else None
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        if torch is not None and before is not None:
+            torch.set_num_threads(before)
+
+
 def main(opts: Options, json_path: str | None = None, plot_path: str | None = None) -> dict[
         str, Any]:
     """Run, print, and write the JSON report and the plot when asked."""
     import json
     from pathlib import Path
 
-    out = run(opts)
+    with thread_limit(opts.threads):
+        out = run(opts)
+    out["settings"]["threads"] = opts.threads
     if json_path:
         Path(json_path).write_text(json.dumps(out, indent=1, default=str) + "\n")
         opts.echo(f"wrote {json_path}")

@@ -167,9 +167,11 @@ def _benchmarks_runner() -> Any:
                    "activation/relu). Repeatable or comma-separated.")
 @click.option("--rounds", type=click.IntRange(1), default=None,
               help="Interleaved timing rounds per case (default 5, 2 with --quick).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Cap BLAS, OpenMP and PyTorch threads (default: each library's own).")
 def bench(quick: bool, json_path: str | None, plot_path: str | None,
           backends: tuple[str, ...], dtypes: tuple[str, ...], case_patterns: tuple[str, ...],
-          rounds: int | None) -> None:
+          rounds: int | None, threads: int | None) -> None:
     """Time mlcore on every backend against hand-written NumPy and PyTorch.
 
     Prints a table per case, the performance targets and a backend recommendation; see
@@ -179,5 +181,5 @@ def bench(quick: bool, json_path: str | None, plot_path: str | None,
     patterns = [p.strip() for text in case_patterns for p in text.split(",") if p.strip()]
     chosen = list(dtypes) or (["float32"] if quick else ["float32", "float64"])
     opts = runner.Options(quick=quick, backends=list(backends), dtypes=chosen,
-                          cases=patterns, rounds=rounds, echo=click.echo)
+                          cases=patterns, rounds=rounds, threads=threads, echo=click.echo)
     runner.main(opts, json_path, plot_path)

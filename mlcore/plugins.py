@@ -148,6 +148,11 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self._entries[kind])
 
+    def providers(self, kind: str, name: str) -> list[tuple[Any, PluginRecord]]:
+        """Every ``(factory, record)`` registered under ``name``, even when they conflict
+        (the conformance kit checks each plugin's own object)."""
+        return [(e.factory, e.record) for e in self._entries[kind].get(name, [])]
+
     def lookup(self, kind: str, name: str) -> Any:
         entries = self._entries[kind].get(name)
         if not entries:
