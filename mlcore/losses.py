@@ -21,8 +21,22 @@ from __future__ import annotations
 from typing import Any
 
 from . import _numerics as nm
-from ._array import check_floating, check_same_shape, device_of, namespace
-from .errors import DTypeError, InvalidParameterError, InvalidValueError, ShapeError
+from ._array import check_same_shape, device_of, namespace
+from ._loss_checks import (
+    NAMES,
+    PROBABILITY_TOLERANCE,
+    bool_param,
+    check_distribution,
+    check_pred,
+    check_unit_interval,
+    class_targets,
+    eps_param,
+    eps_value,
+    float_target,
+    same_shape_float,
+    smoothing_param,
+)
+from .errors import InvalidParameterError
 from .hookspecs import LossFn, hookimpl
 from .plugins import make, registry
 
@@ -30,6 +44,7 @@ __all__ = [
     "loss",
     "loss_names",
     "REDUCTIONS",
+    "PROBABILITY_TOLERANCE",
     "MSE",
     "MAE",
     "BinaryCrossEntropy",
@@ -38,10 +53,7 @@ __all__ = [
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
-_NAMES = ("pred", "target")
-_on_pred_device = nm.on_input_device(_NAMES)
-PROBABILITY_TOLERANCE = 1e-3
-"""How far a probability target's row sum may be from 1 (float32 rounding leaves ~1e-6)."""
+_on_pred_device = nm.on_input_device(NAMES)
 
 
 def loss(name: str, **params: Any) -> LossFn:
@@ -80,21 +92,21 @@ class _Loss:
     @_on_pred_device
     def forward(self, pred: Any, target: Any) -> Any:
         """The loss value: a 0-d array, or per-sample values when ``reduction="none"``."""
-        xp = namespace(pred, target, names=_NAMES)
+        xp = namespace(pred, target, names=NAMES)
         target = self._check(xp, pred, target)
         return self._reduce(xp, self._values(xp, pred, target))
 
     @_on_pred_device
     def backward(self, pred: Any, target: Any) -> Any:
         """d forward(pred, target) / d pred, same shape and dtype as ``pred``."""
-        xp = namespace(pred, target, names=_NAMES)
+        xp = namespace(pred, target, names=NAMES)
         target = self._check(xp, pred, target)
         return self._scale(pred, self._grad(xp, pred, target))
 
     @_on_pred_device
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
         """``(forward(pred, target), backward(pred, target))``, validating once."""
-        xp = namespace(pred, target, names=_NAMES)
+        xp = namespace(pred, target, names=NAMES)
         target = self._check(xp, pred, target)
         values, grad = self._values_and_grad(xp, pred, target)
         return self._reduce(xp, values), self._scale(pred, grad)
@@ -123,30 +135,6 @@ class _Loss:
         raise NotImplementedError
 
 
-# -- validation helpers ------------------------------------------------------------------
-def _check_pred(xp: Any, pred: Any, owner: str, ndim: int | None = None) -> None:
-    check_floating(xp, pred, "pred")
-    if (ndim is not None and pred.ndim != ndim) or pred.ndim < 1 or pred.shape[0] == 0:
-        want = "(N, M)" if ndim == 2 else "(N, ...)"
-        raise ShapeError(
-            f"Loss {owner!r} expected pred of shape {want} with N >= 1 samples, received "
-            f"shape {tuple(pred.shape)}.",
-            pred,
-        )
-
-
-def _float_target(xp: Any, pred: Any, target: Any) -> Any:
-    """``target`` checked to be floating, cast to ``pred``'s dtype (no copy when equal)."""
-    check_floating(xp, target, "target")
-    return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)
-
-
-def _same_shape_float(xp: Any, pred: Any, target: Any, owner: str) -> Any:
-    _check_pred(xp, pred, owner)
-    check_same_shape(pred, target, _NAMES)
-    return _float_target(xp, pred, target)
-
-
 def _per_sample_mean(xp: Any, x: Any) -> Any:
     """The mean over every axis but the first (identity for 1-d input)."""
     return x if x.ndim == 1 else xp.mean(x, axis=tuple(range(1, x.ndim)))
@@ -157,41 +145,6 @@ def _feature_count(x: Any) -> int:
     for d in x.shape[1:]:
         n *= int(d)
     return n
-
-
-def _check_unit_interval(xp: Any, x: Any, label: str, owner: str) -> None:
-    """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1]."""
-    if bool((xp.min(x) < 0.0) | (xp.max(x) > 1.0)):
-        raise InvalidValueError(
-            f"Loss {owner!r} expected {label} in [0, 1], received values from "
-            f"{float(xp.min(x)):g} to {float(xp.max(x)):g}. Pass logits with "
-            f"from_logits=True, or apply sigmoid first.",
-            x,
-        )
-
-
-def _eps(xp: Any, pred: Any, eps: float | None) -> float:
-    """The clipping epsilon: ``eps`` or, by default, the machine epsilon of pred's dtype."""
-    return float(xp.finfo(pred.dtype).eps) if eps is None else eps
-
-
-def _eps_param(owner: str, eps: Any) -> float | None:
-    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0.0 < eps < 0.5
-    if eps is not None and not ok:
-        raise InvalidParameterError(
-            f"Loss {owner!r}: eps must be None (the dtype's machine epsilon) or a number in "
-            f"(0, 0.5); received {eps!r}.",
-            eps,
-        )
-    return None if eps is None else float(eps)
-
-
-def _bool_param(owner: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidParameterError(
-            f"Loss {owner!r}: {name} must be True or False, received {value!r}.", value
-        )
-    return value
 
 
 # -- regression --------------------------------------------------------------------------
@@ -205,7 +158,7 @@ class MSE(_Loss):
     name = "mse"
 
     def _check(self, xp: Any, pred: Any, target: Any) -> Any:
-        return _same_shape_float(xp, pred, target, self.name)
+        return same_shape_float(xp, pred, target, self.name)
 
     def _values(self, xp: Any, pred: Any, target: Any) -> Any:
         d = pred - target
@@ -225,7 +178,7 @@ class MAE(_Loss):
     name = "mae"
 
     def _check(self, xp: Any, pred: Any, target: Any) -> Any:
-        return _same_shape_float(xp, pred, target, self.name)
+        return same_shape_float(xp, pred, target, self.name)
 
     def _values(self, xp: Any, pred: Any, target: Any) -> Any:
         return _per_sample_mean(xp, xp.abs(pred - target))
@@ -259,21 +212,21 @@ class BinaryCrossEntropy(_Loss):
         self, reduction: str = "mean", from_logits: bool = False, eps: float | None = None
     ) -> None:
         super().__init__(reduction)
-        self.from_logits = _bool_param(self.name, "from_logits", from_logits)
-        self.eps = _eps_param(self.name, eps)
+        self.from_logits = bool_param(self.name, "from_logits", from_logits)
+        self.eps = eps_param(self.name, eps)
 
     def _check(self, xp: Any, pred: Any, target: Any) -> Any:
-        target = _same_shape_float(xp, pred, target, self.name)
-        _check_unit_interval(xp, target, "target", self.name)
+        target = same_shape_float(xp, pred, target, self.name)
+        check_unit_interval(xp, target, "target", self.name)
         if not self.from_logits:
-            _check_unit_interval(xp, pred, "pred (probabilities)", self.name)
+            check_unit_interval(xp, pred, "pred (probabilities)", self.name)
         return target
 
     def _values(self, xp: Any, pred: Any, target: Any) -> Any:
         if self.from_logits:
             terms = xp.maximum(pred, 0.0) - pred * target + nm.softplus_neg_abs(xp, pred)
         else:
-            eps = _eps(xp, pred, self.eps)
+            eps = eps_value(xp, pred, self.eps)
             p = xp.clip(pred, eps, 1.0 - eps)
             terms = -(target * xp.log(p) + (1.0 - target) * xp.log1p(-p))
         return _per_sample_mean(xp, terms)
@@ -282,63 +235,12 @@ class BinaryCrossEntropy(_Loss):
         scale = 1.0 / _feature_count(pred)
         if self.from_logits:
             return (nm.sigmoid(xp, pred) - target) * scale
-        eps = _eps(xp, pred, self.eps)
+        eps = eps_value(xp, pred, self.eps)
         p = xp.clip(pred, eps, 1.0 - eps)
         return (p - target) / (p * (1.0 - p)) * scale
 
 
 # -- multi-class cross-entropy and KL ----------------------------------------------------
-def _class_targets(xp: Any, pred: Any, target: Any, owner: str) -> Any:
-    """Check ``target`` is (N,) class indices in [0, M) or (N, M) probability rows."""
-    if target.ndim == 1 and xp.isdtype(target.dtype, "integral"):
-        _check_labels(xp, pred, target, owner)
-        return target
-    if target.ndim == 1:
-        raise DTypeError(
-            f"Loss {owner!r}: a target of shape {tuple(target.shape)} holds class indices and "
-            f"must be an integer array, received dtype {target.dtype}. Convert it with "
-            f"astype(int64), or pass one-hot rows of shape {tuple(pred.shape)}.",
-            target,
-        )
-    check_same_shape(pred, target, _NAMES)
-    target = _float_target(xp, pred, target)
-    _check_distribution(xp, target, owner)
-    return target
-
-
-def _check_labels(xp: Any, pred: Any, target: Any, owner: str) -> None:
-    """Labels must match N and lie in [0, M): a min and a max over the N labels (not the
-    N x M scores) and one host check per call."""
-    n, m = pred.shape
-    if target.shape[0] != n:
-        raise ShapeError(
-            f"Loss {owner!r}: pred has {n} samples but target has {target.shape[0]} labels; "
-            f"received pred {tuple(pred.shape)} and target {tuple(target.shape)}.",
-            (pred, target),
-        )
-    lo, hi = xp.min(target), xp.max(target)
-    if bool((lo < 0) | (hi >= m)):
-        raise InvalidValueError(
-            f"Loss {owner!r}: class indices must lie in [0, {m - 1}] for pred with {m} "
-            f"classes, received indices from {int(lo)} to {int(hi)}. Labels start at 0 "
-            f"(the chapter's class c is index c - 1).",
-            target,
-        )
-
-
-def _check_distribution(xp: Any, target: Any, owner: str) -> None:
-    """Rows must be non-negative and sum to 1 within :data:`PROBABILITY_TOLERANCE`."""
-    err = xp.max(xp.abs(xp.sum(target, axis=1) - 1.0))
-    if bool((err > PROBABILITY_TOLERANCE) | (xp.min(target) < 0.0)):
-        raise InvalidValueError(
-            f"Loss {owner!r}: target rows must be probability distributions (non-negative, "
-            f"summing to 1 within {PROBABILITY_TOLERANCE:g}); received a row sum off by "
-            f"{float(err):.3g} and a smallest value of {float(xp.min(target)):.3g}. "
-            f"Normalise each row, or pass integer class indices.",
-            target,
-        )
-
-
 def _one_hot(xp: Any, labels: Any, m: int, dtype: Any) -> Any:
     """(N, M) one-hot rows of ``labels`` built by a broadcast comparison (no scatter)."""
     classes = xp.arange(m, device=device_of(labels))
@@ -375,13 +277,13 @@ class CrossEntropy(_Loss):
         eps: float | None = None,
     ) -> None:
         super().__init__(reduction)
-        self.from_logits = _bool_param(self.name, "from_logits", from_logits)
-        self.label_smoothing = _smoothing_param(label_smoothing)
-        self.eps = _eps_param(self.name, eps)
+        self.from_logits = bool_param(self.name, "from_logits", from_logits)
+        self.label_smoothing = smoothing_param(label_smoothing)
+        self.eps = eps_param(self.name, eps)
 
     def _check(self, xp: Any, pred: Any, target: Any) -> Any:
-        _check_pred(xp, pred, self.name, ndim=2)
-        return _class_targets(xp, pred, target, self.name)
+        check_pred(xp, pred, self.name, ndim=2)
+        return class_targets(xp, pred, target, self.name)
 
     def _dense_target(self, xp: Any, pred: Any, target: Any) -> Any:
         """The (N, M) target distribution after label smoothing (for the gradient)."""
@@ -411,14 +313,14 @@ class CrossEntropy(_Loss):
     def _values(self, xp: Any, pred: Any, target: Any) -> Any:
         if self.from_logits:
             return self._logit_parts(xp, pred, target)[2]
-        logp = xp.log(xp.clip(pred, _eps(xp, pred, self.eps), None))
+        logp = xp.log(xp.clip(pred, eps_value(xp, pred, self.eps), None))
         return -self._weighted(xp, logp, target)
 
     def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
         y = self._dense_target(xp, pred, target)
         if self.from_logits:
             return nm.softmax(xp, pred, axis=1) - y
-        return -y / xp.clip(pred, _eps(xp, pred, self.eps), None)
+        return -y / xp.clip(pred, eps_value(xp, pred, self.eps), None)
 
     def _values_and_grad(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
         if not self.from_logits:
@@ -442,35 +344,24 @@ class KLDivergence(_Loss):
 
     def __init__(self, reduction: str = "mean", eps: float | None = None) -> None:
         super().__init__(reduction)
-        self.eps = _eps_param(self.name, eps)
+        self.eps = eps_param(self.name, eps)
 
     def _check(self, xp: Any, pred: Any, target: Any) -> Any:
-        _check_pred(xp, pred, self.name, ndim=2)
-        check_same_shape(pred, target, _NAMES)
-        target = _float_target(xp, pred, target)
-        _check_distribution(xp, target, self.name)
+        check_pred(xp, pred, self.name, ndim=2)
+        check_same_shape(pred, target, NAMES)
+        target = float_target(xp, pred, target)
+        check_distribution(xp, target, self.name)
         return target
 
     def _values(self, xp: Any, pred: Any, target: Any) -> Any:
         tiny = xp.finfo(pred.dtype).smallest_normal
         log_ratio = xp.log(xp.maximum(target, tiny)) - xp.log(
-            xp.clip(pred, _eps(xp, pred, self.eps), None)
+            xp.clip(pred, eps_value(xp, pred, self.eps), None)
         )
         return xp.sum(target * log_ratio, axis=1)
 
     def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
-        return -target / xp.clip(pred, _eps(xp, pred, self.eps), None)
-
-
-def _smoothing_param(value: Any) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
-    if not ok:
-        raise InvalidParameterError(
-            f"Loss 'cross_entropy': label_smoothing must be a number in [0, 1), received "
-            f"{value!r}.",
-            value,
-        )
-    return float(value)
+        return -target / xp.clip(pred, eps_value(xp, pred, self.eps), None)
 
 
 _BUILTIN: dict[str, Any] = {

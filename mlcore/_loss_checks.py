@@ -1,0 +1,156 @@
+"""Input validation and parameter checks for the built-in losses (:mod:`mlcore.losses`).
+
+Each check raises a typed error saying what, expected, received and the fix. Checks that
+need a value from the arrays cost one host round trip each, noted where they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._array import check_floating, check_same_shape
+from .errors import DTypeError, InvalidParameterError, InvalidValueError, ShapeError
+
+__all__ = [
+    "NAMES",
+    "PROBABILITY_TOLERANCE",
+    "check_pred",
+    "float_target",
+    "same_shape_float",
+    "check_unit_interval",
+    "class_targets",
+    "check_distribution",
+    "eps_value",
+    "eps_param",
+    "bool_param",
+    "smoothing_param",
+]
+
+NAMES = ("pred", "target")
+PROBABILITY_TOLERANCE = 1e-3
+"""How far a probability target's row sum may be from 1 (float32 rounding leaves ~1e-6)."""
+
+
+def check_pred(xp: Any, pred: Any, owner: str, ndim: int | None = None) -> None:
+    """``pred`` must be floating with N >= 1 samples (and ``ndim`` axes when given)."""
+    check_floating(xp, pred, "pred")
+    if (ndim is not None and pred.ndim != ndim) or pred.ndim < 1 or pred.shape[0] == 0:
+        want = "(N, M)" if ndim == 2 else "(N, ...)"
+        raise ShapeError(
+            f"Loss {owner!r} expected pred of shape {want} with N >= 1 samples, received "
+            f"shape {tuple(pred.shape)}.",
+            pred,
+        )
+
+
+def float_target(xp: Any, pred: Any, target: Any) -> Any:
+    """``target`` checked to be floating, cast to ``pred``'s dtype (no copy when equal)."""
+    check_floating(xp, target, "target")
+    return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)
+
+
+def same_shape_float(xp: Any, pred: Any, target: Any, owner: str) -> Any:
+    """The checks of an element-wise loss; returns ``target`` in ``pred``'s dtype."""
+    check_pred(xp, pred, owner)
+    check_same_shape(pred, target, NAMES)
+    return float_target(xp, pred, target)
+
+
+def check_unit_interval(xp: Any, x: Any, label: str, owner: str) -> None:
+    """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1]."""
+    if bool((xp.min(x) < 0.0) | (xp.max(x) > 1.0)):
+        raise InvalidValueError(
+            f"Loss {owner!r} expected {label} in [0, 1], received values from "
+            f"{float(xp.min(x)):g} to {float(xp.max(x)):g}. Pass logits with "
+            f"from_logits=True, or apply sigmoid first.",
+            x,
+        )
+
+
+def eps_value(xp: Any, pred: Any, eps: float | None) -> float:
+    """The clipping epsilon: ``eps`` or, by default, the machine epsilon of pred's dtype."""
+    return float(xp.finfo(pred.dtype).eps) if eps is None else eps
+
+
+def eps_param(owner: str, eps: Any) -> float | None:
+    """``eps`` is None or a number in (0, 0.5)."""
+    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0.0 < eps < 0.5
+    if eps is not None and not ok:
+        raise InvalidParameterError(
+            f"Loss {owner!r}: eps must be None (the dtype's machine epsilon) or a number in "
+            f"(0, 0.5); received {eps!r}.",
+            eps,
+        )
+    return None if eps is None else float(eps)
+
+
+def bool_param(owner: str, name: str, value: Any) -> bool:
+    """Flags such as ``from_logits`` must be real booleans (a string "no" is truthy)."""
+    if not isinstance(value, bool):
+        raise InvalidParameterError(
+            f"Loss {owner!r}: {name} must be True or False, received {value!r}.", value
+        )
+    return value
+
+
+def class_targets(xp: Any, pred: Any, target: Any, owner: str) -> Any:
+    """Check ``target`` is (N,) class indices in [0, M) or (N, M) probability rows."""
+    if target.ndim == 1 and xp.isdtype(target.dtype, "integral"):
+        _check_labels(xp, pred, target, owner)
+        return target
+    if target.ndim == 1:
+        raise DTypeError(
+            f"Loss {owner!r}: a target of shape {tuple(target.shape)} holds class indices and "
+            f"must be an integer array, received dtype {target.dtype}. Convert it with "
+            f"astype(int64), or pass one-hot rows of shape {tuple(pred.shape)}.",
+            target,
+        )
+    check_same_shape(pred, target, NAMES)
+    target = float_target(xp, pred, target)
+    check_distribution(xp, target, owner)
+    return target
+
+
+def _check_labels(xp: Any, pred: Any, target: Any, owner: str) -> None:
+    """Labels must match N and lie in [0, M): a min and a max over the N labels (not the
+    N x M scores) and one host check per call."""
+    n, m = pred.shape
+    if target.shape[0] != n:
+        raise ShapeError(
+            f"Loss {owner!r}: pred has {n} samples but target has {target.shape[0]} labels; "
+            f"received pred {tuple(pred.shape)} and target {tuple(target.shape)}.",
+            (pred, target),
+        )
+    lo, hi = xp.min(target), xp.max(target)
+    if bool((lo < 0) | (hi >= m)):
+        raise InvalidValueError(
+            f"Loss {owner!r}: class indices must lie in [0, {m - 1}] for pred with {m} "
+            f"classes, received indices from {int(lo)} to {int(hi)}. Labels start at 0 "
+            f"(the chapter's class c is index c - 1).",
+            target,
+        )
+
+
+def check_distribution(xp: Any, target: Any, owner: str) -> None:
+    """Rows must be non-negative and sum to 1 within :data:`PROBABILITY_TOLERANCE`."""
+    err = xp.max(xp.abs(xp.sum(target, axis=1) - 1.0))
+    if bool((err > PROBABILITY_TOLERANCE) | (xp.min(target) < 0.0)):
+        raise InvalidValueError(
+            f"Loss {owner!r}: target rows must be probability distributions (non-negative, "
+            f"summing to 1 within {PROBABILITY_TOLERANCE:g}); received a row sum off by "
+            f"{float(err):.3g} and a smallest value of {float(xp.min(target)):.3g}. "
+            f"Normalise each row, or pass integer class indices.",
+            target,
+        )
+
+
+def smoothing_param(value: Any) -> float:
+    """``label_smoothing`` is a number in [0, 1)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
+    if not ok:
+        raise InvalidParameterError(
+            f"Loss 'cross_entropy': label_smoothing must be a number in [0, 1), received "
+            f"{value!r}.",
+            value,
+        )
+    return float(value)
