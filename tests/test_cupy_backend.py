@@ -9,10 +9,13 @@ own reason.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import os
+import shutil
 import subprocess
 import sys
 import types
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +273,29 @@ def test_memory_info_line(fake_cupy: Any) -> None:
     assert b.memory_stats()["pool_used_bytes"] == 3 * 2**20
     assert b.memory_info() == ("cuda:0 (Fake GPU): memory pool used 3.0 MiB, held 8.0 MiB; "
                                "card 60.0 GiB free of 80.0 GiB")
+
+
+def test_distribution_builds_with_cuda_extras_and_entry_point(tmp_path: Path) -> None:
+    """``mlcore-cupy`` builds into a wheel that pip can install with ``[cuda12]``/``[cuda13]``."""
+    setuptools = pytest.importorskip("setuptools")
+    if tuple(int(p) for p in setuptools.__version__.split(".")[:2]) < (70, 1):
+        pytest.importorskip("wheel")  # older setuptools builds wheels through it
+    src = tmp_path / "cupy"
+    shutil.copytree(ROOT / "backends" / "cupy", src,
+                    ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+           "--no-index", "-w", str(tmp_path / "dist"), str(src)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    (wheel,) = (tmp_path / "dist").glob("mlcore_cupy-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        meta = z.read("mlcore_cupy-0.1.0.dist-info/METADATA").decode()
+        entry_points = z.read("mlcore_cupy-0.1.0.dist-info/entry_points.txt").decode()
+        assert "mlcore_cupy/py.typed" in z.namelist()
+    assert 'Requires-Dist: cupy-cuda12x>=13; extra == "cuda12"' in meta
+    assert 'Requires-Dist: cupy-cuda13x>=14; extra == "cuda13"' in meta
+    assert "[mlcore]\ncupy = mlcore_cupy" in entry_points
+    assert "cupy" in {ep.name for ep in md.entry_points(group="mlcore")}  # installed here too
 
 
 def test_backend_tests_skip_with_the_reason_here() -> None:
