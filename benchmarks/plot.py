@@ -41,17 +41,19 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     optimizers = sorted({e["params"]["optimizer"] for e in report["results"] if _is_net(e)})
     fig, axes = plt.subplots(1, len(dtypes), figsize=(4.2 * len(dtypes), 3.4), squeeze=False,
                              sharey=True)
+    colors: dict[str, str] = {}
     for ax, dtype in zip(axes[0], dtypes, strict=True):
         if not optimizers:
             ax.text(0.5, 0.5, f"no {_NET} training-step case\nin this run", ha="center",
                     va="center", transform=ax.transAxes)
         for opt, style in zip(optimizers, ("-", "--", ":"), strict=False):
             for label, pts in _series(report, dtype, opt).items():
+                color = colors.setdefault(label, f"C{len(colors)}")
                 xs = [p[0] for p in pts]
                 ys = [p[1] * 1e3 for p in pts]
                 err = [[(p[1] - p[2]) * 1e3 for p in pts], [(p[3] - p[1]) * 1e3 for p in pts]]
                 ax.errorbar(xs, ys, yerr=err, linestyle=style, marker="o", markersize=3,
-                            capsize=2, label=f"{label} ({opt})")
+                            capsize=2, color=color, label=f"{label} ({opt})")
         ax.set(xscale="log", yscale="log", xlabel="batch size", title=f"{_NET}, {dtype}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("time per training step (ms)")

@@ -29,13 +29,16 @@ from .cases import MNIST_SIZES, XOR_SIZES, StepCase
 __all__ = ["main", "phases_mlcore", "phases_hand"]
 
 Phases = dict[str, list[float]]
+clock: Callable[[], float] = time.perf_counter
+"""What the phases are timed with: wall time, or ``--clock cpu`` (this thread's CPU time,
+far less disturbed by other processes on a shared machine; use it with ``--threads 1``)."""
 
 
 def _timed(fn: Callable[..., Any], name: str, acc: Phases) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
+        t0 = clock()
         out = fn(*args, **kwargs)
-        acc[name].append(time.perf_counter() - t0)
+        acc[name].append(clock() - t0)
         return out
     return wrapper
 
@@ -60,10 +63,10 @@ def phases_mlcore(case: StepCase, backend: str, n: int) -> Phases:
         bench.step()  # builds the cached step with the wrappers in place
         acc.clear()
         for _ in range(n):
-            t0 = time.perf_counter()
+            t0 = clock()
             bench.step()
             bench.sync()
-            acc["total"].append(time.perf_counter() - t0)
+            acc["total"].append(clock() - t0)
     finally:
         train.chain = chain  # type: ignore[assignment]
         LossPlan.value_and_grad = vag  # type: ignore[method-assign]
@@ -99,12 +102,12 @@ def phases_hand(case: StepCase, n: int) -> Phases:
     acc: Phases = defaultdict(list)
     m.step(X, t)
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0 = clock()
         logits = _timed(m.forward, "forward", acc)(X)
         _timed(m.loss_and_grad, "loss", acc)(logits, t)
         _timed(m.backward, "backward", acc)(X)
         _timed(m.opt.step, "update", acc)(m.flat_grad)
-        acc["total"].append(time.perf_counter() - t0)
+        acc["total"].append(clock() - t0)
     return acc
 
 
@@ -143,7 +146,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backend", default="numpy")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="cap BLAS/OpenMP threads")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = ap.parse_args(argv)
+    global clock
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    from .runner import thread_limit
+
+    with thread_limit(args.threads):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     lr = 1e-3 if args.optimizer == "adam" else 1e-2
     case = (StepCase(XOR_SIZES, 4, "tanh", "sigmoid_bce", args.optimizer, lr) if args.xor
             else StepCase(MNIST_SIZES, args.batch, optimizer=args.optimizer, lr=lr))
@@ -157,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
             for p, v in got.items():
                 rows[label][p] += v
     print(f"{case.name}, batch {case.batch}, float32: median per phase over "
-          f"{args.rounds}x{args.steps} steps")
+          f"{args.rounds}x{args.steps} steps ({args.clock} clock, threads {args.threads})")
     print(_report(rows))
     print(_cprofile(case, args.backend, args.steps))
 
