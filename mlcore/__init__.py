@@ -24,7 +24,12 @@ from .errors import (
     UnknownNameError,
 )
 from .hookspecs import ActivationFn, LossFn, hookimpl
+from .io import load
+from .layers import Activation, Dense, Layer, Parameter, PReLU
 from .losses import loss, loss_names
+from .model import MLP, Sequential
+from .optim import SGD, Adam, AdamW, Optimizer
+from .train import make_train_step
 
 __version__ = "0.1.0"
 
@@ -46,6 +51,20 @@ __all__ = [
     "activation_names",
     "loss",
     "loss_names",
+    # layers, models, training
+    "Layer",
+    "Parameter",
+    "Dense",
+    "PReLU",
+    "Activation",
+    "Sequential",
+    "MLP",
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "make_train_step",
+    "load",
     # errors
     "MlcoreError",
     "BackendMismatchError",

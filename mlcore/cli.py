@@ -183,3 +183,69 @@ def bench(quick: bool, json_path: str | None, plot_path: str | None,
     opts = runner.Options(quick=quick, backends=list(backends), dtypes=chosen,
                           cases=patterns, rounds=rounds, threads=threads, echo=click.echo)
     runner.main(opts, json_path, plot_path)
+
+
+@main.group()
+def demo() -> None:
+    """The chapter's experiments: logic gates, XOR, handwritten digits."""
+
+
+def _demo_backend(name: str | None) -> Any:
+    from contextlib import nullcontext
+
+    from .backend import use_backend
+
+    return use_backend(name) if name else nullcontext()
+
+
+@demo.command()
+@click.option("--backend", default=None, help="Backend to run on (default: the selected one).")
+def gates(backend: str | None) -> None:
+    """One perceptron per gate: AND, OR, NAND, NOR are learned; XOR, XNOR are not."""
+    from . import demo as experiments
+
+    with _demo_backend(backend):
+        click.echo("gate   perceptron rule (best epoch)   best single step unit on a grid")
+        for gate in experiments.GATES:
+            run = experiments.perceptron(gate)
+            state = "learned" if run.converged else "never converges"
+            best = experiments.best_line_accuracy(gate)
+            click.echo(f"{gate:<5} {run.best_accuracy:>5.0%}  {state:<26} {best:>5.0%}")
+        model = experiments.hand_wired_xor()
+        out = model.backend.to_numpy(model.predict(experiments.INPUTS)).reshape(-1)
+        click.echo(f"hand-wired XOR network (OR, NAND -> AND), figure 1.7: "
+                   f"{[int(v) for v in out]} (XOR is {experiments.GATES['XOR']})")
+
+
+@demo.command()
+@click.option("--backend", default=None, help="Backend to run on (default: the selected one).")
+@click.option("--seeds", default=10, show_default=True, type=click.IntRange(1),
+              help="How many seeds (0, 1, ...) to train from.")
+def xor(backend: str | None, seeds: int) -> None:
+    """An MLP with one hidden layer (2-4-1, tanh, sigmoid) learns XOR and XNOR."""
+    from . import demo as experiments
+
+    with _demo_backend(backend):
+        for gate in ("XOR", "XNOR"):
+            ok = experiments.xor_seed_successes(gate, range(seeds))
+            click.echo(f"{gate}: 100% accuracy from {len(ok)} of {seeds} seeds {ok}")
+
+
+@demo.command()
+@click.option("--backend", default=None, help="Backend to run on (default: the selected one).")
+@click.option("--epochs", default=15, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the initial weights and the shuffling.")
+def digits(backend: str | None, epochs: int, seed: int) -> None:
+    """Train an MLP on scikit-learn's handwritten digits; print test accuracy and time."""
+    from . import demo as experiments
+
+    try:
+        with _demo_backend(backend):
+            result = experiments.digits(epochs=epochs, seed=seed)
+    except ModuleNotFoundError as exc:  # scikit-learn is an optional extra
+        raise click.ClickException(str(exc)) from exc
+    sizes = "-".join(str(s) for s in experiments.DIGITS_SIZES)
+    click.echo(f"digits: MLP {sizes} (relu, softmax), adam, {epochs} epochs, "
+               f"{result.n_train} train / {result.n_test} test images, backend {result.backend}")
+    click.echo(f"test accuracy {result.accuracy:.2%}, training time {result.seconds:.2f} s")

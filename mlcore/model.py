@@ -1,0 +1,234 @@
+"""Models: :class:`Sequential` (layers in a row) and :class:`MLP` (the chapter's network).
+
+A model is a layer (``forward`` returns ``(Y, backprop)``) that also trains, predicts,
+evaluates and saves itself; those methods live in :mod:`mlcore.train` and :mod:`mlcore.io`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ._array import namespace
+from .backend import Backend, get_backend
+from .errors import InvalidParameterError, MlcoreError, ModelFileError, ShapeError
+from .init import default_init
+from .layers import Activation, Backprop, Dense, Layer, Parameter, PReLU, dtype_name
+
+__all__ = ["Sequential", "MLP", "layer_from_config"]
+
+
+def chain(layers: Sequence[Layer], X: Any, xp: Any, input_grad: bool) -> tuple[Any, Backprop]:
+    """Run ``layers`` in order; the backprop runs them in reverse (the chain rule)."""
+    backprops = []
+    for i, layer in enumerate(layers):
+        X, bp = layer.forward(X, xp, input_grad=input_grad or i > 0)
+        backprops.append(bp)
+
+    def backprop(dY: Any) -> Any:
+        for bp in reversed(backprops):
+            dY = bp(dY)
+        return dY
+
+    return X, backprop
+
+
+class Sequential(Layer):
+    """Layers applied one after the other; parameters named ``layers.<i>.<name>``.
+
+    Training: :meth:`fit`, :meth:`train_step`; inference: :meth:`predict`, ``model(X)``;
+    :meth:`evaluate`; :meth:`save` (load with :func:`mlcore.load`).
+    """
+
+    def __init__(self, layers: Iterable[Layer]) -> None:
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise InvalidParameterError(
+                    f"Sequential expects mlcore layers; item {i} is {type(layer).__name__}. "
+                    f"Wrap activations as mlcore.Activation(name).", layer)
+        self.last_loss: Any = None  # the loss of the last fit, used by evaluate()
+        self._step_cache: tuple[Any, Any, Callable[..., Any]] | None = None
+
+    # -- structure -------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The backend holding the parameters (the selected backend if there are none)."""
+        for layer in self.layers:
+            if hasattr(layer, "backend"):
+                return layer.backend  # type: ignore[no-any-return]
+        return get_backend()
+
+    @property
+    def out_features(self) -> int | None:
+        """Width of the last Dense layer (activations keep the width)."""
+        for layer in reversed(self.layers):
+            if isinstance(layer, Dense):
+                return layer.out_features
+            if isinstance(layer, Sequential):
+                return layer.out_features
+        return None
+
+    @property
+    def dtype(self) -> Any:
+        """The floating dtype of the parameters (float32 if there are none)."""
+        params = self.parameters()
+        return params[0].value.dtype if params else self.backend.xp.float32
+
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        return [(f"layers.{i}.{name}", p) for i, layer in enumerate(self.layers)
+                for name, p in layer.named_parameters()]
+
+    def namespace(self, X: Any, y: Any = None) -> Any:
+        """The namespace of ``X`` (and ``y``) and the parameters; an error if backends differ."""
+        arrays = (X,) if y is None else (X, y)
+        first = [p.value for p in self.parameters()[:1]]
+        return namespace(*arrays, *first, names=(*("X", "y")[: len(arrays)], "model parameters"))
+
+    # -- computation -----------------------------------------------------------------------
+    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+        if xp is None:
+            xp = self.namespace(X)
+        return chain(self.layers, X, xp, input_grad)
+
+    def fit(self, X: Any, y: Any, *, loss: Any, optimizer: Any = "adam", lr: float | None = None,
+            epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
+            validation_data: tuple[Any, Any] | None = None,
+            verbose: bool | str = "auto") -> dict[str, list[float]]:
+        """Train on mini-batches; see :func:`mlcore.train.fit`."""
+        from .train import fit
+
+        return fit(self, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
+                   batch_size=batch_size, shuffle=shuffle, seed=seed,
+                   validation_data=validation_data, verbose=verbose)
+
+    def train_step(self, X: Any, y: Any, loss: Any, optimizer: Any) -> Any:
+        """One optimisation step on a batch; returns the loss as a 0-d array (no sync).
+
+        See :func:`mlcore.train.make_train_step` (the prepared step is cached for the
+        same ``loss`` and ``optimizer``).
+        """
+        cache = self._step_cache
+        if cache is None or cache[0] is not loss or cache[1] is not optimizer:
+            from .train import make_train_step
+
+            cache = (loss, optimizer, make_train_step(self, loss, optimizer))
+            self._step_cache = cache
+        return cache[2](X, y)
+
+    def predict(self, X: Any, *, batch_size: int | None = None) -> Any:
+        """The model's output for ``X`` (converted at this boundary); see :mod:`mlcore.train`."""
+        from .train import predict
+
+        return predict(self, X, batch_size=batch_size)
+
+    def evaluate(self, X: Any, y: Any, *, loss: Any = None,
+                 batch_size: int | None = None) -> dict[str, float]:
+        """Loss (and accuracy for classification) on ``X, y``; see :func:`mlcore.train.evaluate`."""
+        from .train import evaluate
+
+        return evaluate(self, X, y, loss=loss, batch_size=batch_size)
+
+    # -- persistence -----------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {"type": "Sequential", "layers": [layer.config() for layer in self.layers]}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{name: array}`` of every parameter (the arrays themselves, not copies)."""
+        return {name: p.value for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy ``state`` (arrays of this model's backend) into the parameters."""
+        named = dict(self.named_parameters())
+        missing, extra = sorted(set(named) - set(state)), sorted(set(state) - set(named))
+        if missing or extra:
+            raise ShapeError(f"State does not fit the model: missing {missing}, "
+                             f"unexpected {extra}.", state)
+        for name, p in named.items():
+            value = state[name]
+            xp = namespace(value, p.value, names=(name, "model parameter"))
+            if tuple(value.shape) != p.shape or value.dtype != p.value.dtype:
+                raise ShapeError(
+                    f"Parameter {name} is {p.shape} {p.value.dtype}; received "
+                    f"{tuple(value.shape)} {value.dtype}.", value)
+            p.value = xp.asarray(value, copy=True)
+
+    def save(self, path: Any) -> None:
+        """Write weights and architecture to ``path``; see :func:`mlcore.io.save`."""
+        from .io import save
+
+        save(self, path)
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"{type(self).__name__}([\n  {inner}\n])"
+
+
+def _act_layer(name: str, width: int, dtype: Any) -> Layer:
+    return PReLU(width, dtype=dtype) if name == "prelu" else Activation(name)
+
+
+class MLP(Sequential):
+    """A multi-layer perceptron: Dense layers of ``sizes`` with ``activation`` between them.
+
+    ``MLP([2, 4, 1], activation="tanh", output_activation="sigmoid")`` is Dense(2, 4), tanh,
+    Dense(4, 1), sigmoid. ``activation`` is any registered activation name, or ``"prelu"``
+    (a per-feature :class:`PReLU` layer). Weights are initialised for the activation that
+    follows them (``he_uniform`` for the ReLU family, ``glorot_uniform`` otherwise; see
+    :mod:`mlcore.init`) from one random source seeded by ``seed``; ``init`` overrides.
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str = "relu",
+                 output_activation: str | None = None, seed: int | None = None, *,
+                 init: str | None = None, bias: bool = True, dtype: Any = None) -> None:
+        self.sizes = [int(s) for s in sizes]
+        if len(self.sizes) < 2:
+            raise InvalidParameterError(
+                f"MLP needs at least an input and an output size, received sizes={sizes!r}.",
+                sizes)
+        self.activation, self.output_activation = activation, output_activation
+        self.init, self.bias = init, bias
+        rng = get_backend().rng(seed)
+        layers: list[Layer] = []
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        for i, (n_in, n_out) in enumerate(pairs):
+            act = activation if i < len(pairs) - 1 else output_activation
+            layers.append(Dense(n_in, n_out, bias=bias, init=init or default_init(act),
+                                rng=rng, dtype=dtype))
+            if act is not None:
+                layers.append(_act_layer(act, n_out, dtype))
+        super().__init__(layers)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "MLP", "sizes": self.sizes, "activation": self.activation,
+                "output_activation": self.output_activation, "bias": self.bias,
+                "dtype": dtype_name(self.backend.xp, self.dtype)}
+
+
+def layer_from_config(cfg: Any) -> Layer:
+    """Rebuild a layer from :meth:`Layer.config` data (weights zero; no code is run).
+
+    Only mlcore's own layer types are accepted; anything else is a :class:`ModelFileError`.
+    """
+    if not isinstance(cfg, dict) or cfg.get("type") not in _BUILDERS:
+        kind = cfg.get("type") if isinstance(cfg, dict) else type(cfg).__name__
+        raise ModelFileError(
+            f"Unknown layer type {kind!r} in the model file; known: {', '.join(_BUILDERS)}.",
+            cfg)
+    try:
+        return _BUILDERS[cfg["type"]](cfg)
+    except (KeyError, TypeError, ValueError, MlcoreError) as exc:
+        raise ModelFileError(f"Malformed {cfg['type']} entry in the model file: {exc}.",
+                             cfg) from exc
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any]], Layer]] = {
+    "Dense": lambda c: Dense(int(c["in_features"]), int(c["out_features"]), bias=bool(c["bias"]),
+                             init="zeros", dtype=str(c["dtype"])),
+    "PReLU": lambda c: PReLU(int(c["num_parameters"]), dtype=str(c["dtype"])),
+    "Activation": lambda c: Activation(str(c["name"]), **dict(c["params"])),
+    "Sequential": lambda c: Sequential([layer_from_config(x) for x in c["layers"]]),
+    "MLP": lambda c: MLP([int(s) for s in c["sizes"]], activation=str(c["activation"]),
+                         output_activation=c["output_activation"], init="zeros",
+                         bias=bool(c["bias"]), dtype=str(c["dtype"])),
+}

@@ -1,0 +1,176 @@
+"""Gradient-descent optimisers: SGD (momentum, Nesterov, weight decay), Adam and AdamW.
+
+Each follows PyTorch's ``torch.optim`` update rule exactly (the tests compare several steps
+in float64). Updates are written as augmented assignments on the stored arrays
+(``p.value -= u``): on writeable arrays (NumPy, CuPy, array-api-strict) they run in place,
+with no new parameter-sized buffers; on an immutable array type Python falls back to
+``p.value = p.value - u``, so the same code serves both. The namespace is resolved once, from
+the parameters, when the optimiser is built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._array import namespace
+from .errors import InvalidParameterError, UnknownNameError
+from .layers import Parameter
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "optimizer_names"]
+
+
+def _check_range(name: str, value: float, low: float, high: float = math.inf) -> float:
+    if not (low <= value < high):
+        raise InvalidParameterError(
+            f"{name} must be in [{low}, {high}), received {value!r}.", value)
+    return float(value)
+
+
+class Optimizer:
+    """Base class: holds the parameters, ``step()`` updates them from their ``grad``."""
+
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
+        self.params = list(params)
+        if not self.params or not all(isinstance(p, Parameter) for p in self.params):
+            raise InvalidParameterError(
+                "An optimiser needs a non-empty iterable of mlcore Parameters, such as "
+                "model.parameters().", params)
+        self.lr = _check_range("lr", lr, 0.0)
+        self.xp = namespace(*(p.value for p in self.params))
+
+    def zero_grad(self) -> None:
+        """Clear the gradients of the parameters."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lr={self.lr}, {len(self.params)} parameters)"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent: p ← p - lr·g, with PyTorch's momentum and Nesterov.
+
+    ``g = grad + weight_decay·p``; with momentum μ: ``b ← μ b + g`` (``b = g`` at the first
+    step), then ``g = b``, or ``g = g + μ b`` with ``nesterov=True``.
+    """
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr)
+        self.momentum = _check_range("momentum", momentum, 0.0, 1.0)
+        self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
+        if nesterov and self.momentum == 0.0:
+            raise InvalidParameterError("nesterov=True needs momentum > 0.", nesterov)
+        self.nesterov = nesterov
+        self.buffers: list[Any] = [None] * len(self.params)
+
+    def step(self) -> None:
+        lr, mu, wd, bufs = self.lr, self.momentum, self.weight_decay, self.buffers
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            if wd:
+                g = g + wd * p.value
+            if mu:
+                if bufs[i] is None:
+                    bufs[i] = self.xp.asarray(g, copy=True)
+                else:
+                    bufs[i] *= mu
+                    bufs[i] += g
+                g = g + mu * bufs[i] if self.nesterov else bufs[i]
+            p.value -= lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) as in ``torch.optim.Adam``.
+
+    m ← β1 m + (1-β1) g; v ← β2 v + (1-β2) g²;
+    p ← p - lr/(1-β1ᵗ) · m / (√v / √(1-β2ᵗ) + ε), with ``g = grad + weight_decay·p`` (L2).
+    """
+
+    decoupled = False
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 0.001,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr)
+        self.betas = (_check_range("betas[0]", betas[0], 0.0, 1.0),
+                      _check_range("betas[1]", betas[1], 0.0, 1.0))
+        self.eps = _check_range("eps", eps, 0.0)
+        self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
+        n = len(self.params)
+        self.steps = [0] * n
+        self.m: list[Any] = [None] * n
+        self.v: list[Any] = [None] * n
+
+    def step(self) -> None:
+        (b1, b2), lr, wd, eps = self.betas, self.lr, self.weight_decay, self.eps
+        xp, m, v, steps = self.xp, self.m, self.v, self.steps
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            if m[i] is None:
+                m[i], v[i] = xp.zeros_like(p.value), xp.zeros_like(p.value)
+            if wd and self.decoupled:
+                p.value *= 1.0 - lr * wd
+            elif wd:
+                g = g + wd * p.value
+            steps[i] += 1
+            m[i] *= b1
+            m[i] += (1.0 - b1) * g
+            v[i] *= b2
+            v[i] += (1.0 - b2) * (g * g)
+            # lr/bc1 · m / (√v/√bc2 + ε) = (lr·√bc2/bc1) · m / (√v + ε·√bc2): two passes fewer
+            bc2_sqrt = math.sqrt(1.0 - b2 ** steps[i])
+            denom = xp.sqrt(v[i])
+            denom += eps * bc2_sqrt
+            p.value -= (lr * bc2_sqrt / (1.0 - b1 ** steps[i])) * (m[i] / denom)
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter, 2019) as in ``torch.optim.AdamW``: decoupled decay
+    ``p ← p (1 - lr·weight_decay)`` before the Adam step; ``weight_decay`` defaults to 0.01."""
+
+    decoupled = True
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 0.001,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+_OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def optimizer_names() -> list[str]:
+    """The names :func:`get_optimizer` accepts."""
+    return sorted(_OPTIMIZERS)
+
+
+def get_optimizer(optimizer: str | Optimizer, params: Iterable[Parameter],
+                  lr: float | None = None) -> Optimizer:
+    """An optimiser by name (``"sgd"``, ``"adam"``, ``"adamw"``) over ``params``.
+
+    ``lr=None`` keeps the optimiser's default (SGD 0.01, Adam/AdamW 0.001). An
+    :class:`Optimizer` instance is returned as it is (then ``lr`` must be None).
+    """
+    if isinstance(optimizer, Optimizer):
+        if lr is not None:
+            raise InvalidParameterError(
+                "lr applies when optimizer is a name; this optimiser instance already has "
+                f"lr={optimizer.lr}. Set it when building the optimiser.", lr)
+        return optimizer
+    cls = _OPTIMIZERS.get(str(optimizer).lower())
+    if cls is None:
+        raise UnknownNameError(
+            f"Unknown optimiser {optimizer!r}. Known: {', '.join(optimizer_names())}, or pass "
+            f"an mlcore.optim.Optimizer instance.", optimizer)
+    return cls(params) if lr is None else cls(params, lr=lr)

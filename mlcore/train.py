@@ -1,0 +1,277 @@
+"""Training: ``fit``, ``predict``, ``evaluate`` and the single training step.
+
+The conversion boundary: ``fit``, ``predict`` and ``evaluate`` accept data from anywhere
+(lists, NumPy arrays while another backend is selected, arrays of the model's backend) and
+convert it once with the model backend's ``asarray``, to the parameters' floating dtype for
+inputs (float32 by default). Inside (``forward``, ``train_step``, the layers, losses and
+optimisers) arrays never change backend: arrays from another backend raise
+:class:`~mlcore.errors.BackendMismatchError`.
+
+A training step resolves the namespace once, runs the layers forward, computes the loss
+(fused with a softmax/sigmoid output, see :mod:`mlcore._lossplan`), backpropagates, and
+updates the parameters in place. It never reads a value back to the host: ``fit`` sums the
+batch losses and correct counts on the device and converts them once per epoch.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from ._array import check_finite, device_of, device_scope, namespace
+from ._lossplan import LossPlan, prepare_targets, resolve_loss
+from .errors import InvalidParameterError, ShapeError
+from .model import Sequential, chain
+from .optim import Optimizer, get_optimizer
+
+__all__ = ["fit", "predict", "evaluate", "make_train_step", "to_model_input"]
+
+Step = Callable[[Any, Any, Any], tuple[Any, Any]]
+
+
+class _Data(NamedTuple):
+    X: Any
+    targets: Any
+    labels: Any  # for accuracy, or None
+
+
+def to_model_input(model: Sequential, X: Any, name: str = "X") -> Any:
+    """``X`` as a finite array of the model's backend and dtype (the conversion boundary)."""
+    backend = model.backend
+    X = X if backend.owns(X) else backend.asarray(X)
+    xp = model.namespace(X)
+    if X.dtype != model.dtype:
+        X = xp.astype(X, model.dtype)
+    check_finite(xp, X, name)
+    return X
+
+
+def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any) -> _Data:
+    Xa = to_model_input(model, X)
+    backend = model.backend
+    ya = y if backend.owns(y) else backend.asarray(y)
+    xp = model.namespace(Xa, ya)
+    n = Xa.shape[0] if Xa.ndim else 0
+    if n == 0 or ya.ndim == 0 or ya.shape[0] != n:
+        raise ShapeError(
+            f"X and y must hold the same number (>= 1) of samples; received X of shape "
+            f"{tuple(Xa.shape)} and y of shape {tuple(ya.shape)}.", (X, y))
+    targets, labels = prepare_targets(xp, plan, ya, model.out_features, model.dtype)
+    return _Data(Xa, targets, labels)
+
+
+def _compile(model: Sequential, plan: LossPlan, opt: Optimizer) -> Step:
+    """The training step for ``plan`` and ``opt``: ``step(X, T, xp) -> (loss, output)``."""
+    layers = model.layers[: len(model.layers) - plan.trim]
+    params = model.parameters()
+
+    def step(X: Any, T: Any, xp: Any) -> tuple[Any, Any]:
+        for p in params:
+            p.grad = None
+        out, backprop = chain(layers, X, xp, False)
+        value, grad = plan.value_and_grad(xp, out, T)
+        backprop(grad)
+        opt.step()
+        return value, out
+
+    return step
+
+
+def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "sgd",
+                    lr: float | None = None) -> Callable[[Any, Any], Any]:
+    """A prepared training step ``step(X, y) -> loss`` (a 0-d array; nothing is synced).
+
+    ``X`` and ``y`` must already be arrays of the model's backend and dtype (``y``: class
+    indices or rows for cross-entropy, targets shaped like the output otherwise); they are
+    not converted or validated, which is what makes the step cheap (use :func:`fit` for
+    checked input). Each call clears the gradients, runs forward and backward once and
+    updates the parameters with ``optimizer`` (a name or an :class:`~mlcore.optim.Optimizer`
+    over ``model.parameters()``). This is what benchmarks time.
+    """
+    plan = resolve_loss(model, loss)
+    step = _compile(model, plan, get_optimizer(optimizer, model.parameters(), lr))
+    first = model.parameters()[0].value
+    device = device_of(first)
+    names = ("X", "y", "model parameters")
+
+    def train_step(X: Any, y: Any) -> Any:
+        return step(X, y, namespace(X, y, first, names=names))[0]
+
+    if not hasattr(type(device), "__enter__"):
+        return train_step
+
+    def train_step_on_device(X: Any, y: Any) -> Any:
+        with device:  # CuPy computes on its current device: enter the model's
+            return train_step(X, y)
+
+    return train_step_on_device
+
+
+def _check_count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidParameterError(f"{name} must be a positive integer, received {value!r}.",
+                                    value)
+    return value
+
+
+def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def _shuffled(xp: Any, data: _Data, order: Any) -> _Data:
+    return _Data(*(None if a is None else xp.take(a, order, axis=0) for a in data))
+
+
+def _run_epoch(xp: Any, step: Step, plan: LossPlan, data: _Data, batch_size: int,
+               bar: Any) -> dict[str, float]:
+    n = data.X.shape[0]
+    total = xp.zeros((), dtype=data.X.dtype)
+    correct = xp.zeros((), dtype=xp.int64)
+    for start, stop in _batches(n, batch_size):
+        value, out = step(data.X[start:stop, ...], data.targets[start:stop, ...], xp)
+        total = total + value * (stop - start)
+        if data.labels is not None:
+            correct = correct + plan.correct(xp, out, data.labels[start:stop, ...])
+        bar.update(1)
+    return _summary(plan, data, total, correct)
+
+
+def _summary(plan: LossPlan, data: _Data, total: Any, correct: Any) -> dict[str, float]:
+    n = data.X.shape[0]
+    result = {"loss": float(total) / n}
+    if data.labels is not None:
+        per_sample = 1
+        for d in data.labels.shape[1:]:
+            per_sample *= int(d)
+        result["accuracy"] = int(correct) / (n * per_sample)
+    return result
+
+
+def _evaluate_data(model: Sequential, plan: LossPlan, data: _Data,
+                   batch_size: int | None) -> dict[str, float]:
+    xp = model.namespace(data.X)
+    layers = model.layers[: len(model.layers) - plan.trim]
+    n = data.X.shape[0]
+    total = xp.zeros((), dtype=data.X.dtype)
+    correct = xp.zeros((), dtype=xp.int64)
+    for start, stop in _batches(n, batch_size or n):
+        out = chain(layers, data.X[start:stop, ...], xp, False)[0]
+        total = total + plan.value(xp, out, data.targets[start:stop, ...]) * (stop - start)
+        if data.labels is not None:
+            correct = correct + plan.correct(xp, out, data.labels[start:stop, ...])
+    return _summary(plan, data, total, correct)
+
+
+def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimizer = "adam",
+        lr: float | None = None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+        seed: int | None = None, validation_data: tuple[Any, Any] | None = None,
+        verbose: bool | str = "auto") -> dict[str, list[float]]:
+    """Train ``model`` on mini-batches of ``(X, y)``; return the history.
+
+    ``loss``: a registered loss name or loss object; ``optimizer``: ``"sgd"``, ``"adam"``,
+    ``"adamw"`` (with ``lr``, default per optimiser) or an optimiser instance. ``shuffle``
+    draws a new order each epoch from ``backend.rng(seed)``, so a fixed ``seed`` (and
+    model seed) gives identical weights and history on the same backend. The history has
+    ``"loss"`` per epoch, ``"accuracy"`` for cross-entropy losses, and ``"val_loss"`` /
+    ``"val_accuracy"`` with ``validation_data=(X_val, y_val)``. ``verbose="auto"`` shows a
+    tqdm progress bar only when stderr is a terminal; ``True`` always, ``False`` never.
+    """
+    epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
+    plan = resolve_loss(model, loss)
+    data = _prepare(model, plan, X, y)
+    val = None if validation_data is None else _prepare(model, plan, *validation_data)
+    step = _compile(model, plan, get_optimizer(optimizer, model.parameters(), lr))
+    model.last_loss = loss
+    xp, rng = model.namespace(data.X), model.backend.rng(seed)
+    history: dict[str, list[float]] = {}
+    n_batches = len(_batches(data.X.shape[0], batch_size))
+    with _scope(model, data.X), _progress(verbose, epochs * n_batches) as bar:
+        for _ in range(epochs):
+            epoch_data = _shuffled(xp, data, rng.permutation(data.X.shape[0])) if shuffle else data
+            stats = _run_epoch(xp, step, plan, epoch_data, batch_size, bar)
+            if val is not None:
+                stats |= {f"val_{k}": v for k, v in _evaluate_data(model, plan, val, None).items()}
+            for key, value in stats.items():
+                history.setdefault(key, []).append(value)
+            bar.set_postfix({k: round(v, 4) for k, v in stats.items()})
+    return history
+
+
+def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
+    """The model's full output for ``X`` (softmax probabilities for a softmax model),
+    as an array of the model's backend; ``X`` is converted at this boundary."""
+    Xa = to_model_input(model, X)
+    xp = model.namespace(Xa)
+    n = Xa.shape[0]
+    with _scope(model, Xa):
+        if batch_size is None or batch_size >= n:
+            return chain(model.layers, Xa, xp, False)[0]
+        size = _check_count(batch_size, "batch_size")
+        parts = [chain(model.layers, Xa[a:b, ...], xp, False)[0] for a, b in _batches(n, size)]
+        return xp.concat(parts, axis=0)
+
+
+def evaluate(model: Sequential, X: Any, y: Any, *, loss: Any = None,
+             batch_size: int | None = None) -> dict[str, float]:
+    """``{"loss": ..., "accuracy": ...}`` on ``(X, y)`` (accuracy for cross-entropy losses).
+
+    ``loss`` defaults to the loss of the model's last :func:`fit`.
+    """
+    loss = model.last_loss if loss is None else loss
+    if loss is None:
+        raise InvalidParameterError(
+            "evaluate needs a loss: pass loss='cross_entropy' (or any loss), or fit the model "
+            "first.", None)
+    plan = resolve_loss(model, loss)
+    data = _prepare(model, plan, X, y)
+    with _scope(model, data.X):
+        return _evaluate_data(model, plan, data, batch_size)
+
+
+def _scope(model: Sequential, X: Any) -> Any:
+    """Run on the device of ``X`` and the parameters (CuPy's current device); see
+    :func:`mlcore._array.device_scope`."""
+    first = [p.value for p in model.parameters()[:1]]
+    return device_scope(X, *first, names=("X", "model parameters")[: 1 + len(first)])
+
+
+class _Quiet:
+    """A progress bar that shows nothing."""
+
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_postfix(self, stats: dict[str, float]) -> None:
+        return None
+
+
+class _Lines(_Quiet):
+    """Progress as one line per epoch on stderr (when tqdm is not installed)."""
+
+    epoch = 0
+
+    def set_postfix(self, stats: dict[str, float]) -> None:
+        self.epoch += 1
+        text = " ".join(f"{k}={v:.4f}" for k, v in stats.items())
+        print(f"epoch {self.epoch}: {text}", file=sys.stderr)
+
+
+def _progress(verbose: bool | str, total: int) -> Any:
+    if verbose not in (True, False, "auto", 0, 1):
+        raise InvalidParameterError(
+            f"verbose must be True, False or 'auto', received {verbose!r}.", verbose)
+    show = sys.stderr.isatty() if verbose == "auto" else bool(verbose)
+    if not show:
+        return _Quiet()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Lines()
+    return tqdm(total=total, unit="batch", file=sys.stderr, dynamic_ncols=True)
