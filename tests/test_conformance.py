@@ -251,7 +251,8 @@ def test_kit_reports_each_fault_as_its_own_test(make_dist: Any, pytester: Any) -
         def test_conformance(mlcore_case):
             mlcore_case.run()
     """)
-    result = pytester.runpytest("-q", "-p", "no:cacheprovider", "-p", "no:xdist")
+    result = pytester.runpytest("-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                "-p", "no:hypothesispytest")
     backends = [b for b in mlcore.backend_names(available_only=True)
                 if b == os.environ.get("MLCORE_BACKEND", b)]
     failed = sorted(line.split("::")[1].split(" ")[0] for line in result.outlines
@@ -269,7 +270,8 @@ def test_marker_names_an_unknown_plugin(fresh_registry: Any, pytester: Any) -> N
         def test_conformance(mlcore_case):
             mlcore_case.run()
     """)
-    result = pytester.runpytest("-q", "-p", "no:cacheprovider", "-p", "no:xdist")
+    result = pytester.runpytest("-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                "-p", "no:hypothesispytest")
     result.stdout.fnmatch_lines(["*no installed plugin named mlcore-no-such-plugin. "
                                  "Installed: *mlcore-activations-extra*"])
     assert result.ret != 0
