@@ -142,6 +142,10 @@ def check_loss(loss: Any, backend: Backend | str | None = None, *,
 
 def _check(kind: str, obj: Any, backend: Backend | str | None,
            params: Mapping[str, Any] | None, checks: Sequence[str], extra: dict[str, Any]) -> None:
+    unknown = sorted(set(checks) - set(CHECKS))
+    if unknown:
+        raise ValueError(f"Unknown check(s) {', '.join(unknown)}; the checks are "
+                         f"{', '.join(CHECKS)}.")
     name, factory = (obj, None) if isinstance(obj, str) else (_name_of(obj), _as_factory(obj))
     case = Case(name, dict(params or {}), kind=kind, factory=factory, **extra)
     b = _backend(backend)
@@ -252,13 +256,19 @@ def _plugin_cases(plugins: Sequence[str], cases: Sequence[Case]) -> list[Case]:
     by_name: dict[str, list[Case]] = {}
     for c in cases:
         by_name.setdefault(c.name, []).append(c)
-    out = []
+    out, provided = [], set()
     for rec in _records(plugins):
         for kind, plural in _KINDS.items():
             for name in rec.provides.get(plural, []):
+                provided.add(name)
                 factory = _factory_of(plural, name, rec)
                 for c in by_name.get(name, [Case(name)]):
                     out.append(replace(c, kind=kind, factory=c.factory or factory))
+    unknown = sorted(set(by_name) - provided)
+    if unknown:
+        raise pytest.UsageError(
+            f"mlcore_conformance: cases for {', '.join(map(repr, unknown))}, which "
+            f"{', '.join(plugins)} do not provide. They provide: {', '.join(sorted(provided))}.")
     return out
 
 

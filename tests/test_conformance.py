@@ -263,15 +263,28 @@ def test_kit_reports_each_fault_as_its_own_test(make_dist: Any, pytester: Any) -
     assert result.parseoutcomes()["passed"] == 6 * len(backends)
 
 
-def test_marker_names_an_unknown_plugin(fresh_registry: Any, pytester: Any) -> None:
-    pytester.makepyfile(test_x="""
+@pytest.mark.parametrize(("marker", "message"), [
+    ('"mlcore-no-such-plugin"', "*no installed plugin named mlcore-no-such-plugin. Installed: "
+     "*mlcore-activations-extra*"),
+    ('"mlcore-activations-extra", cases=[Case("gelux")]', "*cases for 'gelux', which "
+     "mlcore-activations-extra do not provide. They provide: elu, gelu, *"),
+])
+def test_marker_usage_errors(fresh_registry: Any, pytester: Any, marker: str,
+                             message: str) -> None:
+    pytester.makepyfile(test_x=f"""
         import pytest
-        @pytest.mark.mlcore_conformance("mlcore-no-such-plugin")
+        from mlcore.testing import Case
+
+        @pytest.mark.mlcore_conformance({marker})
         def test_conformance(mlcore_case):
             mlcore_case.run()
     """)
     result = pytester.runpytest("-q", "-p", "no:cacheprovider", "-p", "no:xdist",
                                 "-p", "no:hypothesispytest")
-    result.stdout.fnmatch_lines(["*no installed plugin named mlcore-no-such-plugin. "
-                                 "Installed: *mlcore-activations-extra*"])
+    result.stdout.fnmatch_lines([message])
     assert result.ret != 0
+
+
+def test_unknown_check_name() -> None:
+    with pytest.raises(ValueError, match="Unknown check.*gradients.*the checks are contract"):
+        check_activation("gelu", "numpy", checks=["gradients"])
