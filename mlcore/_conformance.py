@@ -186,11 +186,15 @@ def _loss_dtypes(ctx: _Ctx) -> None:
         obj = _built(ctx.case, reduction)
         for dt in ctx.dtypes():
             pred, target = ctx.arr(pred0, dt), ctx.arr(target0, dt)
+            before = ctx.host(pred), ctx.host(target)
             where = f"reduction={reduction!r}, {dtname(dt)}"
             value = obj.forward(pred, target)
             _same_array(ctx, value, pred, f"forward ({where})", _loss_value_shape(obj, pred))
             grad = obj.backward(pred, target)
             _same_array(ctx, grad, pred, f"backward ({where})", tuple(pred.shape))
+            for arr, old, label in zip((pred, target), before, ("pred", "target"), strict=True):
+                _close(ctx, ctx.host(arr), old, 0.0, f"{label} after forward and backward "
+                       f"(inputs must not be modified in place)")
 
 
 def _loss_reductions(ctx: _Ctx) -> None:
