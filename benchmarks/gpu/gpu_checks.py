@@ -6,6 +6,7 @@
 Checks, each recorded even when another fails (the file is rewritten after each):
 
 ``environment``  versions of CuPy, CUDA, PyTorch, array-api-compat; the GPU's name.
+``same_seed``    ``MLP(784-512-512-10, seed=123)`` has bit-identical weights on NumPy.
 ``save_load``    a model trained on the backend, saved, loaded on NumPy (same weights bit for
                  bit, same predictions within float32 rounding), saved again and loaded back
                  on the backend (same weights, same predictions).
@@ -113,6 +114,18 @@ def environment(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - PyTorch is a comparison only
         env["torch"] = f"unavailable: {exc}"
     return env
+
+
+def same_seed(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The same seed gives the same initial weights as on NumPy, bit for bit."""
+    def weights(name: str) -> dict[str, np.ndarray]:
+        with mlcore.use_backend(name):
+            model = mlcore.MLP(list(SIZES), seed=123)
+        return _weights(model, mlcore.get_backend(name))
+
+    mine, ref = weights(backend.name), weights("numpy")
+    differ = [k for k in ref if not np.array_equal(mine.get(k), ref[k])]
+    return {"parameters": len(ref), "differ": differ, "ok": not differ}
 
 
 def save_load(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -272,7 +285,8 @@ def run(args: argparse.Namespace) -> int:
     backend = mlcore.get_backend(args.backend)
     report: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     checks: list[tuple[str, Check]] = [
-        ("environment", environment), ("save_load", save_load), ("memory", memory),
+        ("environment", environment), ("same_seed", same_seed), ("save_load", save_load),
+        ("memory", memory),
         ("gemm_peak", gemm_peak),
         ("mlp_step", lambda b, a: mlp_step(b, a, report.get("gemm_peak", {}).get(
             "peak_tflops"))),
@@ -306,14 +320,18 @@ def summary(folder: Path) -> str:
              f"- measured float32 GEMM peak (n={peak.get('n')}): CuPy "
              f"{_fmt(peak.get('cupy_tflops'))} TFLOP/s, PyTorch "
              f"{_fmt(peak.get('torch_tflops'))} TFLOP/s"]
-    sl, mem = r.get("save_load", {}), r.get("memory", {})
+    sl, mem, seed = r.get("save_load", {}), r.get("memory", {}), r.get("same_seed", {})
+    lines.append(f"- same seed, same initial weights as NumPy: "
+                 f"{'yes' if seed.get('ok') else 'NO ' + str(seed.get('differ'))}")
     lines.append(f"- save/load across backends: {'ok' if sl.get('ok') else 'FAILED'} "
                  f"(max |pred diff| on numpy {_fmt(sl.get('max_abs_pred_diff_numpy'))})")
+    flat = mem.get("used_flat_steps") and mem.get("used_flat_fit")
     lines.append(f"- memory pool used after step 10 / 100: {mem.get('step_10', {}).get('used')}"
                  f" / {mem.get('step_100', {}).get('used')} bytes; after fit epoch 2 / 5: "
                  f"{mem.get('fit_epoch_2', {}).get('used')} / "
                  f"{mem.get('fit_epoch_5', {}).get('used')} -> "
-                 f"{'flat' if mem.get('ok') else 'GROWS or failed'}")
+                 f"{'equal' if flat else 'DIFFER'}"
+                 f"{'' if env.get('backend') == 'cupy' else ' (host bytes, informational)'}")
     lines += ["", "| batch | mlcore ms | torch ms | ratio (median, min-max) | "
               "mlcore GEMM TFLOP/s | fraction of peak | check |", "|---|---|---|---|---|---|---|"]
     step = r.get("mlp_step", {})
