@@ -247,16 +247,29 @@ def _validated(kind: str, result: Any) -> list[tuple[str, Any]]:
 
 _lock = threading.Lock()
 _registry: Registry | None = None
+_building = threading.local()
 
 
 def registry() -> Registry:
-    """The process-wide registry, built on first use."""
+    """The process-wide registry, built on first use.
+
+    A plugin that calls back into mlcore while the registry is being built (at import or in
+    a hook) gets :class:`PluginLoadError` instead of a deadlock, and is reported as failed.
+    """
     global _registry
     if _registry is None:
+        if getattr(_building, "active", False):
+            raise PluginLoadError(
+                "A plugin called mlcore while mlcore's plugins were being loaded. Plugins "
+                "must do nothing at import time or in their hooks but return what they provide.")
         with _lock:
             if _registry is None:
-                reg = Registry()
-                reg.load()
+                _building.active = True
+                try:
+                    reg = Registry()
+                    reg.load()
+                finally:
+                    _building.active = False
                 _registry = reg
     return _registry
 

@@ -135,3 +135,11 @@ def test_registry_is_lazy() -> None:
             "assert p._registry is None; assert 'numpy' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_plugin_calling_mlcore_at_import_fails_cleanly(make_dist: Any) -> None:
+    make_dist("mlcore-reentrant", "reentrant_plugin", "import mlcore\nmlcore.activation('relu')\n")
+    with pytest.warns(PluginWarning, match="reentrant_plugin.*called mlcore while"):
+        recs = _records(mlcore.plugins)
+    assert recs["reentrant_plugin"].status == "failed"
+    assert "relu" in mlcore.activation_names()
