@@ -28,7 +28,9 @@ SMOOTH = [n for n in NAMES if n != "step"]
 DTYPES = ["float32", "float64"]
 TOL = {"float32": 2e-6, "float64": 1e-12}
 PROPERTY = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 

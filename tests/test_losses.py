@@ -29,7 +29,9 @@ N, M = 5, 4
 REDUCTIONS = ["mean", "sum", "none"]
 DTYPES = ["float32", "float64"]
 PROPERTY = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
