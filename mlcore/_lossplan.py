@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import _numerics as nm
 from ._array import check_finite, device_of
 from .errors import DTypeError, InvalidValueError, ShapeError
 from .layers import Activation
@@ -49,16 +48,22 @@ def softmax_cross_entropy(xp: Any, z: Any, t: Any, smoothing: float = 0.0,
 
 def sigmoid_binary_cross_entropy(xp: Any, z: Any, t: Any, smoothing: float = 0.0,
                                  grad: bool = True) -> tuple[Any, Any]:
-    """Mean binary cross-entropy of ``sigmoid(z)`` (stable softplus form) and its gradient
-    ``(sigmoid(z) - t) / size``."""
+    """Mean binary cross-entropy of ``sigmoid(z)`` and its gradient ``(sigmoid(z) - t) / size``.
+
+    One exponential serves both: with ``e = exp(-|z|)`` the value is
+    ``max(z, 0) - z t + log1p(e)`` (the stable softplus form) and ``sigmoid(z)`` is
+    ``1 / (1 + e)`` for z >= 0, ``e / (1 + e)`` below (full precision in both tails).
+    """
     if t.shape != z.shape:
         t = xp.reshape(t, z.shape)
     size = 1
     for d in z.shape:
         size *= int(d)
-    terms = xp.maximum(z, 0.0) - z * t + nm.softplus_neg_abs(xp, z)
-    value = xp.sum(terms) / size
-    return value, ((nm.sigmoid(xp, z) - t) / size if grad else None)
+    e = xp.exp(-xp.abs(z))
+    value = xp.sum(xp.maximum(z, 0.0) - z * t + xp.log1p(e)) / size
+    if not grad:
+        return value, None
+    return value, (xp.where(z >= 0.0, 1.0, e) / (1.0 + e) - t) / size
 
 
 _KERNELS = {"cross_entropy": softmax_cross_entropy,

@@ -151,7 +151,9 @@ class Dense(Layer):
         if xp is None:
             xp = namespace(X, W, names=("X", "Dense.weight"))
         self._check(X)
-        Y = X @ W.T if b is None else X @ W.T + b.value
+        Y = X @ W.T
+        if b is not None:
+            Y += b.value  # Y is ours: add in place (rebinds on immutable array types)
 
         def backprop(dY: Any) -> Any:
             self.weight.accumulate(dY.T @ X)

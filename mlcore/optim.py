@@ -93,6 +93,10 @@ class Adam(Optimizer):
 
     m ← β1 m + (1-β1) g; v ← β2 v + (1-β2) g²;
     p ← p - lr/(1-β1ᵗ) · m / (√v / √(1-β2ᵗ) + ε), with ``g = grad + weight_decay·p`` (L2).
+
+    Computed in ten passes over each parameter (three temporaries): the moments are kept
+    scaled, ``m = m/(1-β1)`` and ``v = v/(1-β2)`` (so ``m ← β1 m + g``), and the bias
+    corrections fold into two scalars; equal to PyTorch's formula in exact arithmetic.
     """
 
     decoupled = False
@@ -107,32 +111,33 @@ class Adam(Optimizer):
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
         n = len(self.params)
         self.steps = [0] * n
-        self.m: list[Any] = [None] * n
-        self.v: list[Any] = [None] * n
+        self.m: list[Any] = [None] * n  # first moments, scaled by 1/(1-β1)
+        self.v: list[Any] = [None] * n  # second moments, scaled by 1/(1-β2)
 
     def step(self) -> None:
-        (b1, b2), lr, wd, eps = self.betas, self.lr, self.weight_decay, self.eps
-        xp, m, v, steps = self.xp, self.m, self.v, self.steps
         for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if m[i] is None:
-                m[i], v[i] = xp.zeros_like(p.value), xp.zeros_like(p.value)
-            if wd and self.decoupled:
-                p.value *= 1.0 - lr * wd
-            elif wd:
-                g = g + wd * p.value
-            steps[i] += 1
-            m[i] *= b1
-            m[i] += (1.0 - b1) * g
-            v[i] *= b2
-            v[i] += (1.0 - b2) * (g * g)
-            # lr/bc1 · m / (√v/√bc2 + ε) = (lr·√bc2/bc1) · m / (√v + ε·√bc2): two passes fewer
-            bc2_sqrt = math.sqrt(1.0 - b2 ** steps[i])
-            denom = xp.sqrt(v[i])
-            denom += eps * bc2_sqrt
-            p.value -= (lr * bc2_sqrt / (1.0 - b1 ** steps[i])) * (m[i] / denom)
+            if p.grad is not None:
+                self._update(i, p, p.grad)
+
+    def _update(self, i: int, p: Parameter, g: Any) -> None:
+        (b1, b2), lr, wd, m, v = self.betas, self.lr, self.weight_decay, self.m, self.v
+        if m[i] is None:
+            m[i], v[i] = self.xp.zeros_like(p.value), self.xp.zeros_like(p.value)
+        if wd and self.decoupled:
+            p.value *= 1.0 - lr * wd
+        elif wd:
+            g = g + wd * p.value
+        self.steps[i] += 1
+        t = self.steps[i]
+        s = math.sqrt((1.0 - b2) / (1.0 - b2**t))  # √(v/(1-β2ᵗ)) = s·√v_scaled
+        m[i] *= b1
+        m[i] += g
+        v[i] *= b2
+        v[i] += g * g
+        r = self.xp.sqrt(v[i])
+        r += self.eps / s
+        r *= (1.0 - b1**t) * s / (lr * (1.0 - b1))
+        p.value -= m[i] / r
 
 
 class AdamW(Adam):

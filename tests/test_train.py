@@ -200,3 +200,27 @@ def test_train_step_never_converts_between_backends() -> None:
     step = mlcore.make_train_step(model, "mse", "sgd")
     with pytest.raises(BackendMismatchError, match="X is a numpy array"):
         step(np.zeros((1, 2), dtype=np.float32), np.zeros((1, 1), dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["cross_entropy", "binary_cross_entropy"])
+def test_fused_kernels_equal_the_registered_losses_even_at_extremes(
+        backend: Any, name: str, dtype: str) -> None:
+    from mlcore._lossplan import sigmoid_binary_cross_entropy, softmax_cross_entropy
+
+    z = RNG.standard_normal((6, 3)) * 5
+    z[0, :] = [1e4, -1e4, 0.0]
+    z[1, :] = [-1e4, -1e4, 1e4]
+    if name == "cross_entropy":
+        kernel, t = softmax_cross_entropy, backend.asarray(RNG.integers(0, 3, 6))
+    else:
+        kernel = sigmoid_binary_cross_entropy
+        t = backend.asarray(RNG.integers(0, 2, (6, 3)).astype(dtype))
+    logits = backend.asarray(z.astype(dtype))
+    value, grad = kernel(backend.xp, logits, t)
+    want_value, want_grad = mlcore.loss(name, from_logits=True).value_and_grad(logits, t)
+    assert value.dtype == logits.dtype and grad.dtype == logits.dtype
+    tol = 1e-6 if dtype == "float32" else 1e-13
+    assert np.isfinite(host(backend, value)) and np.all(np.isfinite(host(backend, grad)))
+    assert rel_err(host(backend, value), host(backend, want_value)) < tol
+    assert np.allclose(host(backend, grad), host(backend, want_grad), rtol=tol, atol=tol)
