@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import Backend, get_backend
-from .layers import Activation, Dense
+from .layers import Activation, Dense, on_device
 from .model import MLP, Sequential
 
 __all__ = ["GATES", "INPUTS", "perceptron", "best_line_accuracy", "hand_wired_xor",
@@ -75,16 +75,17 @@ def perceptron(gate: str, *, epochs: int = 20, lr: float = 1.0) -> PerceptronRes
     weight, bias = unit.parameters()
     model = Sequential([unit, Activation("step")])
     result = PerceptronResult(gate.upper(), [], 0.0, False)
-    for _ in range(epochs):
-        result.accuracies.append(_accuracy(xp, model(X), t))
-        if result.accuracies[-1] == 1.0:
-            result.converged = True
-            break
-        for i in range(X.shape[0]):
-            x = X[i:i + 1, ...]
-            err = t[i:i + 1, ...] - model(x)
-            weight.value += lr * (err.T @ x)
-            bias.value += lr * err[0, ...]
+    with on_device(backend.device):
+        for _ in range(epochs):
+            result.accuracies.append(_accuracy(xp, model(X), t))
+            if result.accuracies[-1] == 1.0:
+                result.converged = True
+                break
+            for i in range(X.shape[0]):
+                x = X[i:i + 1, ...]
+                err = t[i:i + 1, ...] - model(x)
+                weight.value += lr * (err.T @ x)
+                bias.value += lr * err[0, ...]
     result.weights = [float(v) for v in backend.to_numpy(weight.value).reshape(-1)]
     result.bias = float(backend.to_numpy(bias.value)[0])
     return result
@@ -106,8 +107,9 @@ def best_line_accuracy(gate: str, *, steps: int = 9, limit: float = 2.0) -> floa
     weight.value = backend.asarray([[w1, w2] for w1, w2, _ in units], dtype=xp.float32)
     bias.value = backend.asarray([b for _, _, b in units], dtype=xp.float32)
     y = Sequential([layer, Activation("step")])(X)  # (4, units)
-    correct = xp.sum(xp.astype(y == t, xp.int64), axis=0)
-    return int(xp.max(correct)) / 4
+    with on_device(backend.device):
+        correct = xp.sum(xp.astype(y == t, xp.int64), axis=0)
+        return int(xp.max(correct)) / 4
 
 
 def hand_wired_xor() -> Sequential:

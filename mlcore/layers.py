@@ -17,15 +17,17 @@ Layer sequences (:class:`~mlcore.Sequential`, :class:`~mlcore.MLP`) live in
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from ._array import namespace
+from ._array import device_scope, namespace
 from .activations import activation
 from .backend import Backend, RandomSource, get_backend
 from .errors import DTypeError, InvalidParameterError, ShapeError
 from .init import Initializer, get_initializer
 
-__all__ = ["Parameter", "Layer", "Dense", "PReLU", "Activation", "Backprop", "resolve_dtype"]
+__all__ = ["Parameter", "Layer", "Dense", "PReLU", "Activation", "Backprop", "resolve_dtype",
+           "on_device"]
 
 Backprop = Callable[[Any], Any]
 """``backprop(dY) -> dX``: adds parameter gradients, returns the input gradient."""
@@ -65,6 +67,12 @@ def resolve_dtype(xp: Any, dtype: Any) -> Any:
         f"Pass dtype='float32' (the default) or dtype='float64'.", dtype)
 
 
+def on_device(device: Any) -> AbstractContextManager[Any]:
+    """``device`` itself when it is a context manager (CuPy allocates every new array on its
+    *current* device, whatever ``device=`` says), else a no-op context."""
+    return device if hasattr(type(device), "__enter__") else nullcontext()  # type: ignore[no-any-return]
+
+
 def dtype_name(xp: Any, dtype: Any) -> str:
     """``"float32"`` or ``"float64"`` for a floating dtype of ``xp``."""
     return "float64" if dtype == xp.float64 else "float32"
@@ -102,8 +110,9 @@ class Layer:
         raise NotImplementedError
 
     def __call__(self, X: Any) -> Any:
-        """The output alone (inference)."""
-        return self.forward(X, input_grad=False)[0]
+        """The output alone (inference), computed on the device of ``X``."""
+        with device_scope(X, names=("X",)):
+            return self.forward(X, input_grad=False)[0]
 
 
 class Dense(Layer):
@@ -126,9 +135,10 @@ class Dense(Layer):
         dt = resolve_dtype(backend.xp, dtype)
         source = rng if rng is not None else backend.rng(seed)
         shape = (self.out_features, self.in_features)
-        self.weight = Parameter(get_initializer(init)(shape, dt, source, backend))
-        self.bias = Parameter(backend.xp.zeros((self.out_features,), dtype=dt,
-                                               device=backend.device)) if bias else None
+        with on_device(backend.device):
+            self.weight = Parameter(get_initializer(init)(shape, dt, source, backend))
+            self.bias = Parameter(backend.xp.zeros((self.out_features,), dtype=dt,
+                                                   device=backend.device)) if bias else None
 
     def named_parameters(self) -> list[tuple[str, Parameter]]:
         if self.bias is None:
@@ -187,8 +197,9 @@ class PReLU(Layer):
         backend = get_backend()
         self.backend: Backend = backend
         dt = resolve_dtype(backend.xp, dtype)
-        self.alpha = Parameter(backend.xp.full((self.num_parameters,), float(init), dtype=dt,
-                                               device=backend.device))
+        with on_device(backend.device):
+            self.alpha = Parameter(backend.xp.full((self.num_parameters,), float(init),
+                                                   dtype=dt, device=backend.device))
 
     def named_parameters(self) -> list[tuple[str, Parameter]]:
         return [("alpha", self.alpha)]

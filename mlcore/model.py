@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ._array import namespace
+from ._array import device_scope, namespace
 from .backend import Backend, get_backend
 from .errors import InvalidParameterError, MlcoreError, ModelFileError, ShapeError
 from .init import default_init
@@ -151,7 +151,8 @@ class Sequential(Layer):
                 raise ShapeError(
                     f"Parameter {name} is {p.shape} {p.value.dtype}; received "
                     f"{tuple(value.shape)} {value.dtype}.", value)
-            p.value = xp.asarray(value, copy=True)
+            with device_scope(value, p.value, names=(name, "model parameter")):
+                p.value = xp.asarray(value, copy=True)
 
     def save(self, path: Any) -> None:
         """Write weights and architecture to ``path``; see :func:`mlcore.io.save`."""

@@ -14,9 +14,9 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._array import namespace
+from ._array import device_of, namespace
 from .errors import InvalidParameterError, UnknownNameError
-from .layers import Parameter
+from .layers import Parameter, on_device
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "optimizer_names"]
 
@@ -39,6 +39,7 @@ class Optimizer:
                 "model.parameters().", params)
         self.lr = _check_range("lr", lr, 0.0)
         self.xp = namespace(*(p.value for p in self.params))
+        self._on_device = on_device(device_of(self.params[0].value))
 
     def zero_grad(self) -> None:
         """Clear the gradients of the parameters."""
@@ -46,7 +47,11 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
-        """Update every parameter that has a gradient."""
+        """Update every parameter that has a gradient (on the parameters' device)."""
+        with self._on_device:
+            self._step()
+
+    def _step(self) -> None:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -70,7 +75,7 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.buffers: list[Any] = [None] * len(self.params)
 
-    def step(self) -> None:
+    def _step(self) -> None:
         lr, mu, wd, bufs = self.lr, self.momentum, self.weight_decay, self.buffers
         for i, p in enumerate(self.params):
             g = p.grad
@@ -114,7 +119,7 @@ class Adam(Optimizer):
         self.m: list[Any] = [None] * n  # first moments, scaled by 1/(1-β1)
         self.v: list[Any] = [None] * n  # second moments, scaled by 1/(1-β2)
 
-    def step(self) -> None:
+    def _step(self) -> None:
         for i, p in enumerate(self.params):
             if p.grad is not None:
                 self._update(i, p, p.grad)
