@@ -19,9 +19,15 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._array import check_finite, device_of, device_scope, namespace
+from ._array import check_finite, describe, device_of, device_scope, namespace
 from ._lossplan import LossPlan, prepare_targets, resolve_loss
-from .errors import InvalidParameterError, ShapeError
+from .errors import (
+    BackendMismatchError,
+    DTypeError,
+    InvalidParameterError,
+    InvalidValueError,
+    ShapeError,
+)
 from .model import Sequential, chain
 from .optim import Optimizer, get_optimizer
 
@@ -36,10 +42,30 @@ class _Data(NamedTuple):
     labels: Any  # for accuracy, or None
 
 
+def _convert(backend: Any, data: Any, name: str) -> Any:
+    """``data`` as an array of ``backend`` (unchanged when it already is one)."""
+    if backend.owns(data):
+        return data
+    try:
+        array = backend.asarray(data)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        detail = str(exc).rstrip(".")
+        if hasattr(data, "shape"):  # an array of another library or device
+            raise BackendMismatchError(
+                f"{name} is a {describe(data)} and could not be converted to a "
+                f"{backend.name} array: {detail}. Convert it explicitly first (for example "
+                f"to NumPy).", data) from exc
+        raise InvalidValueError(f"{name} could not be converted to an array: {detail}. Pass "
+                                f"a rectangular list or array of numbers.", data) from exc
+    xp = backend.xp
+    if not xp.isdtype(array.dtype, ("real floating", "integral", "bool")):
+        raise DTypeError(f"{name} must hold numbers, received dtype {array.dtype}.", data)
+    return array
+
+
 def to_model_input(model: Sequential, X: Any, name: str = "X") -> Any:
     """``X`` as a finite array of the model's backend and dtype (the conversion boundary)."""
-    backend = model.backend
-    X = X if backend.owns(X) else backend.asarray(X)
+    X = _convert(model.backend, X, name)
     xp = model.namespace(X)
     if X.dtype != model.dtype:
         X = xp.astype(X, model.dtype)
@@ -49,8 +75,7 @@ def to_model_input(model: Sequential, X: Any, name: str = "X") -> Any:
 
 def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any) -> _Data:
     Xa = to_model_input(model, X)
-    backend = model.backend
-    ya = y if backend.owns(y) else backend.asarray(y)
+    ya = _convert(model.backend, y, "y")
     xp = model.namespace(Xa, ya)
     n = Xa.shape[0] if Xa.ndim else 0
     if n == 0 or ya.ndim == 0 or ya.shape[0] != n:

@@ -132,6 +132,15 @@ def test_predict_converts_host_data_and_batches(backend: Any) -> None:
     assert np.array_equal(host(backend, full), host(backend, direct))
 
 
+def test_numpy_data_is_converted_once_at_the_boundary(backend: Any) -> None:
+    X, y = _blobs(n=16)  # NumPy arrays, whatever the backend
+    model = mlcore.MLP([4, 3], output_activation="softmax", seed=0)
+    model.fit(X.astype(np.float64), y, loss="cross_entropy", epochs=1, verbose=False)
+    out = model.predict(X)
+    assert backend.owns(out) and out.dtype == backend.xp.float32
+    assert set(model.evaluate(X, y)) == {"loss", "accuracy"}
+
+
 def test_train_step_returns_a_device_scalar_and_caches(backend: Any) -> None:
     X, y = _blobs(n=8)
     model = mlcore.MLP([4, 3], output_activation="softmax", seed=0)
@@ -172,6 +181,10 @@ def test_data_errors(backend: Any) -> None:
         model.fit(X, y, loss="cross_entropy", verbose="loud")
     with pytest.raises(InvalidParameterError, match="evaluate needs a loss"):
         mlcore.MLP([4, 3], seed=0).evaluate(X, y)
+    with pytest.raises((DTypeError, InvalidValueError), match="X"):  # backends differ here
+        model.predict([["a", "b", "c", "d"]])
+    with pytest.raises(InvalidValueError, match="rectangular list or array of numbers"):
+        model.predict([[1, 2, 3, 4], [5]])
 
 
 def test_wrong_feature_count_in_fit(backend: Any) -> None:
