@@ -118,31 +118,43 @@ class Adam(Optimizer):
         self.steps = [0] * n
         self.m: list[Any] = [None] * n  # first moments, scaled by 1/(1-β1)
         self.v: list[Any] = [None] * n  # second moments, scaled by 1/(1-β2)
+        self._cached: tuple[int, float, float] = (0, 0.0, 0.0)
 
     def _step(self) -> None:
+        (b1, b2), wd, m, v, steps = self.betas, self.weight_decay, self.m, self.v, self.steps
+        sqrt = self.xp.sqrt
         for i, p in enumerate(self.params):
-            if p.grad is not None:
-                self._update(i, p, p.grad)
+            g = p.grad
+            if g is None:
+                continue
+            if m[i] is None:
+                m[i], v[i] = self.xp.zeros_like(p.value), self.xp.zeros_like(p.value)
+            g = self._decay(p, g) if wd else g
+            steps[i] += 1
+            eps, scale = self._scalars(steps[i])
+            m[i] *= b1
+            m[i] += g
+            v[i] *= b2
+            v[i] += g * g
+            r = sqrt(v[i])
+            r += eps
+            r *= scale
+            p.value -= m[i] / r
 
-    def _update(self, i: int, p: Parameter, g: Any) -> None:
-        (b1, b2), lr, wd, m, v = self.betas, self.lr, self.weight_decay, self.m, self.v
-        if m[i] is None:
-            m[i], v[i] = self.xp.zeros_like(p.value), self.xp.zeros_like(p.value)
-        if wd and self.decoupled:
-            p.value *= 1.0 - lr * wd
-        elif wd:
-            g = g + wd * p.value
-        self.steps[i] += 1
-        t = self.steps[i]
-        s = math.sqrt((1.0 - b2) / (1.0 - b2**t))  # √(v/(1-β2ᵗ)) = s·√v_scaled
-        m[i] *= b1
-        m[i] += g
-        v[i] *= b2
-        v[i] += g * g
-        r = self.xp.sqrt(v[i])
-        r += self.eps / s
-        r *= (1.0 - b1**t) * s / (lr * (1.0 - b1))
-        p.value -= m[i] / r
+    def _decay(self, p: Parameter, g: Any) -> Any:
+        """Weight decay: decoupled (AdamW, on the parameter) or L2 (Adam, on the gradient)."""
+        if self.decoupled:
+            p.value *= 1.0 - self.lr * self.weight_decay
+            return g
+        return g + self.weight_decay * p.value
+
+    def _scalars(self, t: int) -> tuple[float, float]:
+        """ε and the step scale for the scaled moments at step ``t`` (cached for the last t)."""
+        if self._cached[0] != t:
+            (b1, b2), lr = self.betas, self.lr
+            s = math.sqrt((1.0 - b2) / (1.0 - b2**t))  # √(v/(1-β2ᵗ)) = s·√v_scaled
+            self._cached = (t, self.eps / s, (1.0 - b1**t) * s / (lr * (1.0 - b1)))
+        return self._cached[1], self._cached[2]
 
 
 class AdamW(Adam):
