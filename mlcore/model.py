@@ -109,7 +109,7 @@ class Sequential(Layer):
         same ``loss`` and ``optimizer``).
         """
         cache = self._step_cache
-        if cache is None or cache[0] is not loss or cache[1] is not optimizer:
+        if cache is None or not (_same(cache[0], loss) and _same(cache[1], optimizer)):
             from .train import make_train_step
 
             cache = (loss, optimizer, make_train_step(self, loss, optimizer))
@@ -163,6 +163,11 @@ class Sequential(Layer):
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"{type(self).__name__}([\n  {inner}\n])"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """The same loss or optimiser: the same object, or an equal name."""
+    return a is b or (isinstance(a, str) and a == b)
 
 
 def _act_layer(name: str, width: int, dtype: Any) -> Layer:
