@@ -58,9 +58,31 @@ def _xp(x: Any) -> Any:
 
 
 class _Activation:
-    """Shared ``repr``; subclasses define ``forward`` and ``backward`` side by side."""
+    """The checked public ``forward``/``backward`` around two unchecked kernels.
+
+    Subclasses define ``_forward_unchecked(xp, x)`` and ``_backward_unchecked(xp, x, y, dy)``,
+    the bare formulas in the namespace ``xp``. The public methods resolve and check
+    (namespace, floating dtype, device scope) once and call them; an
+    :class:`~mlcore.Activation` layer inside a model calls the kernels directly with the
+    namespace its container resolved once per step (the model boundary already checked the
+    input).
+    """
 
     name = ""
+
+    @_on_x
+    def forward(self, x: Any) -> Any:
+        return self._forward_unchecked(_xp(x), x)
+
+    @_on_x
+    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+        return self._backward_unchecked(namespace(x, dy, names=("x", "dy")), x, y, dy)
+
+    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+        raise NotImplementedError
+
+    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -79,6 +101,12 @@ class Identity(_Activation):
     def backward(self, x: Any, y: Any, dy: Any) -> Any:
         return dy
 
+    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+        return x
+
+    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+        return dy
+
 
 class Sigmoid(_Activation):
     """``f(z) = 1 / (1 + e^(-z))``, eq. (1.8), range (0, 1); ``f'(z) = y (1 - y)``.
@@ -88,12 +116,10 @@ class Sigmoid(_Activation):
 
     name = "sigmoid"
 
-    @_on_x
-    def forward(self, x: Any) -> Any:
-        return nm.sigmoid(_xp(x), x)
+    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+        return nm.sigmoid(xp, x)
 
-    @_on_x
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return dy * (y * (1.0 - y))
 
 
@@ -103,12 +129,10 @@ class Tanh(_Activation):
 
     name = "tanh"
 
-    @_on_x
-    def forward(self, x: Any) -> Any:
-        return _xp(x).tanh(x)
+    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+        return xp.tanh(x)
 
-    @_on_x
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return dy * (1.0 - y * y)
 
 
@@ -121,13 +145,10 @@ class ReLU(_Activation):
 
     name = "relu"
 
-    @_on_x
-    def forward(self, x: Any) -> Any:
-        return _xp(x).maximum(x, 0.0)
+    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+        return xp.maximum(x, 0.0)
 
-    @_on_x
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
-        xp = namespace(x, dy, names=("x", "dy"))
+    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return dy * xp.astype(x > 0.0, dy.dtype)
 
 
@@ -144,15 +165,11 @@ class LeakyReLU(_Activation):
     def __init__(self, alpha: float = 0.01) -> None:
         self.alpha = _real_param("leaky_relu", "alpha", alpha)
 
-    @_on_x
-    def forward(self, x: Any) -> Any:
-        xp = _xp(x)
+    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
         pick = xp.maximum if self.alpha <= 1.0 else xp.minimum
         return pick(x, self.alpha * x)
 
-    @_on_x
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
-        xp = namespace(x, dy, names=("x", "dy"))
+    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         positive = xp.astype(x > 0.0, dy.dtype)
         return dy * (positive * (1.0 - self.alpha) + self.alpha)
 
@@ -170,13 +187,10 @@ class Softmax(_Activation):
     def __init__(self, axis: int = -1) -> None:
         self.axis = _axis_param("softmax", axis)
 
-    @_on_x
-    def forward(self, x: Any) -> Any:
-        return nm.softmax(_xp(x), x, self.axis)
+    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+        return nm.softmax(xp, x, self.axis)
 
-    @_on_x
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
-        xp = namespace(y, dy, names=("y", "dy"))
+    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))
 
 
@@ -192,13 +206,10 @@ class LogSoftmax(_Activation):
     def __init__(self, axis: int = -1) -> None:
         self.axis = _axis_param("log_softmax", axis)
 
-    @_on_x
-    def forward(self, x: Any) -> Any:
-        return nm.log_softmax(_xp(x), x, self.axis)
+    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+        return nm.log_softmax(xp, x, self.axis)
 
-    @_on_x
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
-        xp = namespace(y, dy, names=("y", "dy"))
+    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return dy - xp.exp(y) * xp.sum(dy, axis=self.axis, keepdims=True)
 
 
@@ -212,14 +223,11 @@ class Step(_Activation):
 
     name = "step"
 
-    @_on_x
-    def forward(self, x: Any) -> Any:
-        xp = _xp(x)
+    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
         return xp.astype(x > 0.0, x.dtype)
 
-    @_on_x
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
-        return namespace(dy, names=("dy",)).zeros_like(dy)
+    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+        return xp.zeros_like(dy)
 
 
 def _real_param(owner: str, name: str, value: Any) -> float:
