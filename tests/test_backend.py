@@ -126,6 +126,17 @@ def test_mixed_backends_error_names_arguments() -> None:
     assert "pred is a numpy array" in msg and "target is a strict array" in msg
 
 
+def test_namespace_remembered_by_type_still_rejects_mixed_backends() -> None:
+    a = get_backend("numpy").asarray([1.0, 2.0])
+    b = get_backend("strict").asarray([1.0, 2.0])
+    assert namespace(a, a) is namespace(a, a)  # the second call hits the cache
+    assert namespace(b, b) is not namespace(a, a)
+    with pytest.raises(BackendMismatchError):
+        namespace(a, b)
+    with pytest.raises(BackendMismatchError):
+        namespace(a, b)  # a failure is never remembered
+
+
 def test_mixed_devices_error_names_arguments() -> None:
     import array_api_strict as s
 
