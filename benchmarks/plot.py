@@ -36,6 +36,7 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     dtypes = report["dtypes"]
     optimizers = sorted({e["params"]["optimizer"] for e in report["results"] if _is_net(e)})
@@ -55,12 +56,19 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
                 ax.errorbar(xs, ys, yerr=err, linestyle=style, marker="o", markersize=3,
                             capsize=2, color=color, label=f"{label} ({opt})")
         ax.set(xscale="log", yscale="log", xlabel="batch size", title=f"{_NET}, {dtype}")
+        batches = sorted({p[0] for pts in _series(report, dtype, optimizers[0]).values()
+                          for p in pts}) if optimizers else []
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("time per training step (ms)")
     if optimizers:
         axes[0][-1].legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=80)
     plt.close(fig)
     return out

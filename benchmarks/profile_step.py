@@ -78,16 +78,20 @@ _SAVED: dict[type, Any] = {}
 
 
 def _wrap_optimizer(acc: Phases) -> None:
+    """Time ``step()`` of every optimiser class, whichever class defines it."""
     from mlcore import optim
 
     for cls in (optim.SGD, optim.Adam):
-        _SAVED[cls] = cls.__dict__["step"]
-        cls.step = _timed(_SAVED[cls], "update", acc)  # type: ignore[method-assign]
+        _SAVED[cls] = cls.__dict__.get("step")
+        cls.step = _timed(cls.step, "update", acc)  # type: ignore[method-assign]
 
 
 def _unwrap_optimizer() -> None:
     for cls, fn in _SAVED.items():
-        cls.step = fn  # type: ignore[method-assign]
+        if fn is None:
+            del cls.step
+        else:
+            cls.step = fn  # type: ignore[method-assign]
     _SAVED.clear()
 
 
