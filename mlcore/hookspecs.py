@@ -92,3 +92,25 @@ def mlcore_losses() -> Mapping[str, Callable[..., Any]]:
     returns. Factories should accept ``reduction`` in ``"mean"``, ``"sum"``, ``"none"``.
     """
     raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
+    """Return a fused kernel ``name`` for arrays of the namespace ``xp``, or None.
+
+    An optional speed-up, asked once when the object that would use it is built (never per
+    call): the core always has a plain Array API version of the same computation and runs
+    it when every plugin returns None (array-api-strict, for one, never provides kernels).
+    A kernel must give the plain version's results (the tests compare them, bitwise for the
+    kernels below) and must not change the inputs it does not document as updated. The
+    first non-None answer wins. Kernel names and signatures the core asks for:
+
+    ``"adam_update"``: ``kernel(p, g, m, v, b1, b2, eps, scale) -> None`` updates the
+    parameter ``p`` and the scaled moments ``m``, ``v`` (arrays of one shape and dtype) in
+    place, exactly as :class:`mlcore.optim.Adam` does in plain Array API:
+    ``m = b1 m + g; v = b2 v + g*g; p -= m / ((sqrt(v) + eps) * scale)`` (``eps`` and
+    ``scale`` are Python floats already folding in the bias corrections). ``g`` is read
+    only. NumPy's version works through the arrays in cache-sized blocks, so the ten passes
+    read memory once instead of ten times.
+    """
+    raise NotImplementedError

@@ -17,6 +17,7 @@ from typing import Any
 from ._array import device_of, namespace
 from .errors import InvalidParameterError, UnknownNameError
 from .layers import Parameter, on_device
+from .plugins import kernel
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "optimizer_names"]
 
@@ -119,10 +120,11 @@ class Adam(Optimizer):
         self.m: list[Any] = [None] * n  # first moments, scaled by 1/(1-β1)
         self.v: list[Any] = [None] * n  # second moments, scaled by 1/(1-β2)
         self._cached: tuple[int, float, float] = (0, 0.0, 0.0)
+        self._fused = kernel("adam_update", self.xp)  # the backend's fused update, if any
 
     def _step(self) -> None:
         (b1, b2), wd, m, v, steps = self.betas, self.weight_decay, self.m, self.v, self.steps
-        sqrt = self.xp.sqrt
+        sqrt, fused = self.xp.sqrt, self._fused
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
@@ -132,6 +134,9 @@ class Adam(Optimizer):
             g = self._decay(p, g) if wd else g
             steps[i] += 1
             eps, scale = self._scalars(steps[i])
+            if fused is not None:  # the same passes, fused by the backend (hookspecs)
+                fused(p.value, g, m[i], v[i], b1, b2, eps, scale)
+                continue
             m[i] *= b1
             m[i] += g
             v[i] *= b2

@@ -37,7 +37,8 @@ import pluggy
 from . import hookspecs
 from .errors import PluginConflictError, PluginLoadError, PluginWarning, UnknownNameError
 
-__all__ = ["PluginRecord", "Registry", "registry", "reset", "plugin_manager", "FIRST_PARTY"]
+__all__ = ["PluginRecord", "Registry", "registry", "reset", "plugin_manager", "kernel",
+           "FIRST_PARTY"]
 
 FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy"})
 _BUILTIN_MODULES = ("mlcore.activations", "mlcore.losses")
@@ -308,3 +309,16 @@ def make(kind: str, name: str, params: dict[str, Any]) -> Any:
                 name,
             ) from exc
         raise
+
+
+def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
+    """The fused kernel ``name`` a plugin provides for namespace ``xp``, or None (use the
+    plain Array API version); see :func:`mlcore.hookspecs.mlcore_kernel`. Ask once, when
+    the object that uses it is built."""
+    try:
+        result = registry().pm.hook.mlcore_kernel(name=name, xp=xp)
+    except Exception as exc:  # noqa: BLE001 - a broken kernel plugin must not stop training
+        warnings.warn(f"mlcore kernel {name!r} failed to load ({exc!r}); using the plain Array "
+                      f"API version.", PluginWarning, stacklevel=3)
+        return None
+    return result if callable(result) else None

@@ -16,7 +16,7 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 import pluggy
 
-__all__ = ["NumpyBackend", "HostRandom", "mlcore_backends"]
+__all__ = ["NumpyBackend", "HostRandom", "mlcore_backends", "mlcore_kernel"]
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("mlcore")
@@ -78,3 +78,11 @@ class NumpyBackend:
 @hookimpl
 def mlcore_backends() -> list[NumpyBackend]:
     return [NumpyBackend()]
+
+
+@hookimpl
+def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
+    """Fused NumPy kernels (see :mod:`mlcore_numpy.kernels`) for this backend's arrays."""
+    from .kernels import kernel
+
+    return kernel(name, xp)

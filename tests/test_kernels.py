@@ -1,0 +1,81 @@
+"""Fused backend kernels (hook ``mlcore_kernel``): the same numbers as the plain path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import mlcore
+from mlcore.errors import PluginWarning
+from mlcore.hookspecs import hookimpl
+from mlcore.layers import Parameter
+from mlcore.plugins import kernel
+
+
+def test_only_numpy_offers_the_fused_adam_update(backend: Any) -> None:
+    found = kernel("adam_update", backend.xp)
+    assert (found is not None) == (backend.name == "numpy")
+    assert kernel("no_such_kernel", backend.xp) is None
+
+
+def _adam_run(values: list[np.ndarray], grads: list[np.ndarray], fused: bool,
+              **kw: Any) -> list[Any]:
+    params = [Parameter(v.copy()) for v in values]
+    opt = mlcore.Adam(params, lr=0.01, **kw)
+    if not fused:
+        opt._fused = None
+    assert (opt._fused is not None) == fused
+    for step in range(3):
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g * (step + 1)
+        opt.step()
+    return [p.value for p in params] + opt.m + opt.v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_numpy_adam_kernel_equals_plain_path_bitwise(dtype: Any, weight_decay: float) -> None:
+    rng = np.random.default_rng(0)
+    shapes = [(300, 257), (5,), (70000,), (3, 4)]  # blocked (> 32768), one block, tiny
+    values = [rng.normal(size=s).astype(dtype) for s in shapes]
+    values.append(rng.normal(size=(40, 30)).astype(dtype).T)  # not contiguous: unblocked
+    grads = [rng.normal(size=v.shape).astype(dtype) for v in values]
+    with mlcore.use_backend("numpy"):
+        fused = _adam_run(values, grads, True, weight_decay=weight_decay)
+        plain = _adam_run(values, grads, False, weight_decay=weight_decay)
+    for a, b in zip(fused, plain, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adamw_uses_the_kernel_and_matches() -> None:
+    rng = np.random.default_rng(1)
+    values = [rng.normal(size=(200, 300)).astype(np.float32)]
+    grads = [rng.normal(size=(200, 300)).astype(np.float32)]
+    with mlcore.use_backend("numpy"):
+        params = [Parameter(values[0].copy())]
+        opt = mlcore.AdamW(params, lr=0.01)
+        assert opt._fused is not None
+        params[0].grad = grads[0]
+        opt.step()
+        ref = [Parameter(values[0].copy())]
+        plain = mlcore.AdamW(ref, lr=0.01)
+        plain._fused = None
+        ref[0].grad = grads[0]
+        plain.step()
+    np.testing.assert_array_equal(params[0].value, ref[0].value)
+
+
+class _BrokenKernels:
+    @hookimpl
+    def mlcore_kernel(self, name: str, xp: Any) -> Any:
+        raise RuntimeError("kernel plugin bug")
+
+
+def test_a_failing_kernel_hook_warns_and_falls_back(fresh_registry: Any) -> None:
+    pm = fresh_registry.registry().pm
+    pm.register(_BrokenKernels(), name="broken-kernels")
+    with pytest.warns(PluginWarning, match="plain Array API"):
+        assert kernel("adam_update", mlcore.get_backend("numpy").xp) is None
