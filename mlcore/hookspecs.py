@@ -112,5 +112,8 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     ``scale`` are Python floats already folding in the bias corrections). ``g`` is read
     only. NumPy's version works through the arrays in cache-sized blocks, so the ten passes
     read memory once instead of ten times.
+
+    ``"sgd_update"``: ``kernel(p, g, lr) -> None`` does ``p -= lr * g`` in place
+    (:class:`mlcore.optim.SGD`'s last line; ``g`` already holds momentum and weight decay).
     """
     raise NotImplementedError

@@ -75,6 +75,7 @@ class SGD(Optimizer):
             raise InvalidParameterError("nesterov=True needs momentum > 0.", nesterov)
         self.nesterov = nesterov
         self.buffers: list[Any] = [None] * len(self.params)
+        self._fused = kernel("sgd_update", self.xp)  # the backend's fused update, if any
 
     def _step(self) -> None:
         lr, mu, wd, bufs = self.lr, self.momentum, self.weight_decay, self.buffers
@@ -91,7 +92,10 @@ class SGD(Optimizer):
                     bufs[i] *= mu
                     bufs[i] += g
                 g = g + mu * bufs[i] if self.nesterov else bufs[i]
-            p.value -= lr * g
+            if self._fused is not None:
+                self._fused(p.value, g, lr)
+            else:
+                p.value -= lr * g
 
 
 class Adam(Optimizer):

@@ -14,9 +14,10 @@ from mlcore.layers import Parameter
 from mlcore.plugins import kernel
 
 
-def test_only_numpy_offers_the_fused_adam_update(backend: Any) -> None:
-    found = kernel("adam_update", backend.xp)
-    assert (found is not None) == (backend.name == "numpy")
+def test_only_numpy_offers_the_fused_updates(backend: Any) -> None:
+    for name in ("adam_update", "sgd_update"):
+        found = kernel(name, backend.xp)
+        assert (found is not None) == (backend.name == "numpy")
     assert kernel("no_such_kernel", backend.xp) is None
 
 
@@ -79,3 +80,28 @@ def test_a_failing_kernel_hook_warns_and_falls_back(fresh_registry: Any) -> None
     pm.register(_BrokenKernels(), name="broken-kernels")
     with pytest.warns(PluginWarning, match="plain Array API"):
         assert kernel("adam_update", mlcore.get_backend("numpy").xp) is None
+
+
+@pytest.mark.parametrize("kw", [{}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True},
+                                {"weight_decay": 0.1}])
+def test_numpy_sgd_kernel_equals_plain_path_bitwise(kw: dict[str, Any]) -> None:
+    rng = np.random.default_rng(2)
+    shapes = [(300, 257), (7,), (70000,)]
+    values = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    values.append(rng.normal(size=(40, 30)).astype(np.float32).T)
+    grads = [rng.normal(size=v.shape).astype(np.float32) for v in values]
+    out = []
+    with mlcore.use_backend("numpy"):
+        for fused in (True, False):
+            params = [Parameter(v.copy()) for v in values]
+            opt = mlcore.SGD(params, lr=0.05, **kw)
+            assert opt._fused is not None
+            if not fused:
+                opt._fused = None
+            for step in range(3):
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = g * (step + 1)
+                opt.step()
+            out.append([p.value for p in params])
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_array_equal(a, b)

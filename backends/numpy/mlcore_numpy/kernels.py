@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["adam_update", "kernel"]
+__all__ = ["adam_update", "sgd_update", "kernel"]
 
 BLOCK = 32768
 """Elements per block: p, g, m, v and one scratch block (5 x 128 KiB in float32) stay in L2,
@@ -71,7 +71,22 @@ def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: 
         _adam_block(pf[a:b], gf[a:b], mf[a:b], vf[a:b], b1, b2, eps, scale, tmp[: b - a])
 
 
-_KERNELS: dict[str, Callable[..., Any]] = {"adam_update": adam_update}
+def sgd_update(p: np.ndarray, g: np.ndarray, lr: float) -> None:
+    """In place: ``p -= lr * g``, the product formed one L2-sized block at a time."""
+    if p.size <= BLOCK or not p.flags.c_contiguous:
+        p -= lr * g
+        return
+    pf, gf = p.reshape(-1), np.ascontiguousarray(g).reshape(-1)
+    n = pf.shape[0]
+    tmp = _buffer(pf.dtype, BLOCK)
+    for a in range(0, n, BLOCK):
+        b = min(a + BLOCK, n)
+        t = tmp[: b - a]
+        np.multiply(gf[a:b], lr, out=t)
+        pf[a:b] -= t
+
+
+_KERNELS: dict[str, Callable[..., Any]] = {"adam_update": adam_update, "sgd_update": sgd_update}
 
 
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
