@@ -17,6 +17,7 @@ from ._array import check_finite, device_of
 from .errors import DTypeError, InvalidValueError, ShapeError
 from .layers import Activation
 from .losses import loss as make_loss
+from .plugins import kernel
 
 __all__ = ["LossPlan", "resolve_loss", "prepare_targets", "softmax_cross_entropy",
            "sigmoid_binary_cross_entropy"]
@@ -69,6 +70,19 @@ def sigmoid_binary_cross_entropy(xp: Any, z: Any, t: Any, smoothing: float = 0.0
 _KERNELS = {"cross_entropy": softmax_cross_entropy,
             "binary_cross_entropy": sigmoid_binary_cross_entropy}
 
+_RESOLVED: dict[tuple[str, Any], Any] = {}
+
+
+def fused_kernel(name: str, xp: Any) -> Any:
+    """The fused loss kernel for loss ``name`` in ``xp``: the backend's version of the
+    function above (hook ``mlcore_kernel``, same name and signature) or the plain one;
+    looked up once per loss and namespace."""
+    found = _RESOLVED.get((name, xp))
+    if found is None:
+        plain = _KERNELS[name]
+        found = _RESOLVED[(name, xp)] = kernel(plain.__name__, xp) or plain
+    return found
+
 
 @dataclass(frozen=True)
 class LossPlan:
@@ -87,7 +101,7 @@ class LossPlan:
 
     def value_and_grad(self, xp: Any, out: Any, t: Any) -> tuple[Any, Any]:
         if self.fn is None:
-            return _KERNELS[str(self.name)](xp, out, t, self.smoothing)
+            return fused_kernel(str(self.name), xp)(xp, out, t, self.smoothing)  # type: ignore[no-any-return]
         both = getattr(self.fn, "value_and_grad", None)
         if both is not None:
             return both(out, t)  # type: ignore[no-any-return]
@@ -95,7 +109,7 @@ class LossPlan:
 
     def value(self, xp: Any, out: Any, t: Any) -> Any:
         if self.fn is None:
-            return _KERNELS[str(self.name)](xp, out, t, self.smoothing, grad=False)[0]
+            return fused_kernel(str(self.name), xp)(xp, out, t, self.smoothing, grad=False)[0]
         return self.fn.forward(out, t)
 
     def correct(self, xp: Any, out: Any, labels: Any) -> Any:

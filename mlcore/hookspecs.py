@@ -115,5 +115,11 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
 
     ``"sgd_update"``: ``kernel(p, g, lr) -> None`` does ``p -= lr * g`` in place
     (:class:`mlcore.optim.SGD`'s last line; ``g`` already holds momentum and weight decay).
+
+    ``"sigmoid_binary_cross_entropy"``, ``"softmax_cross_entropy"``: the fused
+    loss-from-logits kernels of :mod:`mlcore._lossplan`, same signature
+    ``kernel(xp, z, t, smoothing=0.0, grad=True) -> (mean loss, gradient or None)``, used
+    when training fuses a sigmoid / softmax output with its cross-entropy. NumPy provides
+    the sigmoid one (NumPy's ``sum`` wrapper costs more than the rest on a tiny batch).
     """
     raise NotImplementedError

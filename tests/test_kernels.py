@@ -105,3 +105,29 @@ def test_numpy_sgd_kernel_equals_plain_path_bitwise(kw: dict[str, Any]) -> None:
             out.append([p.value for p in params])
     for a, b in zip(*out, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("grad", [True, False])
+def test_numpy_sigmoid_bce_kernel_equals_plain_bitwise(dtype: Any, grad: bool) -> None:
+    from mlcore._lossplan import fused_kernel, sigmoid_binary_cross_entropy
+
+    xp = mlcore.get_backend("numpy").xp
+    fused = fused_kernel("binary_cross_entropy", xp)
+    assert fused is not sigmoid_binary_cross_entropy
+    rng = np.random.default_rng(3)
+    z = np.concatenate([rng.normal(0, 5, 60), [-1e4, -88.0, -20.0, 0.0, 20.0, 88.0, 1e4]])
+    z = z.astype(dtype).reshape(-1, 1)
+    t = rng.integers(0, 2, z.shape[0]).astype(dtype)  # (N,) reshaped to (N, 1) by both
+    got, want = fused(xp, z, t, 0.0, grad), sigmoid_binary_cross_entropy(xp, z, t, 0.0, grad)
+    assert got[0].dtype == dtype and got[0] == want[0]
+    if grad:
+        np.testing.assert_array_equal(got[1], want[1])
+    else:
+        assert got[1] is None and want[1] is None
+
+
+def test_softmax_cross_entropy_has_no_numpy_kernel_and_runs_plain() -> None:
+    from mlcore._lossplan import fused_kernel, softmax_cross_entropy
+
+    assert fused_kernel("cross_entropy", mlcore.get_backend("numpy").xp) is softmax_cross_entropy
