@@ -118,8 +118,15 @@ def device_scope(*arrays: Any, names: Sequence[str] = ()) -> Iterator[Any]:
 
 
 def check_floating(xp: Any, x: Any, name: str) -> None:
-    """Raise :class:`DTypeError` unless ``x`` has a real floating dtype."""
-    if not xp.isdtype(x.dtype, "real floating"):
+    """Raise :class:`DTypeError` unless ``x`` has a real floating dtype.
+
+    float32 and float64 are recognised by two equality tests (0.1 us) before the general
+    ``isdtype`` (1 us through array-api-compat), since this runs on every public call.
+    """
+    dtype = x.dtype
+    if dtype == xp.float32 or dtype == xp.float64:
+        return
+    if not xp.isdtype(dtype, "real floating"):
         raise DTypeError(
             f"{name} must be a floating-point array, received dtype {x.dtype}. "
             f"Convert it with astype(float32) or astype(float64).",
