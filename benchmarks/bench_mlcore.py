@@ -83,9 +83,10 @@ def _loss(case: LossCase, dtype: Any, backend: Any) -> FnBench:
 
 
 def _load(backend: Any, params: list[Any], weights: list[np.ndarray], dtype: Any) -> None:
-    """Overwrite mlcore parameters, in order, with the shared initial weights."""
+    """Overwrite mlcore parameters, in order, with the shared initial weights (in place, as
+    ``load_state_dict`` does: the parameters keep their storage layout)."""
     for p, w in zip(params, weights, strict=True):
-        p.value = backend.asarray(np.asarray(w, dtype=dtype))
+        p.set(backend.asarray(np.asarray(w, dtype=dtype)))
 
 
 def _dense(case: DenseCase, dtype: Any, backend: Any) -> FnBench:

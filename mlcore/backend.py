@@ -74,7 +74,7 @@ class Backend(Protocol):
         """Convert ``obj`` (lists, NumPy arrays, scalars) to an array on ``device``."""
 
     def to_numpy(self, x: Any) -> Any:
-        """A host NumPy copy of ``x``."""
+        """A host NumPy copy of ``x``, C-ordered (row-major) whatever the layout of ``x``."""
 
     def synchronize(self) -> None:
         """Wait until queued work is done (a no-op on CPU; needed for honest GPU timing)."""

@@ -51,11 +51,19 @@ def _digest(tensors: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def _c_order(host: Any) -> Any:
+    """A host (NumPy) array in C order: ``Backend.to_numpy`` promises it; a third-party
+    backend that returns another layout is copied here rather than trusted."""
+    return host if host.flags.c_contiguous else host.copy(order="C")
+
+
 def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     """Write ``model``'s weights and architecture to ``path`` (atomically)."""
     st = _safetensors()
     backend = model.backend
-    tensors = {name: backend.to_numpy(v) for name, v in model.state_dict().items()}
+    # C order: safetensors writes an array's memory as it lies, so a Fortran-ordered array
+    # (Dense weights are stored that way) would come back transposed (the checksum catches it)
+    tensors = {name: _c_order(backend.to_numpy(v)) for name, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "mlcore.config": json.dumps(model.config()), "sha256": _digest(tensors)}
     blob: bytes = st.save(tensors, metadata=metadata)

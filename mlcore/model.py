@@ -138,7 +138,8 @@ class Sequential(Layer):
         return {name: p.value for name, p in self.named_parameters()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy ``state`` (arrays of this model's backend) into the parameters."""
+        """Copy ``state`` (arrays of this model's backend) into the parameters, in place
+        (:meth:`~mlcore.layers.Parameter.set`, as PyTorch's ``load_state_dict`` copies)."""
         named = dict(self.named_parameters())
         missing, extra = sorted(set(named) - set(state)), sorted(set(state) - set(named))
         if missing or extra:
@@ -146,13 +147,13 @@ class Sequential(Layer):
                              f"unexpected {extra}.", state)
         for name, p in named.items():
             value = state[name]
-            xp = namespace(value, p.value, names=(name, "model parameter"))
+            namespace(value, p.value, names=(name, "model parameter"))
             if tuple(value.shape) != p.shape or value.dtype != p.value.dtype:
                 raise ShapeError(
                     f"Parameter {name} is {p.shape} {p.value.dtype}; received "
                     f"{tuple(value.shape)} {value.dtype}.", value)
             with device_scope(value, p.value, names=(name, "model parameter")):
-                p.value = xp.asarray(value, copy=True)
+                p.set(value)
 
     def save(self, path: Any) -> None:
         """Write weights and architecture to ``path``; see :func:`mlcore.io.save`."""

@@ -221,3 +221,59 @@ def test_arrays_of_two_backends_never_mix() -> None:
         layer = mlcore.Dense(2, 2)
     with pytest.raises(BackendMismatchError, match="X is a numpy array"):
         layer(np.zeros((1, 2), dtype=np.float32))
+
+
+def test_parameter_set_copies_in_place_and_checks(backend: Any) -> None:
+    layer = mlcore.Dense(5, 4, seed=0)
+    w = layer.weight
+    storage = w.value
+    new, host_new = _arr(backend, (4, 5))
+    new = backend.asarray(host_new.astype(np.float32))
+    w.set(new)
+    assert w.value is storage  # same array, same (transposed) layout
+    np.testing.assert_array_equal(host(backend, w.value), host_new.astype(np.float32))
+    with pytest.raises(ShapeError, match=r"\(4, 5\).*received \(5,\)"):
+        w.set(backend.asarray(np.ones(5, np.float32)))  # would broadcast: refused
+    with pytest.raises(ShapeError, match="float64"):
+        w.set(backend.asarray(np.ones((4, 5))))  # no silent cast
+    other = "strict" if backend.name != "strict" else "numpy"
+    with pytest.raises(BackendMismatchError):
+        w.set(mlcore.get_backend(other).asarray(np.ones((4, 5), np.float32)))
+
+
+def test_parameter_set_on_a_read_only_array_takes_a_copy() -> None:
+    with mlcore.use_backend("numpy"):
+        p = mlcore.Dense(3, 2).weight
+        frozen = np.zeros((2, 3), np.float32)
+        frozen.flags.writeable = False
+        p.value = frozen
+        p.set(np.ones((2, 3), np.float32))
+        assert p.value is not frozen and float(p.value.sum()) == 6.0 and frozen.sum() == 0
+
+
+def test_load_state_dict_copies_into_the_parameters(backend: Any) -> None:
+    """As PyTorch's load_state_dict: in place, so an optimiser built earlier keeps working
+    on the same arrays, and the weights keep their storage layout."""
+    model = mlcore.MLP([3, 4, 2], seed=0)
+    source = mlcore.MLP([3, 4, 2], seed=1)
+    before = [p.value for p in model.parameters()]
+    model.load_state_dict(source.state_dict())
+    for p, q, b in zip(model.parameters(), source.parameters(), before, strict=True):
+        assert p.value is b and p.value is not q.value
+        np.testing.assert_array_equal(host(backend, p.value), host(backend, q.value))
+
+
+def test_dense_weight_is_stored_transposed_with_the_same_values(backend: Any) -> None:
+    """transposed_storage changes the memory order only: the values are the initialiser's
+    (the same seed gives the same weights as a plain (out, in) draw)."""
+    from mlcore.init import get_initializer
+    from mlcore.layers import transposed_storage
+
+    layer = mlcore.Dense(6, 4, seed=3)
+    plain = get_initializer("glorot_uniform")((4, 6), backend.xp.float32, backend.rng(3),
+                                              backend)
+    np.testing.assert_array_equal(host(backend, layer.weight.value), host(backend, plain))
+    moved = transposed_storage(backend.xp, plain)
+    np.testing.assert_array_equal(host(backend, moved), host(backend, plain))
+    if backend.name == "numpy":
+        assert moved.flags.f_contiguous and moved.T.flags.c_contiguous

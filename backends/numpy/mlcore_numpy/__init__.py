@@ -54,7 +54,7 @@ class NumpyBackend:
         return np.asarray(obj, dtype=dtype)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        return np.array(x, copy=True)
+        return np.array(x, copy=True, order="C")  # C order, whatever the layout of x
 
     def synchronize(self) -> None:
         """Nothing to wait for on the CPU."""

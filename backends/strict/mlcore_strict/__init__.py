@@ -34,7 +34,7 @@ class StrictBackend:
         return array_api_strict.asarray(np.asarray(obj), dtype=dtype)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        return np.array(np.from_dlpack(x), copy=True)
+        return np.array(np.from_dlpack(x), copy=True, order="C")
 
     def synchronize(self) -> None:
         """Nothing to wait for on the CPU."""
