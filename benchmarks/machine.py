@@ -69,6 +69,21 @@ def blas_info() -> list[dict[str, Any]]:
     return [{k: pool.get(k) for k in keep if k in pool} for pool in threadpool_info()]
 
 
+def backend_kernels() -> dict[str, str]:
+    """Each available backend's ``kernel_info()`` line (NumPy: whether BLAS serves the
+    SGD update), so a report says which code paths it timed."""
+    try:
+        from mlcore.plugins import registry
+    except ImportError:
+        return {}
+    out = {}
+    for name, b in sorted(registry().backends.items()):
+        fn = getattr(b, "kernel_info", None)
+        if callable(fn) and b.is_available():
+            out[name] = str(fn())
+    return out
+
+
 def _torch_threads() -> int | None:
     torch = sys.modules.get("torch")
     return int(torch.get_num_threads()) if torch is not None else None
@@ -85,6 +100,7 @@ def machine_info() -> dict[str, Any]:
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": versions(),
         "thread_pools": blas_info(),
+        "kernels": backend_kernels(),
         "torch_threads": _torch_threads(),
         "env": {k: os.environ[k] for k in sorted(os.environ)
                 if k.endswith("_NUM_THREADS") or k.startswith("MLCORE_")},

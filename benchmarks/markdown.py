@@ -57,6 +57,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('num_threads')} threads)"
         for p in m["thread_pools"]) + f"; torch threads {m['torch_threads']}.", ""]
     out += ["Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", ""]
+    if m.get("kernels"):
+        out += ["Backend kernels: " + "; ".join(f"{k}: {v}" for k, v in m["kernels"].items())
+                + ".", ""]
     out += ["### Training steps, Dense, end-to-end", ""]
     out += [*_table(report, ("mlp_step", "dense", "train")), ""]
     out += ["### Activations and losses (forward + backward)", ""]

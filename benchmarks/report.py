@@ -49,6 +49,8 @@ def print_header(report: dict[str, Any], echo: Echo) -> None:
                       f"{p.get('num_threads')} threads".replace("  ", " ")
                       for p in m["thread_pools"])
     echo(f"thread pools: {pools}; torch threads: {m['torch_threads']}")
+    for name, line in (m.get("kernels") or {}).items():
+        echo(f"{name} kernels: {line}")
     load = m.get("load_average")
     if load and load[0] > 0.5:
         echo(f"warning: load average {load[0]:.2f} before the run: other processes share "

@@ -49,9 +49,10 @@ def _backend_rows() -> list[dict[str, Any]]:
                                "reason": "" if ok else b.unavailable_reason()}
         if ok:
             row["device"] = str(b.device)
-            memory = getattr(b, "memory_info", None)
-            if callable(memory):
-                row["memory"] = memory()
+            for key in ("memory_info", "kernel_info"):  # optional Backend members
+                fn = getattr(b, key, None)
+                if callable(fn):
+                    row[key.removesuffix("_info")] = fn()
         rows.append(row)
     return rows
 
@@ -110,8 +111,10 @@ def _print_info(report: dict[str, Any]) -> None:
         state = f"available, device {row['device']}" if row["available"] else (
             f"unavailable: {row['reason']}")
         click.echo(f"  {row['name']:<8} {state}")
-        if row.get("memory"):
-            click.echo(f"           memory: {row['memory']}")
+        for key in ("memory", "kernel"):
+            if row.get(key):
+                click.echo(f"           {key}s: {row[key]}" if key == "kernel"
+                           else f"           {key}: {row[key]}")
     click.echo("plugins:")
     _print_plugins(report["plugins"])
 

@@ -19,6 +19,7 @@ def test_info_lists_backends_and_plugins(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "selected backend: numpy (from default)" in result.output
     assert "strict   available" in result.output
     assert "mlcore-numpy" in result.output
+    assert "kernels: adam_update, sgd_update (" in result.output
 
 
 def test_info_json(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,6 +30,7 @@ def test_info_json(monkeypatch: pytest.MonkeyPatch) -> None:
                                  "device": "array_api_strict.Device('CPU_DEVICE')", "error": ""}
     names = {b["name"]: b for b in report["backends"]}
     assert names["numpy"]["available"] is True
+    assert "sgd_update" in names["numpy"]["kernel"]
     assert any(p["distribution"] == "mlcore-strict" for p in report["plugins"])
 
 

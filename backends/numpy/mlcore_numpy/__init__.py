@@ -8,6 +8,7 @@ the same numbers everywhere.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +71,15 @@ class NumpyBackend:
 
     def owns(self, x: Any) -> bool:
         return array_api_compat.is_numpy_array(x)
+
+    def kernel_info(self) -> str:
+        """The fused kernels and whether NumPy's BLAS serves them (``mlcore info``)."""
+        from .kernels import cblas
+
+        blas = cblas()
+        where = (f"BLAS axpy from {os.path.basename(blas.library)}" if blas.available
+                 else f"BLAS off ({blas.reason}), blocked NumPy passes")
+        return f"adam_update, sgd_update ({where}), sigmoid_binary_cross_entropy"
 
     def __repr__(self) -> str:
         return f"<mlcore backend numpy {np.__version__}>"

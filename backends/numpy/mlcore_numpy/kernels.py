@@ -86,6 +86,7 @@ class _Cblas:
     def __init__(self) -> None:
         self.available = False
         self.reason = "not loaded"
+        self.library = ""
         self._fns: dict[tuple[str, str], Any] = {}
         if os.environ.get("MLCORE_NUMPY_BLAS", "1").strip().lower() in ("0", "false", "no",
                                                                         "off"):
