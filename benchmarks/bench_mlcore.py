@@ -143,8 +143,9 @@ def _train(case: TrainCase, dtype: Any, backend: Any) -> FnBench:
     loss = mlcore.loss("cross_entropy", from_logits=True)
     out: list[Any] = []
 
-    def step() -> None:
-        model = _model(case.sizes, "relu", weights, dtype, backend)
+    def step() -> None:  # timed later, outside make()'s use_backend: select it again
+        with mlcore.use_backend(backend.name):
+            model = _model(case.sizes, "relu", weights, dtype, backend)
         opt = _optimizer("adam", model.parameters(), case.lr)
 
         def train(idx: np.ndarray) -> None:

@@ -171,3 +171,15 @@ def test_hand_numpy_matches_torch_on_one_step() -> None:
     # float64 parameters: its first update is lr·(1 ± 5e-6), not lr. Hence atol 1e-8.
     for a, b in zip(hand.result(), tch.result(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "strict"])
+def test_digits_case_trains_on_the_backend_it_names(backend_name: str) -> None:
+    """The digits case builds its model when timed, outside make()'s use_backend: the
+    model must still be on the named backend (its weights are loaded in place)."""
+    from benchmarks import bench_mlcore
+
+    bench = bench_mlcore.make(cases.TrainCase(), np.float32, backend_name)
+    bench.step()
+    epochs, accuracy = bench.result()[:2]
+    assert accuracy >= 0.97 and epochs <= cases.TrainCase().max_epochs
