@@ -20,7 +20,16 @@ import numpy as np
 
 from . import bench_mlcore, bench_reference, cases, machine
 from .cases import Case, TrainCase
-from .timing import Bench, Settings, Stats, UnavailableError, measure, peak_memory, ratio
+from .timing import (
+    Bench,
+    Settings,
+    Stats,
+    UnavailableError,
+    clock_name,
+    measure,
+    peak_memory,
+    ratio,
+)
 
 __all__ = ["Options", "Competitor", "main", "run", "competitors", "TOLERANCE"]
 
@@ -156,7 +165,7 @@ def run_case(case: Case, dtype: str, comps: list[Competitor], opts: Options) -> 
     verdict = check(case, results)
     stats = measure(benches, opts.settings(case)) if benches else {}
     for label, s in stats.items():
-        rows[label] = _stats_row(s, memory[label])
+        rows[label] = _stats_row(s, memory[label]) | {"clock": clock_name(benches[label])}
     gpu = {label: {"gpu": getattr(b, "memory", "") in ("cupy", "torch-cuda")}
            for label, b in benches.items()}
     return {"case": case.name, "group": case.group, "batch": case.batch, "dtype": dtype,

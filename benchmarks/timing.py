@@ -5,7 +5,9 @@ each round runs every competitor once, in a rotated order (A B C, B C A, ...), w
 before each (NumPy's OpenBLAS threads spin ~0.1 s after a call and slow whatever runs next)
 and a ``gc.collect()``. A sample is the mean time of a block of ``k`` calls, with the
 competitor's ``sync()`` (the backend's ``synchronize()``) before every clock read; ``k`` is
-calibrated so that a block lasts ``block_s``. Ratios are taken per round, between samples
+calibrated so that a block lasts ``block_s``. GPU competitors (CuPy, PyTorch CUDA) are timed
+with CUDA events recorded on the current stream around the block (:func:`clock_name`), the
+others with ``time.perf_counter``. Ratios are taken per round, between samples
 of the same round, so a stall that slows one round does not bias them.
 """
 
@@ -19,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Bench", "UnavailableError", "Settings", "Stats", "measure", "ratio", "peak_memory"]
+__all__ = ["Bench", "UnavailableError", "Settings", "Stats", "measure", "ratio", "peak_memory",
+           "clock_name"]
 
 
 class UnavailableError(Exception):
@@ -82,8 +85,37 @@ def ratio(a: Stats, b: Stats) -> tuple[float, float, float]:
     return statistics.median(per_round), min(per_round), max(per_round)
 
 
+def clock_name(bench: Bench) -> str:
+    """How ``bench`` is timed: ``"cuda-events"`` on a GPU, else ``"perf_counter"``."""
+    return "cuda-events" if getattr(bench, "memory", "") in ("cupy", "torch-cuda") else \
+        "perf_counter"
+
+
+def _cuda_events(kind: str) -> tuple[Any, Any, Callable[[Any, Any], float]]:
+    """(start, stop, elapsed seconds) for CuPy's or PyTorch's CUDA events."""
+    if kind == "cupy":
+        import cupy
+
+        return (cupy.cuda.Event(), cupy.cuda.Event(),
+                lambda a, b: float(cupy.cuda.get_elapsed_time(a, b)) / 1e3)
+    import torch
+
+    return (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True),
+            lambda a, b: float(a.elapsed_time(b)) / 1e3)
+
+
 def _block(bench: Bench, k: int) -> float:
+    """Seconds per call over a block of ``k`` calls (after ``sync()``; see clock_name)."""
     bench.sync()
+    if clock_name(bench) == "cuda-events":
+        start, stop, elapsed = _cuda_events(bench.memory)
+        start.record()
+        for _ in range(k):
+            bench.step()
+        stop.record()
+        stop.synchronize()
+        bench.sync()
+        return elapsed(start, stop) / k
     t0 = time.perf_counter()
     for _ in range(k):
         bench.step()

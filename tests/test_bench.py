@@ -183,3 +183,46 @@ def test_digits_case_trains_on_the_backend_it_names(backend_name: str) -> None:
     bench.step()
     epochs, accuracy = bench.result()[:2]
     assert accuracy >= 0.97 and epochs <= cases.TrainCase().max_epochs
+
+
+class _FakeEvent:
+    """Stands in for a CUDA event: records a fake GPU clock that each step advances."""
+
+    gpu_ms = 0.0
+
+    def __init__(self, **_: Any) -> None:
+        self.at: float | None = None
+        self.synced = False
+
+    def record(self) -> None:
+        self.at = _FakeEvent.gpu_ms
+
+    def synchronize(self) -> None:
+        self.synced = True
+
+    def elapsed_time(self, end: _FakeEvent) -> float:  # torch.cuda.Event's API
+        assert end.synced and self.at is not None and end.at is not None
+        return end.at - self.at
+
+
+@pytest.mark.parametrize("kind", ["cupy", "torch-cuda"])
+def test_gpu_competitors_are_timed_with_cuda_events(kind: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from benchmarks.bench_reference import FnBench
+
+    cuda = types.SimpleNamespace(Event=_FakeEvent,
+                                 get_elapsed_time=lambda a, b: a.elapsed_time(b))
+    module = "cupy" if kind == "cupy" else "torch"
+    monkeypatch.setitem(sys.modules, module, types.SimpleNamespace(cuda=cuda))
+
+    def step() -> None:
+        _FakeEvent.gpu_ms += 2.0  # each call keeps the fake GPU busy for 2 ms
+
+    gpu = FnBench(step, list, memory=kind)
+    host = FnBench(lambda: None, list, memory="host")
+    assert timing.clock_name(gpu) == "cuda-events"
+    assert timing.clock_name(host) == "perf_counter"
+    assert timing._block(gpu, 5) == pytest.approx(2e-3)  # GPU time, not the host's ~0 s
+    assert timing._block(host, 5) < 1e-3
