@@ -50,7 +50,9 @@ def make(case: Case, dtype: Any, name: str) -> FnBench:
 
 def _bench(backend: Any, step: Callable[[], Any], result: Callable[[], list[Any]]) -> FnBench:
     memory = "cupy" if backend.name == "cupy" else "host"
-    return FnBench(step, result, backend.synchronize, memory, {"device": str(backend.device)})
+    ctx = backend.device if hasattr(type(backend.device), "__enter__") else None
+    return FnBench(step, result, backend.synchronize, memory, {"device": str(backend.device)},
+                   ctx)
 
 
 def _put(backend: Any, a: np.ndarray, dtype: Any) -> Any:

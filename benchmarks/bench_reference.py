@@ -26,6 +26,9 @@ class FnBench:
     sync_fn: Callable[[], None] = lambda: None
     memory: str = "host"
     info: dict[str, Any] = field(default_factory=dict)
+    device_ctx: Any = None
+    """For a GPU competitor: a context manager that makes its device current (CuPy's
+    ``Device``), so the timing's CUDA events are recorded on that device's stream."""
 
     def step(self) -> None:
         self.step_fn()

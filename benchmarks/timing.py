@@ -18,6 +18,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,12 +109,13 @@ def _block(bench: Bench, k: int) -> float:
     """Seconds per call over a block of ``k`` calls (after ``sync()``; see clock_name)."""
     bench.sync()
     if clock_name(bench) == "cuda-events":
-        start, stop, elapsed = _cuda_events(bench.memory)
-        start.record()
-        for _ in range(k):
-            bench.step()
-        stop.record()
-        stop.synchronize()
+        with getattr(bench, "device_ctx", None) or nullcontext():  # the bench's GPU
+            start, stop, elapsed = _cuda_events(bench.memory)
+            start.record()
+            for _ in range(k):
+                bench.step()
+            stop.record()
+            stop.synchronize()
         bench.sync()
         return elapsed(start, stop) / k
     t0 = time.perf_counter()

@@ -101,8 +101,9 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     An optional speed-up, asked once when the object that would use it is built (never per
     call): the core always has a plain Array API version of the same computation and runs
     it when every plugin returns None (array-api-strict, for one, never provides kernels).
-    A kernel must give the plain version's results (the tests compare them, bitwise for the
-    kernels below) and must not change the inputs it does not document as updated. The
+    A kernel must give the plain version's results (the tests compare them: bitwise, or to
+    a few ulp of the operands where a kernel documents a fused multiply-add) and must not
+    change the inputs it does not document as updated. The
     first non-None answer wins. Kernel names and signatures the core asks for:
 
     ``"adam_update"``: ``kernel(p, g, m, v, b1, b2, eps, scale) -> None`` updates the
@@ -115,6 +116,7 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
 
     ``"sgd_update"``: ``kernel(p, g, lr) -> None`` does ``p -= lr * g`` in place
     (:class:`mlcore.optim.SGD`'s last line; ``g`` already holds momentum and weight decay).
+    NumPy's runs large parameters through BLAS ``axpy`` (one rounding instead of two).
 
     ``"sigmoid_binary_cross_entropy"``, ``"softmax_cross_entropy"``: the fused
     loss-from-logits kernels of :mod:`mlcore._lossplan`, same signature

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from ._array import device_of, device_scope, namespace
+from ._array import check_same_device, device_of, device_scope, namespace
 from .activations import activation
 from .backend import Backend, RandomSource, get_backend
 from .errors import DTypeError, InvalidParameterError, ShapeError
@@ -51,19 +51,28 @@ class Parameter:
 
         The array keeps its identity and memory layout (a Dense weight stays stored as the
         transpose of an (in, out) array, see :class:`Dense`), so an optimiser's state and
-        earlier ``state_dict()`` results see the new values. On an array type that cannot be
-        written in place (read-only, immutable) the parameter takes a copy of ``value``.
-        ``value`` must have the parameter's shape, dtype and backend (no broadcasting, no
-        casting, no transfer: each mismatch raises).
+        earlier ``state_dict()`` results see the new values. On an array that cannot be
+        written in place (read-only, or an immutable array type) the parameter takes a copy
+        of ``value`` instead. ``value`` must have the parameter's shape, dtype, backend and
+        device: nothing is broadcast, cast or moved, each mismatch raises.
         """
         xp = namespace(self.value, value, names=("parameter", "value"))
-        if tuple(value.shape) != self.shape or value.dtype != self.value.dtype:
+        check_same_device(self.value, value, names=("parameter", "value"))
+        if tuple(value.shape) != self.shape:
             raise ShapeError(
-                f"Parameter is {self.shape} {self.value.dtype}; received {tuple(value.shape)} "
-                f"{value.dtype}. Pass an array of the same shape and dtype.", value)
+                f"Parameter.set: the parameter has shape {self.shape}, value has shape "
+                f"{tuple(value.shape)}. Pass an array of the parameter's shape.", value)
+        if value.dtype != self.value.dtype:
+            raise DTypeError(
+                f"Parameter.set: the parameter is {self.value.dtype}, value is {value.dtype}. "
+                f"Convert value with astype first.", value)
         try:
             self.value[...] = value
-        except (TypeError, ValueError, NotImplementedError):
+        except TypeError:  # an immutable array type
+            self.value = xp.asarray(value, copy=True)
+        except ValueError:
+            if getattr(getattr(self.value, "flags", None), "writeable", True):
+                raise  # a real error, not a read-only destination
             self.value = xp.asarray(value, copy=True)
 
     @property

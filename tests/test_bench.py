@@ -220,9 +220,19 @@ def test_gpu_competitors_are_timed_with_cuda_events(kind: str,
     def step() -> None:
         _FakeEvent.gpu_ms += 2.0  # each call keeps the fake GPU busy for 2 ms
 
-    gpu = FnBench(step, list, memory=kind)
+    entered: list[str] = []
+
+    class Device:  # the GPU the bench runs on: events must be recorded while it is current
+        def __enter__(self) -> None:
+            entered.append("in")
+
+        def __exit__(self, *exc: object) -> None:
+            entered.append("out")
+
+    gpu = FnBench(step, list, memory=kind, device_ctx=Device())
     host = FnBench(lambda: None, list, memory="host")
     assert timing.clock_name(gpu) == "cuda-events"
     assert timing.clock_name(host) == "perf_counter"
     assert timing._block(gpu, 5) == pytest.approx(2e-3)  # GPU time, not the host's ~0 s
+    assert entered == ["in", "out"]
     assert timing._block(host, 5) < 1e-3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -99,7 +100,6 @@ def sgd_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def _numpy_openblas64_present() -> bool:
     import glob
-    import os
 
     libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
     return bool(glob.glob(os.path.join(libs, "libscipy_openblas64_*")))
@@ -109,6 +109,9 @@ def test_numpy_blas_is_found_where_numpy_ships_openblas() -> None:
     from mlcore_numpy.kernels import cblas
 
     blas = cblas()
+    if os.environ.get("MLCORE_NUMPY_BLAS", "1").strip().lower() in ("0", "false", "no", "off"):
+        assert not blas.available and "MLCORE_NUMPY_BLAS" in blas.reason
+        return
     assert blas.available == _numpy_openblas64_present(), blas.reason
     if blas.available:
         x = np.arange(70000, dtype=np.float32)
@@ -185,14 +188,17 @@ def test_sgd_kernel_sends_large_contiguous_parameters_to_blas(
 def test_dense_weights_keep_their_layout_through_a_training_step() -> None:
     """The weight, its gradient and Adam's moments share one (Fortran) layout, so the
     blocked kernel runs on flat views and updates the weight in place."""
+    from mlcore_numpy import kernels
+
     rng = np.random.default_rng(4)
     with mlcore.use_backend("numpy"):
-        model = mlcore.MLP([40, 300, 3], activation="relu", seed=0)
+        model = mlcore.MLP([300, 200, 3], activation="relu", seed=0)
+        assert model.layers[0].weight.value.size > kernels.BLOCK  # the blocked path
         opt = mlcore.Adam(model.parameters(), lr=0.01)
         w = model.layers[0].weight
         storage = w.value
         assert storage.flags.f_contiguous and not storage.flags.c_contiguous
-        x = rng.normal(size=(16, 40)).astype(np.float32)
+        x = rng.normal(size=(16, 300)).astype(np.float32)
         y = rng.integers(0, 3, 16)
         model.train_step(x, y, mlcore.loss("cross_entropy", from_logits=True), opt)
         assert w.value is storage
@@ -223,3 +229,48 @@ def test_softmax_cross_entropy_has_no_numpy_kernel_and_runs_plain() -> None:
     from mlcore._lossplan import fused_kernel, softmax_cross_entropy
 
     assert fused_kernel("cross_entropy", mlcore.get_backend("numpy").xp) is softmax_cross_entropy
+
+
+def test_fused_updates_leave_unusual_arrays_to_numpy() -> None:
+    """Read-only, overlapping or oddly typed arrays never reach BLAS or the flat views:
+    NumPy's own operations handle them (or refuse, as NumPy does)."""
+    from mlcore_numpy import kernels
+
+    n = 3 * kernels.BLOCK
+    frozen = np.ones(n, np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        kernels.sgd_update(frozen, np.ones(n, np.float32), 0.5)
+    assert float(frozen.min()) == 1.0  # untouched
+    m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    with pytest.raises(ValueError, match="read-only"):
+        kernels.adam_update(frozen, np.ones(n, np.float32), m, v, 0.9, 0.999, 1e-8, 1.0)
+    assert float(frozen.min()) == 1.0
+
+    buf = np.arange(n + 1, dtype=np.float64)
+    p, g = buf[1:], buf[:-1]  # overlapping views
+    want = p - 0.5 * g
+    kernels.sgd_update(p, g, 0.5)
+    np.testing.assert_array_equal(p, want)
+
+    same = np.full(n, 2.0)
+    kernels.sgd_update(same, same, 0.25)  # g is p: still one well-defined update
+    np.testing.assert_allclose(same, 1.5)
+
+    inf = np.full(n, np.inf, np.float32)
+    zero_lr = np.ones(n, np.float32)
+    with np.errstate(invalid="ignore"):
+        kernels.sgd_update(zero_lr, inf, 0.0)  # as p -= 0 * inf: NaN, not skipped
+    assert np.isnan(zero_lr).all()
+
+
+def test_adam_kernel_takes_the_blocked_path_for_single_row_weights() -> None:
+    from mlcore_numpy import kernels
+
+    rng = np.random.default_rng(5)
+    with mlcore.use_backend("numpy"):
+        layer = mlcore.Dense(70000, 1)  # weight (1, 70000): C and Fortran contiguous
+    p = layer.weight.value
+    g = rng.normal(size=p.shape).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    assert kernels._flats(p, g, m, v) is not None

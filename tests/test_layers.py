@@ -232,13 +232,26 @@ def test_parameter_set_copies_in_place_and_checks(backend: Any) -> None:
     w.set(new)
     assert w.value is storage  # same array, same (transposed) layout
     np.testing.assert_array_equal(host(backend, w.value), host_new.astype(np.float32))
-    with pytest.raises(ShapeError, match=r"\(4, 5\).*received \(5,\)"):
+    with pytest.raises(ShapeError, match=r"shape \(4, 5\), value has shape \(5,\)"):
         w.set(backend.asarray(np.ones(5, np.float32)))  # would broadcast: refused
-    with pytest.raises(ShapeError, match="float64"):
+    with pytest.raises(DTypeError, match="float64"):
         w.set(backend.asarray(np.ones((4, 5))))  # no silent cast
     other = "strict" if backend.name != "strict" else "numpy"
     with pytest.raises(BackendMismatchError):
         w.set(mlcore.get_backend(other).asarray(np.ones((4, 5), np.float32)))
+
+
+def test_parameter_set_never_moves_a_parameter_to_another_device() -> None:
+    import array_api_strict as xps
+
+    from mlcore.errors import DeviceMismatchError
+
+    with mlcore.use_backend("strict"):
+        w = mlcore.Dense(5, 4).weight
+    elsewhere = xps.asarray(np.ones((4, 5), np.float32), device=xps.Device("device1"))
+    with pytest.raises(DeviceMismatchError, match="value"):
+        w.set(elsewhere)
+    assert w.value.device == xps.Device("CPU_DEVICE")
 
 
 def test_parameter_set_on_a_read_only_array_takes_a_copy() -> None:

@@ -103,8 +103,11 @@ class _Cblas:
 
         libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
         paths = sorted(glob.glob(os.path.join(libdir, "libscipy_openblas64_*")))
-        if not paths:
-            raise LookupError(f"no scipy-openblas64 library in {libdir}")
+        if len(paths) > 1:  # keep the one this process mapped (NumPy's), never a second pool
+            paths = [p for p in paths if p in _mapped_libraries()]
+        if len(paths) != 1:
+            raise LookupError(f"cannot tell which scipy-openblas64 library NumPy uses in "
+                              f"{libdir}: {paths or 'none'}")
         lib = ctypes.CDLL(paths[0])
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         for t, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
@@ -135,6 +138,16 @@ class _Cblas:
         self._fns[(t, "axpby")](y.shape[0], a, x.ctypes.data, 1, b, y.ctypes.data, 1)
 
 
+def _mapped_libraries() -> set[str]:
+    """Paths of the shared libraries mapped into this process (Linux), else empty."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            return {line.split(None, 5)[5].strip() for line in f if line.count(" ") >= 5
+                    and "/" in line}
+    except OSError:
+        return set()
+
+
 _CBLAS: _Cblas | None = None
 _CBLAS_LOCK = threading.Lock()
 
@@ -161,29 +174,46 @@ def _flat(a: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def _same_order(p: np.ndarray, a: np.ndarray) -> bool:
+    """Whether ``a`` (of ``p``'s shape) is contiguous with ``p``'s memory order, so that
+    their flat views pair element for element (strides may still differ on size-1 axes)."""
+    return bool((p.flags.c_contiguous and a.flags.c_contiguous)
+                or (p.flags.f_contiguous and a.flags.f_contiguous))
+
+
+def _updatable(a: np.ndarray) -> bool:
+    """A plain, writeable, aligned ndarray (no subclass, no read-only memmap)."""
+    return type(a) is np.ndarray and a.flags.writeable and a.flags.aligned
+
+
 def _flats(p: np.ndarray, g: np.ndarray, *state: np.ndarray) -> list[np.ndarray] | None:
     """1-D views, in memory order, of ``p``, ``g`` and the optimiser ``state`` arrays.
 
-    ``p`` and ``state`` (updated in place) must be float32/float64 of one dtype, contiguous,
-    with one layout (C, or Fortran as Dense weights are), else None. A ``g`` in another
-    layout is first copied into ``p``'s (one pass, so the blocked passes still apply).
+    ``p`` and ``state`` (updated in place) must be writeable float32/float64 ndarrays of one
+    dtype and shape, contiguous in one memory order (C, or Fortran as Dense weights are),
+    and ``g`` must not overlap them (unless it is ``p`` itself); else None, and the caller
+    runs NumPy's own operations, which handle (or refuse) such arrays. A ``g`` in another
+    layout is first copied into ``p``'s (one pass, so the fused passes still apply).
     """
-    pf = _flat(p)
-    if pf is None or p.dtype not in _FLOATS or g.dtype != p.dtype or g.shape != p.shape:
+    if p.dtype not in _FLOATS or not _updatable(p) or g.dtype != p.dtype or g.shape != p.shape:
         return None
-    if any(a.dtype != p.dtype or a.strides != p.strides for a in state):
+    if not (p.flags.c_contiguous or p.flags.f_contiguous) or type(g) is not np.ndarray:
         return None
-    gf = _flat(g) if g.strides == p.strides else None
-    if gf is None:
+    for a in state:
+        if (a.dtype != p.dtype or a.shape != p.shape or not _updatable(a)
+                or not _same_order(p, a) or np.may_share_memory(a, p)):
+            return None
+    if g is not p and any(np.may_share_memory(g, a) for a in (p, *state)):
+        return None
+    if not _same_order(p, g):
         c = np.empty_like(p)  # p's layout
         c[...] = g
-        gf = c.T.reshape(-1) if p.flags.f_contiguous and not p.flags.c_contiguous else \
-            c.reshape(-1)
-    flats: list[np.ndarray] = [pf, gf]
-    for a in state:  # contiguous: same strides as p
-        af = _flat(a)
-        assert af is not None
-        flats.append(af)
+        g = c
+    flats = []
+    for a in (p, g, *state):
+        f = _flat(a)
+        assert f is not None  # contiguous in p's order, checked above
+        flats.append(f)
     return flats
 
 
@@ -192,15 +222,17 @@ def sgd_update(p: np.ndarray, g: np.ndarray, lr: float) -> None:
 
     Large parameters go through NumPy's BLAS ``axpy`` (:func:`cblas`): one pass on BLAS's
     threads, which may round ``p - lr g`` once (a fused multiply-add) where NumPy rounds the
-    product and the difference separately, so within 1 ulp of the plain update. Without it
-    the product is formed one L2-sized block at a time.
+    product and the difference separately: a few ulp of the operands from the plain update.
+    ``lr == 0`` runs the plain update (BLAS skips the pass when ``a == 0``, which would turn
+    ``p - 0 * inf`` into ``p`` instead of NaN). Without BLAS the product is formed one
+    L2-sized block at a time.
     """
     flat = _flats(p, g) if p.size > BLOCK else None
     if flat is None:
         p -= lr * g
         return
     pf, gf = flat
-    if (blas := cblas()).available:
+    if lr != 0.0 and (blas := cblas()).available:  # BLAS skips the pass when a == 0
         blas.axpy(-lr, gf, pf)
         return
     n = pf.shape[0]
