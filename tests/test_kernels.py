@@ -36,9 +36,46 @@ def _adam_run(values: list[np.ndarray], grads: list[np.ndarray], fused: bool,
     return [p.value for p in params] + opt.m + opt.v
 
 
+@pytest.fixture(params=["numba-loop", "numpy-passes"])
+def adam_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the Adam kernel as the compiled loop, or with the JIT switched off."""
+    from mlcore_numpy import jit
+
+    if request.param == "numpy-passes":
+        monkeypatch.setenv("MLCORE_NUMPY_JIT", "0")
+        monkeypatch.setattr(jit, "_JIT", jit.Jit())
+        assert not jit.jit().available and "MLCORE_NUMPY_JIT" in jit.jit().reason
+    elif not jit.jit().available:
+        pytest.skip(f"no compiled loop here: {jit.jit().reason}")
+    return str(request.param)
+
+
+def test_the_jit_is_there_when_numba_is() -> None:
+    import importlib.util
+
+    from mlcore_numpy.jit import jit
+
+    disabled = os.environ.get("MLCORE_NUMPY_JIT", "1").strip().lower() in ("0", "false",
+                                                                          "no", "off")
+    has_numba = importlib.util.find_spec("numba") is not None
+    assert jit().available == (has_numba and not disabled), jit().reason
+
+
+def test_jit_reports_a_missing_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from mlcore_numpy import jit
+
+    monkeypatch.delenv("MLCORE_NUMPY_JIT", raising=False)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba -> ImportError
+    broken = jit.Jit()
+    assert not broken.available and "pip install 'mlcore-numpy[jit]'" in broken.reason
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_numpy_adam_kernel_equals_plain_path_bitwise(dtype: Any, weight_decay: float) -> None:
+def test_numpy_adam_kernel_equals_plain_path_bitwise(dtype: Any, weight_decay: float,
+                                                     adam_path: str) -> None:
     rng = np.random.default_rng(0)
     shapes = [(300, 257), (5,), (70000,), (3, 4)]  # blocked (> 32768), one block, tiny
     values = [rng.normal(size=s).astype(dtype) for s in shapes]
@@ -52,7 +89,7 @@ def test_numpy_adam_kernel_equals_plain_path_bitwise(dtype: Any, weight_decay: f
         np.testing.assert_array_equal(a, b)
 
 
-def test_adamw_uses_the_kernel_and_matches() -> None:
+def test_adamw_uses_the_kernel_and_matches(adam_path: str) -> None:
     rng = np.random.default_rng(1)
     values = [rng.normal(size=(200, 300)).astype(np.float32)]
     grads = [rng.normal(size=(200, 300)).astype(np.float32)]
@@ -274,3 +311,29 @@ def test_adam_kernel_takes_the_blocked_path_for_single_row_weights() -> None:
     g = rng.normal(size=p.shape).astype(np.float32)
     m, v = np.zeros_like(p), np.zeros_like(p)
     assert kernels._flats(p, g, m, v) is not None
+
+
+def test_adam_kernel_sends_large_parameters_to_the_compiled_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlcore_numpy import jit, kernels
+
+    calls: list[int] = []
+
+    class Spy:
+        available = True
+
+        @staticmethod
+        def adam(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *s: Any) -> None:
+            assert p.ndim == 1 and p.flags.c_contiguous and all(type(x) is p.dtype.type
+                                                                for x in s)
+            calls.append(p.size)
+
+    monkeypatch.setattr(jit, "_JIT", Spy())
+    monkeypatch.setattr(kernels, "jit", jit.jit)
+    big = np.asfortranarray(np.ones((300, 200), np.float32))
+    small = np.ones(kernels.JIT_MIN - 1, np.float32)
+    for p in (big, small):
+        kernels.adam_update(p, np.ones_like(p), np.zeros_like(p), np.zeros_like(p), 0.9, 0.999,
+                            1e-8, 1.0)
+    assert calls == [60000]  # the small one ran NumPy's operations
+    assert float(small[0]) != 1.0
