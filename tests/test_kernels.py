@@ -329,7 +329,6 @@ def test_adam_kernel_sends_large_parameters_to_the_compiled_loop(
             calls.append(p.size)
 
     monkeypatch.setattr(jit, "_JIT", Spy())
-    monkeypatch.setattr(kernels, "jit", jit.jit)
     big = np.asfortranarray(np.ones((300, 200), np.float32))
     small = np.ones(kernels.JIT_MIN - 1, np.float32)
     for p in (big, small):
@@ -337,3 +336,28 @@ def test_adam_kernel_sends_large_parameters_to_the_compiled_loop(
                             1e-8, 1.0)
     assert calls == [60000]  # the small one ran NumPy's operations
     assert float(small[0]) != 1.0
+
+
+def test_the_jit_loads_only_for_a_large_parameter_unless_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing Numba costs ~0.5 s a process: a small model (the digits demo) never pays
+    it; the first update of a parameter of JIT_LOAD_MIN elements does; MLCORE_NUMPY_JIT=1
+    pays it when the first Adam optimiser is built."""
+    from mlcore_numpy import jit, kernels
+
+    monkeypatch.delenv("MLCORE_NUMPY_JIT", raising=False)
+    monkeypatch.setattr(jit, "_JIT", None)
+    for n in (kernels.JIT_MIN, kernels.JIT_LOAD_MIN - 1):
+        p = np.ones(n, np.float32)
+        kernels.adam_update(p, p.copy(), np.zeros_like(p), np.zeros_like(p), 0.9, 0.999,
+                            1e-8, 1.0)
+    assert kernels.kernel("adam_update", mlcore.get_backend("numpy").xp) is not None
+    assert jit.loaded() is None
+    p = np.ones(kernels.JIT_LOAD_MIN, np.float32)
+    kernels.adam_update(p, p.copy(), np.zeros_like(p), np.zeros_like(p), 0.9, 0.999, 1e-8, 1.0)
+    assert jit.loaded() is not None
+
+    monkeypatch.setattr(jit, "_JIT", None)
+    monkeypatch.setenv("MLCORE_NUMPY_JIT", "1")
+    kernels.kernel("adam_update", mlcore.get_backend("numpy").xp)
+    assert jit.loaded() is not None

@@ -74,13 +74,15 @@ class NumpyBackend:
 
     def kernel_info(self) -> str:
         """The fused kernels and whether NumPy's BLAS serves them (``mlcore info``)."""
+        from . import kernels
         from .jit import jit
         from .kernels import cblas
 
         blas, compiled = cblas(), jit()
         where = (f"BLAS axpy from {os.path.basename(blas.library)}" if blas.available
                  else f"BLAS off ({blas.reason}), blocked NumPy passes")
-        how = (f"one Numba {compiled.version} loop" if compiled.available
+        how = (f"one Numba {compiled.version} loop once a parameter has "
+               f"{kernels.JIT_LOAD_MIN} elements" if compiled.available
                else f"blocked NumPy passes; JIT off: {compiled.reason}")
         return f"adam_update ({how}), sgd_update ({where}), sigmoid_binary_cross_entropy"
 

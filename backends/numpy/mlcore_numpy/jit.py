@@ -10,10 +10,13 @@ The loop runs on one thread: NumPy's OpenBLAS keeps its threads spinning between
 products, and a second thread pool (Numba's ``parallel=True``, Python threads) fighting them
 made a 784-512-512-10 training step four times slower when tried.
 
-Numba is imported and the loop compiled on first use (about a second; ``cache=True`` keeps
-the machine code in ``__pycache__`` for later processes). Without Numba, with
-``MLCORE_NUMPY_JIT=0``, or when compiling or the self-test fails, :attr:`Jit.available` is
-False with the reason, and the NumPy passes run.
+Importing Numba and loading the cached loop costs ~0.5 s per process (compiling it the first
+time, ~1.5 s; ``cache=True`` keeps the machine code in ``__pycache__``). That pays off only
+for large models, so by default it happens on the first update of a parameter of at least
+``kernels.JIT_LOAD_MIN`` elements (131072: a 784-512 layer; the digits demo never loads it);
+``MLCORE_NUMPY_JIT=1`` loads it with the first Adam optimiser, ``MLCORE_NUMPY_JIT=0`` never.
+Without Numba, or when compiling or the self-test fails, :attr:`Jit.available` is False with
+the reason, and the NumPy passes run.
 """
 
 from __future__ import annotations
@@ -41,8 +44,17 @@ def _adam_loop(p: Any, g: Any, m: Any, v: Any, b1: Any, b2: Any, eps: Any,
         p[i] -= mi / ((np.sqrt(vi) + eps) * scale)
 
 
+def _setting() -> str:
+    """``MLCORE_NUMPY_JIT``: ``"off"`` (0/false/no/off), ``"on"`` (1/true/yes/on: load with
+    the first Adam optimiser) or ``"auto"`` (unset: load on the first large update)."""
+    value = os.environ.get("MLCORE_NUMPY_JIT", "auto").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    return "on" if value in ("1", "true", "yes", "on") else "auto"
+
+
 def _disabled() -> bool:
-    return os.environ.get("MLCORE_NUMPY_JIT", "1").strip().lower() in ("0", "false", "no", "off")
+    return _setting() == "off"
 
 
 class Jit:
@@ -96,6 +108,16 @@ class Jit:
 
 _JIT: Jit | None = None
 _LOCK = threading.Lock()
+
+
+def loaded() -> Jit | None:
+    """The process's :class:`Jit` if :func:`jit` has run, else None (loads nothing)."""
+    return _JIT
+
+
+def eager() -> bool:
+    """Whether ``MLCORE_NUMPY_JIT=1`` asks to load the loops with the first optimiser."""
+    return _setting() == "on"
 
 
 def jit() -> Jit:

@@ -13,13 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from .jit import jit
+from .jit import eager, jit, loaded
 
 __all__ = ["adam_update", "sgd_update", "sigmoid_binary_cross_entropy", "kernel"]
 
 BLOCK = 32768
 """Elements per block: p, g, m, v and one scratch block (5 x 128 KiB in float32) stay in L2,
 so Adam's ten passes read each array from memory once (670k parameters: 1.46 -> 1.0 ms)."""
+
+JIT_LOAD_MIN = 131072
+"""The first update of a parameter this large loads the compiled loop (:mod:`.jit`: ~0.5 s
+once per process, repaid within a few hundred steps of a 784-512 layer, never by a small
+model)."""
 
 JIT_MIN = 1024
 """Smallest parameter the compiled Adam loop takes: below it the checks before the call cost
@@ -56,13 +61,15 @@ def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: 
                 b2: float, eps: float, scale: float) -> None:
     """In place: ``m = b1 m + g; v = b2 v + g*g; p -= m / ((sqrt(v) + eps) * scale)``.
 
-    With Numba (:mod:`mlcore_numpy.jit`) one compiled loop does it in a single pass over
-    memory; else the NumPy passes run in L2-sized blocks. Both give the same bits. Arrays
-    of one block, or not contiguous in one layout (see :func:`_flats`), run the same NumPy
-    ops unblocked.
+    With Numba (:mod:`mlcore_numpy.jit`, loaded by the first parameter of ``JIT_LOAD_MIN``
+    elements) one compiled loop does it in a single pass over memory for every parameter
+    of ``JIT_MIN`` elements or more; else the NumPy passes run in L2-sized blocks. Both
+    give the same bits. Arrays of one block, or not contiguous in one layout (see
+    :func:`_flats`), run the same NumPy ops unblocked.
     """
-    compiled = jit()
-    if p.size >= JIT_MIN and compiled.available and compiled.adam is not None:
+    compiled = loaded() if p.size < JIT_LOAD_MIN else jit()
+    if (compiled is not None and compiled.available and compiled.adam is not None
+            and p.size >= JIT_MIN):
         flat = _flats(p, g, m, v)
         if flat is not None:
             t = p.dtype.type
@@ -279,6 +286,6 @@ def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
 
     if xp is not NumpyBackend.xp:
         return None
-    if name == "adam_update":
-        jit()  # compile (or load the cached loop) now, when the optimiser is built
+    if name == "adam_update" and eager():
+        jit()  # MLCORE_NUMPY_JIT=1: compile (or load the cached loop) with the optimiser
     return _KERNELS.get(name)
