@@ -14,7 +14,7 @@ __all__ = ["machine_info", "git_commit", "blas_info", "cpu_model"]
 
 _DISTRIBUTIONS = ("mlcore", "mlcore-numpy", "mlcore-strict", "mlcore-cupy", "numpy",
                   "array-api-compat", "array-api-strict", "torch", "cupy", "matplotlib",
-                  "threadpoolctl", "scikit-learn")
+                  "threadpoolctl", "scikit-learn", "numba")
 
 
 def _version(dist: str) -> str | None:
