@@ -111,10 +111,9 @@ def _print_info(report: dict[str, Any]) -> None:
         state = f"available, device {row['device']}" if row["available"] else (
             f"unavailable: {row['reason']}")
         click.echo(f"  {row['name']:<8} {state}")
-        for key in ("memory", "kernel"):
+        for key, label in (("memory", "memory"), ("kernel", "kernels")):
             if row.get(key):
-                click.echo(f"           {key}s: {row[key]}" if key == "kernel"
-                           else f"           {key}: {row[key]}")
+                click.echo(f"           {label}: {row[key]}")
     click.echo("plugins:")
     _print_plugins(report["plugins"])
 

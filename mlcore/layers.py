@@ -148,9 +148,10 @@ def transposed_storage(xp: Any, w: Any) -> Any:
     """``w`` (out, in), stored as the transpose of a row-major (in, out) array.
 
     The values and shape are ``w``'s; only the memory order changes (``Wᵀ`` is then a
-    contiguous array). BLAS runs ``X Wᵀ`` and the weight gradient ``(Xᵀ dY)ᵀ`` faster this
-    way at small batches (OpenBLAS, 784→512 at batch 32: forward 228 → 184 µs, weight
-    gradient 188 → 128 µs). Backends that cannot write in place keep ``w`` as it is.
+    contiguous array). OpenBLAS runs the weight gradient ``(Xᵀ dY)ᵀ`` faster this way at
+    small batches (784→512 at batch 32: 188 → 128 µs alone; the backward pass of a
+    784-512-512-10 training step 680 → 620 µs). Backends that cannot write in place keep
+    ``w`` as it is.
     """
     t = xp.empty((w.shape[1], w.shape[0]), dtype=w.dtype, device=device_of(w))
     try:

@@ -82,7 +82,12 @@ class Jit:
             return
         sigs = [f"void({t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}, {t}, {t}, {t})"
                 for t in ("float32", "float64")]
-        self.adam = numba.njit(sigs, cache=True, nogil=True, error_model="numpy")(_adam_loop)
+        try:
+            self.adam = numba.njit(sigs, cache=True, nogil=True,
+                                   error_model="numpy")(_adam_loop)
+        except Exception:  # noqa: BLE001 - no writable cache directory: compile each process
+            self.adam = numba.njit(sigs, cache=False, nogil=True,
+                                   error_model="numpy")(_adam_loop)
         self.version = str(numba.__version__)
         for dtype in (np.float32, np.float64):  # self-test against the NumPy passes
             rng = np.random.default_rng(0)
