@@ -76,9 +76,8 @@ class NumpyBackend:
         """The fused kernels and whether NumPy's BLAS serves them (``mlcore info``)."""
         from . import kernels
         from .jit import jit
-        from .kernels import cblas
 
-        blas, compiled = cblas(), jit()
+        blas, compiled = kernels.cblas(), jit()
         where = (f"BLAS axpy from {os.path.basename(blas.library)}" if blas.available
                  else f"BLAS off ({blas.reason}), blocked NumPy passes")
         how = (f"one Numba {compiled.version} loop once a parameter has "

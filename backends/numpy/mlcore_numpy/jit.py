@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Jit", "jit"]
+__all__ = ["Jit", "jit", "loaded", "eager", "switch"]
 
 
 def _adam_loop(p: Any, g: Any, m: Any, v: Any, b1: Any, b2: Any, eps: Any,
@@ -44,17 +44,14 @@ def _adam_loop(p: Any, g: Any, m: Any, v: Any, b1: Any, b2: Any, eps: Any,
         p[i] -= mi / ((np.sqrt(vi) + eps) * scale)
 
 
-def _setting() -> str:
-    """``MLCORE_NUMPY_JIT``: ``"off"`` (0/false/no/off), ``"on"`` (1/true/yes/on: load with
-    the first Adam optimiser) or ``"auto"`` (unset: load on the first large update)."""
-    value = os.environ.get("MLCORE_NUMPY_JIT", "auto").strip().lower()
+def switch(name: str) -> str:
+    """An on/off environment switch of this backend (``MLCORE_NUMPY_JIT``,
+    ``MLCORE_NUMPY_BLAS``): ``"off"`` (0/false/no/off), ``"on"`` (1/true/yes/on) or
+    ``"auto"`` (unset or anything else)."""
+    value = os.environ.get(name, "auto").strip().lower()
     if value in ("0", "false", "no", "off"):
         return "off"
     return "on" if value in ("1", "true", "yes", "on") else "auto"
-
-
-def _disabled() -> bool:
-    return _setting() == "off"
 
 
 class Jit:
@@ -65,7 +62,7 @@ class Jit:
         self.reason = "not loaded"
         self.version = ""
         self.adam: Callable[..., None] | None = None
-        if _disabled():
+        if switch("MLCORE_NUMPY_JIT") == "off":
             self.reason = "disabled by MLCORE_NUMPY_JIT"
             return
         try:
@@ -80,6 +77,8 @@ class Jit:
         except ImportError:
             self.reason = "Numba is not installed (pip install 'mlcore-numpy[jit]')"
             return
+        from .kernels import adam_passes  # imported here: kernels imports this module
+
         sigs = [f"void({t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}, {t}, {t}, {t})"
                 for t in ("float32", "float64")]
         try:
@@ -93,19 +92,12 @@ class Jit:
             rng = np.random.default_rng(0)
             p, g = rng.normal(size=(2, 257)).astype(dtype)
             m, v = rng.normal(size=257).astype(dtype), rng.random(257).astype(dtype)
-            want: list[Any] = [a.copy() for a in (p, m, v)]
+            wp, wm, wv = p.copy(), m.copy(), v.copy()
             b1, b2, eps, scale = 0.9, 0.999, 1e-8, 3.0
-            want[1] *= b1
-            want[1] += g
-            want[2] *= b2
-            want[2] += g * g
-            r = np.sqrt(want[2])
-            r += eps
-            r *= scale
-            want[0] -= want[1] / r
+            adam_passes(wp, g, wm, wv, b1, b2, eps, scale)
             t = np.dtype(dtype).type
             self.adam(p, g, m, v, t(b1), t(b2), t(eps), t(scale))
-            if not all(np.array_equal(a, b) for a, b in zip((p, m, v), want, strict=True)):
+            if not all(np.array_equal(a, b) for a, b in zip((p, m, v), (wp, wm, wv), strict=True)):
                 raise ArithmeticError(f"self-test: the compiled Adam loop differs from the "
                                       f"NumPy passes in {np.dtype(dtype).name}")
         self.available, self.reason = True, ""
@@ -122,7 +114,7 @@ def loaded() -> Jit | None:
 
 def eager() -> bool:
     """Whether ``MLCORE_NUMPY_JIT=1`` asks to load the loops with the first optimiser."""
-    return _setting() == "on"
+    return switch("MLCORE_NUMPY_JIT") == "on"
 
 
 def jit() -> Jit:

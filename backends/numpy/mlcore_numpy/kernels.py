@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .jit import eager, jit, loaded
+from .jit import eager, jit, loaded, switch
 
 __all__ = ["adam_update", "sgd_update", "sigmoid_binary_cross_entropy", "kernel"]
 
@@ -57,6 +57,20 @@ def _adam_block(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: 
     p -= tmp
 
 
+def adam_passes(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: float,
+                b2: float, eps: float, scale: float) -> None:
+    """The plain Adam update (mlcore.optim.Adam._step) as whole-array NumPy operations: the
+    reference the blocked passes and the compiled loop (:mod:`.jit`) must match bit for bit."""
+    m *= b1
+    m += g
+    v *= b2
+    v += g * g
+    r = np.sqrt(v)
+    r += eps
+    r *= scale
+    p -= m / r
+
+
 def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: float,
                 b2: float, eps: float, scale: float) -> None:
     """In place: ``m = b1 m + g; v = b2 v + g*g; p -= m / ((sqrt(v) + eps) * scale)``.
@@ -80,14 +94,7 @@ def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: 
         except TypeError:  # no compiled signature fits (a read-only g): nothing was written
             pass
     if flat is None:
-        m *= b1
-        m += g
-        v *= b2
-        v += g * g
-        r = np.sqrt(v)
-        r += eps
-        r *= scale
-        p -= m / r
+        adam_passes(p, g, m, v, b1, b2, eps, scale)
         return
     pf, gf, mf, vf = flat
     n = pf.shape[0]
@@ -113,8 +120,7 @@ class _Cblas:
         self.reason = "not loaded"
         self.library = ""
         self._fns: dict[str, Any] = {}
-        if os.environ.get("MLCORE_NUMPY_BLAS", "1").strip().lower() in ("0", "false", "no",
-                                                                        "off"):
+        if switch("MLCORE_NUMPY_BLAS") == "off":
             self.reason = "disabled by MLCORE_NUMPY_BLAS"
             return
         try:
