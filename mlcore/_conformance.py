@@ -248,7 +248,8 @@ def _loss_shapes(ctx: _Ctx) -> None:
     for bad in _mismatched(ctx.np, target0):
         target = ctx.arr(bad, ctx.xp.float64)
         for method in ("forward", "backward"):
-            _raises_value_error(getattr(obj, method), pred, target, method)
+            _raises_value_error(getattr(obj, method), pred, target, method,
+                                _shape_errors(ctx.b))
 
 
 def _mismatched(np: Any, target: Any) -> Iterator[Any]:
@@ -258,11 +259,18 @@ def _mismatched(np: Any, target: Any) -> Iterator[Any]:
         yield target[:1]  # one sample: would broadcast silently
 
 
-def _raises_value_error(method: Callable[..., Any], pred: Any, target: Any, what: str) -> None:
+def _shape_errors(backend: Any) -> tuple[type[BaseException], ...]:
+    """ValueError, and what the backend's library raises for mismatched shapes (the optional
+    Backend member ``shape_errors``: torch raises RuntimeError)."""
+    return (ValueError, *getattr(backend, "shape_errors", ()))
+
+
+def _raises_value_error(method: Callable[..., Any], pred: Any, target: Any, what: str,
+                        accepted: tuple[type[BaseException], ...] = (ValueError,)) -> None:
     shapes = f"pred {tuple(pred.shape)} and target {tuple(target.shape)}"
     try:
         method(pred, target)
-    except ValueError as exc:
+    except accepted as exc:
         require(bool(str(exc).strip()), f"{what} raised {type(exc).__name__} without a message")
         return
     except Exception as exc:  # noqa: BLE001 - reported as the failure

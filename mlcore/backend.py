@@ -3,7 +3,8 @@
 A backend supplies arrays: its Array API namespace ``xp``, a default device, conversion to
 and from the host, a seeded random source and an availability check. Backends are plugins
 (hook ``mlcore_backends``); the first-party ones (``mlcore-numpy``, ``mlcore-strict``,
-``mlcore-cupy``) are separate distributions found by entry point, like a stranger's.
+``mlcore-cupy``, ``mlcore-torch``, ``mlcore-jax``) are separate distributions found by entry
+point, like a stranger's.
 
 Selection precedence, highest first: the ``name`` argument, ``use_backend`` (a
 ``ContextVar``, so threads and asyncio tasks don't leak into each other), the
@@ -34,7 +35,8 @@ __all__ = [
 ]
 
 DEFAULT_BACKEND = "numpy"
-_INSTALL_HINT = {"numpy": "mlcore-numpy", "strict": "mlcore-strict", "cupy": "mlcore-cupy"}
+_INSTALL_HINT = {"numpy": "mlcore-numpy", "strict": "mlcore-strict", "cupy": "mlcore-cupy",
+                 "torch": "mlcore-torch[torch]", "jax": "mlcore-jax[jax]"}
 
 
 @runtime_checkable

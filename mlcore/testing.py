@@ -25,7 +25,9 @@ The checks (``CHECKS``), on every installed backend that is usable here:
 ``extremes``    no NaN or infinity from forward or backward at extreme finite inputs
                 (±1e4 by default), in float32 and float64.
 ``shapes``      (losses) a target with another number of samples raises ``ValueError``
-                (``mlcore.ShapeError`` is one) with a message, from forward and backward.
+                (``mlcore.ShapeError`` is one), or the error the backend declares its
+                library raises for such shapes (``Backend.shape_errors``: torch's
+                RuntimeError), with a message, from forward and backward.
 ``reference``   (when the author supplies one) agreement with a float64 NumPy function.
 
 NumPy is the host oracle here; it is imported inside functions only, so ``import mlcore``

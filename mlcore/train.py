@@ -152,7 +152,7 @@ def _run_epoch(xp: Any, step: Step, plan: LossPlan, data: _Data, batch_size: int
                bar: Any) -> dict[str, float]:
     n = data.X.shape[0]
     total = xp.zeros((), dtype=data.X.dtype)
-    correct = xp.zeros((), dtype=xp.int64)
+    correct: Any = 0  # a Python int until the first count (int64 may not exist: JAX)
     for start, stop in _batches(n, batch_size):
         value, out = step(data.X[start:stop, ...], data.targets[start:stop, ...], xp)
         total = total + value * (stop - start)
@@ -179,7 +179,7 @@ def _evaluate_data(model: Sequential, plan: LossPlan, data: _Data,
     layers = model.layers[: len(model.layers) - plan.trim]
     n = data.X.shape[0]
     total = xp.zeros((), dtype=data.X.dtype)
-    correct = xp.zeros((), dtype=xp.int64)
+    correct: Any = 0  # a Python int until the first count (int64 may not exist: JAX)
     for start, stop in _batches(n, batch_size or n):
         out = chain(layers, data.X[start:stop, ...], xp, False)[0]
         total = total + plan.value(xp, out, data.targets[start:stop, ...]) * (stop - start)

@@ -4,6 +4,13 @@ Ids are the backend names, so ``pytest -k strict`` runs one backend. Backends th
 installed but unusable here (cupy without a GPU) are skipped with their reason. When
 ``MLCORE_BACKEND`` is set, the fixture runs that backend only (``MLCORE_BACKEND=strict
 pytest`` runs the whole suite on array-api-strict).
+
+Without ``MLCORE_BACKEND`` the matrix is every installed backend but JAX: JAX compiles each
+eager operation for each new shape and dtype, so the thousands of small cases of the suite
+take minutes there. CI runs the core tests on JAX in a run of their own
+(``MLCORE_BACKEND=jax``, see the README's test command). JAX's 64-bit mode is switched on for
+the tests (``JAX_ENABLE_X64``, unless set), since the oracles compare in float64; the jax
+backend's own tests check the 32-bit default in a subprocess.
 """
 
 from __future__ import annotations
@@ -16,10 +23,15 @@ import pytest
 import mlcore
 from mlcore.plugins import registry
 
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+
+OWN_RUN = frozenset({"jax"})
+"""Backends left out of the default matrix (each runs the suite with ``MLCORE_BACKEND``)."""
+
 
 def _backend_params() -> list[Any]:
     chosen = os.environ.get("MLCORE_BACKEND", "").strip()
-    names = [chosen] if chosen else sorted(registry().backends)
+    names = [chosen] if chosen else sorted(set(registry().backends) - OWN_RUN)
     return [pytest.param(n, id=n) for n in names]
 
 
