@@ -27,6 +27,8 @@ __all__ = [
     "device_of",
     "check_same_device",
     "device_scope",
+    "enters_device",
+    "scoped",
     "check_floating",
     "check_finite",
     "check_same_shape",
@@ -98,19 +100,60 @@ def check_same_device(*arrays: Any, names: Sequence[str] = ()) -> Any:
     )
 
 
+_ENTERS: dict[type, bool] = {}
+"""Per device type: whether a backend declared that the core must enter it (filled lazily)."""
+
+
+def enters_device(device: Any) -> bool:
+    """Whether the core computes on ``device`` inside ``with device:``.
+
+    Only when a backend declares it, through the optional Backend member
+    ``enters_device(device) -> bool``: CuPy does (it allocates every new array, and every
+    kernel result, on its *current* device, whatever ``device=`` says); torch does not
+    (``torch.device`` is a context manager too, but entering it installs a function mode that
+    intercepts every operation). Asked once per device type, then remembered.
+    """
+    kind = type(device)
+    known = _ENTERS.get(kind)
+    if known is None:
+        known = _ENTERS[kind] = hasattr(kind, "__enter__") and _declared(device)
+    return known
+
+
+def _declared(device: Any) -> bool:
+    from .plugins import registry
+
+    for b in registry().backends.values():
+        ask = getattr(b, "enters_device", None)
+        if callable(ask) and ask(device):
+            return True
+    return False
+
+
+def scoped(device: Any, fn: Any) -> Any:
+    """``fn`` itself, or ``fn`` run inside ``with device:`` when :func:`enters_device`."""
+    if not enters_device(device):
+        return fn
+
+    def on_device(*args: Any, **kwargs: Any) -> Any:
+        with device:
+            return fn(*args, **kwargs)
+
+    return on_device
+
+
 @contextmanager
 def device_scope(*arrays: Any, names: Sequence[str] = ()) -> Iterator[Any]:
     """Run the enclosed code on the one device of ``arrays``; yield that device.
 
     Raises :class:`DeviceMismatchError` (naming each argument) when the arrays are on
-    different devices. A device that is a context manager is entered: CuPy allocates every
-    new array, and every kernel result, on its *current* device, whatever ``device=`` says, so
-    the core wraps device-sensitive code in this scope to keep results on the inputs' device
-    (``with device_scope(x, w, names=("x", "w")) as dev:``). Devices that are plain values
-    (NumPy's ``"cpu"``, array-api-strict's) make it a device check only.
+    different devices. A device its backend asks to enter (:func:`enters_device`: CuPy's) is
+    entered, so that results stay on the inputs' device
+    (``with device_scope(x, w, names=("x", "w")) as dev:``); for every other device (NumPy's
+    ``"cpu"``, array-api-strict's, torch's, JAX's) it is a device check only.
     """
     dev = check_same_device(*arrays, names=names)
-    if not hasattr(type(dev), "__enter__"):
+    if not enters_device(dev):
         yield dev
         return
     with dev:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
-from ._array import check_same_device, namespace
+from ._array import check_same_device, enters_device, namespace
 
 __all__ = ["on_input_device", "sigmoid", "softmax", "log_softmax", "softplus_neg_abs",
            "exp_floor"]
@@ -25,9 +25,9 @@ def on_input_device(names: Sequence[str]) -> Callable[[F], F]:
 
     The leading ``len(names)`` arrays must share a device (else
     :class:`~mlcore.errors.BackendMismatchError` or
-    :class:`~mlcore.errors.DeviceMismatchError` naming them). A device that is a context
-    manager (CuPy's) is entered, since CuPy allocates results on its *current* device; for
-    plain devices (NumPy, array-api-strict) it is a check only. It reads the standard's
+    :class:`~mlcore.errors.DeviceMismatchError` naming them). A device its backend asks to
+    enter (:func:`mlcore._array.enters_device`: CuPy's, which allocates results on its
+    *current* device) is entered; for every other device it is a check only. It reads the standard's
     ``.device`` attribute (0.05 us; ``array_api_compat.device`` costs 0.5 us) because it runs
     on every activation and loss call.
     """
@@ -42,7 +42,7 @@ def on_input_device(names: Sequence[str]) -> Callable[[F], F]:
                 if getattr(other, "device", None) != dev:
                     namespace(*arrays[:count], names=labels)  # two backends: say that first
                     check_same_device(*arrays[:count], names=labels)
-            if _is_context(type(dev)):
+            if enters_device(dev):
                 with dev:
                     return method(self, *args, **kwargs)
             return method(self, *args, **kwargs)
@@ -50,17 +50,6 @@ def on_input_device(names: Sequence[str]) -> Callable[[F], F]:
         return cast(F, run)
 
     return decorate
-
-
-_CONTEXT_TYPES: dict[type, bool] = {}
-
-
-def _is_context(kind: type) -> bool:
-    """Whether a device type is a context manager (cached: ``hasattr`` on a miss is slow)."""
-    known = _CONTEXT_TYPES.get(kind)
-    if known is None:
-        known = _CONTEXT_TYPES[kind] = hasattr(kind, "__enter__")
-    return known
 
 
 def _positional(method: Any, obj: Any, args: Any, kwargs: Any) -> tuple[Any, ...]:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from ._array import check_same_device, device_of, device_scope, namespace
+from ._array import check_same_device, device_of, device_scope, enters_device, namespace
 from .activations import activation
 from .backend import Backend, RandomSource, get_backend
 from .errors import DTypeError, InvalidParameterError, ShapeError
@@ -97,9 +97,10 @@ def resolve_dtype(xp: Any, dtype: Any) -> Any:
 
 
 def on_device(device: Any) -> AbstractContextManager[Any]:
-    """``device`` itself when it is a context manager (CuPy allocates every new array on its
-    *current* device, whatever ``device=`` says), else a no-op context."""
-    return device if hasattr(type(device), "__enter__") else nullcontext()  # type: ignore[no-any-return]
+    """``device`` itself when its backend asks the core to enter it
+    (:func:`mlcore._array.enters_device`: CuPy allocates every new array on its *current*
+    device, whatever ``device=`` says), else a no-op context."""
+    return device if enters_device(device) else nullcontext()  # type: ignore[no-any-return]
 
 
 def dtype_name(xp: Any, dtype: Any) -> str:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._array import check_finite, describe, device_of, device_scope, namespace
+from ._array import check_finite, describe, device_of, device_scope, namespace, scoped
 from ._lossplan import LossPlan, prepare_targets, resolve_loss
 from .errors import (
     BackendMismatchError,
@@ -116,7 +116,8 @@ def _compile(model: Sequential, plan: LossPlan, opt: Optimizer,
 
 
 def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "sgd",
-                    lr: float | None = None) -> Callable[[Any, Any], Any]:
+                    lr: float | None = None, *,
+                    jit_compile: bool | None = None) -> Callable[[Any, Any], Any]:
     """A prepared training step ``step(X, y) -> loss`` (a 0-d array; nothing is synced).
 
     ``X`` and ``y`` must already be arrays of the model's backend and dtype (``y``: class
@@ -125,24 +126,36 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     checked input). Each call clears the gradients, runs forward and backward once and
     updates the parameters with ``optimizer`` (a name or an :class:`~mlcore.optim.Optimizer`
     over ``model.parameters()``). This is what benchmarks time.
+
+    ``jit_compile``: ``None`` (default) runs the whole step compiled where the backend
+    offers it (jax: ``jax.jit``; see :mod:`mlcore._purestep`), else eagerly; ``False``
+    always eagerly; ``True`` compiled or an :class:`~mlcore.errors.InvalidParameterError`.
     """
     plan = resolve_loss(model, loss)
-    step = _compile(model, plan, get_optimizer(optimizer, model.parameters(), lr))
+    opt = get_optimizer(optimizer, model.parameters(), lr)
+    compiled = _compiled(model, plan, opt, False, jit_compile)
+    if compiled is not None:
+        return compiled  # type: ignore[no-any-return]
+    step = _compile(model, plan, opt)
     first = model.parameters()[0].value
-    device = device_of(first)
     names = ("X", "y", "model parameters")
 
     def train_step(X: Any, y: Any) -> Any:
         return step(X, y, namespace(X, y, first, names=names))[0]
 
-    if not hasattr(type(device), "__enter__"):
-        return train_step
+    return scoped(device_of(first), train_step)  # type: ignore[no-any-return]
 
-    def train_step_on_device(X: Any, y: Any) -> Any:
-        with device:  # CuPy computes on its current device: enter the model's
-            return train_step(X, y)
 
-    return train_step_on_device
+def _compiled(model: Sequential, plan: LossPlan, opt: Optimizer, metrics: bool,
+              jit_compile: bool | None) -> Any:
+    """The backend's compiled step (:class:`mlcore._purestep.PureStep`), or None."""
+    from ._purestep import build
+    from .plugins import registry
+
+    if jit_compile is False:
+        return None
+    return build(model, plan, opt, metrics, jit_compile, chain,
+                 registry().pm.hook.mlcore_compile_step)
 
 
 def _check_count(value: Any, name: str) -> int:
@@ -173,6 +186,16 @@ def _run_epoch(xp: Any, step: Step, plan: LossPlan, data: _Data,
     if dp is not None:  # every process's sums: the epoch over all of the data
         total, correct = dp.reduce_sums([total, correct])
     return _summary(plan, data, total, correct)
+
+
+def _run_compiled(xp: Any, step: Any, plan: LossPlan, data: _Data,
+                  batches: list[tuple[int, int]], bar: Any) -> dict[str, float]:
+    """An epoch of compiled steps; the epoch's sums travel in the step's state."""
+    step.start_sums(data.X, _zero_count(xp, data.X).dtype)
+    for start, stop in batches:
+        step(data.X[start:stop, ...], data.targets[start:stop, ...])
+        bar.update(1)
+    return _summary(plan, data, *step.take_sums())
 
 
 def _zero_count(xp: Any, like: Any) -> Any:
@@ -210,7 +233,8 @@ def _evaluate_data(model: Sequential, plan: LossPlan, data: _Data,
 def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimizer = "adam",
         lr: float | None = None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
         seed: int | None = None, validation_data: tuple[Any, Any] | None = None,
-        verbose: bool | str = "auto", distributed: Any = False) -> dict[str, list[float]]:
+        verbose: bool | str = "auto", distributed: Any = False,
+        jit_compile: bool | None = None) -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
     ``loss``: a registered loss name or loss object; ``optimizer``: ``"sgd"``, ``"adam"``,
@@ -224,7 +248,8 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
     ``distributed=True`` (or a :class:`mlcore.distributed.DataParallel`) trains data-parallel
     over the processes of an MPI job, each taking its share of every global batch of
     ``size · batch_size`` rows (see :mod:`mlcore.distributed.parallel`); in a single
-    process it changes nothing.
+    process it changes nothing. ``jit_compile`` as in :func:`make_train_step` (a distributed
+    fit runs eagerly).
     """
     epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
     plan = resolve_loss(model, loss)
@@ -234,6 +259,7 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
     dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
                         epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed)
     step = _compile(model, plan, opt, None if dp is None else dp.reduce_gradients)
+    fast = _compiled(model, plan, opt, True, jit_compile) if dp is None else None
     model.last_loss = loss
     seed = seed if dp is None else dp.agree_seed(seed)
     xp, rng = model.namespace(data.X), model.backend.rng(seed)
@@ -245,7 +271,8 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
             _guard(dp):
         for _ in range(epochs):
             epoch_data = _shuffled(xp, data, rng.permutation(data.X.shape[0])) if shuffle else data
-            stats = _run_epoch(xp, step, plan, epoch_data, batches, bar, dp)
+            stats = (_run_epoch(xp, step, plan, epoch_data, batches, bar, dp) if fast is None
+                     else _run_compiled(xp, fast, plan, epoch_data, batches, bar))
             if val is not None:
                 stats |= {f"val_{k}": v for k, v in _evaluate_data(model, plan, val, None).items()}
             for key, value in stats.items():

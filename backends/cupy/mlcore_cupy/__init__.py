@@ -26,6 +26,7 @@ whole training step replayed as one CUDA graph (:mod:`mlcore_cupy.graph`, hook
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
@@ -143,6 +144,12 @@ class CupyBackend:
     def device(self) -> Any:
         """The ``cupy.cuda.Device``; also a context manager making it CuPy's current device."""
         return self._cupy.cuda.Device(self.device_id)
+
+    def enters_device(self, device: object) -> bool:
+        """Yes for a CuPy device: CuPy allocates on its *current* device, so mlcore computes
+        inside ``with device:``."""
+        cupy = sys.modules.get("cupy")
+        return cupy is not None and isinstance(device, cupy.cuda.Device)
 
     def on_device(self, device: object) -> CupyBackend:
         """This backend bound to another device (``"cuda:1"``); parse errors are ValueError."""
