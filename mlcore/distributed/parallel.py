@@ -102,7 +102,7 @@ class DataParallel:
             return
         xp = self._xp
         for bucket in self._buckets:
-            flat = xp.concat([xp.reshape(params[i].value, (-1,)) for i in bucket])
+            flat = xp.concat([_flat(xp, params[i].value) for i in bucket])
             flat = self.comm.broadcast(flat, root=0)
             for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
                 params[i].set(part)
@@ -148,7 +148,7 @@ class DataParallel:
         grads = [xp.zeros(p.shape, dtype=dtype) if p.grad is None else p.grad for p in params]
         inverse_total: Any = None
         for b, bucket in enumerate(self._buckets):
-            parts = [xp.reshape(grads[i], (-1,)) for i in bucket]
+            parts = [_flat(xp, grads[i]) for i in bucket]
             if b == 0:
                 parts.append(xp.ones((1,), dtype=dtype))
             flat = xp.concat(parts)
@@ -156,8 +156,7 @@ class DataParallel:
             flat = self.comm.allreduce(flat, "sum")
             if b == 0:
                 inverse_total = 1.0 / flat[-1:]
-                flat = flat[:-1]
-            flat = flat * inverse_total
+            flat *= inverse_total
             for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
                 params[i].grad = part
         self.stats["steps"] += 1
@@ -195,12 +194,22 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+def _flat(xp: Any, x: Any) -> Any:
+    """``x`` as one row; a matrix goes in as its transpose, so a Dense weight's gradient,
+    stored as the transpose of a row-major array, is read in memory order (a view)."""
+    return xp.reshape(xp.matrix_transpose(x) if x.ndim == 2 else x, (-1,))
+
+
 def _split(xp: Any, flat: Any, params: Sequence[Parameter], bucket: list[int]) -> list[Any]:
-    """``flat`` cut into arrays shaped like ``params[i]`` for ``i`` in ``bucket``."""
+    """``flat`` cut into arrays shaped like ``params[i]`` for ``i`` in ``bucket`` (the
+    inverse of :func:`_flat`: a matrix comes back as the transpose of a row-major view)."""
     out, at = [], 0
     for i in bucket:
-        n = _numel(params[i].shape)
-        out.append(xp.reshape(flat[at:at + n], params[i].shape))
+        shape = params[i].shape
+        n = _numel(shape)
+        part = flat[at:at + n]
+        out.append(xp.matrix_transpose(xp.reshape(part, shape[::-1])) if len(shape) == 2
+                   else xp.reshape(part, shape))
         at += n
     return out
 
