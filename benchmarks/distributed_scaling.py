@@ -137,12 +137,14 @@ def _launch(k: int, batches: list[int], steps: int) -> dict[str, Any]:
 
 
 def fit_latency_bandwidth(sweep: list[dict[str, float]]) -> tuple[float, float]:
-    """Least-squares ``t = latency + bytes / bandwidth`` over the sweep: (latency in
-    seconds, bandwidth in bytes/s)."""
-    x = np.array([r["bytes"] for r in sweep], dtype=float)
-    t = np.array([r["seconds"] for r in sweep])
-    slope, alpha = np.polyfit(x, t, 1)
-    return max(float(alpha), 0.0), 1.0 / float(slope)
+    """(latency in seconds, bandwidth in bytes/s): the time of the smallest message, and
+    the least-squares slope ``t = a + bytes / bandwidth`` over the messages of 64 KiB and
+    more (the fitted intercept of a loaded machine is noise, even negative)."""
+    latency = min(sweep, key=lambda r: r["bytes"])["seconds"]
+    big = [r for r in sweep if r["bytes"] >= 65536]
+    x = np.array([r["bytes"] for r in big], dtype=float)
+    slope = np.polyfit(x, np.array([r["seconds"] for r in big]), 1)[0]
+    return float(latency), 1.0 / float(slope)
 
 
 def allreduce_model(p: int, nbytes: float, latency: float, bandwidth: float) -> float:
