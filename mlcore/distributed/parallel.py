@@ -181,6 +181,16 @@ class DataParallel:
         self.stats["steps"] += 1
         self.stats["allreduce_seconds"] += time.perf_counter() - began
 
+    def end_epoch(self, model: Any) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics) on every process: each process
+        normalises with its own batch's statistics, as PyTorch DDP without SyncBatchNorm,
+        and all keep rank 0's running averages."""
+        buffers = [p for _, p in getattr(model, "named_buffers", list)()]
+        if buffers and self.size > 1:
+            assert self.comm is not None
+            for p in buffers:
+                p.set(self.comm.broadcast(self._xp.asarray(p.value, copy=True), root=0))
+
     def reduce_sums(self, values: Sequence[Any]) -> list[Any]:
         """``values`` (0-d arrays or numbers) summed over all processes, as host floats."""
         assert self.comm is not None
