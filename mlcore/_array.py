@@ -29,6 +29,7 @@ __all__ = [
     "device_scope",
     "enters_device",
     "scoped",
+    "writes_in_place",
     "check_floating",
     "check_finite",
     "check_same_shape",
@@ -140,6 +141,28 @@ def scoped(device: Any, fn: Any) -> Any:
             return fn(*args, **kwargs)
 
     return on_device
+
+
+_INPLACE: dict[type, bool] = {}
+
+
+def writes_in_place(x: Any) -> bool:
+    """Whether the core may write into arrays of ``x``'s type (``x[...] = v``).
+
+    An opt-in capability: the backend owning ``x`` declares ``inplace = True`` (NumPy,
+    array-api-strict, CuPy, torch). Otherwise (JAX's immutable arrays, a backend that does
+    not say) the core builds new arrays instead. Augmented assignments (``p -= u``) need no
+    such check: Python rebinds them on a type without in-place operators. Asked once per
+    array type.
+    """
+    kind = type(x)
+    known = _INPLACE.get(kind)
+    if known is None:
+        from .backend import backend_of
+
+        owner = backend_of(x)
+        known = _INPLACE[kind] = bool(getattr(owner, "inplace", False))
+    return known
 
 
 @contextmanager

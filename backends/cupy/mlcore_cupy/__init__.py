@@ -108,6 +108,7 @@ class CupyBackend:
     """
 
     name = "cupy"
+    inplace = True  # the core may write into its arrays (optimiser updates, Parameter.set)
 
     def __init__(self, device: object = None) -> None:
         if device is not None:

@@ -48,6 +48,7 @@ class NumpyBackend:
     """Arrays are NumPy ndarrays, seen through array-api-compat's NumPy namespace."""
 
     name = "numpy"
+    inplace = True  # the core may write into its arrays (optimiser updates, Parameter.set)
     xp = xp_numpy
     device = "cpu"
 

@@ -25,6 +25,7 @@ class StrictBackend:
     """Arrays are ``array_api_strict.Array`` on its CPU device."""
 
     name = "strict"
+    inplace = True  # the core may write into its arrays (optimiser updates, Parameter.set)
     xp = array_api_strict
     device = array_api_strict.Device("CPU_DEVICE")
 

@@ -102,6 +102,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    inplace = True  # the core may write into its arrays (optimiser updates, Parameter.set)
 
     def __init__(self, device: object = None) -> None:
         if device is not None:

@@ -1,0 +1,183 @@
+"""The training step as a pure function (hook mlcore_compile_step): same weights as eager.
+
+A test plugin "compiles" a step by returning it unchanged, so the pure step runs on every
+backend of the matrix and is compared with the eager, in-place step: weights, optimiser
+state (step counts, moments, momentum buffers) and fit's history. The jax backend's real
+``jax.jit`` step is compared the same way where JAX is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pluggy
+import pytest
+
+import mlcore
+from mlcore._purestep import PureStep
+from mlcore.errors import InvalidParameterError, PluginWarning
+from mlcore.plugins import registry
+
+hookimpl = pluggy.HookimplMarker("mlcore")
+
+OPTIMIZERS = [
+    ("sgd", {"lr": 0.1}),
+    ("sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("adam", {"lr": 0.01}),
+    ("adam", {"lr": 0.01, "weight_decay": 0.1}),
+    ("adamw", {"lr": 0.01, "weight_decay": 0.1}),
+]
+
+
+class Identity:
+    """Compiles nothing: returns the pure step itself, and counts the requests."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @hookimpl
+    def mlcore_compile_step(self, backend: Any, step: Any) -> Any:
+        self.asked.append(backend.name)
+        return step
+
+
+@pytest.fixture
+def identity() -> Any:
+    plugin = Identity()
+    registry().pm.register(plugin, name="test-identity-compile")
+    yield plugin
+    registry().pm.unregister(plugin)
+
+
+def _model(dtype: str = "float64") -> mlcore.Sequential:
+    return mlcore.MLP([3, 5, 4], activation="tanh", output_activation="softmax", seed=1,
+                      dtype=dtype)
+
+
+def _batch(backend: Any, dtype: Any) -> tuple[Any, Any]:
+    rng = np.random.default_rng(0)
+    return (backend.asarray(rng.normal(size=(8, 3)), dtype=dtype),
+            backend.asarray(rng.integers(0, 4, size=8)))
+
+
+def _optimizer(model: mlcore.Sequential, name: str, kw: dict[str, Any]) -> Any:
+    classes = {"sgd": mlcore.SGD, "adam": mlcore.Adam, "adamw": mlcore.AdamW}
+    return classes[name](model.parameters(), **kw)
+
+
+def _host(model: mlcore.Sequential) -> list[np.ndarray]:
+    return [model.backend.to_numpy(p.value) for p in model.parameters()]
+
+
+def _state(opt: Any) -> list[np.ndarray]:
+    arrays = [*getattr(opt, "m", []), *getattr(opt, "v", []), *getattr(opt, "buffers", [])]
+    return [np.asarray(mlcore.get_backend().to_numpy(a)) for a in arrays if a is not None]
+
+
+@pytest.mark.parametrize(("name", "kw"), OPTIMIZERS, ids=lambda v: str(v))
+def test_pure_step_gives_the_eager_weights_and_state(backend: Any, identity: Any, name: str,
+                                                     kw: dict[str, Any]) -> None:
+    eager_model, pure_model = _model(), _model()
+    eager_opt, pure_opt = _optimizer(eager_model, name, kw), _optimizer(pure_model, name, kw)
+    eager = mlcore.make_train_step(eager_model, "cross_entropy", eager_opt, jit_compile=False)
+    pure = mlcore.make_train_step(pure_model, "cross_entropy", pure_opt, jit_compile=True)
+    assert isinstance(pure, PureStep) and identity.asked == [backend.name]
+    X, y = _batch(backend, backend.xp.float64)
+    for _ in range(3):
+        a, b = eager(X, y), pure(X, y)
+        assert np.isclose(float(a), float(b), rtol=1e-12)
+    for want, got in zip(_host(eager_model), _host(pure_model), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    for want, got in zip(_state(eager_opt), _state(pure_opt), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert getattr(pure_opt, "steps", None) == getattr(eager_opt, "steps", None)
+
+
+def test_eager_and_compiled_steps_follow_one_another(backend: Any, identity: Any) -> None:
+    ref_model, mixed_model = _model(), _model()
+    ref = mlcore.make_train_step(ref_model, "cross_entropy", "adam", jit_compile=False)
+    mixed_opt = mlcore.Adam(mixed_model.parameters())
+    pure = mlcore.make_train_step(mixed_model, "cross_entropy", mixed_opt)
+    eager = mlcore.make_train_step(mixed_model, "cross_entropy", mixed_opt, jit_compile=False)
+    X, y = _batch(backend, backend.xp.float64)
+    for step in (pure, eager, pure, pure, eager):
+        ref(X, y)
+        step(X, y)
+    assert mixed_opt.steps == [5] * len(mixed_model.parameters())
+    for want, got in zip(_host(ref_model), _host(mixed_model), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_fit_history_is_the_same_compiled(backend: Any, identity: Any, loss: str) -> None:
+    rng = np.random.default_rng(2)
+    X, labels = rng.normal(size=(40, 3)), rng.integers(0, 4, size=40)
+    y = labels if loss == "cross_entropy" else np.eye(4)[labels]
+    runs = []
+    for jit in (False, True):
+        model = _model()
+        hist = model.fit(X, y, loss=loss, epochs=3, batch_size=16, seed=0, verbose=False,
+                         jit_compile=jit)
+        runs.append((hist, _host(model)))
+    (h0, w0), (h1, w1) = runs
+    assert h0.keys() == h1.keys() and ("accuracy" in h0) == (loss == "cross_entropy")
+    for key in h0:
+        np.testing.assert_allclose(h1[key], h0[key], rtol=1e-10)
+    for want, got in zip(w0, w1, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_jit_compile_true_says_why_it_cannot(backend: Any) -> None:
+    if backend.name == "jax":
+        pytest.skip("jax compiles")
+    with pytest.raises(InvalidParameterError, match=rf"backend {backend.name!r} does not "
+                       r"compile training steps.*Leave jit_compile unset"):
+        mlcore.make_train_step(_model(), "cross_entropy", "sgd", jit_compile=True)
+
+    class MySGD(mlcore.SGD):
+        pass
+
+    model = _model()
+    with pytest.raises(InvalidParameterError, match="MySGD optimiser has no pure form"):
+        mlcore.make_train_step(model, "cross_entropy", MySGD(model.parameters()),
+                               jit_compile=True)
+
+
+def test_a_failing_compile_plugin_warns_and_trains_eagerly(backend: Any) -> None:
+    class Broken:
+        @hookimpl
+        def mlcore_compile_step(self, backend: Any, step: Any) -> Any:
+            raise RuntimeError("no compiler here")
+
+    plugin = Broken()
+    registry().pm.register(plugin, name="test-broken-compile")
+    try:
+        with pytest.warns(PluginWarning, match="no compiler here.*eager training step"):
+            step = mlcore.make_train_step(_model(), "cross_entropy", "sgd")
+    finally:
+        registry().pm.unregister(plugin)
+    assert not isinstance(step, PureStep)
+    step(*_batch(backend, backend.xp.float64))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("name", "kw"), OPTIMIZERS[1:3], ids=lambda v: str(v))
+def test_jax_jit_step_equals_eager(dtype: str, name: str, kw: dict[str, Any]) -> None:
+    pytest.importorskip("jax")
+    b = mlcore.get_backend("jax")
+    if dtype == "float64" and not b.x64:
+        pytest.skip("JAX's 64-bit mode is off")
+    tol = {"float32": 2e-5, "float64": 1e-10}[dtype]
+    with mlcore.use_backend("jax"):
+        eager_model, jit_model = _model(dtype), _model(dtype)
+        eager = mlcore.make_train_step(eager_model, "cross_entropy",
+                                       _optimizer(eager_model, name, kw), jit_compile=False)
+        jitted = mlcore.make_train_step(jit_model, "cross_entropy",
+                                        _optimizer(jit_model, name, kw))
+        assert isinstance(jitted, PureStep)
+        X, y = _batch(b, getattr(b.xp, dtype))
+        for _ in range(5):  # the bias corrections change every step
+            np.testing.assert_allclose(float(jitted(X, y)), float(eager(X, y)), rtol=tol)
+    for want, got in zip(_host(eager_model), _host(jit_model), strict=True):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
