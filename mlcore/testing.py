@@ -30,6 +30,15 @@ The checks (``CHECKS``), on every installed backend that is usable here:
                 RuntimeError), with a message, from forward and backward.
 ``reference``   (when the author supplies one) agreement with a float64 NumPy function.
 
+For an array *backend*, :func:`check_backend` (with ``BACKEND_CHECKS``, see
+:mod:`mlcore._backend_checks`) checks the protocol, conversions both ways, the seeded random
+source, every built-in activation and loss against NumPy, shape errors, one training step
+and saving and loading::
+
+    @pytest.mark.parametrize("check", mlcore.testing.BACKEND_CHECKS)
+    def test_my_backend(check):
+        mlcore.testing.check_backend("mybackend", checks=[check])
+
 NumPy is the host oracle here; it is imported inside functions only, so ``import mlcore``
 stays free of array libraries.
 """
@@ -42,12 +51,13 @@ from typing import Any
 
 import pytest
 
+from ._backend_checks import BACKEND_CHECKS, check_backend
 from ._conformance import CHECK_FUNCS, takes
 from .backend import Backend, get_backend
 from .plugins import PluginRecord, registry
 
 __all__ = ["Case", "BoundCase", "CHECKS", "check_activation", "check_loss",
-           "conformance_params", "mlcore_case"]
+           "conformance_params", "mlcore_case", "BACKEND_CHECKS", "check_backend"]
 
 CHECKS = ("contract", "dtypes", "reductions", "gradient", "extremes", "shapes", "reference")
 _KINDS = {"activation": "activations", "loss": "losses"}

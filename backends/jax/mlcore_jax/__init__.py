@@ -182,6 +182,11 @@ class JaxBackend:
         jax = sys.modules.get("jax")  # an array exists only once JAX is imported
         return jax is not None and isinstance(x, jax.Array)
 
+    @property
+    def shape_errors(self) -> tuple[type[BaseException], ...]:
+        """What JAX raises for operands whose shapes do not broadcast (not ValueError)."""
+        return (TypeError,)
+
     # -- availability -------------------------------------------------------------------
     @cached_property
     def _import_reason(self) -> str:

@@ -1,0 +1,284 @@
+"""The backend conformance check: is an array backend fit to run mlcore's core?
+
+:func:`check_backend` runs the checks below on an installed backend (first-party or a
+stranger's, found by its entry point) and raises ``AssertionError`` naming the check, what
+was expected and what came. Each compares with the NumPy backend, the host oracle:
+
+``protocol``     the :class:`~mlcore.backend.Backend` members exist; ``name`` is the
+                 lower-case name it is registered under; available, with no reason;
+                 ``owns`` its arrays and not NumPy's (unless its namespace is NumPy's).
+``conversions``  ``asarray`` of lists, NumPy float32/float64/int64/bool arrays and scalars,
+                 with and without ``dtype``, lands on ``device`` in ``xp``'s namespace;
+                 ``to_numpy`` gives back a C-ordered NumPy copy with the same values,
+                 also of a transposed array; editing that copy changes nothing.
+``random``       ``rng(seed)``: the same seed gives the same numbers, another seed others;
+                 uniform, normal and permutation have the right shape, dtype and range.
+``activations``  every built-in activation, forward and backward, agrees with NumPy's.
+``losses``       every built-in loss (value and gradient, each reduction) agrees with NumPy's.
+``shapes``       mismatched shapes raise: mlcore's ShapeError from a layer, and ValueError or
+                 the backend's declared ``shape_errors`` from the library itself.
+``training``     one training step (eager, and compiled when the backend compiles steps)
+                 from the same weights gives NumPy's loss and new weights.
+``save_load``    a model saved on the backend loads on NumPy with the same weights, and back.
+
+NumPy is imported inside the functions: ``import mlcore`` stays free of array libraries.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .backend import Backend, get_backend, use_backend
+
+__all__ = ["BACKEND_CHECKS", "check_backend"]
+
+BACKEND_CHECKS = ("protocol", "conversions", "random", "activations", "losses", "shapes",
+                  "training", "save_load")
+_MEMBERS = ("name", "xp", "device", "asarray", "to_numpy", "synchronize", "rng",
+            "is_available", "unavailable_reason", "owns")
+
+
+def check_backend(backend: Backend | str, *, checks: Sequence[str] | None = None,
+                  rtol: float = 1e-5) -> None:
+    """Run the backend checks (all, or ``checks``) on ``backend`` (a name or the object).
+
+    ``rtol`` is the float32 tolerance against NumPy (float64 uses ``rtol**2``).
+    """
+    chosen = list(BACKEND_CHECKS if checks is None else checks)
+    unknown = sorted(set(chosen) - set(BACKEND_CHECKS))
+    if unknown:
+        raise ValueError(f"Unknown backend check(s) {', '.join(unknown)}; the checks are "
+                         f"{', '.join(BACKEND_CHECKS)}.")
+    b = get_backend(backend) if isinstance(backend, str) else backend
+    for check in chosen:
+        try:
+            _CHECKS[check](b, rtol)
+        except AssertionError as exc:
+            raise AssertionError(f"[backend {b.name}] {check}: {exc}") from None
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def _np() -> Any:
+    import numpy as np
+
+    return np
+
+
+def _close(got: Any, want: Any, rtol: float, what: str) -> None:
+    np = _np()
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    _require(got.shape == want.shape, f"{what}: shape {got.shape}, NumPy gives {want.shape}")
+    scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+    err = float(np.max(np.abs(got - want))) / scale if want.size else 0.0
+    _require(err <= rtol, f"{what}: differs from NumPy by {err:.3g} (relative to the largest "
+                          f"value), tolerance {rtol:g}")
+
+
+# -- protocol and conversions ---------------------------------------------------------------
+def _protocol(b: Backend, rtol: float) -> None:
+    np = _np()
+    missing = [m for m in _MEMBERS if not hasattr(b, m)]
+    _require(not missing, f"missing Backend member(s) {', '.join(missing)}")
+    from .plugins import registry
+
+    registered = registry().backends.get(b.name)
+    _require(isinstance(b.name, str) and b.name == b.name.lower() and registered is not None,
+             f"name {b.name!r} must be the lower-case name the backend is registered under "
+             f"(registered: {', '.join(sorted(registry().backends))})")
+    _require(b.is_available() is True and b.unavailable_reason() == "",
+             f"is_available() {b.is_available()!r} with reason {b.unavailable_reason()!r}")
+    x = b.asarray([1.0, 2.0])
+    _require(b.owns(x), f"owns() is False for its own array {type(x).__name__}")
+    if b.xp is not get_backend("numpy").xp:  # a backend over NumPy owns NumPy's arrays
+        _require(not b.owns(np.ones(2)), "owns() is True for a NumPy array")
+
+
+def _conversions(b: Backend, rtol: float) -> None:
+    import array_api_compat
+
+    np = _np()
+    from ._array import device_of
+
+    host = np.arange(12.0).reshape(3, 4) - 5.5
+    cases = [(host, None), (host, b.xp.float32), (host.astype(np.float32), None),
+             (host.astype(np.int64), None), (host > 0, None), ([[1, 2], [3, 4]], None),
+             (2.5, None)]
+    for obj, dtype in cases:
+        x = b.asarray(obj, dtype=dtype)
+        what = f"asarray({type(obj).__name__} {np.asarray(obj).dtype}, dtype={dtype})"
+        _require(array_api_compat.array_namespace(x) is not None, f"{what}: no namespace")
+        _require(str(device_of(x)) == str(b.device),
+                 f"{what} is on {device_of(x)}, expected the backend's device {b.device}")
+        back = b.to_numpy(x)
+        _require(isinstance(back, np.ndarray), f"to_numpy gave {type(back).__name__}")
+        _require(np.array_equal(back, np.asarray(obj, dtype=back.dtype)),
+                 f"{what}: to_numpy does not give the values back")
+    x = b.asarray(host)
+    t = b.to_numpy(b.xp.matrix_transpose(x))
+    _require(t.flags.c_contiguous and np.array_equal(t, host.T),
+             "to_numpy of a transposed array must be a C-ordered copy of its values")
+    t[...] = 0.0
+    _require(np.array_equal(b.to_numpy(x), host), "editing to_numpy's result changed the array")
+
+
+def _random(b: Backend, rtol: float) -> None:
+    np = _np()
+    f32 = b.xp.float32
+    draws = [b.to_numpy(b.rng(seed).uniform(-1.0, 1.0, (50,), f32)) for seed in (7, 7, 8)]
+    _require(np.array_equal(draws[0], draws[1]), "rng(7) twice gave different numbers")
+    _require(not np.array_equal(draws[0], draws[2]), "rng(7) and rng(8) gave the same numbers")
+    _require(draws[0].dtype == np.float32 and bool(np.all(np.abs(draws[0]) <= 1.0)),
+             f"uniform(-1, 1, float32) gave dtype {draws[0].dtype}, range "
+             f"[{draws[0].min()}, {draws[0].max()}]")
+    normal = b.to_numpy(b.rng(1).normal(0.0, 2.0, (4, 500), b.xp.float64))
+    _require(normal.shape == (4, 500) and abs(float(normal.std()) - 2.0) < 0.2,
+             f"normal(0, 2) gave shape {normal.shape} and std {normal.std():.3f}")
+    perm = b.to_numpy(b.rng(3).permutation(20))
+    _require(perm.dtype.kind in "iu" and sorted(perm.tolist()) == list(range(20)),
+             f"permutation(20) gave {perm.tolist()} of dtype {perm.dtype}")
+
+
+# -- numerics against NumPy -----------------------------------------------------------------
+def _builtin(kind: str) -> list[str]:
+    from .plugins import registry
+
+    return sorted(n for r in registry().records if r.builtin
+                  for n in r.provides.get(kind, []))
+
+
+def _pairs(b: Backend, dtype: str) -> tuple[Backend, Any, Any]:
+    ref = get_backend("numpy")
+    return ref, getattr(ref.xp, dtype), getattr(b.xp, dtype)
+
+
+def _activations(b: Backend, rtol: float) -> None:
+    from .activations import activation
+
+    np = _np()
+    x0 = np.random.default_rng(0).normal(0.0, 2.0, (5, 4))
+    for dtype, tol in (("float32", rtol), ("float64", rtol * rtol)):
+        ref, rdt, bdt = _pairs(b, dtype)
+        for name in _builtin("activations"):
+            fn = activation(name)
+            xr, xb = ref.asarray(x0, dtype=rdt), b.asarray(x0, dtype=bdt)
+            yr, yb = fn.forward(xr), fn.forward(xb)
+            what = f"activation {name!r} ({dtype})"
+            _close(b.to_numpy(yb), yr, tol, f"{what} forward")
+            dy = np.cos(x0)
+            gr = fn.backward(xr, yr, ref.asarray(dy, dtype=rdt))
+            gb = fn.backward(xb, yb, b.asarray(dy, dtype=bdt))
+            _close(b.to_numpy(gb), gr, tol, f"{what} backward")
+
+
+def _losses(b: Backend, rtol: float) -> None:
+    from .losses import loss
+
+    np = _np()
+    gen = np.random.default_rng(1)
+    pred0 = gen.dirichlet(np.ones(3), size=6)  # probability rows: valid for every loss
+    target0 = gen.dirichlet(np.ones(3), size=6)
+    for dtype, tol in (("float32", rtol), ("float64", rtol * rtol)):
+        ref, rdt, bdt = _pairs(b, dtype)
+        for name in _builtin("losses"):
+            for reduction in ("mean", "sum", "none"):
+                fn = loss(name, reduction=reduction)
+                pr, tr = ref.asarray(pred0, dtype=rdt), ref.asarray(target0, dtype=rdt)
+                pb, tb = b.asarray(pred0, dtype=bdt), b.asarray(target0, dtype=bdt)
+                what = f"loss {name!r} (reduction={reduction!r}, {dtype})"
+                _close(b.to_numpy(fn.forward(pb, tb)), fn.forward(pr, tr), tol, what)
+                _close(b.to_numpy(fn.backward(pb, tb)), fn.backward(pr, tr), tol,
+                       f"{what} gradient")
+
+
+def _shapes(b: Backend, rtol: float) -> None:
+    from .errors import ShapeError
+    from .layers import Dense
+
+    np = _np()
+    with use_backend(b.name):
+        layer = Dense(3, 2, seed=0)
+    try:
+        layer.forward(b.asarray(np.ones((4, 5)), dtype=layer.weight.value.dtype))
+    except ShapeError:
+        pass
+    else:
+        raise AssertionError("Dense(3, 2) accepted input of shape (4, 5)")
+    accepted = (ValueError, *getattr(b, "shape_errors", ()))
+    try:
+        b.asarray(np.ones((4, 3))) + b.asarray(np.ones((5, 3)))
+    except accepted:
+        return
+    except Exception as exc:  # noqa: BLE001 - reported as the failure
+        raise AssertionError(
+            f"adding shapes (4, 3) and (5, 3) raised {type(exc).__name__}: {exc}; declare it "
+            f"as the backend's shape_errors = ({type(exc).__name__},)") from None
+    raise AssertionError("adding shapes (4, 3) and (5, 3) was accepted silently")
+
+
+# -- training and files ----------------------------------------------------------------------
+def _model_on(name: str, like: Any = None) -> Any:
+    from .model import MLP
+
+    with use_backend(name):
+        model = MLP([4, 6, 3], activation="tanh", output_activation="softmax", seed=0)
+        if like is not None:
+            backend = model.backend
+            model.load_state_dict({k: backend.asarray(v) for k, v in like.items()})
+    return model
+
+
+def _weights(model: Any) -> dict[str, Any]:
+    return {k: model.backend.to_numpy(v) for k, v in model.state_dict().items()}
+
+
+def _training(b: Backend, rtol: float) -> None:
+    from .train import make_train_step
+
+    np = _np()
+    gen = np.random.default_rng(2)
+    x0, y0 = gen.normal(size=(16, 4)), gen.integers(0, 3, size=16)
+    ref_model = _model_on("numpy")
+    start = _weights(ref_model)
+    ref_loss = make_train_step(ref_model, "cross_entropy", "adam", lr=0.01)(
+        ref_model.backend.asarray(x0, dtype=ref_model.dtype), ref_model.backend.asarray(y0))
+    runs: list[tuple[str, bool | None]] = [("eager", False), ("default", None)]
+    for label, jit in runs:
+        model = _model_on(b.name, start)
+        step = make_train_step(model, "cross_entropy", "adam", lr=0.01, jit_compile=jit)
+        value = step(b.asarray(x0, dtype=model.dtype), b.asarray(y0))
+        b.synchronize()
+        _close(b.to_numpy(value), ref_model.backend.to_numpy(ref_loss), rtol,
+               f"{label} step loss")
+        for key, want in _weights(ref_model).items():
+            _close(_weights(model)[key], want, rtol, f"{label} step, {key} after the update")
+
+
+def _save_load(b: Backend, rtol: float) -> None:
+    from .io import load
+
+    np = _np()
+    model = _model_on(b.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        model.save(path)
+        on_numpy = load(path, backend="numpy")
+        on_numpy.save(path)
+        back = load(path, backend=b.name)
+    for key, want in _weights(model).items():
+        _require(np.array_equal(_weights(on_numpy)[key], want),
+                 f"{key} changed when loaded on numpy")
+        _require(np.array_equal(_weights(back)[key], want), f"{key} changed on the way back")
+
+
+_CHECKS: dict[str, Callable[[Backend, float], None]] = {
+    "protocol": _protocol, "conversions": _conversions, "random": _random,
+    "activations": _activations, "losses": _losses, "shapes": _shapes,
+    "training": _training, "save_load": _save_load,
+}
