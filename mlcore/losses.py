@@ -294,9 +294,13 @@ class CrossEntropy(_Loss):
 
     def _weighted(self, xp: Any, a: Any, target: Any) -> Any:
         """``sum_j y_j a_j`` per sample for the smoothed target y; class indices are picked
-        with ``take_along_axis`` (O(N), no one-hot rows)."""
-        if target.ndim == 1:
-            picked = xp.take_along_axis(a, target[:, None], axis=1)[:, 0]
+        with ``take_along_axis`` (O(N), no one-hot rows), or through one-hot rows where the
+        library lacks that function (it is new in the 2024.12 standard; dask has none)."""
+        take = getattr(xp, "take_along_axis", None)
+        if target.ndim == 1 and take is not None:
+            picked = take(a, target[:, None], axis=1)[:, 0]
+        elif target.ndim == 1:
+            picked = xp.sum(_one_hot(xp, target, a.shape[1], a.dtype) * a, axis=1)
         else:
             picked = xp.sum(target * a, axis=1)
         s = self.label_smoothing

@@ -29,7 +29,8 @@ def test_core_never_imports_an_array_library() -> None:
     offenders = {
         str(p.relative_to(CORE)): sorted(_imported_roots(p) & FORBIDDEN)
         for p in CORE.rglob("*.py")
-        if p.name != "testing.py"  # the conformance kit may use NumPy as a host oracle
+        # the conformance kit (plugins' and backends') may use NumPy as a host oracle
+        if p.name not in ("testing.py", "_backend_checks.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 

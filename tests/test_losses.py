@@ -509,8 +509,11 @@ def test_keyword_arguments_are_accepted(backend: Any) -> None:
     assert backend.to_numpy(fn.backward(p, target=t)).tolist() == [[0.5, -0.5]]
 
 
-def test_calls_run_inside_a_context_manager_device() -> None:
-    """CuPy allocates on its current device: a device that is a context is entered."""
+def test_calls_run_inside_a_declared_context_manager_device(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CuPy allocates on its current device: a device its backend declares (enters_device)
+    is entered; another context-manager device (torch's) is not."""
+    from mlcore import _array
     from mlcore._numerics import on_input_device
 
     entered: list[str] = []
@@ -532,6 +535,10 @@ def test_calls_run_inside_a_context_manager_device() -> None:
             return "done"
 
     fake = Fake()
+    monkeypatch.setitem(_array._ENTERS, Device, False)
+    assert Fn().forward(fake, fake) == "done" and entered == ["run"]
+    monkeypatch.setitem(_array._ENTERS, Device, True)
+    entered.clear()
     assert Fn().forward(fake, fake) == "done" and entered == ["in", "run", "out"]
 
 
@@ -544,3 +551,19 @@ def test_results_stay_on_a_non_default_device(case: Case) -> None:
     p, t = xs.asarray(pred, device=dev), xs.asarray(target, device=dev)
     value, grad = mlcore.loss(case.name, **case.params).value_and_grad(p, t)
     assert value.device == grad.device == dev
+
+
+def test_cross_entropy_with_labels_without_take_along_axis(backend: Any) -> None:
+    """A library lacking take_along_axis (dask) gets the one-hot form: the same values."""
+    import types
+
+    xp = backend.xp
+    rng = np.random.default_rng(0)
+    pred = backend.asarray(rng.dirichlet(np.ones(4), size=5), dtype=xp.float64)
+    labels = backend.asarray(rng.integers(0, 4, size=5))
+    fn = mlcore.loss("cross_entropy", reduction="none")
+    want = backend.to_numpy(fn.forward(pred, labels))
+    lacking = types.SimpleNamespace(**{k: getattr(xp, k) for k in dir(xp)
+                                       if not k.startswith("__") and k != "take_along_axis"})
+    got = backend.to_numpy(fn._weighted(lacking, xp.log(pred), labels))
+    np.testing.assert_allclose(-got, want, rtol=1e-12)
