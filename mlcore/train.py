@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from ._array import check_finite, describe, device_of, device_scope, namespace, scoped
 from ._lossplan import LossPlan, prepare_targets, resolve_loss
+from ._materialize import settler
 from .errors import (
     BackendMismatchError,
     DTypeError,
@@ -92,10 +93,12 @@ def _compile(model: Sequential, plan: LossPlan, opt: Optimizer,
 
     ``sync(params, rows)`` runs between backward and the update (data-parallel training
     averages the gradients over the processes there); with it, a batch of no rows
-    contributes zero gradients and returns no output.
+    contributes zero gradients and returns no output. A lazy backend's ``materialize``
+    runs after each update (:mod:`mlcore._materialize`).
     """
     layers = model.layers[: len(model.layers) - plan.trim]
     params = model.parameters()
+    settle = settler(model.backend, params, opt)
 
     def step(X: Any, T: Any, xp: Any) -> tuple[Any, Any]:
         for p in params:
@@ -110,6 +113,8 @@ def _compile(model: Sequential, plan: LossPlan, opt: Optimizer,
         if sync is not None:
             sync(params, X.shape[0])
         opt.step()
+        if settle is not None:
+            settle()
         return value, out
 
     return step

@@ -73,3 +73,38 @@ def test_faulty_backend_is_told_what_is_wrong(with_template: Any, method: str, c
     with pytest.raises(AssertionError, match=rf"\[backend broken\] {check}: .*"
                        + message.replace("(", r"\(").replace(")", r"\)")):
         check_backend("broken", checks=[check])
+
+
+_LAZY = """
+from mlcore_backend_template import TemplateBackend, hookimpl
+
+CALLS = []
+
+class Lazy(TemplateBackend):
+    name = "lazy"
+
+    def materialize(self, arrays):
+        CALLS.append(len(arrays))
+        return tuple(a.copy() for a in arrays)
+
+@hookimpl
+def mlcore_backends():
+    return [Lazy()]
+"""
+
+
+def test_a_lazy_backend_materialises_parameters_and_state_each_step(with_template: Any) -> None:
+    """The per-step hook: after each eager update, the parameters and optimiser state go
+    through the backend's ``materialize`` and its results are stored (dask's persist)."""
+    import sys
+
+    import numpy as np
+
+    with_template("mlcore-lazy", "lazy_backend", _LAZY, ep_name="lazy")
+    with mlcore.use_backend("lazy"):
+        model = mlcore.MLP([3, 4, 2], seed=0)
+        rng = np.random.default_rng(0)
+        model.fit(rng.normal(size=(12, 3)), rng.integers(0, 2, size=12), loss="cross_entropy",
+                  optimizer="adam", epochs=2, batch_size=4, verbose=False)
+    n = len(model.parameters())
+    assert sys.modules["lazy_backend"].CALLS == [3 * n] * 6  # params, m, v; 6 steps
