@@ -43,6 +43,7 @@ __all__ = ["PluginRecord", "Registry", "registry", "reset", "plugin_manager", "k
 FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy"})
 _BUILTIN_MODULES = ("mlcore.activations", "mlcore.losses")
 _KINDS = ("backends", "activations", "losses")
+_SINGULAR = {"backends": "backend", "activations": "activation", "losses": "loss"}
 
 
 def _truthy(var: str) -> bool:
@@ -161,7 +162,7 @@ class Registry:
         if len(entries) > 1:
             who = " and ".join(e.record.describe() for e in entries)
             raise PluginConflictError(
-                f"The {kind[:-1]} name {name!r} is provided by {who}. Uninstall one of them, "
+                f"The {_SINGULAR[kind]} name {name!r} is provided by {who}. Uninstall one of them, "
                 f"or limit plugins with MLCORE_PLUGINS.",
                 [e.record for e in entries],
             )
@@ -174,7 +175,7 @@ class Registry:
             import difflib
 
             known = self.names(kind)
-            msg = f"Unknown {kind[:-1]} {name!r}. Registered: {', '.join(known)}."
+            msg = f"Unknown {_SINGULAR[kind]} {name!r}. Registered: {', '.join(known)}."
             close = difflib.get_close_matches(str(name), known, n=1)
             if close:
                 msg += f" Did you mean {close[0]!r}?"
@@ -239,9 +240,9 @@ def _validated(kind: str, result: Any) -> list[tuple[str, Any]]:
     out = []
     for name, factory in result.items():
         if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
-            raise TypeError(f"{kind[:-1]} name {name!r} is not a lower-case identifier")
+            raise TypeError(f"{_SINGULAR[kind]} name {name!r} is not a lower-case identifier")
         if not callable(factory):
-            raise TypeError(f"{kind[:-1]} {name!r}: factory {factory!r} is not callable")
+            raise TypeError(f"{_SINGULAR[kind]} {name!r}: factory {factory!r} is not callable")
         out.append((name, factory))
     return out
 
@@ -304,7 +305,7 @@ def make(kind: str, name: str, params: dict[str, Any]) -> Any:
         if any(p not in accepted for p in params):
             bad = ", ".join(repr(p) for p in params if p not in accepted)
             raise InvalidParameterError(
-                f"{kind[:-1].capitalize()} {name!r} got unknown parameter {bad}. "
+                f"{_SINGULAR[kind].capitalize()} {name!r} got unknown parameter {bad}. "
                 f"Accepted: {', '.join(accepted) or 'none'}.",
                 name,
             ) from exc
@@ -314,7 +315,10 @@ def make(kind: str, name: str, params: dict[str, Any]) -> Any:
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     """The fused kernel ``name`` a plugin provides for namespace ``xp``, or None (use the
     plain Array API version); see :func:`mlcore.hookspecs.mlcore_kernel`. Ask once, when
-    the object that uses it is built."""
+    the object that uses it is built. Only the names of :data:`mlcore.hookspecs.KERNELS`
+    are asked for; any other has no kernel (None)."""
+    if name not in hookspecs.KERNELS:
+        return None
     try:
         result = registry().pm.hook.mlcore_kernel(name=name, xp=xp)
     except Exception as exc:  # noqa: BLE001 - a broken kernel plugin must not stop training
