@@ -135,6 +135,12 @@ KERNELS: Mapping[str, KernelSpec] = {
         "kernel(p, g, lr) -> None",
         "p -= lr * g in place (mlcore.optim.SGD's last line; g already holds momentum and "
         "weight decay). May round p - lr g once (a fused multiply-add): a few ulp."),
+    "softmax_cross_entropy": KernelSpec(
+        "kernel(xp, z, t, smoothing=0.0, grad=True) -> (value, gradient or None)",
+        "The mean cross-entropy of softmax(z) over the N rows of the logits z and its "
+        "gradient (softmax(z) - y) / N, as mlcore.losses.CrossEntropy(from_logits=True) "
+        "computes them; t is (N,) class indices (smoothed to (1 - s) one-hot + s / M) or "
+        "(N, M) rows taken as they are. Asked for by that loss in training."),
 }
 """Every kernel name the core asks for, with its signature: the one table the core (which
 asks for kernels only by these names) and the backends (tested against it) share."""
@@ -188,9 +194,27 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     a few ulp of the operands where a kernel documents a fused multiply-add) and must not
     change the inputs it does not document as updated. The first non-None answer wins.
     The names and signatures are those of :data:`KERNELS` (``adam_update``,
-    ``sgd_update``); NumPy's backend provides both, working through large arrays in
-    cache-sized blocks or one compiled loop, so the passes read memory once. Activations and
-    losses need no kernels here: their unchecked formulas are their own
-    (:class:`ActivationKernels`, :class:`LossKernels`), the same for built-ins and plugins.
+    ``sgd_update``, ``softmax_cross_entropy``); NumPy's backend provides the two updates,
+    working through large arrays in cache-sized blocks or one compiled loop, so the passes
+    read memory once; CuPy's all three, each in one launch. Activations and losses have no
+    other kernels: their unchecked formulas are their own (:class:`ActivationKernels`,
+    :class:`LossKernels`), the same for built-ins and plugins.
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def mlcore_compile_step(backend: Backend, step: Callable[..., Any]) -> Callable[..., Any] | None:
+    """Return a compiled version of the training step ``step`` for ``backend``, or None.
+
+    ``step(params: tuple, state: tuple, X, y) -> (new_params: tuple, new_state: tuple,
+    loss)`` is a pure function the core builds from the model, the loss and the optimiser:
+    ``params`` are the parameters' arrays, ``state`` the optimiser's (its step count
+    included, as a 0-d array, so a compiled step computes the bias corrections from it on
+    every call), ``X`` and ``y`` one batch; ``loss`` is a 0-d array. The callable returned
+    has the same signature and gives the same results to float tolerance (JAX: ``jax.jit``
+    with buffer donation; CuPy: one CUDA graph per input shape). It may specialise to the
+    shapes and dtypes it sees. Asked once, when the training step is built; None (every
+    plugin's answer by default) keeps the eager step.
     """
     raise NotImplementedError

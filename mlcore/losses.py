@@ -24,6 +24,7 @@ Conventions shared by every built-in loss:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from . import _numerics as nm
@@ -47,7 +48,7 @@ from ._loss_checks import (
 from .errors import DTypeError, ShapeError
 from .hookspecs import LossFn, hookimpl
 from .plugin import REDUCTIONS, ElementwiseLoss, LossBase
-from .plugins import make, registry
+from .plugins import kernel, make, registry
 
 __all__ = [
     "loss",
@@ -283,12 +284,29 @@ class CrossEntropy(LossBase):
             return nm.softmax(xp, pred, axis=1) - y
         return -y / xp.clip(pred, eps_value(xp, pred, self.eps), None)
 
+    def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+        """As the base's, through the backend's fused ``softmax_cross_entropy`` kernel (one
+        launch on a GPU; :data:`mlcore.hookspecs.KERNELS`) when it has one."""
+        fused = _softmax_ce(xp) if self.from_logits and self.reduction == "mean" else None
+        if fused is None:
+            return super().value_and_grad_unchecked(xp, pred, target)
+        s = self.label_smoothing
+        if s and target.ndim == 2:  # the kernel takes rows as they are
+            target, s = self._dense_target(xp, pred, target), 0.0
+        return fused(xp, pred, target, s)  # type: ignore[no-any-return]
+
     def values_and_gradient(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
         if not self.from_logits:
             return super().values_and_gradient(xp, pred, target)
         y = self._dense_target(xp, pred, target)  # one softmax serves value and gradient
         z, e, total = self._shifted(xp, pred)
         return xp.log(total[:, 0]) - xp.sum(y * z, axis=1), e / total - y
+
+
+@functools.cache
+def _softmax_ce(xp: Any) -> Any:
+    """The backend's fused softmax cross-entropy for ``xp``, or None (asked once per xp)."""
+    return kernel("softmax_cross_entropy", xp)
 
 
 class KLDivergence(LossBase):

@@ -199,7 +199,8 @@ def test_erf_and_erfc_are_accurate(backend: Any) -> None:
     ("activation", "elu", {"alhpa": 0.5}, InvalidParameterError,
      "Activation 'elu' got unknown parameter 'alhpa'. Accepted: alpha."),
     ("activation", "gelu", {"approximate": "erf"}, InvalidParameterError, "'none' or 'tanh'"),
-    ("activation", "softplus", {"beta": 0.0}, InvalidParameterError, "beta must be .* greater than 0"),
+    ("activation", "softplus", {"beta": 0.0}, InvalidParameterError,
+     "beta must be .* greater than 0"),
     ("loss", "huber", {"delta": -1}, InvalidParameterError, "delta must be .* greater than 0"),
     ("loss", "focal", {"gamma": -2}, InvalidParameterError, "gamma must be >= 0"),
     ("loss", "poisson_nll", {"log_input": "yes"}, InvalidParameterError, "True or False"),
@@ -264,6 +265,8 @@ def test_name_claimed_by_a_second_distribution(make_dist: Any) -> None:
         def mlcore_activations():
             return {"gelu": Gelu}
     """)
+    with pytest.warns(PluginWarning, match="clash: activation 'gelu'"):  # found at load
+        mlcore.plugins.registry()
     with pytest.raises(PluginConflictError, match=r"'gelu' is provided by 'activations_extra' "
                        r"\(mlcore-activations-extra 0.1.0\) and 'gelu_clash' "
                        r"\(mlcore-gelu-clash 1.0\)"):
