@@ -9,8 +9,8 @@ file can never execute code; a truncated, tampered or foreign file raises
 then ``os.replace``, so a crash never leaves a half-written model behind.
 
 Tensors are written from host copies (``backend.to_numpy``) and read back through the target
-backend's ``asarray``, so a model saved on one backend loads on any other. safetensors is an
-optional extra: ``pip install "mlcore[io]"``.
+backend's ``asarray``, so a model saved on one backend loads on any other. safetensors is one
+of mlcore's dependencies.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def _safetensors() -> Any:
         import safetensors.numpy as st
     except ImportError as exc:
         raise ModuleNotFoundError(
-            "Saving and loading models needs safetensors, which is not installed. Install it "
-            "with: pip install 'mlcore[io]'.") from exc
+            "Saving and loading models needs safetensors, a dependency of mlcore that is "
+            "missing from this environment. Install it with: pip install safetensors.") from exc
     return st
 
 
