@@ -136,7 +136,8 @@ class Layer:
 
     def config(self) -> dict[str, Any]:
         """The architecture as JSON-ready data (no weights); see :mod:`mlcore.io`."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} is a custom layer, which a model file cannot describe")
 
     def __call__(self, X: Any) -> Any:
         """The output alone (inference), computed on the device of ``X``."""

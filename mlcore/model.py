@@ -6,6 +6,7 @@ evaluates and saves itself; those methods live in :mod:`mlcore.train` and :mod:`
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -14,8 +15,9 @@ from .backend import Backend, get_backend
 from .errors import InvalidParameterError, MlcoreError, ModelFileError, ShapeError
 from .init import default_init
 from .layers import Activation, Backprop, Dense, Layer, Parameter, PReLU, dtype_name
+from .plugins import canonical_name
 
-__all__ = ["Sequential", "MLP", "layer_from_config"]
+__all__ = ["Sequential", "MLP", "layer_from_config", "layer_types"]
 
 
 def chain(layers: Sequence[Layer], X: Any, xp: Any, input_grad: bool) -> tuple[Any, Backprop]:
@@ -94,13 +96,13 @@ class Sequential(Layer):
     def fit(self, X: Any, y: Any, *, loss: Any, optimizer: Any = "adam", lr: float | None = None,
             epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
             validation_data: tuple[Any, Any] | None = None,
-            verbose: bool | str = "auto") -> dict[str, list[float]]:
+            verbose: bool | str = "auto", distributed: Any = False) -> dict[str, list[float]]:
         """Train on mini-batches; see :func:`mlcore.train.fit`."""
         from .train import fit
 
         return fit(self, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
                    batch_size=batch_size, shuffle=shuffle, seed=seed,
-                   validation_data=validation_data, verbose=verbose)
+                   validation_data=validation_data, verbose=verbose, distributed=distributed)
 
     def train_step(self, X: Any, y: Any, loss: Any, optimizer: Any) -> Any:
         """One optimisation step on a batch; returns the loss as a 0-d array (no sync).
@@ -188,11 +190,9 @@ class MLP(Sequential):
     def __init__(self, sizes: Sequence[int], activation: str = "relu",
                  output_activation: str | None = None, seed: int | None = None, *,
                  init: str | None = None, bias: bool = True, dtype: Any = None) -> None:
-        self.sizes = [int(s) for s in sizes]
-        if len(self.sizes) < 2:
-            raise InvalidParameterError(
-                f"MLP needs at least an input and an output size, received sizes={sizes!r}.",
-                sizes)
+        self.sizes = _sizes(sizes)
+        activation = canonical_name(activation)
+        output_activation = canonical_name(output_activation)
         self.activation, self.output_activation = activation, output_activation
         self.init, self.bias = init, bias
         rng = get_backend().rng(seed)
@@ -212,6 +212,30 @@ class MLP(Sequential):
                 "dtype": dtype_name(self.backend.xp, self.dtype)}
 
 
+def _sizes(sizes: Any) -> list[int]:
+    """``sizes`` as a list of positive ints (NumPy integers accepted; floats refused)."""
+    try:
+        items = list(sizes)
+    except TypeError:
+        items = None
+    if items is None or len(items) < 2:
+        raise InvalidParameterError(
+            f"MLP needs a list of at least an input and an output size, such as [784, 128, "
+            f"10]; received sizes={sizes!r}.", sizes)
+    out = []
+    for i, s in enumerate(items):
+        try:
+            n = operator.index(s) if not isinstance(s, bool) else 0
+        except TypeError:
+            n = 0
+        if n < 1:
+            raise InvalidParameterError(
+                f"MLP sizes must be positive integers; sizes[{i}] is {s!r}. Pass whole "
+                f"numbers, such as [2, 4, 1].", sizes)
+        out.append(n)
+    return out
+
+
 def layer_from_config(cfg: Any) -> Layer:
     """Rebuild a layer from :meth:`Layer.config` data (weights zero; no code is run).
 
@@ -227,6 +251,11 @@ def layer_from_config(cfg: Any) -> Layer:
     except (KeyError, TypeError, ValueError, MlcoreError) as exc:
         raise ModelFileError(f"Malformed {cfg['type']} entry in the model file: {exc}.",
                              cfg) from exc
+
+
+def layer_types() -> list[str]:
+    """The layer types a model file can hold (:func:`layer_from_config` builds them)."""
+    return list(_BUILDERS)
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any]], Layer]] = {

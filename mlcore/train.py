@@ -86,17 +86,29 @@ def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any) -> _Data:
     return _Data(Xa, targets, labels)
 
 
-def _compile(model: Sequential, plan: LossPlan, opt: Optimizer) -> Step:
-    """The training step for ``plan`` and ``opt``: ``step(X, T, xp) -> (loss, output)``."""
+def _compile(model: Sequential, plan: LossPlan, opt: Optimizer,
+             sync: Callable[[list[Any], int], None] | None = None) -> Step:
+    """The training step for ``plan`` and ``opt``: ``step(X, T, xp) -> (loss, output)``.
+
+    ``sync(params, rows)`` runs between backward and the update (data-parallel training
+    averages the gradients over the processes there); with it, a batch of no rows
+    contributes zero gradients and returns no output.
+    """
     layers = model.layers[: len(model.layers) - plan.trim]
     params = model.parameters()
 
     def step(X: Any, T: Any, xp: Any) -> tuple[Any, Any]:
         for p in params:
             p.grad = None
+        if sync is not None and X.shape[0] == 0:
+            sync(params, 0)
+            opt.step()
+            return xp.zeros((), dtype=X.dtype), None
         out, backprop = chain(layers, X, xp, False)
         value, grad = plan.value_and_grad(xp, out, T)
         backprop(grad)
+        if sync is not None:
+            sync(params, X.shape[0])
         opt.step()
         return value, out
 
@@ -148,17 +160,18 @@ def _shuffled(xp: Any, data: _Data, order: Any) -> _Data:
     return _Data(*(None if a is None else xp.take(a, order, axis=0) for a in data))
 
 
-def _run_epoch(xp: Any, step: Step, plan: LossPlan, data: _Data, batch_size: int,
-               bar: Any) -> dict[str, float]:
-    n = data.X.shape[0]
+def _run_epoch(xp: Any, step: Step, plan: LossPlan, data: _Data,
+               batches: list[tuple[int, int]], bar: Any, dp: Any = None) -> dict[str, float]:
     total = xp.zeros((), dtype=data.X.dtype)
     correct = xp.zeros((), dtype=xp.int64)
-    for start, stop in _batches(n, batch_size):
+    for start, stop in batches:
         value, out = step(data.X[start:stop, ...], data.targets[start:stop, ...], xp)
         total = total + value * (stop - start)
-        if data.labels is not None:
+        if data.labels is not None and out is not None:
             correct = correct + plan.correct(xp, out, data.labels[start:stop, ...])
         bar.update(1)
+    if dp is not None:  # every process's sums: the epoch over all of the data
+        total, correct = dp.reduce_sums([total, correct])
     return _summary(plan, data, total, correct)
 
 
@@ -191,7 +204,7 @@ def _evaluate_data(model: Sequential, plan: LossPlan, data: _Data,
 def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimizer = "adam",
         lr: float | None = None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
         seed: int | None = None, validation_data: tuple[Any, Any] | None = None,
-        verbose: bool | str = "auto") -> dict[str, list[float]]:
+        verbose: bool | str = "auto", distributed: Any = False) -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
     ``loss``: a registered loss name or loss object; ``optimizer``: ``"sgd"``, ``"adam"``,
@@ -201,26 +214,55 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
     ``"loss"`` per epoch, ``"accuracy"`` for cross-entropy losses, and ``"val_loss"`` /
     ``"val_accuracy"`` with ``validation_data=(X_val, y_val)``. ``verbose="auto"`` shows a
     tqdm progress bar only when stderr is a terminal; ``True`` always, ``False`` never.
+
+    ``distributed=True`` (or a :class:`mlcore.distributed.DataParallel`) trains data-parallel
+    over the processes of an MPI job, each taking its share of every global batch of
+    ``size · batch_size`` rows (see :mod:`mlcore.distributed.parallel`); in a single
+    process it changes nothing.
     """
     epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
     plan = resolve_loss(model, loss)
     data = _prepare(model, plan, X, y)
     val = None if validation_data is None else _prepare(model, plan, *validation_data)
-    step = _compile(model, plan, get_optimizer(optimizer, model.parameters(), lr))
+    opt = get_optimizer(optimizer, model.parameters(), lr)
+    dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
+                        epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    step = _compile(model, plan, opt, None if dp is None else dp.reduce_gradients)
     model.last_loss = loss
+    seed = seed if dp is None else dp.agree_seed(seed)
     xp, rng = model.namespace(data.X), model.backend.rng(seed)
     history: dict[str, list[float]] = {}
-    n_batches = len(_batches(data.X.shape[0], batch_size))
-    with _scope(model, data.X), _progress(verbose, epochs * n_batches) as bar:
+    batches = _batches(data.X.shape[0], batch_size) if dp is None else dp.batches(
+        data.X.shape[0], batch_size)
+    verbose = verbose if dp is None or dp.rank == 0 else False
+    with _scope(model, data.X), _progress(verbose, epochs * len(batches)) as bar, \
+            _guard(dp):
         for _ in range(epochs):
             epoch_data = _shuffled(xp, data, rng.permutation(data.X.shape[0])) if shuffle else data
-            stats = _run_epoch(xp, step, plan, epoch_data, batch_size, bar)
+            stats = _run_epoch(xp, step, plan, epoch_data, batches, bar, dp)
             if val is not None:
                 stats |= {f"val_{k}": v for k, v in _evaluate_data(model, plan, val, None).items()}
             for key, value in stats.items():
                 history.setdefault(key, []).append(value)
             bar.set_postfix({k: round(v, 4) for k, v in stats.items()})
     return history
+
+
+def _data_parallel(distributed: Any, model: Sequential, data: _Data, val: _Data | None,
+                   **settings: Any) -> Any:
+    """The :class:`~mlcore.distributed.DataParallel` of a distributed fit, started (facts
+    checked, weights broadcast), or None (not asked, or a single process)."""
+    if distributed is False or distributed is None:
+        return None
+    from .distributed.parallel import for_fit
+
+    return for_fit(distributed, model, data.X, None if val is None else val.X, settings)
+
+
+def _guard(dp: Any) -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext() if dp is None else dp.guard()
 
 
 def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
