@@ -197,6 +197,16 @@ class CupyBackend:
     def is_available(self) -> bool:
         return self.unavailable_reason() == ""
 
+    def communicator(self, world: Any) -> Any:
+        """NCCL between GPUs for ``mlcore.distributed`` with ``MLCORE_CUPY_NCCL=1`` (see
+        :mod:`mlcore_cupy.nccl`; not yet run on a multi-GPU machine), else None: MPI over
+        host memory."""
+        if os.environ.get("MLCORE_CUPY_NCCL", "") != "1":
+            return None
+        from .nccl import NcclCommunicator
+
+        return NcclCommunicator(self, world)
+
     def memory_stats(self) -> dict[str, int]:
         """Bytes in CuPy's memory pool for this device (used by arrays, held) and on the card."""
         cupy = self._cupy
