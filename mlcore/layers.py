@@ -16,6 +16,7 @@ Layer sequences (:class:`~mlcore.Sequential`, :class:`~mlcore.MLP`) live in
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -118,10 +119,15 @@ def dtype_name(xp: Any, dtype: Any) -> str:
 
 
 def _check_size(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """A positive int (a NumPy integer too); floats, strings and bools are refused."""
+    try:
+        n = operator.index(value) if not isinstance(value, bool) else 0
+    except TypeError:
+        n = 0
+    if n < 1:
         raise InvalidParameterError(
             f"{name} must be a positive integer, received {value!r}.", value)
-    return value
+    return n
 
 
 class Layer:
@@ -150,7 +156,12 @@ class Layer:
             f"{type(self).__name__} is a custom layer, which a model file cannot describe")
 
     def __call__(self, X: Any) -> Any:
-        """The output alone (inference), computed on the device of ``X``."""
+        """The output alone (inference), computed on the device of ``X``; a list (or any
+        non-array) is converted as :meth:`Sequential.predict` converts it."""
+        if not hasattr(X, "shape"):
+            from .train import to_layer_input
+
+            X = to_layer_input(self, X)
         with device_scope(X, names=("X",)):
             return self.forward(X, input_grad=False)[0]
 
@@ -304,19 +315,20 @@ class Activation(Layer):
     """A registered activation (:func:`mlcore.activation`) as a layer without parameters.
 
     Its backward reuses the forward output: ``backward(X, Y, dY)``. Inside a model (``xp``
-    given by the container, which resolved it once and runs on the inputs' device) a
-    built-in activation runs its unchecked kernels directly, after an O(1) dtype check: the
-    per-call namespace lookup, dtype scan and device scope of the public ``forward`` cost
-    more than ``tanh`` itself on small layers.
+    given by the container, which resolved it once and runs on the inputs' device) an
+    activation that has the unchecked kernel pair (:class:`mlcore.hookspecs.ActivationKernels`,
+    given by :class:`mlcore.plugin.ActivationBase` to built-ins and plugins alike) runs it
+    directly, after an O(1) dtype check: the per-call namespace lookup, dtype scan and
+    device scope of the public ``forward`` cost more than ``tanh`` itself on small layers.
     """
 
     def __init__(self, name: str, **params: Any) -> None:
         self.name = name
         self.params = params
         self.fn = activation(name, **params)
-        fwd = getattr(self.fn, "_forward_unchecked", None)
-        bwd = getattr(self.fn, "_backward_unchecked", None)
-        self._kernels = (fwd, bwd) if fwd is not None and bwd is not None else None
+        fwd = getattr(self.fn, "forward_unchecked", None)
+        bwd = getattr(self.fn, "backward_unchecked", None)
+        self._kernels = (fwd, bwd) if callable(fwd) and callable(bwd) else None
 
     def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
         kernels = self._kernels

@@ -97,6 +97,7 @@ class Sequential(Layer):
             epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
             validation_data: tuple[Any, Any] | None = None,
             verbose: bool | str = "auto", distributed: Any = False,
+            on_nonfinite: str = "raise",
             jit_compile: bool | None = None) -> dict[str, list[float]]:
         """Train on mini-batches; see :func:`mlcore.train.fit`."""
         from .train import fit
@@ -104,7 +105,7 @@ class Sequential(Layer):
         return fit(self, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
                    batch_size=batch_size, shuffle=shuffle, seed=seed,
                    validation_data=validation_data, verbose=verbose, distributed=distributed,
-                   jit_compile=jit_compile)
+                   on_nonfinite=on_nonfinite, jit_compile=jit_compile)
 
     def train_step(self, X: Any, y: Any, loss: Any, optimizer: Any) -> Any:
         """One optimisation step on a batch; returns the loss as a 0-d array (no sync).

@@ -26,6 +26,7 @@ class StrictBackend:
 
     name = "strict"
     inplace = True  # the core may write into its arrays (optimiser updates, Parameter.set)
+    conformance = True  # proves the core uses only the standard; ~2x slower by design
     xp = array_api_strict
     device = array_api_strict.Device("CPU_DEVICE")
 
