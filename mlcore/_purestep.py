@@ -30,7 +30,7 @@ from typing import Any
 from .errors import InvalidParameterError, PluginWarning
 from .optim import SGD, Adam, AdamW, Optimizer
 
-__all__ = ["PureStep", "build", "optimizer_rule"]
+__all__ = ["PureStep", "build", "compiled_step", "optimizer_rule"]
 
 Pure = Callable[[tuple[Any, ...], tuple[Any, ...], Any, Any], tuple[Any, Any, Any]]
 
@@ -151,6 +151,18 @@ class PureStep:
         self.rule.write(new_state)
         return loss
 
+    def run_epoch(self, data: Any, batches: Sequence[tuple[int, int]], bar: Any,
+                  guard: Callable[[Any], None] | None, count_dtype: Any) -> tuple[Any, Any]:
+        """One epoch over ``batches`` of ``data`` (``fit``'s ``_Data``); returns the sums
+        (loss times rows, correct predictions). ``guard(loss)`` checks each step's loss."""
+        self.start_sums(data.X, count_dtype)
+        for start, stop in batches:
+            value = self(data.X[start:stop, ...], data.targets[start:stop, ...])
+            if guard is not None:
+                guard(value)
+            bar.update(1)
+        return self.take_sums()
+
     def start_sums(self, like: Any, count_dtype: Any) -> None:
         """Start the epoch's sums at zero (``fit`` does, before each epoch)."""
         dev = getattr(like, "device", None)
@@ -160,6 +172,18 @@ class PureStep:
     def take_sums(self) -> tuple[Any, Any]:
         """The epoch's (loss times rows, correct predictions) so far."""
         return self._sums[0], self._sums[1]
+
+
+def compiled_step(model: Any, plan: Any, opt: Optimizer, metrics: bool,
+                  jit_compile: bool | None) -> PureStep | None:
+    """The backend's compiled training step for ``model`` (see :func:`build`), or None."""
+    if jit_compile is False:
+        return None
+    from .model import chain
+    from .plugins import registry
+
+    return build(model, plan, opt, metrics, jit_compile, chain,
+                 registry().pm.hook.mlcore_compile_step)
 
 
 def build(model: Any, plan: Any, opt: Optimizer, metrics: bool, jit_compile: bool | None,

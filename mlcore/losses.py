@@ -263,7 +263,7 @@ class CrossEntropy(LossBase):
         if target.ndim == 1 and take is not None:
             picked = take(a, target[:, None], axis=1)[:, 0]
         elif target.ndim == 1:
-            picked = xp.sum(_one_hot(xp, target, a.shape[1], a.dtype) * a, axis=1)
+            picked = xp.sum(nm.one_hot(xp, target, a.shape[1], a.dtype) * a, axis=1)
         else:
             picked = xp.sum(target * a, axis=1)
         s = self.label_smoothing

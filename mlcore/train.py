@@ -16,7 +16,6 @@ batch losses and correct counts on the device and converts them once per epoch.
 from __future__ import annotations
 
 import operator
-import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,6 +23,8 @@ from ._array import check_finite, describe, device_of, device_scope, namespace, 
 from ._guards import make_guard
 from ._lossplan import LossPlan, prepare_targets, resolve_loss
 from ._materialize import settler
+from ._progress import progress
+from ._purestep import compiled_step
 from .backend import get_backend
 from .errors import (
     BackendMismatchError,
@@ -182,7 +183,7 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     """
     plan = resolve_loss(model, loss)
     opt = get_optimizer(optimizer, model.parameters(), lr)
-    compiled = _compiled(model, plan, opt, False, jit_compile)
+    compiled = compiled_step(model, plan, opt, False, jit_compile)
     if compiled is not None:
         return compiled  # type: ignore[no-any-return]
     step = _compile(model, plan, opt)
@@ -193,18 +194,6 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
         return step(X, y, namespace(X, y, first, names=names))[0]
 
     return scoped(device_of(first), train_step)  # type: ignore[no-any-return]
-
-
-def _compiled(model: Sequential, plan: LossPlan, opt: Optimizer, metrics: bool,
-              jit_compile: bool | None) -> Any:
-    """The backend's compiled step (:class:`mlcore._purestep.PureStep`), or None."""
-    from ._purestep import build
-    from .plugins import registry
-
-    if jit_compile is False:
-        return None
-    return build(model, plan, opt, metrics, jit_compile, chain,
-                 registry().pm.hook.mlcore_compile_step)
 
 
 def _check_count(value: Any, name: str) -> int:
@@ -240,19 +229,6 @@ def _run_epoch(xp: Any, step: Step, plan: LossPlan, data: _Data,
     if dp is not None:  # every process's sums: the epoch over all of the data
         total, correct = dp.reduce_sums([total, correct])
     return _summary(plan, data, total, correct)
-
-
-def _run_compiled(xp: Any, step: Any, plan: LossPlan, data: _Data,
-                  batches: list[tuple[int, int]], bar: Any,
-                  guard: Callable[[Any], None] | None) -> dict[str, float]:
-    """An epoch of compiled steps; the epoch's sums travel in the step's state."""
-    step.start_sums(data.X, _zero_count(xp, data.X).dtype)
-    for start, stop in batches:
-        value = step(data.X[start:stop, ...], data.targets[start:stop, ...])
-        if guard is not None:
-            guard(value)
-        bar.update(1)
-    return _summary(plan, data, *step.take_sums())
 
 
 def _zero_count(xp: Any, like: Any) -> Any:
@@ -291,7 +267,6 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
         lr: float | None = None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
         seed: int | None = None, validation_data: tuple[Any, Any] | None = None,
         verbose: bool | str = "auto", distributed: Any = False,
-        verbose: bool | str = "auto", distributed: Any = False,
         on_nonfinite: str = "raise", jit_compile: bool | None = None) -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
@@ -326,7 +301,7 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
     dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
                         epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed)
     step = _compile(model, plan, opt, None if dp is None else dp.reduce_gradients, guard)
-    fast = _compiled(model, plan, opt, True, jit_compile) if dp is None else None
+    fast = compiled_step(model, plan, opt, True, jit_compile) if dp is None else None
     model.last_loss = loss
     seed = seed if dp is None else dp.agree_seed(seed)
     xp, rng = model.namespace(data.X), model.backend.rng(seed)
@@ -334,14 +309,15 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
     batches = _batches(data.X.shape[0], batch_size) if dp is None else dp.batches(
         data.X.shape[0], batch_size)
     verbose = verbose if dp is None or dp.rank == 0 else False
-    with _scope(model, data.X), _progress(verbose, epochs * len(batches)) as bar, \
+    with _scope(model, data.X), progress(verbose, epochs * len(batches)) as bar, \
             _guard(dp):
         for epoch in range(epochs):
             if guard is not None:
                 guard.start_epoch(epoch)
             epoch_data = _shuffled(xp, data, rng.permutation(data.X.shape[0])) if shuffle else data
             stats = (_run_epoch(xp, step, plan, epoch_data, batches, bar, dp) if fast is None
-                     else _run_compiled(xp, fast, plan, epoch_data, batches, bar, guard))
+                     else _summary(plan, epoch_data, *fast.run_epoch(
+                         epoch_data, batches, bar, guard, _zero_count(xp, data.X).dtype)))
             if val is not None:
                 stats |= {f"val_{k}": v for k, v in _evaluate_data(model, plan, val, None).items()}
                 if guard is not None:
@@ -405,44 +381,3 @@ def _scope(model: Sequential, X: Any) -> Any:
     :func:`mlcore._array.device_scope`."""
     first = [p.value for p in model.parameters()[:1]]
     return device_scope(X, *first, names=("X", "model parameters")[: 1 + len(first)])
-
-
-class _Quiet:
-    """A progress bar that shows nothing."""
-
-    def __enter__(self) -> _Quiet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int = 1) -> None:
-        return None
-
-    def set_postfix(self, stats: dict[str, float]) -> None:
-        return None
-
-
-class _Lines(_Quiet):
-    """Progress as one line per epoch on stderr (when tqdm is not installed)."""
-
-    epoch = 0
-
-    def set_postfix(self, stats: dict[str, float]) -> None:
-        self.epoch += 1
-        text = " ".join(f"{k}={v:.4f}" for k, v in stats.items())
-        print(f"epoch {self.epoch}: {text}", file=sys.stderr)
-
-
-def _progress(verbose: bool | str, total: int) -> Any:
-    if verbose not in (True, False, "auto", 0, 1):
-        raise InvalidParameterError(
-            f"verbose must be True, False or 'auto', received {verbose!r}.", verbose)
-    show = sys.stderr.isatty() if verbose == "auto" else bool(verbose)
-    if not show:
-        return _Quiet()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _Lines()
-    return tqdm(total=total, unit="batch", file=sys.stderr, dynamic_ncols=True)

@@ -63,7 +63,9 @@ def make(case: Case, dtype: Any, name: str) -> FnBench:
 
 def _bench(backend: Any, step: Callable[[], Any], result: Callable[[], list[Any]]) -> FnBench:
     memory = "cupy" if backend.name == "cupy" else "host"
-    ctx = backend.device if hasattr(type(backend.device), "__enter__") else None
+    from mlcore._array import enters_device  # the backend declares it (CuPy; not torch)
+
+    ctx = backend.device if enters_device(backend.device) else None
     return FnBench(step, result, backend.synchronize, memory, {"device": str(backend.device)},
                    ctx)
 
