@@ -23,7 +23,8 @@ from typing import Any
 __all__ = ["FIRST_PARTY", "SINGULAR", "truthy", "norm", "canonical_name", "disabled_reason",
            "validated"]
 
-FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy"})
+FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy", "mlcore-torch",
+                         "mlcore-jax"})
 SINGULAR = {"backends": "backend", "activations": "activation", "losses": "loss"}
 """How each kind of plugin object is named in messages."""
 

@@ -4,9 +4,9 @@ Nothing happens at import. The first call to :func:`registry` builds one pluggy
 ``PluginManager`` (project ``mlcore``) and, in this order:
 
 1. registers mlcore's built-in activations and losses; their names are protected;
-2. loads the first-party backends (``mlcore-numpy``, ``mlcore-strict``, ``mlcore-cupy``:
-   part of mlcore, shipped apart only so the core cannot import an array library); their
-   backend names are protected too;
+2. loads the first-party backends (``mlcore-numpy``, ``mlcore-strict``, ``mlcore-cupy``,
+   ``mlcore-torch``, ``mlcore-jax``: part of mlcore, shipped apart only so the core cannot
+   import an array library); their backend names are protected too;
 3. loads every other entry point of the ``mlcore`` group, one at a time.
 
 Each plugin is imported and its hooks called one plugin at a time, so a plugin that fails to
