@@ -297,8 +297,11 @@ def summary_lines(path: Path) -> list[str]:
                     else "1")
             share = row.get(f"{name}_gemm_share")
             launches = row.get("launches", {}).get(name)
-            counts = (f"{launches['launch_calls_per_step']:.0f} / "
-                      f"{launches['gpu_kernels_per_step']:.0f}" if launches else "")
+            counts = ""
+            if launches:  # no call seen beside kernels: launched through an API not traced
+                calls = launches["launch_calls_per_step"]
+                shown = "n/a" if calls == 0 and launches["gpu_kernels_per_step"] else f"{calls:.0f}"
+                counts = f"{shown} / {launches['gpu_kernels_per_step']:.0f}"
             lines.append(f"| {row['optimizer']} | {row['batch']} | {name} | "
                          f"{row[f'{name}_ms']:.3g} | {text} | "
                          f"{'' if share is None else f'{share:.1%}'} | {counts} |")
