@@ -41,16 +41,12 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT.parent)]  # mlcore_bench (or the older benchmarks package)
-
-import mlcore  # noqa: E402
-
-try:  # the benchmark suite as a distribution, or the checkout's older package
-    from mlcore_bench import cases, reference_torch
-except ImportError:  # pragma: no cover - before the split
-    from benchmarks import cases, reference_torch  # type: ignore[no-redef]
+sys.path[:0] = [str(ROOT), str(ROOT.parent)]  # this checkout's mlcore_bench and mlcore
 
 from gpu_checks import gemm_flops  # noqa: E402
+from mlcore_bench import cases, reference_torch  # noqa: E402
+
+import mlcore  # noqa: E402
 
 SIZES = (784, 512, 512, 10)
 TARGETS = ((256, 0.5), (4096, 0.9))
