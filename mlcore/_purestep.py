@@ -78,9 +78,13 @@ class _AdamRule:
 
     def __init__(self, opt: Adam) -> None:
         self.opt = opt
+        self._t: tuple[int, Any] = (-1, None)  # (host count, the step's own 0-d array)
 
     def state(self, xp: Any) -> tuple[Any, ...]:
         opt = self.opt
+        count, t = self._t
+        if count == opt.steps[0] and all(a is not None for a in opt.m):
+            return (t, *opt.m, *opt.v)  # as the last step left it: no host-to-device copy
         first = opt.params[0].value
         t = xp.asarray(float(opt.steps[0]), dtype=first.dtype, device=getattr(first, "device",
                                                                               None))
@@ -114,6 +118,7 @@ class _AdamRule:
         opt, n = self.opt, len(self.opt.params)
         opt.m[:], opt.v[:] = list(state[1:1 + n]), list(state[1 + n:])
         opt.steps[:] = [s + 1 for s in opt.steps]  # the host's count, never read back
+        self._t = (opt.steps[0], state[0])
 
 
 def optimizer_rule(opt: Optimizer) -> _SGDRule | _AdamRule | None:

@@ -150,7 +150,7 @@ class JaxBackend:
             out = obj if dtype is None else obj.astype(dtype)
             return out if self.device in out.devices() else jax.device_put(out, self.device)
         host = np.asarray(obj)
-        if host.dtype.kind not in "biuf":
+        if host.dtype.kind not in "biufc":
             raise TypeError(f"cannot convert an array of dtype {host.dtype} to a JAX array")
         if dtype is None and not self.x64:
             host = host.astype(_narrow(host.dtype), copy=False)  # what JAX would do, silently

@@ -153,7 +153,7 @@ class TorchBackend:
         if isinstance(obj, torch.Tensor):
             return obj.detach().to(device=self.device, dtype=dtype)
         host = np.asarray(obj)
-        if host.dtype.kind not in "biuf":
+        if host.dtype.kind not in "biufc":
             raise TypeError(f"cannot convert an array of dtype {host.dtype} to a tensor")
         if not host.flags.writeable:  # torch would warn and share read-only memory
             host = host.copy()
