@@ -106,6 +106,10 @@ def test_graph_step_gives_the_eager_weights_with_one_launch_per_step(cupy: FakeC
     assert got[2] == eager[2]
     assert (compiled.eager_calls, compiled.replays) == (1, 5)
     assert cupy.state["graph_launches"] == 5 and not compiled.reasons
+    (g,) = compiled.graphs.values()
+    nodes = g.nodes()  # what one replay stands for: the step's operations, then the copies
+    assert nodes["MEMCPY"] == 7 and nodes["KERNEL"] > 30
+    assert graph.latest() is compiled
     assert float(got[1][-1]) == 6.0  # the step count, advanced on the device each replay
 
 
