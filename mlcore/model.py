@@ -96,13 +96,15 @@ class Sequential(Layer):
     def fit(self, X: Any, y: Any, *, loss: Any, optimizer: Any = "adam", lr: float | None = None,
             epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
             validation_data: tuple[Any, Any] | None = None,
-            verbose: bool | str = "auto", distributed: Any = False) -> dict[str, list[float]]:
+            verbose: bool | str = "auto", distributed: Any = False,
+            on_nonfinite: str = "raise") -> dict[str, list[float]]:
         """Train on mini-batches; see :func:`mlcore.train.fit`."""
         from .train import fit
 
         return fit(self, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
                    batch_size=batch_size, shuffle=shuffle, seed=seed,
-                   validation_data=validation_data, verbose=verbose, distributed=distributed)
+                   validation_data=validation_data, verbose=verbose, distributed=distributed,
+                   on_nonfinite=on_nonfinite)
 
     def train_step(self, X: Any, y: Any, loss: Any, optimizer: Any) -> Any:
         """One optimisation step on a batch; returns the loss as a 0-d array (no sync).

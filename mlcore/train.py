@@ -15,12 +15,15 @@ batch losses and correct counts on the device and converts them once per epoch.
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ._array import check_finite, describe, device_of, device_scope, namespace
+from ._guards import make_guard
 from ._lossplan import LossPlan, prepare_targets, resolve_loss
+from .backend import get_backend
 from .errors import (
     BackendMismatchError,
     DTypeError,
@@ -43,23 +46,30 @@ class _Data(NamedTuple):
 
 
 def _convert(backend: Any, data: Any, name: str) -> Any:
-    """``data`` as an array of ``backend`` (unchanged when it already is one)."""
-    if backend.owns(data):
-        return data
+    """``data`` as an array of ``backend`` (unchanged when it already is one) holding real
+    numbers (complex is refused, never cast)."""
     try:
-        array = backend.asarray(data)
+        array = data if backend.owns(data) else backend.asarray(data)
     except (TypeError, ValueError, RuntimeError) as exc:
         detail = str(exc).rstrip(".")
+        if type(data).__module__ == "numpy" and hasattr(data, "astype"):
+            raise DTypeError(
+                f"{name} is a {describe(data)}, which the {backend.name} backend cannot hold: "
+                f"{detail}. Convert it first: {name}.astype('float32').", data) from exc
         if hasattr(data, "shape"):  # an array of another library or device
             raise BackendMismatchError(
                 f"{name} is a {describe(data)} and could not be converted to a "
                 f"{backend.name} array: {detail}. Convert it explicitly first (for example "
-                f"to NumPy).", data) from exc
+                f"to a NumPy float32 array).", data) from exc
         raise InvalidValueError(f"{name} could not be converted to an array: {detail}. Pass "
                                 f"a rectangular list or array of numbers.", data) from exc
     xp = backend.xp
     if not xp.isdtype(array.dtype, ("real floating", "integral", "bool")):
-        raise DTypeError(f"{name} must hold numbers, received dtype {array.dtype}.", data)
+        fix = (f" mlcore trains on real numbers: pass {name}.real, or the real and imaginary "
+               f"parts as separate features." if xp.isdtype(array.dtype, "complex floating")
+               else "")
+        raise DTypeError(f"{name} must hold real numbers, received dtype {array.dtype}.{fix}",
+                         data)
     return array
 
 
@@ -73,22 +83,54 @@ def to_model_input(model: Sequential, X: Any, name: str = "X") -> Any:
     return X
 
 
-def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any) -> _Data:
-    Xa = to_model_input(model, X)
-    ya = _convert(model.backend, y, "y")
+def to_layer_input(layer: Any, X: Any) -> Any:
+    """A list (or other non-array) ``X`` given to ``layer(X)``, as an array of the layer's
+    backend and parameter dtype (float32 for a layer without parameters)."""
+    params = layer.parameters()
+    backend = getattr(layer, "backend", None) or get_backend()
+    array = _convert(backend, X, "X")
+    xp = namespace(array, names=("X",))
+    dtype = params[0].value.dtype if params else xp.float32
+    return array if array.dtype == dtype else xp.astype(array, dtype)
+
+
+def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any,
+             names: tuple[str, str] = ("X", "y")) -> _Data:
+    Xa = to_model_input(model, X, names[0])
+    ya = _convert(model.backend, y, names[1])
     xp = model.namespace(Xa, ya)
     n = Xa.shape[0] if Xa.ndim else 0
     if n == 0 or ya.ndim == 0 or ya.shape[0] != n:
         raise ShapeError(
-            f"X and y must hold the same number (>= 1) of samples; received X of shape "
-            f"{tuple(Xa.shape)} and y of shape {tuple(ya.shape)}.", (X, y))
+            f"{names[0]} and {names[1]} must hold the same number (>= 1) of samples; "
+            f"received {names[0]} of shape {tuple(Xa.shape)} and {names[1]} of shape "
+            f"{tuple(ya.shape)}.", (X, y))
     targets, labels = prepare_targets(xp, plan, ya, model.out_features, model.dtype)
     return _Data(Xa, targets, labels)
 
 
+def _prepare_validation(model: Sequential, plan: LossPlan, validation_data: Any) -> _Data:
+    if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+        raise InvalidParameterError(
+            f"validation_data must be a pair (X_val, y_val), received "
+            f"{_kind(validation_data)}. Pass validation_data=(X_val, y_val).", validation_data)
+    return _prepare(model, plan, validation_data[0], validation_data[1],
+                    names=("validation_data[0] (X_val)", "validation_data[1] (y_val)"))
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, tuple | list):
+        return f"a {type(obj).__name__} of {len(obj)} items"
+    return describe(obj) if hasattr(obj, "shape") else type(obj).__name__
+
+
 def _compile(model: Sequential, plan: LossPlan, opt: Optimizer,
-             sync: Callable[[list[Any], int], None] | None = None) -> Step:
+             sync: Callable[[list[Any], int], None] | None = None,
+             guard: Callable[[Any], None] | None = None) -> Step:
     """The training step for ``plan`` and ``opt``: ``step(X, T, xp) -> (loss, output)``.
+
+    ``guard(loss)`` runs before the backward pass and the update (it raises on a
+    non-finite loss, see :mod:`mlcore._guards`).
 
     ``sync(params, rows)`` runs between backward and the update (data-parallel training
     averages the gradients over the processes there); with it, a batch of no rows
@@ -106,6 +148,8 @@ def _compile(model: Sequential, plan: LossPlan, opt: Optimizer,
             return xp.zeros((), dtype=X.dtype), None
         out, backprop = chain(layers, X, xp, False)
         value, grad = plan.value_and_grad(xp, out, T)
+        if guard is not None:
+            guard(value)
         backprop(grad)
         if sync is not None:
             sync(params, X.shape[0])
@@ -146,10 +190,15 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
 
 
 def _check_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """A positive int (a NumPy integer too); floats, strings and bools are refused."""
+    try:
+        n = operator.index(value) if not isinstance(value, bool) else 0
+    except TypeError:
+        n = 0
+    if n < 1:
         raise InvalidParameterError(f"{name} must be a positive integer, received {value!r}.",
                                     value)
-    return value
+    return n
 
 
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -204,7 +253,8 @@ def _evaluate_data(model: Sequential, plan: LossPlan, data: _Data,
 def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimizer = "adam",
         lr: float | None = None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
         seed: int | None = None, validation_data: tuple[Any, Any] | None = None,
-        verbose: bool | str = "auto", distributed: Any = False) -> dict[str, list[float]]:
+        verbose: bool | str = "auto", distributed: Any = False,
+        on_nonfinite: str = "raise") -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
     ``loss``: a registered loss name or loss object; ``optimizer``: ``"sgd"``, ``"adam"``,
@@ -219,15 +269,21 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
     over the processes of an MPI job, each taking its share of every global batch of
     ``size · batch_size`` rows (see :mod:`mlcore.distributed.parallel`); in a single
     process it changes nothing.
+
+    A NaN or infinite loss stops training with :class:`~mlcore.errors.NonFiniteError`
+    naming the epoch, the batch and the likely cause, the model left at its last finite
+    weights (:mod:`mlcore._guards`); ``on_nonfinite="warn"`` warns once and trains on,
+    ``"ignore"`` does not check.
     """
     epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
     plan = resolve_loss(model, loss)
     data = _prepare(model, plan, X, y)
-    val = None if validation_data is None else _prepare(model, plan, *validation_data)
+    val = None if validation_data is None else _prepare_validation(model, plan, validation_data)
     opt = get_optimizer(optimizer, model.parameters(), lr)
+    guard = make_guard(model, data.X, opt, on_nonfinite)
     dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
                         epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed)
-    step = _compile(model, plan, opt, None if dp is None else dp.reduce_gradients)
+    step = _compile(model, plan, opt, None if dp is None else dp.reduce_gradients, guard)
     model.last_loss = loss
     seed = seed if dp is None else dp.agree_seed(seed)
     xp, rng = model.namespace(data.X), model.backend.rng(seed)
@@ -237,11 +293,15 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
     verbose = verbose if dp is None or dp.rank == 0 else False
     with _scope(model, data.X), _progress(verbose, epochs * len(batches)) as bar, \
             _guard(dp):
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            if guard is not None:
+                guard.start_epoch(epoch)
             epoch_data = _shuffled(xp, data, rng.permutation(data.X.shape[0])) if shuffle else data
             stats = _run_epoch(xp, step, plan, epoch_data, batches, bar, dp)
             if val is not None:
                 stats |= {f"val_{k}": v for k, v in _evaluate_data(model, plan, val, None).items()}
+                if guard is not None:
+                    guard.check_validation(stats["val_loss"])
             for key, value in stats.items():
                 history.setdefault(key, []).append(value)
             bar.set_postfix({k: round(v, 4) for k, v in stats.items()})
