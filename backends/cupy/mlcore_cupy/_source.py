@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Elementwise", "ELEMENTWISE", "FUNCTIONS", "MAX_TENSORS", "NVRTC_OPTIONS",
-           "adam_kernel", "sgd_kernel", "bias_activation_kernel", "activation_backward_kernel",
-           "elementwise_source", "evaluate", "softmax_xent_source", "ACTIVATIONS"]
+           "adam_kernel", "adam_step_kernel", "sgd_kernel", "bias_activation_kernel",
+           "activation_backward_kernel", "elementwise_source", "evaluate",
+           "softmax_xent_source", "row_reference", "arguments", "ACTIVATIONS"]
 
 MAX_TENSORS = 32
 """Tensors per launch: 4 pointers and a size each stay far below CUDA's 4 KiB of kernel
@@ -60,12 +61,12 @@ template <typename T> __device__ __forceinline__ T positive(T a) {
 
 def _np_functions(np: Any) -> dict[str, Callable[..., Any]]:
     """The same functions on whole arrays (``np`` is NumPy or CuPy)."""
-    return {"sqrt": np.sqrt, "exp": np.exp, "log": np.log, "tanh": np.tanh,
+    return {"sqrt": np.sqrt, "exp": np.exp, "log": np.log, "tanh": np.tanh, "pow": np.power,
             "maximum": np.maximum, "minimum": np.minimum,
             "positive": lambda a: (a > 0).astype(a.dtype)}
 
 
-FUNCTIONS = ("sqrt", "exp", "log", "tanh", "maximum", "minimum", "positive")
+FUNCTIONS = ("sqrt", "exp", "log", "tanh", "pow", "maximum", "minimum", "positive")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ class Elementwise:
     ``scalars`` are shared by every tensor of a launch. ``body`` is evaluated in order; a
     target that is not an array is a local value. ``bias`` names an array read at the
     element's column (``j % columns``: a bias of shape (F,) beside an (N, F) array).
+
+    A ``counter`` is a 0-d device array read once per thread (an optimiser's step count,
+    so a captured CUDA graph computes with its current value); ``prologue`` statements run
+    once per thread, in double precision, from the counter and the double ``host64``
+    scalars: a target ending in ``_`` stays a double, any other becomes a scalar of the
+    arrays' dtype for the body.
     """
 
     name: str
@@ -84,6 +91,9 @@ class Elementwise:
     scalars: tuple[str, ...]
     body: tuple[tuple[str, str], ...]
     bias: str | None = None
+    counter: str | None = None
+    host64: tuple[str, ...] = ()
+    prologue: tuple[tuple[str, str], ...] = ()
 
     def kernel_name(self, dtype: str, tensors: int) -> str:
         return f"mlcore_{self.name}_{dtype}_x{tensors}"
@@ -110,6 +120,18 @@ def adam_kernel(decoupled: bool = False, l2: bool = False) -> Elementwise:
     name = "adamw" if decoupled else ("adam_l2" if l2 else "adam")
     return Elementwise(name, ("p", "g", "m", "v"), ("p", "m", "v"), tuple(scalars),
                        tuple(body))
+
+
+def adam_step_kernel(decoupled: bool = False) -> Elementwise:
+    """:func:`adam_kernel` with the bias corrections computed on the device from the step
+    count ``t`` (a 0-d array, already advanced), as :meth:`mlcore.optim.Adam._scalars`
+    computes them in Python floats: for a training step captured as a CUDA graph."""
+    base = adam_kernel(decoupled)
+    prologue = (("s_", "sqrt((1 - b2_) / (1 - pow(b2_, t)))"), ("b1", "b1_"), ("b2", "b2_"),
+                ("eps", "eps_ / s_"), ("scale", "(1 - pow(b1_, t)) * s_ / (lr_ * (1 - b1_))"))
+    return Elementwise(f"{base.name}_t", base.arrays, base.written,
+                       ("decay",) if decoupled else (), base.body, counter="t",
+                       host64=("b1_", "b2_", "eps_", "lr_"), prologue=prologue)
 
 
 def sgd_kernel(momentum: bool = False, nesterov: bool = False, l2: bool = False,
@@ -177,8 +199,8 @@ def activation_backward_kernel(activation: str) -> Elementwise:
 
 
 ELEMENTWISE: dict[str, Callable[..., Elementwise]] = {
-    "adam": adam_kernel, "sgd": sgd_kernel, "bias_activation": bias_activation_kernel,
-    "activation_backward": activation_backward_kernel}
+    "adam": adam_kernel, "adam_step": adam_step_kernel, "sgd": sgd_kernel,
+    "bias_activation": bias_activation_kernel, "activation_backward": activation_backward_kernel}
 
 
 # -- CUDA source ---------------------------------------------------------------------------
@@ -190,8 +212,21 @@ def _parameters(spec: Elementwise, ctype: str, tensors: int) -> list[str]:
             params.append(f"{const}{ctype}* __restrict__ {a}_{k}")
     params += [f"long long n_{k}" for k in range(tensors)]
     params += ["long long total", "long long columns"]
+    if spec.counter:
+        params.append(f"const {ctype}* __restrict__ {spec.counter}_ptr")
+    params += [f"double {s}" for s in spec.host64]
     params += [f"{ctype} {s}" for s in spec.scalars]
     return params
+
+
+def _prologue(spec: Elementwise, ctype: str) -> list[str]:
+    """The once-per-thread statements: the counter and the double-precision scalars."""
+    lines = [f"double {spec.counter} = (double){spec.counter}_ptr[0];"] if spec.counter else []
+    for target, expr in spec.prologue:
+        expr = _cast_literals(expr, "double")
+        lines.append(f"double {target} = {expr};" if target.endswith("_")
+                     else f"const {ctype} {target} = ({ctype})({expr});")
+    return lines
 
 
 def _element_body(spec: Elementwise, ctype: str, k: int) -> list[str]:
@@ -229,7 +264,8 @@ def elementwise_source(spec: Elementwise, dtype: str, tensors: int) -> tuple[str
     """``(kernel name, CUDA source)`` of ``spec`` over ``tensors`` tensors of ``dtype``.
 
     Arguments, in order: per tensor the arrays of ``spec.arrays``; the tensors' sizes
-    ``n_0..``; ``total`` (their sum); ``columns`` (for a bias, else 1); the scalars.
+    ``n_0..``; ``total`` (their sum); ``columns`` (for a bias, else 1); the counter array,
+    the double scalars and the scalars.
     """
     if not 1 <= tensors <= MAX_TENSORS:
         raise ValueError(f"tensors must be in [1, {MAX_TENSORS}], received {tensors}")
@@ -237,6 +273,7 @@ def elementwise_source(spec: Elementwise, dtype: str, tensors: int) -> tuple[str
     name = spec.kernel_name(dtype, tensors)
     lines = [PRELUDE, f'extern "C" __global__ void {name}(',
              "    " + ",\n    ".join(_parameters(spec, ctype, tensors)) + ") {",
+             *(f"    {line}" for line in _prologue(spec, ctype)),
              "    long long stride = (long long)gridDim.x * blockDim.x;",
              "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;"
              " i < total; i += stride) {",
@@ -254,10 +291,21 @@ def evaluate(spec: Elementwise, np: Any, arrays: dict[str, Any],
     """Run ``spec``'s statements on whole arrays with ``np`` (NumPy or CuPy).
 
     ``arrays`` maps each of ``spec.arrays`` to an array (the bias already broadcastable);
-    ``scalars`` to numbers of the arrays' dtype. Returns the new values of the written
+    ``scalars`` to numbers of the arrays' dtype (the counter: its 0-d array, read on the
+    host here; the ``host64`` ones: floats). Returns the new values of the written
     arrays (the caller stores them); nothing is modified.
     """
     env: dict[str, Any] = {"__builtins__": {}, **_np_functions(np), **scalars, **arrays}
+    if spec.counter:
+        import numpy
+
+        dtype = arrays[spec.arrays[0]].dtype
+        env[spec.counter] = numpy.float64(float(scalars[spec.counter]))  # a host read
+        for name in spec.host64:
+            env[name] = numpy.float64(scalars[name])
+        for target, expr in spec.prologue:
+            value = eval(expr, env)  # noqa: S307 - the module's own constant expressions
+            env[target] = value if target.endswith("_") else numpy.dtype(dtype).type(value)
     for target, expr in spec.body:
         env[target] = eval(expr, env)  # noqa: S307 - the module's own constant expressions
     return {a: env[a] for a in spec.written}
@@ -337,4 +385,6 @@ def arguments(spec: Elementwise, tensors: Sequence[dict[str, Any]], scalars: dic
     args: list[Any] = [t[a] for t in tensors for a in spec.arrays]
     sizes = [int(t[spec.arrays[0]].size) for t in tensors]
     counts = [*sizes, sum(sizes), columns]
-    return args + [integer(c) for c in counts] + [scalars[s] for s in spec.scalars]
+    device = [scalars[spec.counter]] if spec.counter else []
+    return (args + [integer(c) for c in counts] + device + [scalars[s] for s in spec.host64]
+            + [scalars[s] for s in spec.scalars])

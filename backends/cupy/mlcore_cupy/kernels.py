@@ -9,6 +9,8 @@ element in a grid-stride loop.
 - ``adam_update_many``, ``sgd_update_many``: every parameter of an optimiser in one launch
   (up to :data:`~mlcore_cupy._source.MAX_TENSORS` per launch): the kernel takes each
   tensor's pointers and size and finds its tensor from the element index.
+- ``adam_step_many``: the same with the bias corrections computed on the device from the
+  step count (a 0-d array), for a training step captured as a CUDA graph.
 - ``bias_activation``: ``z += b; y = f(z)`` for a Dense output and its activation (relu,
   leaky_relu, sigmoid, tanh, identity) in one launch; ``activation_backward``: ``dx = dy
   f'(x)`` in one.
@@ -87,13 +89,24 @@ class Launcher:
             else:
                 taken.setdefault(str(ready[spec.arrays[0]].dtype), []).append(ready)
         for dtype, group in taken.items():
-            typed = {k: np.dtype(dtype).type(v) for k, v in scalars.items()}
+            typed = self._typed(spec, scalars, dtype)
             for a in range(0, len(group), src.MAX_TENSORS):
                 chunk = group[a: a + src.MAX_TENSORS]
                 name, code = src.elementwise_source(spec, dtype, len(chunk))
                 args = src.arguments(spec, chunk, typed, columns, np.int64)
                 total = sum(int(t[spec.arrays[0]].size) for t in chunk)
                 self.launch(name, code, total, args)
+
+    def _typed(self, spec: src.Elementwise, scalars: dict[str, Any], dtype: Any) -> dict[
+            str, Any]:
+        """The scalars as the kernel takes them: ``dtype`` numbers, double ``host64`` ones,
+        the counter as a 0-d array of ``dtype`` (converted on the device when it is not)."""
+        out: dict[str, Any] = {k: np.dtype(dtype).type(scalars[k]) for k in spec.scalars}
+        out |= {k: np.float64(scalars[k]) for k in spec.host64}
+        if spec.counter:
+            t = scalars[spec.counter]
+            out[spec.counter] = t if t.dtype == dtype else t.astype(dtype)
+        return out
 
     def _prepared(self, spec: src.Elementwise, t: dict[str, Any],
                   columns: int) -> dict[str, Any] | None:
@@ -124,8 +137,7 @@ class Launcher:
     def _whole_arrays(self, spec: src.Elementwise, t: dict[str, Any],
                       scalars: dict[str, float]) -> None:
         """The same statements as CuPy operations (arrays the kernel does not take)."""
-        dtype = t[spec.arrays[0]].dtype
-        typed = {k: np.dtype(dtype).type(v) for k, v in scalars.items()}
+        typed = self._typed(spec, scalars, t[spec.arrays[0]].dtype)
         for a, value in src.evaluate(spec, self.cupy, dict(t), typed).items():
             t[a][...] = value
 
@@ -218,6 +230,16 @@ def make_kernels(cupy: Any) -> dict[str, Callable[..., Any]]:
         run.elementwise(spec, [{"p": p, "g": g, "m": m, "v": v}
                                for p, g, m, v in zip(ps, gs, ms, vs, strict=True)], scalars)
 
+    adam_t, adamw_t = src.adam_step_kernel(), src.adam_step_kernel(decoupled=True)
+
+    def adam_step_many(ps: Sequence[Any], gs: Sequence[Any], ms: Sequence[Any],
+                       vs: Sequence[Any], t: Any, lr: float, b1: float, b2: float,
+                       eps: float, decay: float = 1.0) -> None:
+        spec = adamw_t if decay != 1.0 else adam_t
+        scalars = {"t": t, "lr_": lr, "b1_": b1, "b2_": b2, "eps_": eps, "decay": decay}
+        run.elementwise(spec, [{"p": p, "g": g, "m": m, "v": v}
+                               for p, g, m, v in zip(ps, gs, ms, vs, strict=True)], scalars)
+
     def sgd_update(p: Any, g: Any, lr: float) -> None:
         run.elementwise(sgd, [{"p": p, "g": g}], {"lr": lr})
 
@@ -238,6 +260,7 @@ def make_kernels(cupy: Any) -> dict[str, Callable[..., Any]]:
         return xp.sum(rows) / z.shape[0], g
 
     return {"adam_update": adam_update, "adam_update_many": adam_update_many,
+            "adam_step_many": adam_step_many,
             "sgd_update": sgd_update, "sgd_update_many": sgd_update_many,
             "bias_activation": bias_activation, "activation_backward": activation_backward,
             "softmax_cross_entropy": softmax_cross_entropy}
@@ -276,8 +299,9 @@ def _activation_backward(run: Launcher, name: str, params: dict[str, Any], x: An
     return dx
 
 
-KERNEL_NAMES = ("adam_update", "adam_update_many", "sgd_update", "sgd_update_many",
-                "bias_activation", "activation_backward", "softmax_cross_entropy")
+KERNEL_NAMES = ("adam_update", "adam_update_many", "adam_step_many", "sgd_update",
+                "sgd_update_many", "bias_activation", "activation_backward",
+                "softmax_cross_entropy")
 
 
 def self_test(cupy: Any) -> str:

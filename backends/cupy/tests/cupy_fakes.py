@@ -147,13 +147,13 @@ class FakeCupy(types.ModuleType):
         if isinstance(a, FakeArray) and dtype is None and (
                 order == "K" or (a.flags.c_contiguous if order == "C" else a.flags.f_contiguous)):
             return a
-        return fake(np.array(a, dtype=dtype, order=order))
+        return _record_or_run(lambda: np.array(a, dtype=dtype, order=order), a)
 
     def asnumpy(self, a: Any) -> np.ndarray:
         return np.array(a)
 
     def ascontiguousarray(self, a: Any) -> FakeArray:
-        return a if a.flags.c_contiguous else fake(np.ascontiguousarray(a))
+        return a if a.flags.c_contiguous else _record_or_run(lambda: np.ascontiguousarray(a))
 
     def empty(self, shape: Any, dtype: Any = np.float32) -> FakeArray:
         return fake(np.full(shape, np.nan, dtype=dtype))

@@ -157,15 +157,39 @@ def test_a_host_read_in_the_step_falls_back_to_eager_with_the_reason(cupy: FakeC
                              "cudaErrorStreamCaptureUnsupported")
 
 
+def fused_adam_step(xp: Any, kernel: Any) -> Any:
+    """A pure step whose Adam update is one ``adam_step_many`` launch reading the step count
+    from the state: replays must advance the bias corrections."""
+    def step(params: tuple[Any, ...], state: tuple[Any, ...], X: Any,
+             y: Any) -> tuple[tuple[Any, ...], tuple[Any, ...], Any]:
+        w, b = params
+        err = xp.subtract(xp.add(xp.matmul(X, w.T), b), y)
+        loss = xp.mean(xp.multiply(err, err))
+        scale = 2.0 / X.shape[0]
+        grads = [xp.multiply(xp.matmul(err.T, X), scale),
+                 xp.multiply(xp.sum(err, axis=0), scale)]
+        new = [xp.copy(a) for a in (*params, *state[:4])]
+        t1 = xp.add(state[4], 1.0)
+        kernel(new[:2], grads, new[2:4], new[4:6], t1, 0.01, 0.9, 0.999, 1e-8)
+        return tuple(new[:2]), (*new[2:], t1), loss
+
+    return step
+
+
 @pytest.mark.skipif(not compiler_available(), reason="no C++ compiler for the fake kernels")
-def test_fused_kernels_inside_the_graph_replay(cupy: FakeCupy) -> None:
+@pytest.mark.parametrize("name", ["sgd_update_many", "adam_step_many"])
+def test_fused_kernels_inside_the_graph_replay(cupy: FakeCupy, name: str) -> None:
+    """Kernel launches are captured too; the device-step Adam advances its bias
+    corrections at every replay (host scalars would stay those of the capture)."""
     xp = RecordingNamespace(cupy)
-    fused = kernels.make_kernels(cupy)["sgd_update_many"]
-    eager = _train(adam_step(xp, fused), 4)
-    compiled = GraphStep(adam_step(xp, fused), cupy)
-    got = _train(compiled, 4)
+    kernel = kernels.make_kernels(cupy)[name]
+    make = fused_adam_step if name == "adam_step_many" else adam_step
+    eager = _train(make(xp, kernel), 5)
+    compiled = GraphStep(make(xp, kernel), cupy)
+    got = _train(compiled, 5)
     _same(got[0], eager[0])
-    assert compiled.replays == 3
+    _same(got[1], eager[1])
+    assert compiled.replays == 4
 
 
 def test_each_batch_shape_gets_a_graph_up_to_the_limit(cupy: FakeCupy) -> None:

@@ -26,10 +26,17 @@ from mlcore_cupy import _source as src
 from mlcore_cupy import kernels
 
 import mlcore
-from mlcore._lossplan import softmax_cross_entropy
 
 needs_compiler = pytest.mark.skipif(not compiler_available(),
                                     reason="no C++ compiler (g++) to run the CUDA source")
+
+
+def softmax_cross_entropy(xp: Any, z: Any, t: Any, s: float = 0.0,
+                          grad: bool = True) -> tuple[Any, Any]:
+    """The plain path the kernel must equal: mlcore's cross-entropy from logits."""
+    loss = mlcore.loss("cross_entropy", from_logits=True, label_smoothing=s)
+    value, g = loss.value_and_grad_unchecked(xp, z, t)  # type: ignore[attr-defined]
+    return value, (g if grad else None)
 
 
 @pytest.fixture
@@ -108,6 +115,38 @@ def test_adam_statements_equal_the_plain_optimiser_bitwise(dtype: Any, decoupled
                                                            wd: float) -> None:
     want, _ = _plain_adam(dtype, 3, decoupled, wd)
     got = _spec_adam(dtype, 3, decoupled, wd, _numpy_run)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def _step_adam(dtype: Any, steps: int, decoupled: bool, launch: Any) -> list[np.ndarray]:
+    """Adam with the step count as a 0-d array (the bias corrections from it)."""
+    ps = _params(dtype)
+    ms, vs = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
+    for t in range(steps):
+        gs = [_grad(p.shape, dtype, t, i) for i, p in enumerate(ps)]
+        launch(ps, gs, ms, vs, np.array(t + 1, dtype=dtype), 0.01, 0.9, 0.999, 1e-8,
+               1.0 - 0.01 * 0.01 if decoupled else 1.0)
+    return ps
+
+
+def _numpy_step_many(ps: Any, gs: Any, ms: Any, vs: Any, t: Any, lr: float, b1: float,
+                     b2: float, eps: float, decay: float) -> None:
+    spec = src.adam_step_kernel(decoupled=decay != 1.0)
+    for p, g, m, v in zip(ps, gs, ms, vs, strict=True):
+        typed = {"t": t, "b1_": b1, "b2_": b2, "eps_": eps, "lr_": lr,
+                 "decay": p.dtype.type(decay)}
+        arrays = {"p": p, "g": g, "m": m, "v": v}
+        for a, value in src.evaluate(spec, np, arrays, typed).items():
+            arrays[a][...] = value
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+def test_device_step_adam_statements_equal_the_plain_optimiser(dtype: Any,
+                                                               decoupled: bool) -> None:
+    want, _ = _plain_adam(dtype, 3, decoupled, 0.01 if decoupled else 0.0)
+    got = _step_adam(dtype, 3, decoupled, _numpy_step_many)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
@@ -230,6 +269,23 @@ def test_adam_many_is_one_launch_and_the_plain_numbers(cupy: FakeCupy, k: dict[s
         assert cupy.state["launches"] == before + 1  # three parameters, one launch
 
     got = _spec_adam(dtype, 3, False, 0.0, launched)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+@needs_compiler
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+def test_device_step_adam_is_one_launch_and_the_plain_numbers(cupy: FakeCupy,
+                                                              k: dict[str, Any],
+                                                              decoupled: bool) -> None:
+    want, _ = _plain_adam(np.float32, 3, decoupled, 0.01 if decoupled else 0.0)
+
+    def launch(ps: Any, gs: Any, ms: Any, vs: Any, t: Any, *rest: Any) -> None:
+        k["adam_step_many"](*([fake(a) for a in arrays] for arrays in (ps, gs, ms, vs)),
+                            fake(t), *rest)
+
+    got = _step_adam(np.float32, 3, decoupled, launch)
+    assert cupy.state["launches"] == 3
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
