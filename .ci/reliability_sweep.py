@@ -172,7 +172,7 @@ def _() -> tuple[str, str]:
 
 @case("MLP([2.7, 3.9, 1])")
 def _() -> tuple[str, str]:
-    return error(lambda: mlcore.MLP([2.7, 3.9, 1]), "positive integers")
+    return error(lambda: mlcore.MLP([2.7, 3.9, 1]), "positive integer")
 
 
 # == losses ===================================================================================
