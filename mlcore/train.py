@@ -15,7 +15,6 @@ batch losses and correct counts on the device and converts them once per epoch.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -33,6 +32,7 @@ from .errors import (
     InvalidValueError,
     ShapeError,
 )
+from .layers import positive_int
 from .model import Sequential, chain
 from .optim import Optimizer, get_optimizer
 
@@ -196,18 +196,6 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     return scoped(device_of(first), train_step)  # type: ignore[no-any-return]
 
 
-def _check_count(value: Any, name: str) -> int:
-    """A positive int (a NumPy integer too); floats, strings and bools are refused."""
-    try:
-        n = operator.index(value) if not isinstance(value, bool) else 0
-    except TypeError:
-        n = 0
-    if n < 1:
-        raise InvalidParameterError(f"{name} must be a positive integer, received {value!r}.",
-                                    value)
-    return n
-
-
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
@@ -292,7 +280,7 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
     compiled step checks its loss after the update; the guard's restore of the last finite
     weights then undoes it.
     """
-    epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     plan = resolve_loss(model, loss)
     data = _prepare(model, plan, X, y)
     val = None if validation_data is None else _prepare_validation(model, plan, validation_data)
@@ -354,7 +342,7 @@ def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
     with _scope(model, Xa):
         if batch_size is None or batch_size >= n:
             return chain(model.layers, Xa, xp, False)[0]
-        size = _check_count(batch_size, "batch_size")
+        size = positive_int(batch_size, "batch_size")
         parts = [chain(model.layers, Xa[a:b, ...], xp, False)[0] for a, b in _batches(n, size)]
         return xp.concat(parts, axis=0)
 
