@@ -1,5 +1,6 @@
 """Reference competitors for every case: hand-written NumPy (``numpy-hand``) and PyTorch
-(``torch-cpu``, ``torch-cuda``), listed in :data:`REFERENCES`. Each builder returns a
+(``torch-cpu``, ``torch-cuda``), and for training steps a hand-written jitted JAX step
+(``jax-hand``), listed in :data:`REFERENCES`. Each builder returns a
 :class:`FnBench` or raises :class:`~mlcore_bench.timing.UnavailableError` with the reason.
 
 To add a reference, write its builders (one per case group, as :mod:`mlcore_bench.bench_torch`
@@ -183,6 +184,14 @@ def make_torch(case: Case, dtype: Any, device: str) -> FnBench:
 
 
 TORCH_INSTALL = "pip install 'mlcore-bench[torch]'"
+JAX_INSTALL = "pip install 'mlcore-bench[jax]'"
+
+
+def make_jax_hand(case: Case, dtype: Any) -> FnBench:
+    """The hand-written, jitted JAX training step (:mod:`mlcore_bench.reference_jax`)."""
+    from . import bench_jax
+
+    return bench_jax.make(case, dtype)
 
 REFERENCES: list[Reference] = [
     Reference("numpy-hand", "numpy-hand", make_hand),
@@ -190,6 +199,7 @@ REFERENCES: list[Reference] = [
               partial(torch_status, "cpu"), "torch", TORCH_INSTALL),
     Reference("torch-cuda", "torch", partial(make_torch, device="cuda"),
               partial(torch_status, "cuda"), "torch", TORCH_INSTALL, gpu=True),
+    Reference("jax-hand", "jax-hand", make_jax_hand, needs="jax", install=JAX_INSTALL),
 ]
 """Every reference, in column order. The first one that ran is the equality check's
 reference for a case."""

@@ -23,6 +23,8 @@ __all__ = ["ActivationCase", "LossCase", "DenseCase", "StepCase", "TrainCase", "
 SEED = 20240601
 MNIST_SIZES = (784, 512, 512, 10)
 XOR_SIZES = (2, 4, 1)
+SMALL_SIZES = (64, 128, 128, 10)
+"""A small network, where per-operation overhead rules and a compiled whole step wins."""
 
 
 def _rng(salt: int = 0) -> np.random.Generator:
@@ -231,6 +233,7 @@ def all_cases(activations: list[str], losses: list[str], quick: bool,
     cases += [DenseCase(b) for b in step_batches]
     for opt, lr in (("adam", 1e-3), ("sgd", 1e-2)):
         cases += [StepCase(MNIST_SIZES, b, optimizer=opt, lr=lr) for b in step_batches]
+        cases.append(StepCase(SMALL_SIZES, 32, optimizer=opt, lr=lr))
         cases.append(StepCase(XOR_SIZES, 4, hidden="tanh", loss="sigmoid_bce", optimizer=opt,
                               lr=lr))
     if not quick:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .cases import MNIST_SIZES, XOR_SIZES
+from .cases import MNIST_SIZES, SMALL_SIZES, XOR_SIZES
 
 __all__ = ["print_header", "print_case", "ratio_columns", "targets", "recommendations",
            "withheld", "print_summary", "fmt_time", "fmt_bytes", "fmt_ratio"]
@@ -155,6 +155,15 @@ _TARGETS = (  # (description, case, batch, a, b, limit, "<=" or ">=")
      "torch-cuda", 0.5, "<="),
     ("cupy / torch-cuda, 784-512-512-10 step, batch 4096", MNIST_SIZES, 4096, "cupy",
      "torch-cuda", 0.9, "<="),
+    ("jax / jax-hand, 64-128-128-10 step, batch 32", SMALL_SIZES, 32, "jax", "jax-hand",
+     1.25, "<="),
+    ("jax / jax-hand, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "jax", "jax-hand", 1.25, "<="),
+    ("jax / numpy, 64-128-128-10 step, batch 32", SMALL_SIZES, 32, "jax", "numpy", 0.8, "<="),
+    ("jax / numpy, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "jax", "numpy", 0.8, "<="),
+    ("torch / torch-cpu, 784-512-512-10 step, batch 32", MNIST_SIZES, 32, "torch", "torch-cpu",
+     1.15, "<="),
+    ("torch / torch-cpu, 784-512-512-10 step, batch 256", MNIST_SIZES, 256, "torch",
+     "torch-cpu", 1.15, "<="),
 )
 
 
