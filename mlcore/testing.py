@@ -26,7 +26,16 @@ The checks (``CHECKS``), on every installed backend that is usable here:
                 (±1e4 by default), in float32 and float64.
 ``shapes``      (losses) a target with another number of samples raises ``ValueError``
                 (``mlcore.ShapeError`` is one) with a message, from forward and backward.
-``reference``   (when the author supplies one) agreement with a float64 NumPy function.
+``reference``   (when the author supplies one) agreement with a float64 NumPy function, on
+                the case's inputs and, where the inputs are free (no ``inputs`` declared),
+                also *relative* agreement element by element at tiny and huge magnitudes
+                (``Case.magnitudes``, default 1e-8 and 1e4 times the inputs), which is where
+                cancellation (``log(cosh(x))``, ``exp(x) - 1``) loses digits.
+
+Inputs respect each function's domain: a case's ``inputs`` / ``extremes`` when given, else
+the object's own ``conformance_inputs(rng)`` / ``conformance_extremes(rng)`` when it has them
+(mlcore's probability losses do: cross-entropy gets probability rows and labels, KL two
+distributions, binary cross-entropy probabilities), else the defaults below.
 
 NumPy is the host oracle here; it is imported inside functions only, so ``import mlcore``
 stays free of array libraries.
@@ -62,8 +71,14 @@ class Case:
     ``target ~ U(0, 1)`` of shape (4, 3). ``extremes(rng)`` returns the same for the
     ``extremes`` check (default: ``inputs`` with x or pred filled with values from -1e4 to
     1e4). ``reference(x, **params)`` (activations) or ``reference(pred, target, **params)``
-    (losses, per-sample values, i.e. ``reduction="none"``) is a float64 NumPy function.
-    ``skip`` maps a check name to the reason it does not apply.
+    is a float64 NumPy function. How it meets ``reduction``: when the loss takes a
+    ``reduction`` parameter and ``params`` do not set one, the loss is built with
+    ``reduction="none"`` and ``reference`` returns the **per-sample values**, shape (N,);
+    when ``params`` set a reduction, or the loss has no such parameter, the loss is compared
+    as built, so ``reference`` returns what its ``forward`` returns (a scalar for "mean").
+    ``magnitudes`` scale the inputs for the relative-precision part of ``reference`` (only
+    when ``inputs`` is not given; ``()`` turns it off). ``skip`` maps a check name to the
+    reason it does not apply.
     """
 
     name: str
@@ -76,6 +91,7 @@ class Case:
     factory: Callable[..., Any] | None = None  # None: the registered factory of ``name``
     grad_tol: float = 1e-6
     ref_tol: tuple[float, float] = (1e-4, 1e-7)  # (float32, float64), relative
+    magnitudes: tuple[float, ...] = (1e-8, 1e4)
 
     @property
     def label(self) -> str:
@@ -196,6 +212,9 @@ class _Ctx:
         maker = self.case.extremes if extreme else self.case.inputs
         if maker is not None:
             return maker(rng)
+        own = self.own_data(rng, extreme)
+        if own is not None:
+            return own
         base = (self.case.inputs or _DEFAULT_INPUTS[self.case.kind])(rng)
         if not extreme:
             return base
@@ -203,6 +222,20 @@ class _Ctx:
         if self.case.kind == "activation":
             return ladder
         return self.np.resize(ladder, self.np.shape(base[0])), base[1]
+
+    def own_data(self, rng: Any, extreme: bool = False) -> Any:
+        """The object's own data for its domain (``conformance_inputs(rng)`` or
+        ``conformance_extremes(rng)``), or None."""
+        if self.case.inputs is not None:
+            return None
+        name = "conformance_extremes" if extreme else "conformance_inputs"
+        maker = getattr(self.case.build(), name, None)
+        return maker(rng) if callable(maker) else None
+
+    def free_inputs(self) -> bool:
+        """Whether the inputs are the kit's defaults (no domain declared): they may be scaled."""
+        return self.case.inputs is None and self.own_data(
+            self.np.random.default_rng(0)) is None
 
     def arr(self, host: Any, dtype: Any) -> Any:
         """A backend array; floating host data is cast to ``dtype``, integers kept."""
