@@ -303,19 +303,20 @@ class Activation(Layer):
     """A registered activation (:func:`mlcore.activation`) as a layer without parameters.
 
     Its backward reuses the forward output: ``backward(X, Y, dY)``. Inside a model (``xp``
-    given by the container, which resolved it once and runs on the inputs' device) a
-    built-in activation runs its unchecked kernels directly, after an O(1) dtype check: the
-    per-call namespace lookup, dtype scan and device scope of the public ``forward`` cost
-    more than ``tanh`` itself on small layers.
+    given by the container, which resolved it once and runs on the inputs' device) an
+    activation that has the unchecked kernel pair (:class:`mlcore.hookspecs.ActivationKernels`,
+    given by :class:`mlcore.plugin.ActivationBase` to built-ins and plugins alike) runs it
+    directly, after an O(1) dtype check: the per-call namespace lookup, dtype scan and
+    device scope of the public ``forward`` cost more than ``tanh`` itself on small layers.
     """
 
     def __init__(self, name: str, **params: Any) -> None:
         self.name = name
         self.params = params
         self.fn = activation(name, **params)
-        fwd = getattr(self.fn, "_forward_unchecked", None)
-        bwd = getattr(self.fn, "_backward_unchecked", None)
-        self._kernels = (fwd, bwd) if fwd is not None and bwd is not None else None
+        fwd = getattr(self.fn, "forward_unchecked", None)
+        bwd = getattr(self.fn, "backward_unchecked", None)
+        self._kernels = (fwd, bwd) if callable(fwd) and callable(bwd) else None
 
     def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
         kernels = self._kernels

@@ -40,7 +40,15 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from ._plugincontrols import FIRST_PARTY, canonical_name, disabled_reason, norm, truthy, validated
+from ._plugincontrols import (
+    FIRST_PARTY,
+    SINGULAR,
+    canonical_name,
+    disabled_reason,
+    norm,
+    truthy,
+    validated,
+)
 from .errors import PluginConflictError, PluginLoadError, PluginWarning, UnknownNameError
 
 __all__ = ["PluginRecord", "Registry", "registry", "inspect", "reset", "plugin_manager",
@@ -174,7 +182,7 @@ class Registry:
                 if len(entries) < 2:
                     continue
                 who = " and ".join(e.record.describe() for e in entries)
-                text = f"{kind[:-1]} {name!r} is provided by {who}"
+                text = f"{SINGULAR[kind]} {name!r} is provided by {who}"
                 for e in entries:
                     e.record.conflicts.append(text)
                 self._problem(f"mlcore plugins clash: {text}. Uninstall one, or switch one off "
@@ -196,8 +204,8 @@ class Registry:
         if len(entries) > 1:
             who = " and ".join(e.record.describe() for e in entries)
             raise PluginConflictError(
-                f"The {kind[:-1]} name {name!r} is provided by {who}. Uninstall one of them, "
-                f"or switch one off with MLCORE_DISABLE_PLUGINS=<plugin name>.",
+                f"The {SINGULAR[kind]} name {name!r} is provided by {who}. Uninstall one of "
+                f"them, or switch one off with MLCORE_DISABLE_PLUGINS=<plugin name>.",
                 [e.record for e in entries],
             )
         return entries[0].factory
@@ -209,7 +217,7 @@ class Registry:
             import difflib
 
             known = self.names(kind)
-            msg = f"Unknown {kind[:-1]} {name!r}. Registered: {', '.join(known)}."
+            msg = f"Unknown {SINGULAR[kind]} {name!r}. Registered: {', '.join(known)}."
             close = difflib.get_close_matches(str(canonical_name(name)), known, n=1)
             if close:
                 msg += f" Did you mean {close[0]!r}?"
@@ -368,7 +376,7 @@ def make(kind: str, name: str, params: dict[str, Any]) -> Any:
         if any(p not in accepted for p in params):
             bad = ", ".join(repr(p) for p in params if p not in accepted)
             raise InvalidParameterError(
-                f"{kind[:-1].capitalize()} {name!r} got unknown parameter {bad}. "
+                f"{SINGULAR[kind].capitalize()} {name!r} got unknown parameter {bad}. "
                 f"Accepted: {', '.join(accepted) or 'none'}.",
                 name,
             ) from exc
@@ -378,7 +386,10 @@ def make(kind: str, name: str, params: dict[str, Any]) -> Any:
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     """The fused kernel ``name`` a plugin provides for namespace ``xp``, or None (use the
     plain Array API version); see :func:`mlcore.hookspecs.mlcore_kernel`. Ask once, when
-    the object that uses it is built."""
+    the object that uses it is built. Only the names of :data:`mlcore.hookspecs.KERNELS`
+    are asked for; any other has no kernel (None)."""
+    if name not in hookspecs.KERNELS:
+        return None
     try:
         result = registry().pm.hook.mlcore_kernel(name=name, xp=xp)
     except KeyboardInterrupt:

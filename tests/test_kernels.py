@@ -240,30 +240,17 @@ def test_dense_weights_keep_their_layout_through_a_training_step() -> None:
         assert opt.m[0].strides == storage.strides == opt.v[0].strides
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("grad", [True, False])
-def test_numpy_sigmoid_bce_kernel_equals_plain_bitwise(dtype: Any, grad: bool) -> None:
-    from mlcore._lossplan import fused_kernel, sigmoid_binary_cross_entropy
+def test_numpy_kernels_are_those_of_the_hookspecs_table() -> None:
+    import inspect
 
-    xp = mlcore.get_backend("numpy").xp
-    fused = fused_kernel("binary_cross_entropy", xp)
-    assert fused is not sigmoid_binary_cross_entropy
-    rng = np.random.default_rng(3)
-    z = np.concatenate([rng.normal(0, 5, 60), [-1e4, -88.0, -20.0, 0.0, 20.0, 88.0, 1e4]])
-    z = z.astype(dtype).reshape(-1, 1)
-    t = rng.integers(0, 2, z.shape[0]).astype(dtype)  # (N,) reshaped to (N, 1) by both
-    got, want = fused(xp, z, t, 0.0, grad), sigmoid_binary_cross_entropy(xp, z, t, 0.0, grad)
-    assert got[0].dtype == dtype and got[0] == want[0]
-    if grad:
-        np.testing.assert_array_equal(got[1], want[1])
-    else:
-        assert got[1] is None and want[1] is None
+    from mlcore_numpy import kernels
 
+    from mlcore.hookspecs import KERNELS
 
-def test_softmax_cross_entropy_has_no_numpy_kernel_and_runs_plain() -> None:
-    from mlcore._lossplan import fused_kernel, softmax_cross_entropy
-
-    assert fused_kernel("cross_entropy", mlcore.get_backend("numpy").xp) is softmax_cross_entropy
+    assert set(kernels._KERNELS) <= set(KERNELS)
+    for name, fn in kernels._KERNELS.items():
+        params = ", ".join(inspect.signature(fn).parameters)
+        assert KERNELS[name].signature.startswith(f"kernel({params})"), name
 
 
 def test_fused_updates_leave_unusual_arrays_to_numpy() -> None:

@@ -199,7 +199,8 @@ def test_erf_and_erfc_are_accurate(backend: Any) -> None:
     ("activation", "elu", {"alhpa": 0.5}, InvalidParameterError,
      "Activation 'elu' got unknown parameter 'alhpa'. Accepted: alpha."),
     ("activation", "gelu", {"approximate": "erf"}, InvalidParameterError, "'none' or 'tanh'"),
-    ("activation", "softplus", {"beta": 0.0}, InvalidParameterError, "beta must be a positive"),
+    ("activation", "softplus", {"beta": 0.0}, InvalidParameterError,
+     "beta must be .* greater than 0"),
     ("loss", "huber", {"delta": -1}, InvalidParameterError, "delta must be .* greater than 0"),
     ("loss", "focal", {"gamma": -2}, InvalidParameterError, "gamma must be >= 0"),
     ("loss", "poisson_nll", {"log_input": "yes"}, InvalidParameterError, "True or False"),
@@ -225,7 +226,7 @@ def test_input_errors(xp: Any) -> None:
         mlcore.loss("huber").forward(pred, target)
     with pytest.raises(ShapeError, match=r"pred has 4 samples but target has 3 labels"):
         mlcore.loss("focal").backward(pred, xp.asarray([0, 1, 2]))
-    with pytest.raises(InvalidValueError, match=r"class indices must lie in \[0, 2\]"):
+    with pytest.raises(InvalidValueError, match=r"class indices in \[0, 2\]"):
         mlcore.loss("focal").forward(pred, xp.asarray([0, 1, 2, 3]))
     with pytest.raises(DTypeError, match="floating-point"):
         mlcore.activation("gelu").forward(xp.asarray([1, 2, 3]))

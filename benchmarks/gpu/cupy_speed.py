@@ -6,12 +6,15 @@
 The network is 784-512-512-10 (ReLU, cross-entropy from logits, float32), with the same
 initial weights and data for every variant (the benchmark's ``StepCase``):
 
-``mlcore``        ``model.train_step`` on the cupy backend: what a user gets (the fused
-                  kernels; a CUDA graph too when the core compiles the step through the
-                  ``mlcore_compile_step`` hook).
-``mlcore-graph``  SGD only: the same eager step captured by ``mlcore_cupy.graph.GraphStep``
-                  (SGD's update has no per-step host scalar, so replaying its capture is the
-                  same step; Adam's bias corrections need the core's pure step).
+``mlcore-eager``  ``make_train_step(..., jit_compile=False)``: the eager step with the fused
+                  kernels (the launches *before*).
+``mlcore``        ``make_train_step(..., jit_compile=True)``: the core's pure step, compiled
+                  by mlcore-cupy into one CUDA graph (hook ``mlcore_compile_step``; only
+                  where the core has ``jit_compile``).
+``mlcore-graph``  for a core without ``jit_compile``, SGD only: the eager step captured by
+                  ``mlcore_cupy.graph.GraphStep`` directly (SGD's update has no per-step host
+                  scalar, so replaying its capture is the same step; Adam's bias corrections
+                  need the core's pure step).
 ``torch-cuda``    ``nn.Sequential`` + ``F.cross_entropy`` + ``torch.optim`` (the benchmark's
                   ``TorchMLP``).
 
@@ -38,16 +41,12 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT.parent)]  # mlcore_bench (or the older benchmarks package)
-
-import mlcore  # noqa: E402
-
-try:  # the benchmark suite as a distribution, or the checkout's older package
-    from mlcore_bench import cases, reference_torch
-except ImportError:  # pragma: no cover - before the split
-    from benchmarks import cases, reference_torch  # type: ignore[no-redef]
+sys.path[:0] = [str(ROOT), str(ROOT.parent)]  # this checkout's mlcore_bench and mlcore
 
 from gpu_checks import gemm_flops  # noqa: E402
+from mlcore_bench import cases, reference_torch  # noqa: E402
+
+import mlcore  # noqa: E402
 
 SIZES = (784, 512, 512, 10)
 TARGETS = ((256, 0.5), (4096, 0.9))
@@ -62,33 +61,46 @@ class Variant:
         self.name, self.fn, self.params, self.sync = name, fn, params, sync
 
 
-def _mlcore(backend: Any, case: Any, graph: bool) -> Variant:
+def core_compiles() -> bool:
+    """Whether this mlcore's training step takes ``jit_compile`` (the pure step the core
+    hands to ``mlcore_compile_step``); without it only the eager step exists."""
+    import inspect
+
+    from mlcore.train import make_train_step
+
+    return "jit_compile" in inspect.signature(make_train_step).parameters
+
+
+def _mlcore(backend: Any, case: Any, mode: str) -> Variant:
+    """``mode``: "mlcore" (what a user gets: compiled where the backend compiles),
+    "mlcore-eager" (the eager step: the launches before) or "mlcore-graph" (the eager SGD
+    step captured directly, for a core that does not compile yet)."""
+    from mlcore.train import make_train_step
+
     X64, y64, weights = case.data()
     with mlcore.use_backend(backend.name):
         model = mlcore.MLP(list(SIZES), activation="relu", dtype="float32")
-    for p, w in zip(model.parameters(), weights, strict=True):
+    params = model.parameters()
+    for p, w in zip(params, weights, strict=True):
         p.set(backend.asarray(np.asarray(w, np.float32)))
     X, y = backend.asarray(X64.astype(np.float32)), backend.asarray(y64)
     loss = mlcore.loss("cross_entropy", from_logits=True)
     cls = mlcore.Adam if case.optimizer == "adam" else mlcore.SGD
-    opt = cls(model.parameters(), lr=case.lr)
-    params = model.parameters()
+    opt = cls(params, lr=case.lr)
+    kw = {"jit_compile": mode == "mlcore"} if core_compiles() else {}
+    with mlcore.use_backend(backend.name):
+        eager = make_train_step(model, loss, opt, **kw)
 
     def host() -> list[np.ndarray]:
         return [backend.to_numpy(p.value) for p in params]
 
-    if not graph:
-        return Variant("mlcore", lambda: model.train_step(X, y, loss, opt), host,
-                       backend.synchronize)
+    if mode != "mlcore-graph":
+        return Variant(mode, lambda: eager(X, y), host, backend.synchronize)
     from mlcore_cupy.graph import GraphStep
-
-    from mlcore.train import make_train_step
-
-    eager = make_train_step(model, loss, opt)
 
     def step(ps: tuple[Any, ...], state: tuple[Any, ...], Xb: Any, yb: Any) -> Any:
         for p, a in zip(params, ps, strict=True):
-            p.value = a  # the step updates these in place
+            p.value = a  # the eager SGD step updates these in place
         return tuple(p.value for p in params), state, eager(Xb, yb)
 
     compiled = GraphStep(step, backend._cupy)
@@ -100,7 +112,7 @@ def _mlcore(backend: Any, case: Any, graph: bool) -> Variant:
             p.value = a
         return value
 
-    variant = Variant("mlcore-graph", run, host, backend.synchronize)
+    variant = Variant(mode, run, host, backend.synchronize)
     variant.graph = compiled  # type: ignore[attr-defined]
     return variant
 
@@ -118,7 +130,8 @@ def _torch(backend: Any, case: Any) -> Variant:
 
 
 def _check(variants: list[Variant]) -> dict[str, float]:
-    """Relative error of each variant's weights after one step against torch's."""
+    """Relative error (norm-wise, per parameter, the largest) of each variant's weights after
+    one step against torch's."""
     for v in variants:
         v.fn()
         v.sync()
@@ -126,8 +139,8 @@ def _check(variants: list[Variant]) -> dict[str, float]:
     out = {}
     for v in variants[:-1]:
         got = v.params()
-        out[v.name] = max(float(np.max(np.abs(g - r)) / (np.max(np.abs(r)) or 1.0))
-                          for g, r in zip(got, ref, strict=True))
+        out[v.name] = max(float(np.linalg.norm(g - r) / (np.linalg.norm(r) or 1.0))
+                          for g, r in zip(got, ref, strict=True))  # the bench's measure
     return out
 
 
@@ -209,10 +222,12 @@ def measure(backend: Any, args: argparse.Namespace, peak: float | None) -> dict[
 
 def _run_case(backend: Any, case: Any, rounds: int, steps: int, args: argparse.Namespace,
               peak: float | None) -> dict[str, Any]:
-    variants = [_mlcore(backend, case, graph=False)]
-    if backend.name == "cupy" and case.optimizer == "sgd":
-        variants.append(_mlcore(backend, case, graph=True))
-    variants.append(_torch(backend, case))
+    modes = ["mlcore-eager"]
+    if core_compiles() and backend.name == "cupy":
+        modes.append("mlcore")
+    elif backend.name == "cupy" and case.optimizer == "sgd":
+        modes.append("mlcore-graph")
+    variants = [_mlcore(backend, case, m) for m in modes] + [_torch(backend, case)]
     row: dict[str, Any] = {"rel_error_vs_torch": _check(variants)}
     for v in variants:  # warm-up: compile, capture, fill the memory pool
         for _ in range(3):
@@ -222,8 +237,8 @@ def _run_case(backend: Any, case: Any, rounds: int, steps: int, args: argparse.N
         for v in variants:
             times[v.name].append(_time(v, steps, backend))
             time.sleep(0.05)
-    if len(variants) == 3:  # the same steps on the same data: the graph's weights are eager's
-        row["graph_vs_eager_max_abs"] = max(float(np.max(np.abs(a - b))) for a, b in zip(
+    if len(variants) == 3:  # the same steps on the same data: compiled weights are eager's
+        row["compiled_vs_eager_max_abs"] = max(float(np.max(np.abs(a - b))) for a, b in zip(
             variants[0].params(), variants[1].params(), strict=True))
     ref = times[variants[-1].name]
     for v in variants:
@@ -258,14 +273,14 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     for optimizer in ("adam", "sgd"):
         for batch, limit in TARGETS:
             r = rows.get((optimizer, batch), {})
-            for name in ("mlcore", "mlcore-graph"):
+            for name in ("mlcore", "mlcore-graph", "mlcore-eager"):
                 ratio = r.get(f"ratio_{name}")
                 if ratio is not None:
                     out.append({"target": f"{name} / torch-cuda, {optimizer}, batch {batch}",
                                 "limit": f"<= {limit}", "value": ratio["median"],
                                 "passed": ratio["median"] <= limit})
         r = rows.get((optimizer, 16384), {})
-        for name in ("mlcore", "mlcore-graph"):
+        for name in ("mlcore", "mlcore-graph", "mlcore-eager"):
             share = r.get(f"{name}_gemm_share")
             if share is not None:
                 out.append({"target": f"{name} GEMM share of the cuBLAS peak, {optimizer}, "
@@ -288,7 +303,7 @@ def summary_lines(path: Path) -> list[str]:
         if "error" in row:
             lines.append(f"| {row['optimizer']} | {row['batch']} | error: {row['error']} |")
             continue
-        for name in ("mlcore", "mlcore-graph", "torch-cuda", "torch-cpu"):
+        for name in ("mlcore-eager", "mlcore", "mlcore-graph", "torch-cuda", "torch-cpu"):
             if f"{name}_ms" not in row:
                 continue
             ratio = row.get(f"ratio_{name}")
@@ -296,8 +311,11 @@ def summary_lines(path: Path) -> list[str]:
                     else "1")
             share = row.get(f"{name}_gemm_share")
             launches = row.get("launches", {}).get(name)
-            counts = (f"{launches['launch_calls_per_step']:.0f} / "
-                      f"{launches['gpu_kernels_per_step']:.0f}" if launches else "")
+            counts = ""
+            if launches:  # no call seen beside kernels: launched through an API not traced
+                calls = launches["launch_calls_per_step"]
+                shown = "n/a" if calls == 0 and launches["gpu_kernels_per_step"] else f"{calls:.0f}"
+                counts = f"{shown} / {launches['gpu_kernels_per_step']:.0f}"
             lines.append(f"| {row['optimizer']} | {row['batch']} | {name} | "
                          f"{row[f'{name}_ms']:.3g} | {text} | "
                          f"{'' if share is None else f'{share:.1%}'} | {counts} |")

@@ -212,9 +212,17 @@ QUICK = ("activation/relu", "activation/softmax", "loss/cross_entropy(logits)", 
 """With ``--quick``, the only activation and loss cases kept (plus every other group)."""
 
 
-def all_cases(activations: list[str], losses: list[str], quick: bool) -> list[Case]:
-    """Every case, in table order; ``quick`` keeps a representative subset."""
-    step_batches = (32, 256) if quick else (32, 256, 1024)
+GPU_BATCHES = (256, 4096)
+"""Training-step batches added when a GPU backend runs: its targets are set there."""
+
+
+def all_cases(activations: list[str], losses: list[str], quick: bool,
+              gpu: bool = False) -> list[Case]:
+    """Every case, in table order; ``quick`` keeps a representative subset; ``gpu`` adds
+    the training-step batches of :data:`GPU_BATCHES`."""
+    step_batches: tuple[int, ...] = (32, 256) if quick else (32, 256, 1024)
+    if gpu:
+        step_batches = tuple(sorted(set(step_batches) | set(GPU_BATCHES)))
     cases: list[Case] = [ActivationCase(a) for a in activations]
     # Losses from plugins are left out: the suite cannot know what targets they expect.
     cases += [LossCase(v) for v, spec in LOSS_VARIANTS.items() if spec.loss in losses]

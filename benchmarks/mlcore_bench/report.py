@@ -152,6 +152,10 @@ _TARGETS = (  # (description, case, batch, a, b, limit, "<=" or ">=")
     ("strict / numpy, 784-512-512-10 step, batch 256", MNIST_SIZES, 256, "strict", "numpy", 2.0,
      "<="),
     ("strict / numpy, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "strict", "numpy", 2.0, "<="),
+    ("cupy / torch-cuda, 784-512-512-10 step, batch 256", MNIST_SIZES, 256, "cupy",
+     "torch-cuda", 0.5, "<="),
+    ("cupy / torch-cuda, 784-512-512-10 step, batch 4096", MNIST_SIZES, 4096, "cupy",
+     "torch-cuda", 0.9, "<="),
 )
 
 

@@ -210,7 +210,10 @@ def case_list(opts: Options) -> list[Case]:
     """The cases ``opts`` selects; ValueError listing every case when none matches."""
     import mlcore
 
-    found = cases.all_cases(mlcore.activation_names(), mlcore.loss_names(), opts.quick)
+    from .bench_mlcore import status
+
+    gpu = "cupy" in opts.backends if opts.backends else status("cupy") == ""
+    found = cases.all_cases(mlcore.activation_names(), mlcore.loss_names(), opts.quick, gpu)
     chosen = cases.select(found, opts.cases)
     if not chosen:
         names = ", ".join(c.name for c in found)

@@ -73,7 +73,7 @@ def test_unmeasurable_targets_are_listed_once_with_the_reason() -> None:
                                                                  "torch-cpu": False})
     rep["targets"] = report.targets(rep)
     reasons = {t["reason"] for t in rep["targets"] if t["ratio"] is None}
-    assert reasons == {"needs torch-cpu", "case not run"}
+    assert reasons == {"needs torch-cpu", "case not run", "needs torch-cuda"}
     lines: list[str] = []
     rep |= {"recommendations": [], "recommendation_withheld": ""}
     report.print_summary(rep, lines.append)

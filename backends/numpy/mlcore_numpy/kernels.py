@@ -15,7 +15,7 @@ import numpy as np
 
 from .jit import eager, jit, loaded, switch
 
-__all__ = ["adam_update", "sgd_update", "sigmoid_binary_cross_entropy", "kernel"]
+__all__ = ["adam_update", "sgd_update", "kernel"]
 
 BLOCK = 32768
 """Elements per block: p, g, m, v and one scratch block (5 x 128 KiB in float32) stay in L2,
@@ -255,33 +255,8 @@ def sgd_update(p: np.ndarray, g: np.ndarray, lr: float) -> None:
         pf[a:b] -= t
 
 
-def sigmoid_binary_cross_entropy(xp: Any, z: np.ndarray, t: np.ndarray, smoothing: float = 0.0,
-                                 grad: bool = True) -> tuple[Any, Any]:
-    """mlcore._lossplan's kernel op for op, without NumPy's ``sum`` wrapper and with the
-    temporaries reused in place (bitwise the same value and gradient)."""
-    if t.shape != z.shape:
-        t = t.reshape(z.shape)
-    size = z.size
-    e = np.abs(z)
-    np.negative(e, out=e)
-    np.exp(e, out=e)
-    v = np.maximum(z, 0.0)
-    v -= z * t
-    v += np.log1p(e)
-    value = np.add.reduce(v, axis=None) / size
-    if not grad:
-        return value, None
-    s = np.where(z >= 0.0, 1.0, e)
-    e += 1.0
-    s /= e
-    s -= t
-    s /= size
-    return value, s
-
-
 _KERNELS: dict[str, Callable[..., Any]] = {
-    "adam_update": adam_update, "sgd_update": sgd_update,
-    "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy}
+    "adam_update": adam_update, "sgd_update": sgd_update}
 
 
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
