@@ -27,19 +27,16 @@ the loading plugin is waiting for; any other thread waits until loading is done.
 from __future__ import annotations
 
 import importlib.metadata as md
-import os
-import sys
-import threading
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
+from ._loadonce import LoadOnce
 from ._plugincontrols import (
     FIRST_PARTY,
     SINGULAR,
@@ -265,73 +262,33 @@ def _entry_points() -> Iterable[md.EntryPoint]:
             yield ep
 
 
-# -- building once, without deadlock ------------------------------------------------------
-_cond = threading.Condition()
+# -- building once, without deadlock (see mlcore._loadonce) -------------------------------
+_once = LoadOnce()
 _registry: Registry | None = None
-_builder: int | None = None  # the thread building the registry, while it does
-_in_plugin: PluginRecord | None = None  # the plugin whose code the builder runs now
-_WAITING_IN = frozenset({"threading.py", "queue.py"})  # a thread blocked on another
-_STUCK_POLLS = 5  # polls (of 20 ms) that the builder must be seen blocked in plugin code
-
-
-@contextmanager
-def _running(rec: PluginRecord) -> Iterator[None]:
-    global _in_plugin
-    _in_plugin = rec
-    try:
-        yield
-    finally:
-        _in_plugin = None
-
-
-def _builder_blocked() -> bool:
-    """Whether the building thread is inside plugin code and waiting on another thread
-    (``Thread.join``, a ``Future``, a queue): a caller then cannot wait for it."""
-    if _in_plugin is None or _builder is None:
-        return False
-    frame = sys._current_frames().get(_builder)
-    return frame is not None and os.path.basename(frame.f_code.co_filename) in _WAITING_IN
-
-
-def _wait_or_build() -> Registry | None:
-    """The built registry, or None when this thread must build it (then ``_builder`` is
-    this thread)."""
-    global _builder
-    me, stuck = threading.get_ident(), 0
-    with _cond:
-        while _registry is None:
-            if _builder is None:
-                _builder = me
-                return None
-            if _builder == me or stuck >= _STUCK_POLLS:
-                who = _in_plugin.describe() if _in_plugin else "a plugin"
-                raise PluginLoadError(
-                    f"A plugin called mlcore while mlcore's plugins were being loaded (by "
-                    f"{who}). Plugins must do nothing at import time or in their hooks but "
-                    f"return what they provide.", _in_plugin)
-            _cond.wait(0.02)
-            stuck = stuck + 1 if _builder_blocked() else 0
-        return _registry
+_running = _once.running
 
 
 def inspect() -> Registry:
     """The process-wide registry, built on first use, without raising for strict mode (what
     ``mlcore plugins`` lists)."""
-    global _registry, _builder
-    reg = _registry or _wait_or_build()
+    reg = _registry or _once.wait_or_claim(lambda: _registry)
     if reg is not None:
-        return reg
-    done = False
+        return reg  # type: ignore[no-any-return]
+    built: Registry | None = None
     try:
         built = Registry()
         built.load()
-        done = True
+    except BaseException:
+        built = None
+        raise
     finally:
-        with _cond:
-            _builder = None
-            _registry = built if done else None
-            _cond.notify_all()
+        _once.release(lambda: _publish(built))
     return built
+
+
+def _publish(reg: Registry | None) -> None:
+    global _registry
+    _registry = reg
 
 
 def registry() -> Registry:
@@ -349,9 +306,8 @@ def registry() -> Registry:
 
 def reset() -> None:
     """Forget the registry so the next use rebuilds it (after changing env controls)."""
-    global _registry
-    with _cond:
-        _registry = None
+    with _once.cond:
+        _publish(None)
 
 
 def plugin_manager() -> pluggy.PluginManager:

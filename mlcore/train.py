@@ -15,7 +15,6 @@ batch losses and correct counts on the device and converts them once per epoch.
 
 from __future__ import annotations
 
-import operator
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -31,6 +30,7 @@ from .errors import (
     InvalidValueError,
     ShapeError,
 )
+from .layers import positive_int
 from .model import Sequential, chain
 from .optim import Optimizer, get_optimizer
 
@@ -189,18 +189,6 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     return train_step_on_device
 
 
-def _check_count(value: Any, name: str) -> int:
-    """A positive int (a NumPy integer too); floats, strings and bools are refused."""
-    try:
-        n = operator.index(value) if not isinstance(value, bool) else 0
-    except TypeError:
-        n = 0
-    if n < 1:
-        raise InvalidParameterError(f"{name} must be a positive integer, received {value!r}.",
-                                    value)
-    return n
-
-
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
@@ -275,7 +263,7 @@ def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimi
     weights (:mod:`mlcore._guards`); ``on_nonfinite="warn"`` warns once and trains on,
     ``"ignore"`` does not check.
     """
-    epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     plan = resolve_loss(model, loss)
     data = _prepare(model, plan, X, y)
     val = None if validation_data is None else _prepare_validation(model, plan, validation_data)
@@ -334,7 +322,7 @@ def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
     with _scope(model, Xa):
         if batch_size is None or batch_size >= n:
             return chain(model.layers, Xa, xp, False)[0]
-        size = _check_count(batch_size, "batch_size")
+        size = positive_int(batch_size, "batch_size")
         parts = [chain(model.layers, Xa[a:b, ...], xp, False)[0] for a, b in _batches(n, size)]
         return xp.concat(parts, axis=0)
 
