@@ -28,7 +28,16 @@ The checks (``CHECKS``), on every installed backend that is usable here:
                 (``mlcore.ShapeError`` is one), or the error the backend declares its
                 library raises for such shapes (``Backend.shape_errors``: torch's
                 RuntimeError), with a message, from forward and backward.
-``reference``   (when the author supplies one) agreement with a float64 NumPy function.
+``reference``   (when the author supplies one) agreement with a float64 NumPy function, on
+                the case's inputs and, where the inputs are free (no ``inputs`` declared),
+                also *relative* agreement element by element at tiny and huge magnitudes
+                (``Case.magnitudes``, default 1e-8 and 1e4 times the inputs), which is where
+                cancellation (``log(cosh(x))``, ``exp(x) - 1``) loses digits.
+
+Inputs respect each function's domain: a case's ``inputs`` / ``extremes`` when given, else
+the object's own ``conformance_inputs(rng)`` / ``conformance_extremes(rng)`` when it has them
+(mlcore's probability losses do: cross-entropy gets probability rows and labels, KL two
+distributions, binary cross-entropy probabilities), else the defaults below.
 
 For an array *backend*, :func:`check_backend` (with ``BACKEND_CHECKS``, see
 :mod:`mlcore.testing.backend_checks`) checks the protocol, conversions both ways, the seeded random
