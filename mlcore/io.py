@@ -26,7 +26,7 @@ from .backend import get_backend, use_backend
 from .errors import MlcoreError, ModelFileError
 from .model import Sequential, layer_from_config
 
-__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "write_atomic", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "mlcore"
 FORMAT_VERSION = "1"
@@ -66,7 +66,11 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     tensors = {name: _c_order(backend.to_numpy(v)) for name, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "mlcore.config": json.dumps(model.config()), "sha256": _digest(tensors)}
-    blob: bytes = st.save(tensors, metadata=metadata)
+    write_atomic(path, st.save(tensors, metadata=metadata))
+
+
+def write_atomic(path: str | os.PathLike[str], blob: bytes) -> None:
+    """Write ``blob`` to a temporary file beside ``path``, then rename it into place."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
                                dir=target.parent or ".")

@@ -115,7 +115,14 @@ def _check_size(value: Any, name: str) -> int:
 
 
 class Layer:
-    """The base of every layer: ``forward`` returns ``(Y, backprop)``."""
+    """The base of every layer: ``forward`` returns ``(Y, backprop)``.
+
+    ``training`` is the layer's mode (True, as in PyTorch, until a model's ``eval()``); only
+    layers that set ``modal = True`` (Dropout, BatchNorm) behave differently in it.
+    """
+
+    training = True
+    modal = False
 
     def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
         """Return the output and the function that backpropagates through this call."""
@@ -128,6 +135,11 @@ class Layer:
     def parameters(self) -> list[Parameter]:
         """The trainable parameters."""
         return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self) -> list[tuple[str, Parameter]]:
+        """State that is saved with the model but not trained (BatchNorm's running
+        statistics), as ``(name, holder)`` pairs."""
+        return []
 
     def zero_grad(self) -> None:
         """Clear every parameter's accumulated gradient."""

@@ -41,8 +41,9 @@ __all__ = ["PluginRecord", "Registry", "registry", "reset", "plugin_manager", "k
            "FIRST_PARTY"]
 
 FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy"})
-_BUILTIN_MODULES = ("mlcore.activations", "mlcore.losses")
-_KINDS = ("backends", "activations", "losses")
+_BUILTIN_MODULES = ("mlcore.activations", "mlcore.losses", "mlcore.metrics",
+                    "mlcore.optimizers")
+_KINDS = ("backends", "activations", "losses", "metrics", "optimizers")
 
 
 def _truthy(var: str) -> bool:

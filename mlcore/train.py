@@ -16,11 +16,28 @@ batch losses and correct counts on the device and converts them once per epoch.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._array import check_finite, describe, device_of, device_scope, namespace
+from ._loop import (
+    Data,
+    Tracker,
+    compile_step,
+    eval_mode,
+    evaluate_data,
+    is_stream,
+    resolve_metrics,
+    run_epoch,
+    run_stream,
+    shuffle_source,
+    shuffled,
+    split,
+    stream_batches,
+)
 from ._lossplan import LossPlan, prepare_targets, resolve_loss
+from ._weights import sample_weights
+from .callbacks import Callback, CallbackList
 from .errors import (
     BackendMismatchError,
     DTypeError,
@@ -32,15 +49,6 @@ from .model import Sequential, chain
 from .optim import Optimizer, get_optimizer
 
 __all__ = ["fit", "predict", "evaluate", "make_train_step", "to_model_input"]
-
-Step = Callable[[Any, Any, Any], tuple[Any, Any]]
-
-
-class _Data(NamedTuple):
-    X: Any
-    targets: Any
-    labels: Any  # for accuracy, or None
-
 
 def _convert(backend: Any, data: Any, name: str) -> Any:
     """``data`` as an array of ``backend`` (unchanged when it already is one)."""
@@ -73,7 +81,7 @@ def to_model_input(model: Sequential, X: Any, name: str = "X") -> Any:
     return X
 
 
-def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any) -> _Data:
+def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any) -> Data:
     Xa = to_model_input(model, X)
     ya = _convert(model.backend, y, "y")
     xp = model.namespace(Xa, ya)
@@ -83,24 +91,7 @@ def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any) -> _Data:
             f"X and y must hold the same number (>= 1) of samples; received X of shape "
             f"{tuple(Xa.shape)} and y of shape {tuple(ya.shape)}.", (X, y))
     targets, labels = prepare_targets(xp, plan, ya, model.out_features, model.dtype)
-    return _Data(Xa, targets, labels)
-
-
-def _compile(model: Sequential, plan: LossPlan, opt: Optimizer) -> Step:
-    """The training step for ``plan`` and ``opt``: ``step(X, T, xp) -> (loss, output)``."""
-    layers = model.layers[: len(model.layers) - plan.trim]
-    params = model.parameters()
-
-    def step(X: Any, T: Any, xp: Any) -> tuple[Any, Any]:
-        for p in params:
-            p.grad = None
-        out, backprop = chain(layers, X, xp, False)
-        value, grad = plan.value_and_grad(xp, out, T)
-        backprop(grad)
-        opt.step()
-        return value, out
-
-    return step
+    return Data(Xa, targets, labels)
 
 
 def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "sgd",
@@ -110,17 +101,22 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     ``X`` and ``y`` must already be arrays of the model's backend and dtype (``y``: class
     indices or rows for cross-entropy, targets shaped like the output otherwise); they are
     not converted or validated, which is what makes the step cheap (use :func:`fit` for
-    checked input). Each call clears the gradients, runs forward and backward once and
-    updates the parameters with ``optimizer`` (a name or an :class:`~mlcore.optim.Optimizer`
-    over ``model.parameters()``). This is what benchmarks time.
+    checked input). Each call clears the gradients, runs forward and backward once (in
+    training mode: Dropout drops, BatchNorm uses batch statistics) and updates the
+    parameters with ``optimizer`` (a name or an :class:`~mlcore.optim.Optimizer` over
+    ``model.parameters()``). This is what benchmarks time.
     """
     plan = resolve_loss(model, loss)
-    step = _compile(model, plan, get_optimizer(optimizer, model.parameters(), lr))
+    opt = get_optimizer(optimizer, model.parameters(), lr)
+    step = compile_step(model, plan, opt, loss, weighted=False)
     first = model.parameters()[0].value
     device = device_of(first)
     names = ("X", "y", "model parameters")
+    modal = model.has_modes()
 
     def train_step(X: Any, y: Any) -> Any:
+        if modal:
+            model.train()
         return step(X, y, namespace(X, y, first, names=names))[0]
 
     if not hasattr(type(device), "__enter__"):
@@ -133,10 +129,10 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     return train_step_on_device
 
 
-def _check_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidParameterError(f"{name} must be a positive integer, received {value!r}.",
-                                    value)
+def _check_count(value: Any, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise InvalidParameterError(f"{name} must be {what}, received {value!r}.", value)
     return value
 
 
@@ -144,92 +140,168 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def _shuffled(xp: Any, data: _Data, order: Any) -> _Data:
-    return _Data(*(None if a is None else xp.take(a, order, axis=0) for a in data))
-
-
-def _run_epoch(xp: Any, step: Step, plan: LossPlan, data: _Data, batch_size: int,
-               bar: Any) -> dict[str, float]:
-    n = data.X.shape[0]
-    total = xp.zeros((), dtype=data.X.dtype)
-    correct = xp.zeros((), dtype=xp.int64)
-    for start, stop in _batches(n, batch_size):
-        value, out = step(data.X[start:stop, ...], data.targets[start:stop, ...], xp)
-        total = total + value * (stop - start)
-        if data.labels is not None:
-            correct = correct + plan.correct(xp, out, data.labels[start:stop, ...])
-        bar.update(1)
-    return _summary(plan, data, total, correct)
-
-
-def _summary(plan: LossPlan, data: _Data, total: Any, correct: Any) -> dict[str, float]:
-    n = data.X.shape[0]
-    result = {"loss": float(total) / n}
-    if data.labels is not None:
-        per_sample = 1
-        for d in data.labels.shape[1:]:
-            per_sample *= int(d)
-        result["accuracy"] = int(correct) / (n * per_sample)
-    return result
-
-
-def _evaluate_data(model: Sequential, plan: LossPlan, data: _Data,
-                   batch_size: int | None) -> dict[str, float]:
+def _in_memory(model: Sequential, plan: LossPlan, X: Any, y: Any, opts: dict[str, Any]) -> Data:
+    data = _prepare(model, plan, X, y)
+    if opts["sample_weight"] is None and opts["class_weight"] is None:
+        return data
     xp = model.namespace(data.X)
-    layers = model.layers[: len(model.layers) - plan.trim]
-    n = data.X.shape[0]
-    total = xp.zeros((), dtype=data.X.dtype)
-    correct = xp.zeros((), dtype=xp.int64)
-    for start, stop in _batches(n, batch_size or n):
-        out = chain(layers, data.X[start:stop, ...], xp, False)[0]
-        total = total + plan.value(xp, out, data.targets[start:stop, ...]) * (stop - start)
-        if data.labels is not None:
-            correct = correct + plan.correct(xp, out, data.labels[start:stop, ...])
-    return _summary(plan, data, total, correct)
+    w = sample_weights(xp, model.backend, plan, data.labels, data.X.shape[0], model.dtype,
+                       opts["sample_weight"], opts["class_weight"], model.out_features)
+    return data._replace(weights=w)
 
 
-def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimizer = "adam",
-        lr: float | None = None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-        seed: int | None = None, validation_data: tuple[Any, Any] | None = None,
+def _stream_preparer(model: Sequential, plan: LossPlan, opts: dict[str, Any]) -> Any:
+    def prepare(item: Any, b: int) -> Data:
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise InvalidParameterError(
+                f"Streamed training data must yield (X_batch, y_batch) pairs (or triples with "
+                f"sample weights); batch {b} is a {type(item).__name__}.", item)
+        data = _prepare(model, plan, item[0], item[1])
+        weight = item[2] if len(item) == 3 else None
+        if weight is None and opts["class_weight"] is None:
+            return data
+        xp = model.namespace(data.X)
+        return data._replace(weights=sample_weights(
+            xp, model.backend, plan, data.labels, data.X.shape[0], model.dtype, weight,
+            opts["class_weight"], model.out_features))
+    return prepare
+
+
+def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
+        optimizer: str | Optimizer = "adam", lr: float | None = None, epochs: int = 1,
+        batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
+        validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+        callbacks: Sequence[Callback] | None = None, metrics: Sequence[Any] | None = None,
+        sample_weight: Any = None, class_weight: dict[int, float] | None = None,
+        initial_epoch: int = 0, steps_per_epoch: int | None = None,
         verbose: bool | str = "auto") -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
-    ``loss``: a registered loss name or loss object; ``optimizer``: ``"sgd"``, ``"adam"``,
-    ``"adamw"`` (with ``lr``, default per optimiser) or an optimiser instance. ``shuffle``
-    draws a new order each epoch from ``backend.rng(seed)``, so a fixed ``seed`` (and
-    model seed) gives identical weights and history on the same backend. The history has
-    ``"loss"`` per epoch, ``"accuracy"`` for cross-entropy losses, and ``"val_loss"`` /
-    ``"val_accuracy"`` with ``validation_data=(X_val, y_val)``. ``verbose="auto"`` shows a
+    ``loss``: a registered loss name or loss object; ``optimizer``: a registered name
+    (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``, with ``lr``, default
+    per optimiser) or an optimiser instance. ``shuffle`` draws a new order each epoch from
+    ``backend.rng(seed)``; the stream continues across ``fit`` calls with the same seed, so
+    ``fit(epochs=1, seed=S)`` in a loop shuffles as ``fit(epochs=k, seed=S)`` does, and a
+    fixed ``seed`` (and model seed) gives identical weights and history on the same backend.
+
+    The history has ``"loss"`` per epoch, ``"accuracy"`` for cross-entropy losses, one key
+    per entry of ``metrics`` (names from :func:`mlcore.metric_names` or metric objects), and
+    the same with a ``val_`` prefix for ``validation_data=(X_val, y_val)`` or
+    ``validation_split`` (the last fraction of the samples, before shuffling). ``callbacks``
+    (:mod:`mlcore.callbacks`) run around epochs and batches; ``sample_weight`` (one weight
+    per sample) and ``class_weight`` (``{class: weight}``) weight the training loss (see
+    :mod:`mlcore._weights`). Epochs are numbered from ``initial_epoch`` to ``epochs - 1``
+    (as Keras: resume with ``initial_epoch=k``). ``X`` may instead be an iterable of
+    ``(X_batch, y_batch)`` pairs (``y`` omitted): a generator function, a list or a
+    DataLoader is iterated again each epoch; ``steps_per_epoch`` caps the batches per epoch
+    (required for a one-shot generator, which epochs then share). ``verbose="auto"`` shows a
     tqdm progress bar only when stderr is a terminal; ``True`` always, ``False`` never.
     """
     epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
+    initial_epoch = _check_count(initial_epoch, "initial_epoch", 0)
+    if steps_per_epoch is not None:
+        _check_count(steps_per_epoch, "steps_per_epoch")
     plan = resolve_loss(model, loss)
-    data = _prepare(model, plan, X, y)
+    opts = {"sample_weight": sample_weight, "class_weight": class_weight}
+    stream = is_stream(X, y)
+    if stream and (validation_split or sample_weight is not None):
+        raise InvalidParameterError(
+            "validation_split and sample_weight need in-memory arrays; with streamed data "
+            "pass validation_data=(X_val, y_val) and yield (X, y, weight) triples.", X)
+    data = None if stream else _in_memory(model, plan, X, y, opts)
     val = None if validation_data is None else _prepare(model, plan, *validation_data)
-    step = _compile(model, plan, get_optimizer(optimizer, model.parameters(), lr))
-    model.last_loss = loss
-    xp, rng = model.namespace(data.X), model.backend.rng(seed)
+    if validation_split and data is not None:
+        if val is not None:
+            raise InvalidParameterError(
+                "Pass validation_data or validation_split, not both.", validation_split)
+        data, val = split(model.namespace(data.X), data, validation_split)
+    opt = get_optimizer(optimizer, model.parameters(), lr)
+    weighted = (data is not None and data.weights is not None) or (
+        stream and class_weight is not None)
+    step = compile_step(model, plan, opt, loss, weighted)
+    model.last_loss, model.stop_training = loss, False
+    found = resolve_metrics(metrics)
+    tracker = Tracker(found, model, plan) if found else None
+    val_tracker = Tracker(found, model, plan) if found and val is not None else None
+    hooks = CallbackList(callbacks, model, opt) if callbacks else None
     history: dict[str, list[float]] = {}
-    n_batches = len(_batches(data.X.shape[0], batch_size))
-    with _scope(model, data.X), _progress(verbose, epochs * n_batches) as bar:
-        for _ in range(epochs):
-            epoch_data = _shuffled(xp, data, rng.permutation(data.X.shape[0])) if shuffle else data
-            stats = _run_epoch(xp, step, plan, epoch_data, batch_size, bar)
+    run = _epoch_runner(model, plan, step, data, X, batch_size, shuffle, seed, initial_epoch,
+                        steps_per_epoch, tracker, hooks, opts)
+    n_batches = (steps_per_epoch if data is None else len(_batches(data.X.shape[0], batch_size)))
+    total = None if n_batches is None else (epochs - initial_epoch) * n_batches
+    first = X if data is None else data.X
+    with _scope(model, first if data is not None else model.parameters()[0].value), \
+            _progress(verbose, total) as bar, eval_mode(model, training=True):
+        if hooks:
+            hooks.call("on_train_begin", None)
+        logs: dict[str, float] = {}
+        for epoch in range(initial_epoch, epochs):
+            if hooks:
+                hooks.call("on_epoch_begin", epoch, None)
+            logs = run(epoch, bar)
             if val is not None:
-                stats |= {f"val_{k}": v for k, v in _evaluate_data(model, plan, val, None).items()}
-            for key, value in stats.items():
+                logs |= _validate(model, plan, val, val_tracker)
+            if hooks:
+                hooks.call("on_epoch_end", epoch, logs)
+            for key, value in logs.items():
                 history.setdefault(key, []).append(value)
-            bar.set_postfix({k: round(v, 4) for k, v in stats.items()})
+            bar.set_postfix({k: round(v, 4) for k, v in logs.items()})
+            if model.stop_training:
+                break
+        if hooks:
+            hooks.call("on_train_end", logs)
     return history
 
 
+def _validate(model: Sequential, plan: LossPlan, val: Data,
+              tracker: Tracker | None) -> dict[str, float]:
+    if tracker is not None:
+        tracker.reset()
+    with eval_mode(model):
+        stats = evaluate_data(model, plan, val, None, tracker)
+    return {f"val_{k}": v for k, v in stats.items()}
+
+
+def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | None, source: Any,
+                  batch_size: int, shuffle: bool, seed: int | None, initial_epoch: int,
+                  steps: int | None, tracker: Tracker | None, hooks: CallbackList | None,
+                  opts: dict[str, Any]) -> Callable[[int, Any], dict[str, float]]:
+    """``run(epoch, bar) -> logs`` for in-memory arrays or for a stream of batches."""
+    if data is None:
+        prepare, shared = _stream_preparer(model, plan, opts), []  # type: ignore[var-annotated]
+
+        def run_streamed(epoch: int, bar: Any) -> dict[str, float]:
+            if tracker is not None:
+                tracker.reset()
+            batches = stream_batches(source, steps, shared)
+            return run_stream(model, plan, step, batches, prepare, bar, tracker, hooks)
+
+        return run_streamed
+    xp, n = model.namespace(data.X), data.X.shape[0]
+    one_batch = batch_size >= n  # a one-batch epoch's mean gradient ignores the order
+    count = max(getattr(model, "_epochs_seen", 0), initial_epoch)
+    rng = shuffle_source(model, seed, count, n) if shuffle and not one_batch else None
+
+    def run_in_memory(epoch: int, bar: Any) -> dict[str, float]:
+        if tracker is not None:
+            tracker.reset()
+        epoch_data = data if rng is None else shuffled(xp, data, rng.permutation(n))
+        logs = run_epoch(xp, step, plan, epoch_data, batch_size, bar, tracker, hooks)
+        seen = model._epochs_seen = max(getattr(model, "_epochs_seen", 0), initial_epoch) + 1
+        if rng is not None:
+            model._shuffle_state = (seed, (seen, n), rng)
+        return logs
+
+    return run_in_memory
+
+
 def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
-    """The model's full output for ``X`` (softmax probabilities for a softmax model),
-    as an array of the model's backend; ``X`` is converted at this boundary."""
+    """The model's full output for ``X`` (softmax probabilities for a softmax model), in
+    inference mode, as an array of the model's backend; ``X`` is converted at this boundary."""
     Xa = to_model_input(model, X)
     xp = model.namespace(Xa)
     n = Xa.shape[0]
-    with _scope(model, Xa):
+    with _scope(model, Xa), eval_mode(model):
         if batch_size is None or batch_size >= n:
             return chain(model.layers, Xa, xp, False)[0]
         size = _check_count(batch_size, "batch_size")
@@ -238,8 +310,10 @@ def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
 
 
 def evaluate(model: Sequential, X: Any, y: Any, *, loss: Any = None,
-             batch_size: int | None = None) -> dict[str, float]:
-    """``{"loss": ..., "accuracy": ...}`` on ``(X, y)`` (accuracy for cross-entropy losses).
+             batch_size: int | None = None,
+             metrics: Sequence[Any] | None = None) -> dict[str, float]:
+    """``{"loss": ..., "accuracy": ..., <metric>: ...}`` on ``(X, y)`` in inference mode
+    (accuracy for cross-entropy losses; ``metrics`` as in :func:`fit`).
 
     ``loss`` defaults to the loss of the model's last :func:`fit`.
     """
@@ -250,8 +324,10 @@ def evaluate(model: Sequential, X: Any, y: Any, *, loss: Any = None,
             "first.", None)
     plan = resolve_loss(model, loss)
     data = _prepare(model, plan, X, y)
-    with _scope(model, data.X):
-        return _evaluate_data(model, plan, data, batch_size)
+    found = resolve_metrics(metrics)
+    tracker = Tracker(found, model, plan) if found else None
+    with _scope(model, data.X), eval_mode(model):
+        return evaluate_data(model, plan, data, batch_size, tracker)
 
 
 def _scope(model: Sequential, X: Any) -> Any:
@@ -288,7 +364,7 @@ class _Lines(_Quiet):
         print(f"epoch {self.epoch}: {text}", file=sys.stderr)
 
 
-def _progress(verbose: bool | str, total: int) -> Any:
+def _progress(verbose: bool | str, total: int | None) -> Any:
     if verbose not in (True, False, "auto", 0, 1):
         raise InvalidParameterError(
             f"verbose must be True, False or 'auto', received {verbose!r}.", verbose)

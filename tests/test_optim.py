@@ -81,7 +81,7 @@ def test_optimiser_errors(backend: Any) -> None:
         mlcore.SGD(params, nesterov=True)
     with pytest.raises(InvalidParameterError, match=r"betas\[1\] must be in"):
         mlcore.Adam(params, betas=(0.9, 1.0))
-    with pytest.raises(UnknownNameError, match="Known: adam, adamw, sgd"):
-        get_optimizer("rmsprop", params)
+    with pytest.raises(UnknownNameError, match="Known: adagrad, adam, adamw, rmsprop, sgd"):
+        get_optimizer("lamb", params)
     with pytest.raises(InvalidParameterError, match="lr applies when optimizer is a name"):
         get_optimizer(mlcore.SGD(params), params, lr=0.1)
