@@ -312,7 +312,8 @@ class R2(Metric):
         _, _, tot, res = state
         xp = namespace(tot)
         ok = tot > 0
-        score = xp.where(ok, 1.0 - res / xp.where(ok, tot, 1.0), xp.where(res == 0, 1.0, 0.0))
+        exact = xp.astype(res == 0, tot.dtype)  # a constant target: 1 if fitted exactly
+        score = xp.where(ok, 1.0 - res / xp.where(ok, tot, 1.0), exact)
         return float(xp.mean(score))
 
 
