@@ -23,7 +23,7 @@ from .optim import Optimizer
 
 __all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "compile_step", "shuffle_source",
            "eval_mode", "resolve_metrics", "shuffled", "split", "is_stream", "stream_batches",
-           "run_stream"]
+           "run_stream", "batch_ranges"]
 
 
 class Data(NamedTuple):
@@ -34,8 +34,14 @@ class Data(NamedTuple):
 
 
 def compile_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any,
-                 weighted: bool) -> Callable[..., tuple[Any, Any]]:
-    """``step(X, T, xp[, w]) -> (loss, output)``: one update (weighted when asked)."""
+                 weighted: bool, sync: Callable[[list[Any], int], None] | None = None,
+                 ) -> Callable[..., tuple[Any, Any]]:
+    """``step(X, T, xp[, w]) -> (loss, output)``: one update (weighted when asked).
+
+    ``sync(params, rows)`` runs between backward and the update (data-parallel training
+    averages the gradients over the processes there); with it, a batch of no rows
+    contributes zero gradients and returns no output.
+    """
     layers = model.layers[: len(model.layers) - plan.trim]
     params = model.parameters()
     value_and_grad = weighted_loss(plan, loss) if weighted else None
@@ -43,9 +49,15 @@ def compile_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any,
     def step(X: Any, T: Any, xp: Any) -> tuple[Any, Any]:
         for p in params:
             p.grad = None
+        if sync is not None and X.shape[0] == 0:
+            sync(params, 0)
+            opt.step()
+            return xp.zeros((), dtype=X.dtype), None
         out, backprop = chain(layers, X, xp, False)
         value, grad = plan.value_and_grad(xp, out, T)
         backprop(grad)
+        if sync is not None:
+            sync(params, X.shape[0])
         opt.step()
         return value, out
 
@@ -106,7 +118,7 @@ class Tracker:
                                                               strict=True)}
 
 
-def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+def batch_ranges(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
@@ -134,13 +146,17 @@ def _label_count(labels: Any) -> int:
 
 
 def run_epoch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
-              batch_size: int, bar: Any, tracker: Tracker | None,
-              hooks: CallbackList | None) -> dict[str, float]:
-    """One pass over in-memory ``data`` in batches; the epoch's history values."""
+              batches: list[tuple[int, int]], bar: Any, tracker: Tracker | None,
+              hooks: CallbackList | None, dp: Any = None) -> dict[str, float]:
+    """One pass over in-memory ``data`` in ``batches`` (row ranges); the epoch's values.
+
+    With ``dp`` (data-parallel training) the ranges are this process's shares and the
+    epoch sums are reduced over the processes.
+    """
     X, T, L, W = data
     sums = _Sums(xp, X.dtype)
     hooked = hooks is not None and hooks.batch_hooks
-    for b, (start, stop) in enumerate(_batches(X.shape[0], batch_size)):
+    for b, (start, stop) in enumerate(batches):
         if hooked:
             hooks.call("on_batch_begin", b, None)  # type: ignore[union-attr]
         if W is None:
@@ -148,13 +164,15 @@ def run_epoch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, dat
         else:
             value, out = step(X[start:stop, ...], T[start:stop, ...], xp, W[start:stop])
         sums.total = sums.total + value * (stop - start)
-        if L is not None:
+        if L is not None and out is not None:
             sums.correct = sums.correct + plan.correct(xp, out, L[start:stop, ...])
         if tracker is not None:
             tracker.update(xp, out, (T if L is None else L)[start:stop, ...])
         bar.update(1)
         if hooked:
             hooks.call("on_batch_end", b, None)  # type: ignore[union-attr]
+    if dp is not None:  # every process's sums: the epoch over all of the data
+        sums.total, sums.correct = dp.reduce_sums([sums.total, sums.correct])
     sums.n = X.shape[0]
     sums.labelled = 0 if L is None else _label_count(L)
     return sums.read() | ({} if tracker is None else tracker.results())
@@ -202,7 +220,7 @@ def evaluate_data(model: Sequential, plan: LossPlan, data: Data, batch_size: int
     layers = model.layers[: len(model.layers) - plan.trim]
     n = data.X.shape[0]
     sums = _Sums(xp, data.X.dtype)
-    for start, stop in _batches(n, batch_size or n):
+    for start, stop in batch_ranges(n, batch_size or n):
         out = chain(layers, data.X[start:stop, ...], xp, False)[0]
         sums.total = sums.total + plan.value(xp, out, data.targets[start:stop, ...]) * (
             stop - start)

@@ -251,3 +251,13 @@ def digits(backend: str | None, epochs: int, seed: int) -> None:
     click.echo(f"digits: MLP {sizes} (relu, softmax), adam, {epochs} epochs, "
                f"{result.n_train} train / {result.n_test} test images, backend {result.backend}")
     click.echo(f"test accuracy {result.accuracy:.2%}, training time {result.seconds:.2f} s")
+
+
+def _register_launch() -> None:
+    """``mlcore launch`` lives with the distributed training it starts."""
+    from .distributed.launch import launch
+
+    main.add_command(launch)
+
+
+_register_launch()

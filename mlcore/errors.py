@@ -22,6 +22,7 @@ __all__ = [
     "PluginLoadError",
     "PluginConflictError",
     "ModelFileError",
+    "DistributedError",
     "PluginWarning",
 ]
 
@@ -83,6 +84,11 @@ class PluginConflictError(MlcoreError, LookupError):
 
 class ModelFileError(MlcoreError, ValueError):
     """A model file that is missing, truncated, tampered with or of an unknown format."""
+
+
+class DistributedError(MlcoreError, RuntimeError):
+    """Processes of a distributed job that disagree (model, dtype, data size, settings), or
+    a distributed set-up that cannot work here (mpi4py missing)."""
 
 
 class PluginWarning(UserWarning):

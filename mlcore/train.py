@@ -15,7 +15,6 @@ batch losses and correct counts on the device and converts them once per epoch.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from ._array import check_finite, describe, device_of, device_scope, namespace
 from ._loop import (
     Data,
     Tracker,
+    batch_ranges,
     compile_step,
     eval_mode,
     evaluate_data,
@@ -36,6 +36,7 @@ from ._loop import (
     stream_batches,
 )
 from ._lossplan import LossPlan, prepare_targets, resolve_loss
+from ._progress import progress
 from ._weights import sample_weights
 from .callbacks import Callback, CallbackList
 from .errors import (
@@ -136,10 +137,6 @@ def _check_count(value: Any, name: str, low: int = 1) -> int:
     return value
 
 
-def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
-    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-
-
 def _in_memory(model: Sequential, plan: LossPlan, X: Any, y: Any, opts: dict[str, Any]) -> Data:
     data = _prepare(model, plan, X, y)
     if opts["sample_weight"] is None and opts["class_weight"] is None:
@@ -174,7 +171,7 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
         callbacks: Sequence[Callback] | None = None, metrics: Sequence[Any] | None = None,
         sample_weight: Any = None, class_weight: dict[int, float] | None = None,
         initial_epoch: int = 0, steps_per_epoch: int | None = None,
-        verbose: bool | str = "auto") -> dict[str, list[float]]:
+        verbose: bool | str = "auto", distributed: Any = False) -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
     ``loss``: a registered loss name or loss object; ``optimizer``: a registered name
@@ -196,6 +193,11 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     DataLoader is iterated again each epoch; ``steps_per_epoch`` caps the batches per epoch
     (required for a one-shot generator, which epochs then share). ``verbose="auto"`` shows a
     tqdm progress bar only when stderr is a terminal; ``True`` always, ``False`` never.
+
+    ``distributed=True`` (or a :class:`mlcore.distributed.DataParallel`) trains data-parallel
+    over the processes of an MPI job, each taking its share of every global batch of
+    ``size · batch_size`` rows (see :mod:`mlcore.distributed.parallel`); in a single
+    process it changes nothing. It takes in-memory arrays without metrics or weights.
     """
     epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
     initial_epoch = _check_count(initial_epoch, "initial_epoch", 0)
@@ -218,20 +220,31 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     opt = get_optimizer(optimizer, model.parameters(), lr)
     weighted = (data is not None and data.weights is not None) or (
         stream and class_weight is not None)
-    step = compile_step(model, plan, opt, loss, weighted)
+    dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
+                        epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    if dp is not None and (data is None or weighted or metrics):
+        raise InvalidParameterError(
+            "distributed=True trains on in-memory arrays without metrics, sample_weight or "
+            "class_weight; compute metrics afterwards with evaluate(metrics=...).", distributed)
+    step = compile_step(model, plan, opt, loss, weighted,
+                        None if dp is None else dp.reduce_gradients)
+    seed = seed if dp is None else dp.agree_seed(seed)
+    verbose = verbose if dp is None or dp.rank == 0 else False
     model.last_loss, model.stop_training = loss, False
     found = resolve_metrics(metrics)
     tracker = Tracker(found, model, plan) if found else None
     val_tracker = Tracker(found, model, plan) if found and val is not None else None
     hooks = CallbackList(callbacks, model, opt) if callbacks else None
     history: dict[str, list[float]] = {}
-    run = _epoch_runner(model, plan, step, data, X, batch_size, shuffle, seed, initial_epoch,
-                        steps_per_epoch, tracker, hooks, opts)
-    n_batches = (steps_per_epoch if data is None else len(_batches(data.X.shape[0], batch_size)))
+    batches = None if data is None else batch_ranges(data.X.shape[0], batch_size) \
+        if dp is None else dp.batches(data.X.shape[0], batch_size)
+    run = _epoch_runner(model, plan, step, data, X, batches, shuffle, seed, initial_epoch,
+                        steps_per_epoch, tracker, hooks, opts, dp)
+    n_batches = steps_per_epoch if batches is None else len(batches)
     total = None if n_batches is None else (epochs - initial_epoch) * n_batches
     first = X if data is None else data.X
     with _scope(model, first if data is not None else model.parameters()[0].value), \
-            _progress(verbose, total) as bar, eval_mode(model, training=True):
+            progress(verbose, total) as bar, eval_mode(model, training=True), _guard(dp):
         if hooks:
             hooks.call("on_train_begin", None)
         logs: dict[str, float] = {}
@@ -263,9 +276,10 @@ def _validate(model: Sequential, plan: LossPlan, val: Data,
 
 
 def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | None, source: Any,
-                  batch_size: int, shuffle: bool, seed: int | None, initial_epoch: int,
-                  steps: int | None, tracker: Tracker | None, hooks: CallbackList | None,
-                  opts: dict[str, Any]) -> Callable[[int, Any], dict[str, float]]:
+                  batches: list[tuple[int, int]] | None, shuffle: bool, seed: int | None,
+                  initial_epoch: int, steps: int | None, tracker: Tracker | None,
+                  hooks: CallbackList | None, opts: dict[str, Any],
+                  dp: Any) -> Callable[[int, Any], dict[str, float]]:
     """``run(epoch, bar) -> logs`` for in-memory arrays or for a stream of batches."""
     if data is None:
         prepare, shared = _stream_preparer(model, plan, opts), []  # type: ignore[var-annotated]
@@ -278,7 +292,7 @@ def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | Non
 
         return run_streamed
     xp, n = model.namespace(data.X), data.X.shape[0]
-    one_batch = batch_size >= n  # a one-batch epoch's mean gradient ignores the order
+    one_batch = dp is None and len(batches or ()) == 1  # its mean gradient ignores the order
     count = max(getattr(model, "_epochs_seen", 0), initial_epoch)
     rng = shuffle_source(model, seed, count, n) if shuffle and not one_batch else None
 
@@ -286,13 +300,34 @@ def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | Non
         if tracker is not None:
             tracker.reset()
         epoch_data = data if rng is None else shuffled(xp, data, rng.permutation(n))
-        logs = run_epoch(xp, step, plan, epoch_data, batch_size, bar, tracker, hooks)
+        logs = run_epoch(xp, step, plan, epoch_data, batches or [], bar, tracker, hooks, dp)
         seen = model._epochs_seen = max(getattr(model, "_epochs_seen", 0), initial_epoch) + 1
         if rng is not None:
             model._shuffle_state = (seed, (seen, n), rng)
         return logs
 
     return run_in_memory
+
+
+def _data_parallel(distributed: Any, model: Sequential, data: Data | None, val: Data | None,
+                   **settings: Any) -> Any:
+    """The :class:`~mlcore.distributed.DataParallel` of a distributed fit, started (facts
+    checked, weights broadcast), or None (not asked, or a single process)."""
+    if distributed is False or distributed is None:
+        return None
+    if data is None:
+        raise InvalidParameterError(
+            "distributed=True needs in-memory arrays X, y (each process takes its share of "
+            "every batch); streamed batches are not split between processes.", distributed)
+    from .distributed.parallel import for_fit
+
+    return for_fit(distributed, model, data.X, None if val is None else val.X, settings)
+
+
+def _guard(dp: Any) -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext() if dp is None else dp.guard()
 
 
 def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
@@ -305,7 +340,7 @@ def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
         if batch_size is None or batch_size >= n:
             return chain(model.layers, Xa, xp, False)[0]
         size = _check_count(batch_size, "batch_size")
-        parts = [chain(model.layers, Xa[a:b, ...], xp, False)[0] for a, b in _batches(n, size)]
+        parts = [chain(model.layers, Xa[a:b, ...], xp, False)[0] for a, b in batch_ranges(n, size)]
         return xp.concat(parts, axis=0)
 
 
@@ -335,44 +370,3 @@ def _scope(model: Sequential, X: Any) -> Any:
     :func:`mlcore._array.device_scope`."""
     first = [p.value for p in model.parameters()[:1]]
     return device_scope(X, *first, names=("X", "model parameters")[: 1 + len(first)])
-
-
-class _Quiet:
-    """A progress bar that shows nothing."""
-
-    def __enter__(self) -> _Quiet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int = 1) -> None:
-        return None
-
-    def set_postfix(self, stats: dict[str, float]) -> None:
-        return None
-
-
-class _Lines(_Quiet):
-    """Progress as one line per epoch on stderr (when tqdm is not installed)."""
-
-    epoch = 0
-
-    def set_postfix(self, stats: dict[str, float]) -> None:
-        self.epoch += 1
-        text = " ".join(f"{k}={v:.4f}" for k, v in stats.items())
-        print(f"epoch {self.epoch}: {text}", file=sys.stderr)
-
-
-def _progress(verbose: bool | str, total: int | None) -> Any:
-    if verbose not in (True, False, "auto", 0, 1):
-        raise InvalidParameterError(
-            f"verbose must be True, False or 'auto', received {verbose!r}.", verbose)
-    show = sys.stderr.isatty() if verbose == "auto" else bool(verbose)
-    if not show:
-        return _Quiet()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _Lines()
-    return tqdm(total=total, unit="batch", file=sys.stderr, dynamic_ncols=True)

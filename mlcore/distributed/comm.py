@@ -1,0 +1,117 @@
+"""Collectives on arrays of one backend: :class:`Communicator` and :func:`communicator`.
+
+The fallback serves every backend: MPI over host memory. An array that exposes writeable,
+contiguous host memory (a NumPy array) is reduced where it lies, with no copy; any other
+(array-api-strict, a GPU array) is staged through ``backend.to_numpy`` and back with
+``backend.asarray``. A backend may specialise: an optional member
+``communicator(world) -> Communicator | None`` returns its own (CuPy's runs NCCL between
+GPUs, with MPI only to hand out NCCL's id), or None to take the fallback.
+
+A single process (size 1) gets the same class, whose collectives return their input: no
+MPI, no copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import Backend, get_backend
+from ..errors import DistributedError
+from ._world import World, world
+
+__all__ = ["Communicator", "communicator", "OPS"]
+
+OPS = ("sum", "max", "min")
+"""The reductions :meth:`Communicator.allreduce` accepts."""
+
+
+class Communicator:
+    """Collectives over the processes of the job, on arrays of ``backend``.
+
+    ``allreduce`` and ``broadcast`` take one array and return the result as an array of the
+    same backend, shape and dtype: the same array, changed in place, when its memory allows
+    (host memory that can be written), otherwise a new one. Every process must call the
+    same collectives in the same order with arrays of the same shape and dtype.
+    """
+
+    def __init__(self, backend: Backend, job: World) -> None:
+        self.backend, self.world = backend, job
+        self.rank, self.size = job.rank, job.size
+
+    def allreduce(self, x: Any, op: str = "sum") -> Any:
+        """The element-wise ``op`` (``"sum"``, ``"max"``, ``"min"``) of ``x`` over all
+        processes, on every process."""
+        mpi_op = self._op(op)
+        if self.size == 1:
+            return x
+        buf, back = self._host(x)
+        self.world.comm.Allreduce(self.world.mpi.IN_PLACE, buf, op=mpi_op)
+        return back(buf)
+
+    def broadcast(self, x: Any, root: int = 0) -> Any:
+        """``x`` of process ``root``, on every process."""
+        if self.size == 1:
+            return x
+        buf, back = self._host(x)
+        self.world.comm.Bcast(buf, root=root)
+        return back(buf)
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Every process's ``obj`` (a small picklable value), in rank order."""
+        return [obj] if self.size == 1 else list(self.world.comm.allgather(obj))
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        """``obj`` of process ``root`` (small and picklable), on every process."""
+        return obj if self.size == 1 else self.world.comm.bcast(obj, root=root)
+
+    def barrier(self) -> None:
+        """Wait until every process has reached this call."""
+        if self.size > 1:
+            self.world.comm.Barrier()
+
+    def _op(self, op: str) -> Any:
+        if op not in OPS:
+            raise DistributedError(
+                f"allreduce op must be one of {', '.join(OPS)}, received {op!r}.", op)
+        if self.size == 1:
+            return None
+        return {"sum": self.world.mpi.SUM, "max": self.world.mpi.MAX,
+                "min": self.world.mpi.MIN}[op]
+
+    def _host(self, x: Any) -> tuple[Any, Any]:
+        """A host buffer for ``x`` and the function turning it back into the result."""
+        try:
+            view = memoryview(x)
+        except TypeError:
+            view = None
+        if view is not None and not view.readonly and view.c_contiguous:
+            return x, _same
+        return self.backend.to_numpy(x), self.backend.asarray
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(rank={self.rank}, size={self.size}, "
+                f"backend={self.backend.name!r})")
+
+
+def _same(x: Any) -> Any:
+    return x
+
+
+_CACHE: dict[int, Communicator] = {}
+
+
+def communicator(backend: Backend | str | None = None) -> Communicator:
+    """The job's communicator for arrays of ``backend`` (default: the selected backend).
+
+    The backend's own (its optional ``communicator(world)`` member) when it offers one,
+    else MPI over host memory; built once per backend and reused.
+    """
+    if backend is None or isinstance(backend, str):
+        backend = get_backend(backend)
+    job = world()
+    key = id(backend)
+    if key not in _CACHE:
+        special = getattr(backend, "communicator", None)
+        own = special(job) if callable(special) and job.size > 1 else None
+        _CACHE[key] = own if own is not None else Communicator(backend, job)
+    return _CACHE[key]

@@ -1,0 +1,90 @@
+"""``mlcore launch -n K script.py [args]``: start K processes of a script under MPI.
+
+A thin wrapper over the installed MPI's own launcher (``mpiexec``), as ``torchrun`` wraps
+PyTorch's: it finds the ``mpiexec`` beside this Python (the MPICH wheel of
+``mlcore[mpi]`` puts it there) or on ``PATH``, and runs ``python -m mpi4py script.py`` in
+each process, so an uncaught exception in any process ends them all (``MPI_Abort``) instead
+of leaving the rest waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["launch", "find_mpiexec", "launch_command"]
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def find_mpiexec(given: str | None = None) -> str:
+    """The MPI launcher to use: ``given``, else the one installed beside this Python, else
+    ``mpiexec`` or ``mpirun`` on ``PATH``."""
+    if given:
+        found = shutil.which(given)
+        if found is None:
+            raise click.ClickException(f"--mpiexec {given!r}: no such program.")
+        return found
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.is_file():
+        return str(beside)
+    for name in ("mpiexec", "mpirun"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise click.ClickException(
+        "mlcore launch needs an MPI launcher (mpiexec), and none is installed beside this "
+        f"Python ({Path(sys.executable).parent}) or on PATH. Install one with: pip install "
+        "'mlcore[mpi]' (brings mpi4py and the MPICH wheel), or pass --mpiexec PATH.")
+
+
+def launch_command(processes: int, script: str, args: tuple[str, ...] = (),
+                   hostfile: str | None = None, mpiexec: str | None = None,
+                   module: bool = False) -> list[str]:
+    """The command line ``mlcore launch`` runs (``module``: ``script`` names a module,
+    run as ``python -m``)."""
+    cmd = [find_mpiexec(mpiexec), "-n", str(processes)]
+    if hostfile:
+        cmd += ["-hostfile", hostfile]  # MPICH, Intel MPI and Open MPI all take -hostfile
+    target = ["-m", script] if module else [script]
+    return [*cmd, sys.executable, "-m", "mpi4py", *target, *args]
+
+
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.option("-n", "--processes", type=click.IntRange(1), required=True,
+              help="How many processes to start.")
+@click.option("--hostfile", type=click.Path(exists=True, dir_okay=False),
+              help="Hosts to run on, one per line ('node1:4' for 4 processes there; "
+                   "docs/distributed.md). Default: this machine.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="BLAS and OpenMP threads per process (sets OMP_NUM_THREADS, "
+                   "OPENBLAS_NUM_THREADS, MKL_NUM_THREADS). Default: each library's own.")
+@click.option("--mpiexec", "mpiexec", default=None,
+              help="The MPI launcher (default: the one beside this Python, else on PATH).")
+@click.option("-m", "--module", is_flag=True,
+              help="SCRIPT is a module name, run as python -m does (e.g. -m "
+                   "mlcore.distributed.digits).")
+@click.option("--dry-run", is_flag=True, help="Print the command instead of running it.")
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def launch(processes: int, hostfile: str | None, threads: int | None, mpiexec: str | None,
+           module: bool, dry_run: bool, script: str, args: tuple[str, ...]) -> None:
+    """Run SCRIPT in PROCESSES processes under MPI (model.fit(..., distributed=True)
+    then trains one model on all of them); options after SCRIPT go to the script."""
+    if not module and not Path(script).is_file():
+        raise click.BadParameter(f"no such file: {script!r} (pass -m for a module).",
+                                 param_hint="SCRIPT")
+    cmd = launch_command(processes, script, args, hostfile, mpiexec, module)
+    env = dict(os.environ, MLCORE_DISTRIBUTED="mpi")
+    if threads is not None:
+        env |= {var: str(threads) for var in _THREAD_VARS}
+    if dry_run:
+        click.echo(" ".join(cmd))
+        return
+    sys.exit(subprocess.run(cmd, env=env, check=False).returncode)

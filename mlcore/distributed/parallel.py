@@ -1,0 +1,240 @@
+"""Data-parallel training: what ``fit(..., distributed=True)`` does on every process.
+
+Every process holds the whole (in-memory) training set and draws the same shuffled order
+(the seed is agreed at the start). A global batch is ``size · batch_size`` consecutive rows
+of that order; process ``r`` takes the ``r``-th of ``size`` near-equal contiguous slices of
+it (the last global batch may be short; a process may then get no rows). Before the first
+step the processes compare the model, data size and settings and stop with an error naming
+what differs; then rank 0's initial weights are broadcast.
+
+Each step: forward and backward on the local slice give the mean gradient ``g_r`` over its
+``n_r`` rows; one allreduce per bucket over a flat buffer (never one per parameter) sums
+``n_r g_r`` and ``n_r``, and every process takes ``g = Σ n_r g_r / Σ n_r`` — the mean
+gradient over the global batch, as one process with batch ``size · batch_size`` computes it
+(up to the order of the float additions). Every process then runs the same optimiser update
+on the same gradient, so the weights stay identical without being sent again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import DistributedError, InvalidParameterError
+from ..layers import Parameter
+from ._world import abort
+from .comm import Communicator, communicator
+
+__all__ = ["DataParallel", "DEFAULT_BUCKET_BYTES", "for_fit"]
+
+DEFAULT_BUCKET_BYTES = 25 * 2**20
+"""Gradients are reduced in flat buckets of at most this many bytes (PyTorch DDP's 25 MiB):
+one message for most MLPs, several bounded ones for large models."""
+
+
+class DataParallel:
+    """Options of data-parallel training; ``fit(..., distributed=DataParallel(...))``.
+
+    ``distributed=True`` is ``DataParallel()``. ``bucket_bytes`` caps one gradient message.
+    After ``fit``, ``stats`` holds ``steps`` and ``allreduce_seconds`` (time in the gradient
+    collectives, staging included) of that fit.
+    """
+
+    def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                 comm: Communicator | None = None) -> None:
+        if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) \
+                or bucket_bytes < 1:
+            raise DistributedError(
+                f"bucket_bytes must be a positive integer, received {bucket_bytes!r}.",
+                bucket_bytes)
+        self.bucket_bytes, self.comm = bucket_bytes, comm
+        self.stats: dict[str, float] = {"steps": 0, "allreduce_seconds": 0.0}
+        self._buckets: list[list[int]] = []
+        self._xp: Any = None
+
+    # -- set-up, before the first step ----------------------------------------------------
+    def start(self, model: Any, facts: dict[str, Any]) -> DataParallel:
+        """Bind to ``model``: check ``facts`` agree on every process, broadcast rank 0's
+        weights, plan the buckets. Returns self."""
+        if self.comm is None:
+            self.comm = communicator(model.backend)
+        self.check(facts)
+        params = model.parameters()
+        self._xp = model.namespace(params[0].value)
+        itemsize = self._xp.finfo(params[0].value.dtype).bits // 8
+        self._buckets = _plan_buckets(params, self.bucket_bytes // itemsize)
+        self.broadcast_parameters(params)
+        self.stats = {"steps": 0, "allreduce_seconds": 0.0}
+        return self
+
+    @property
+    def size(self) -> int:
+        return 1 if self.comm is None else self.comm.size
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.comm is None else self.comm.rank
+
+    def check(self, facts: dict[str, Any]) -> None:
+        """Raise :class:`DistributedError` on every process when any process's ``facts``
+        (name -> comparable value) differ from rank 0's, naming each difference."""
+        assert self.comm is not None
+        every = self.comm.allgather_object(facts)
+        lines = []
+        for name, value in every[0].items():
+            odd = [(r, f.get(name)) for r, f in enumerate(every) if f.get(name) != value]
+            if odd:
+                others = "; ".join(f"{v!r} on rank {r}" for r, v in odd)
+                lines.append(f"{name} is {value!r} on rank 0 but {others}")
+        if lines:
+            raise DistributedError(
+                "Distributed fit: the processes disagree before the first step: "
+                + ". ".join(lines) + ". Every process must call fit with the same model, "
+                "data size and settings.", every)
+
+    def broadcast_parameters(self, params: Sequence[Parameter]) -> None:
+        """Rank 0's parameter values on every process (copied in, layout kept)."""
+        assert self.comm is not None
+        if self.size == 1:
+            return
+        xp = self._xp
+        for bucket in self._buckets:
+            flat = xp.concat([xp.reshape(params[i].value, (-1,)) for i in bucket])
+            flat = self.comm.broadcast(flat, root=0)
+            for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
+                params[i].set(part)
+
+    def agree_seed(self, seed: int | None) -> int | None:
+        """``seed``, or (when None) one drawn by rank 0, so every process shuffles alike."""
+        assert self.comm is not None
+        if seed is not None or self.size == 1:
+            return seed
+        return int(self.comm.broadcast_object(secrets.randbelow(2**63) if self.rank == 0
+                                              else None))
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Around the training loop: an error on one process ends every process (with
+        ``MPI_Abort``, after printing it) instead of leaving the others waiting forever in
+        the next allreduce."""
+        try:
+            yield
+        except (Exception, KeyboardInterrupt) as exc:
+            if self.size > 1:
+                abort(exc, "distributed fit")
+            raise
+
+    # -- the epoch ------------------------------------------------------------------------
+    def batches(self, n: int, batch_size: int) -> list[tuple[int, int]]:
+        """This process's ``(start, stop)`` rows of each global batch of ``size ·
+        batch_size`` rows (a slice may be empty in a short last batch)."""
+        k, rank, step = self.size, self.rank, self.size * batch_size
+        out = []
+        for s in range(0, n, step):
+            q, r = divmod(min(s + step, n) - s, k)
+            start = s + rank * q + min(rank, r)
+            out.append((start, start + q + (rank < r)))
+        return out
+
+    def reduce_gradients(self, params: Sequence[Parameter], rows: int) -> None:
+        """Replace every ``grad`` by the mean gradient over the global batch (see the
+        module's docstring); ``rows`` is the size of this process's slice."""
+        assert self.comm is not None
+        began = time.perf_counter()
+        xp, dtype = self._xp, params[0].value.dtype
+        grads = [xp.zeros(p.shape, dtype=dtype) if p.grad is None else p.grad for p in params]
+        inverse_total: Any = None
+        for b, bucket in enumerate(self._buckets):
+            parts = [xp.reshape(grads[i], (-1,)) for i in bucket]
+            if b == 0:
+                parts.append(xp.ones((1,), dtype=dtype))
+            flat = xp.concat(parts)
+            flat *= float(rows)
+            flat = self.comm.allreduce(flat, "sum")
+            if b == 0:
+                inverse_total = 1.0 / flat[-1:]
+                flat = flat[:-1]
+            flat = flat * inverse_total
+            for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
+                params[i].grad = part
+        self.stats["steps"] += 1
+        self.stats["allreduce_seconds"] += time.perf_counter() - began
+
+    def reduce_sums(self, values: Sequence[Any]) -> list[Any]:
+        """``values`` (0-d arrays or numbers) summed over all processes, as host floats."""
+        assert self.comm is not None
+        mine = [float(v) for v in values]
+        if self.size == 1:
+            return mine
+        every = self.comm.allgather_object(mine)  # summed in rank order: equal everywhere
+        return [sum(column) for column in zip(*every, strict=True)]
+
+
+def _plan_buckets(params: Sequence[Parameter], cap: int) -> list[list[int]]:
+    """Consecutive parameters grouped into buckets of at most ``cap`` elements (a parameter
+    larger than ``cap`` gets a bucket of its own)."""
+    buckets: list[list[int]] = [[]]
+    used = 0
+    for i, p in enumerate(params):
+        count = _numel(p.shape)
+        if buckets[-1] and used + count > cap:
+            buckets.append([])
+            used = 0
+        buckets[-1].append(i)
+        used += count
+    return buckets
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _split(xp: Any, flat: Any, params: Sequence[Parameter], bucket: list[int]) -> list[Any]:
+    """``flat`` cut into arrays shaped like ``params[i]`` for ``i`` in ``bucket``."""
+    out, at = [], 0
+    for i in bucket:
+        n = _numel(params[i].shape)
+        out.append(xp.reshape(flat[at:at + n], params[i].shape))
+        at += n
+    return out
+
+
+def for_fit(distributed: Any, model: Any, X: Any, X_val: Any,
+            settings: dict[str, Any]) -> DataParallel | None:
+    """The started :class:`DataParallel` for ``fit(..., distributed=...)``, or None in a
+    single process (where data-parallel training changes nothing and costs nothing)."""
+    if distributed is True:
+        dp = DataParallel()
+    elif isinstance(distributed, DataParallel):
+        dp = distributed
+    else:
+        raise InvalidParameterError(
+            f"distributed must be True, False or an mlcore.distributed.DataParallel, "
+            f"received {distributed!r}.", distributed)
+    if dp.comm is None:
+        dp.comm = communicator(model.backend)
+    if dp.size == 1:
+        return None
+    return dp.start(model, _facts(model, X, X_val, settings))
+
+
+def _facts(model: Any, X: Any, X_val: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """What every process of one fit must agree on, by the name an error shows."""
+    opt, loss = settings.pop("optimizer"), settings.pop("loss")
+    return {
+        "backend": model.backend.name,
+        "model architecture": " ".join(repr(model).split()),
+        "parameter dtype": str(model.dtype),
+        "number of training samples": int(X.shape[0]),
+        "sample shape": tuple(int(d) for d in X.shape[1:]),
+        "number of validation samples": None if X_val is None else int(X_val.shape[0]),
+        "loss": loss if isinstance(loss, str) else type(loss).__name__,
+        "optimizer": f"{type(opt).__name__}(lr={opt.lr})",
+        **settings,
+    }

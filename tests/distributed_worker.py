@@ -1,0 +1,103 @@
+"""Run under MPI by tests/test_distributed.py: ``mpiexec -n K python distributed_worker.py MODE
+OUTDIR``. Each mode trains or fails on purpose and leaves what the test checks in OUTDIR."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import mlcore
+from mlcore import distributed
+from mlcore.errors import DistributedError
+
+N, FEATURES, CLASSES, HIDDEN = 50, 5, 3, 8
+
+
+def data(n: int = N) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(n, FEATURES))
+    return X, (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
+
+
+def run(backend: str, optimizer: str, batch_size: int, dp: object = True,
+        epochs: int = 2, dtype: str = "float64") -> tuple[mlcore.MLP, dict[str, list[float]]]:
+    """The training every process (or the single reference process) runs."""
+    with mlcore.use_backend(backend):
+        model = mlcore.MLP([FEATURES, HIDDEN, CLASSES], activation="tanh",
+                           output_activation="softmax", seed=distributed.rank(), dtype=dtype)
+        X, y = data()
+        lr = 0.1 if optimizer == "sgd" else 0.01
+        history = model.fit(X, y, loss="cross_entropy", optimizer=optimizer, lr=lr,
+                            epochs=epochs, batch_size=batch_size, seed=3, verbose=False,
+                            validation_data=(X[:10], y[:10]), distributed=dp)
+    return model, history
+
+
+def weights(model: mlcore.MLP) -> dict[str, np.ndarray]:
+    return {k: model.backend.to_numpy(v) for k, v in model.state_dict().items()}
+
+
+def equivalence(out: Path, batch_size: int) -> None:
+    r = distributed.rank()
+    for backend in ("numpy", "strict"):
+        for optimizer in ("sgd", "adam"):
+            # numpy-adam with tiny buckets: several allreduces per step
+            dp = distributed.DataParallel(bucket_bytes=200) if (
+                backend, optimizer) == ("numpy", "adam") else True
+            model, history = run(backend, optimizer, batch_size, dp)
+            np.savez(out / f"{backend}-{optimizer}-rank{r}.npz", **weights(model))
+            if r == 0:
+                (out / f"{backend}-{optimizer}.json").write_text(json.dumps(history))
+
+
+def fault(out: Path) -> None:
+    """Rank 1 fails in its third optimiser step; every process must stop."""
+
+    class Failing(mlcore.SGD):
+        steps = 0
+
+        def step(self) -> None:
+            self.steps += 1
+            if distributed.rank() == 1 and self.steps == 3:
+                raise RuntimeError("injected failure on rank 1")
+            super().step()
+
+    model = mlcore.MLP([FEATURES, HIDDEN, CLASSES], output_activation="softmax", seed=0)
+    X, y = data()
+    model.fit(X, y, loss="cross_entropy", optimizer=Failing(model.parameters()), epochs=50,
+              batch_size=4, verbose=False, distributed=True)
+    (out / f"finished-rank{distributed.rank()}").write_text("should not get here")
+
+
+def mismatch(out: Path) -> None:
+    """Each process differs in one way per case; every process gets the same error."""
+    r = distributed.rank()
+    cases = {
+        "data size": dict(n=N - r),
+        "architecture": dict(hidden=HIDDEN + r),
+        "dtype": dict(dtype="float64" if r else "float32"),
+    }
+    messages = {}
+    for name, case in cases.items():
+        model = mlcore.MLP([FEATURES, case.get("hidden", HIDDEN), CLASSES],
+                           output_activation="softmax", seed=0, dtype=case.get("dtype"))
+        X, y = data(case.get("n", N))
+        try:
+            model.fit(X, y, loss="cross_entropy", epochs=1, verbose=False, distributed=True)
+            messages[name] = "no error"
+        except DistributedError as exc:
+            messages[name] = str(exc)
+    (out / f"mismatch-rank{r}.json").write_text(json.dumps(messages))
+
+
+if __name__ == "__main__":
+    mode, outdir = sys.argv[1], Path(sys.argv[2])
+    if mode == "equivalence":
+        equivalence(outdir, int(sys.argv[3]))
+    elif mode == "fault":
+        fault(outdir)
+    elif mode == "mismatch":
+        mismatch(outdir)
