@@ -260,8 +260,16 @@ def is_stream(X: Any, y: Any) -> bool:
     """Training data given as an iterable (or function) of batches rather than arrays."""
     if y is not None:
         return False
-    return callable(X) or (not hasattr(X, "shape") and not isinstance(X, (list, tuple))
-                           and hasattr(X, "__iter__"))
+    if isinstance(X, (list, tuple)):  # a list of (X_batch, y_batch) pairs
+        stream = bool(X) and isinstance(X[0], tuple)
+    else:
+        stream = callable(X) or (not hasattr(X, "shape") and hasattr(X, "__iter__"))
+    if not stream:
+        raise InvalidParameterError(
+            "fit needs targets: pass fit(X, y, ...), or in place of X an iterable of "
+            "(X_batch, y_batch) pairs (a generator function, a DataLoader, "
+            "mlcore.data.batches(X, y)).", X)
+    return True
 
 
 @contextmanager
