@@ -56,9 +56,10 @@ class _Norm(Layer):
                 f"{type(self).__name__} expected input of shape (N, {self.num_features}), "
                 f"received shape {tuple(X.shape)}.", X)
         if X.dtype != self.weight.value.dtype:
+            have = dtype_name(xp, self.weight.value.dtype)
             raise DTypeError(
-                f"{type(self).__name__} has {self.weight.value.dtype} parameters but received "
-                f"{X.dtype} input. Build the layer with dtype={dtype_name(xp, X.dtype)!r}.", X)
+                f"{type(self).__name__} has {have} parameters but received {X.dtype} input. "
+                f"Convert the input with astype, or build the layer with that dtype.", X)
         return xp
 
     def _affine(self, xp: Any, xhat: Any, inv: Any, axis: int,
