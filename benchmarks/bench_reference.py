@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import reference_numpy as ref
-from .cases import ActivationCase, Case, DenseCase, LossCase, StepCase, TrainCase
+from .cases import ActivationCase, Case, DenseCase, FitCase, LossCase, StepCase, TrainCase
 from .timing import UnavailableError
 
 __all__ = ["FnBench", "make_hand", "make_torch", "torch_status", "train_epochs"]
@@ -58,7 +58,7 @@ def make_hand(case: Case, dtype: Any) -> FnBench:
     """The hand-written NumPy competitor for ``case``."""
     builders: dict[str, Callable[..., FnBench]] = {
         "activation": _hand_activation, "loss": _hand_loss, "dense": _hand_dense,
-        "mlp_step": _hand_step, "train": _hand_train}
+        "mlp_step": _hand_step, "train": _hand_train, "fit": _hand_fit}
     return builders[case.group](case, dtype)
 
 
@@ -120,6 +120,22 @@ def _hand_train(case: TrainCase, dtype: Any) -> FnBench:
         model = ref.NumpyMLP(weights, dtype, "relu", "softmax_ce", "adam", case.lr)
         out[:] = train_epochs(case, lambda i: model.step(X[i], y_tr[i]),
                               lambda: float(np.mean(model.predict(Xt) == y_te)), len(X))
+
+    return FnBench(step, lambda: list(out))
+
+
+def _hand_fit(case: FitCase, dtype: Any) -> FnBench:
+    X64, y, weights = case.data()
+    X = X64.astype(dtype)
+    target = y if case.loss == "softmax_ce" else y.astype(dtype)
+    out: list[Any] = []
+
+    def step() -> None:
+        model = ref.NumpyMLP(weights, dtype, case.hidden, case.loss, case.optimizer, case.lr)
+        for _ in range(case.epochs):
+            for a, b in case.batches():
+                model.step(X[a:b], target[a:b])
+        out[:] = [p.copy() for p in model.params]
 
     return FnBench(step, lambda: list(out))
 

@@ -79,6 +79,8 @@ def competitors(wanted: list[str]) -> list[Competitor]:
     rows = [Competitor(n, "mlcore", partial(bench_mlcore.make, name=n), bench_mlcore.status(n))
             for n in mlcore.backend_names()]
     rows.append(Competitor("numpy-hand", "reference", bench_reference.make_hand))
+    rows.append(Competitor("mlcore-steps", "reference", bench_mlcore.make_steps,
+                           bench_mlcore.status("numpy")))
     rows += [Competitor(f"torch-{dev}", "reference",
                         partial(bench_reference.make_torch, device=dev),
                         bench_reference.torch_status(dev)) for dev in ("cpu", "cuda")]
@@ -141,7 +143,7 @@ def _ratios(stats: dict[str, Stats], comps: list[Competitor], info: dict[str, An
         if c.kind != "mlcore" or c.label not in stats:
             continue
         torch_ref = "torch-cuda" if info.get(c.label, {}).get("gpu") else "torch-cpu"
-        for ref in ("numpy-hand", torch_ref, "numpy"):
+        for ref in ("numpy-hand", torch_ref, "numpy", "mlcore-steps"):
             if ref in stats and ref != c.label:
                 med, lo, hi = ratio(stats[c.label], stats[ref])
                 out.append({"a": c.label, "b": ref, "median": med, "min": lo, "max": hi})

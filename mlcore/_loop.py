@@ -23,7 +23,7 @@ from .optim import Optimizer
 
 __all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "compile_step", "shuffle_source",
            "eval_mode", "resolve_metrics", "shuffled", "split", "is_stream", "stream_batches",
-           "run_stream", "batch_ranges"]
+           "run_stream", "batch_ranges", "label_count"]
 
 
 class Data(NamedTuple):
@@ -123,13 +123,27 @@ def batch_ranges(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 class _Sums:
-    """Loss sum, correct count and sample count of an epoch (device arrays until read)."""
+    """Loss sum, correct count and sample count of an epoch (device arrays until read;
+    None before the first batch, which saves two array creations on a one-batch epoch)."""
 
-    def __init__(self, xp: Any, dtype: Any) -> None:
-        self.total = xp.zeros((), dtype=dtype)
-        self.correct = xp.zeros((), dtype=xp.int64)
+    def __init__(self) -> None:
+        self.total: Any = None
+        self.correct: Any = None
         self.n = 0
         self.labelled = 0  # label entries counted for accuracy
+
+    def add(self, loss_sum: Any, correct: Any) -> None:
+        self.total = loss_sum if self.total is None else self.total + loss_sum
+        if correct is not None:
+            self.correct = correct if self.correct is None else self.correct + correct
+
+    def reduce(self, xp: Any, dtype: Any, dp: Any) -> None:
+        """Sum over the processes of a data-parallel run (each process adds its share)."""
+        if self.total is None:
+            self.total = xp.zeros((), dtype=dtype)
+        if self.correct is None:
+            self.correct = xp.zeros((), dtype=xp.int64)
+        self.total, self.correct = dp.reduce_sums([self.total, self.correct])
 
     def read(self) -> dict[str, float]:
         result = {"loss": float(self.total) / self.n}
@@ -138,7 +152,7 @@ class _Sums:
         return result
 
 
-def _label_count(labels: Any) -> int:
+def label_count(labels: Any) -> int:
     count = 1
     for d in labels.shape:
         count *= int(d)
@@ -147,14 +161,17 @@ def _label_count(labels: Any) -> int:
 
 def run_epoch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
               batches: list[tuple[int, int]], bar: Any, tracker: Tracker | None,
-              hooks: CallbackList | None, dp: Any = None) -> dict[str, float]:
-    """One pass over in-memory ``data`` in ``batches`` (row ranges); the epoch's values.
+              hooks: CallbackList | None, dp: Any = None, labelled: int = 0) -> dict[str, float]:
+    """One pass over in-memory ``data`` in ``batches`` (row ranges); the epoch's values
+    (``labelled``: the number of label entries, for accuracy).
 
     With ``dp`` (data-parallel training) the ranges are this process's shares and the
     epoch sums are reduced over the processes.
     """
     X, T, L, W = data
-    sums = _Sums(xp, X.dtype)
+    if len(batches) == 1 and dp is None and not tracker and not hooks and W is None:
+        return _one_batch(xp, step, plan, data, bar, labelled)
+    sums = _Sums()
     hooked = hooks is not None and hooks.batch_hooks
     for b, (start, stop) in enumerate(batches):
         if hooked:
@@ -163,19 +180,27 @@ def run_epoch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, dat
             value, out = step(X[start:stop, ...], T[start:stop, ...], xp)
         else:
             value, out = step(X[start:stop, ...], T[start:stop, ...], xp, W[start:stop])
-        sums.total = sums.total + value * (stop - start)
-        if L is not None and out is not None:
-            sums.correct = sums.correct + plan.correct(xp, out, L[start:stop, ...])
+        sums.add(value * (stop - start), None if L is None or out is None
+                 else plan.correct(xp, out, L[start:stop, ...]))
         if tracker is not None:
             tracker.update(xp, out, (T if L is None else L)[start:stop, ...])
         bar.update(1)
         if hooked:
             hooks.call("on_batch_end", b, None)  # type: ignore[union-attr]
     if dp is not None:  # every process's sums: the epoch over all of the data
-        sums.total, sums.correct = dp.reduce_sums([sums.total, sums.correct])
-    sums.n = X.shape[0]
-    sums.labelled = 0 if L is None else _label_count(L)
+        sums.reduce(xp, X.dtype, dp)
+    sums.n, sums.labelled = X.shape[0], labelled
     return sums.read() | ({} if tracker is None else tracker.results())
+
+
+def _one_batch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
+               bar: Any, labelled: int) -> dict[str, float]:
+    """An epoch that is one batch of all the data (XOR-sized nets): its mean is the loss."""
+    value, out = step(data.X, data.targets, xp)
+    bar.update(1)
+    if data.labels is None:
+        return {"loss": float(value)}
+    return {"loss": float(value), "accuracy": int(plan.correct(xp, out, data.labels)) / labelled}
 
 
 def run_stream(model: Sequential, plan: LossPlan, step: Callable[..., tuple[Any, Any]],
@@ -190,16 +215,14 @@ def run_stream(model: Sequential, plan: LossPlan, step: Callable[..., tuple[Any,
             hooks.call("on_batch_begin", b, None)  # type: ignore[union-attr]
         d = prepare(item, b)
         if sums is None:
-            xp = model.namespace(d.X)
-            sums = _Sums(xp, d.X.dtype)
+            xp, sums = model.namespace(d.X), _Sums()
         size = d.X.shape[0]
         value, out = (step(d.X, d.targets, xp) if d.weights is None
                       else step(d.X, d.targets, xp, d.weights))
-        sums.total = sums.total + value * size
+        sums.add(value * size, None if d.labels is None else plan.correct(xp, out, d.labels))
         sums.n += size
         if d.labels is not None:
-            sums.correct = sums.correct + plan.correct(xp, out, d.labels)
-            sums.labelled += _label_count(d.labels)
+            sums.labelled += label_count(d.labels)
         if tracker is not None:
             tracker.update(xp, out, d.targets if d.labels is None else d.labels)
         bar.update(1)
@@ -219,18 +242,17 @@ def evaluate_data(model: Sequential, plan: LossPlan, data: Data, batch_size: int
     xp = model.namespace(data.X)
     layers = model.layers[: len(model.layers) - plan.trim]
     n = data.X.shape[0]
-    sums = _Sums(xp, data.X.dtype)
+    sums = _Sums()
     for start, stop in batch_ranges(n, batch_size or n):
         out = chain(layers, data.X[start:stop, ...], xp, False)[0]
-        sums.total = sums.total + plan.value(xp, out, data.targets[start:stop, ...]) * (
-            stop - start)
-        if data.labels is not None:
-            sums.correct = sums.correct + plan.correct(xp, out, data.labels[start:stop, ...])
+        sums.add(plan.value(xp, out, data.targets[start:stop, ...]) * (stop - start),
+                 None if data.labels is None else plan.correct(xp, out,
+                                                               data.labels[start:stop, ...]))
         if tracker is not None:
             y = data.targets if data.labels is None else data.labels
             tracker.update(xp, out, y[start:stop, ...])
     sums.n = n
-    sums.labelled = 0 if data.labels is None else _label_count(data.labels)
+    sums.labelled = 0 if data.labels is None else label_count(data.labels)
     return sums.read() | ({} if tracker is None else tracker.results())
 
 

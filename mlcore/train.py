@@ -15,6 +15,7 @@ batch losses and correct counts on the device and converts them once per epoch.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from ._loop import (
     eval_mode,
     evaluate_data,
     is_stream,
+    label_count,
     resolve_metrics,
     run_epoch,
     run_stream,
@@ -243,6 +245,7 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     n_batches = steps_per_epoch if batches is None else len(batches)
     total = None if n_batches is None else (epochs - initial_epoch) * n_batches
     first = X if data is None else data.X
+    show = verbose not in (False, 0) and (verbose != "auto" or sys.stderr.isatty())
     with _scope(model, first if data is not None else model.parameters()[0].value), \
             progress(verbose, total) as bar, eval_mode(model, training=True), _guard(dp):
         if hooks:
@@ -258,7 +261,8 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
                 hooks.call("on_epoch_end", epoch, logs)
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
-            bar.set_postfix({k: round(v, 4) for k, v in logs.items()})
+            if show:
+                bar.set_postfix({k: round(v, 4) for k, v in logs.items()})
             if model.stop_training:
                 break
         if hooks:
@@ -293,15 +297,17 @@ def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | Non
         return run_streamed
     xp, n = model.namespace(data.X), data.X.shape[0]
     one_batch = dp is None and len(batches or ()) == 1  # its mean gradient ignores the order
-    count = max(getattr(model, "_epochs_seen", 0), initial_epoch)
+    count = max(model._epochs_seen, initial_epoch)
+    labelled = 0 if data.labels is None else label_count(data.labels)
     rng = shuffle_source(model, seed, count, n) if shuffle and not one_batch else None
 
     def run_in_memory(epoch: int, bar: Any) -> dict[str, float]:
         if tracker is not None:
             tracker.reset()
         epoch_data = data if rng is None else shuffled(xp, data, rng.permutation(n))
-        logs = run_epoch(xp, step, plan, epoch_data, batches or [], bar, tracker, hooks, dp)
-        seen = model._epochs_seen = max(getattr(model, "_epochs_seen", 0), initial_epoch) + 1
+        logs = run_epoch(xp, step, plan, epoch_data, batches or [], bar, tracker, hooks, dp,
+                         labelled)
+        seen = model._epochs_seen = max(model._epochs_seen, initial_epoch) + 1
         if rng is not None:
             model._shuffle_state = (seed, (seen, n), rng)
         return logs
