@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-shot GPU check of the CuPy backend (issue 7; docs/gpu.md says how to read it).
+# The one-shot GPU check of the CuPy backend (docs/gpu.md says how to read it).
 #
 # On a CUDA machine with no network, from the repository root, with the wheels of
 # array-api-compat and array-api-strict in .whl/ (see docs/gpu.md to fetch them):
@@ -10,10 +10,14 @@
 #   tests    the whole suite with MLCORE_BACKEND=cupy
 #   checks   save/load across backends, memory growth, cuBLAS peak, MLP step vs PyTorch CUDA
 #            at batch 256 and 4096 with the GEMM fraction of the peak (benchmarks/gpu/gpu_checks.py)
+#   speed    the training step against PyTorch CUDA at batch 256, 4096 and 16384: mlcore as a
+#            user calls it, the step as a CUDA graph, launches per step, memory over 1000
+#            steps, the targets (benchmarks/gpu/cupy_speed.py)
 #   bench    mlcore bench --quick on cupy beside numpy and the references (PyTorch CUDA)
 #   summary  OUT/summary.md
 # Everything lands in $OUT (default ./gpu-check-out): log.txt, info.json, junit.xml,
-# checks.json, bench.json, bench.png, summary.md. Exit status: 0 when every step passed.
+# checks.json, speed.json, bench.json, bench.png, summary.md. Exit status: 0 when every step
+# passed. The limits add up to 7 min 50 s; a run typically takes 4 to 5 minutes.
 #
 # GPU_CHECK_DRY=1 runs the same steps on the CPU (backend numpy, small sizes, PyTorch CPU):
 # the way to test this script on a machine without a GPU. PYTHON picks the interpreter
@@ -30,7 +34,7 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 if [ "$DRY" = 1 ]; then
     BACKEND=numpy QUICK=--quick T_TESTS=${T_TESTS:-300}
 else
-    BACKEND=cupy QUICK= T_TESTS=${T_TESTS:-180}
+    BACKEND=cupy QUICK= T_TESTS=${T_TESTS:-150}
 fi
 failed=()
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, remember failures
@@ -50,12 +54,12 @@ echo "gpu-check: backend $BACKEND, python $($PY -c 'import sys; print(sys.versio
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total \
     --format=csv,noheader
 if [ "${GPU_CHECK_INSTALL:-1}" = 1 ]; then
-    step install 60 "$PY" benchmarks/gpu/offline_install.py --wheels .whl || {
+    step install 45 "$PY" benchmarks/gpu/offline_install.py --wheels .whl || {
         echo "gpu-check: install failed, nothing else can run"; exit 2; }
 fi
 
 export MLCORE_BACKEND=$BACKEND
-step info 30 "$PY" -m mlcore info
+step info 20 "$PY" -m mlcore info
 "$PY" -m mlcore info --json >"$OUT/info.json" 2>/dev/null
 
 timeout_flag=()
@@ -65,9 +69,12 @@ step tests "$T_TESTS" "$PY" -m pytest -q -n "${WORKERS:-8}" --maxfail=25 -rfE \
     "${timeout_flag[@]}" --junitxml="$OUT/junit.xml"
 
 unset MLCORE_BACKEND  # the checks and the bench name their backends themselves
-step checks 90 "$PY" benchmarks/gpu/gpu_checks.py --backend "$BACKEND" $QUICK \
+step checks 75 "$PY" benchmarks/gpu/gpu_checks.py --backend "$BACKEND" $QUICK \
     --out "$OUT/checks.json"
-step bench 100 "$PY" -m mlcore bench --quick --backend "$BACKEND" --backend numpy \
+SPEED_DRY=()
+[ "$DRY" = 1 ] && SPEED_DRY=(--dry)
+step speed 90 "$PY" benchmarks/gpu/cupy_speed.py "${SPEED_DRY[@]}" --out "$OUT/speed.json"
+step bench 75 "$PY" -m mlcore bench --quick --backend "$BACKEND" --backend numpy \
     --json "$OUT/bench.json" --plot "$OUT/bench.png"
 step summary 15 "$PY" benchmarks/gpu/gpu_checks.py --summary "$OUT"
 

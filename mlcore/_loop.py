@@ -35,12 +35,15 @@ class Data(NamedTuple):
 
 def compile_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any,
                  weighted: bool, sync: Callable[[list[Any], int], None] | None = None,
+                 guard: Callable[[Any], None] | None = None,
                  ) -> Callable[..., tuple[Any, Any]]:
     """``step(X, T, xp[, w]) -> (loss, output)``: one update (weighted when asked).
 
-    ``sync(params, rows)`` runs between backward and the update (data-parallel training
-    averages the gradients over the processes there); with it, a batch of no rows
-    contributes zero gradients and returns no output.
+    ``guard(loss)`` runs before the backward pass and the update (it raises on a
+    non-finite loss, see :mod:`mlcore._guards`). ``sync(params, rows)`` runs between
+    backward and the update (data-parallel training averages the gradients over the
+    processes there); with it, a batch of no rows contributes zero gradients and returns no
+    output.
     """
     layers = model.layers[: len(model.layers) - plan.trim]
     params = model.parameters()
@@ -55,6 +58,8 @@ def compile_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any,
             return xp.zeros((), dtype=X.dtype), None
         out, backprop = chain(layers, X, xp, False)
         value, grad = plan.value_and_grad(xp, out, T)
+        if guard is not None:
+            guard(value)
         backprop(grad)
         if sync is not None:
             sync(params, X.shape[0])
@@ -64,9 +69,17 @@ def compile_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any,
     def weighted_step(X: Any, T: Any, xp: Any, w: Any) -> tuple[Any, Any]:
         for p in params:
             p.grad = None
+        if sync is not None and X.shape[0] == 0:
+            sync(params, 0)
+            opt.step()
+            return xp.zeros((), dtype=X.dtype), None
         out, backprop = chain(layers, X, xp, False)
         value, grad = value_and_grad(xp, out, T, w)  # type: ignore[misc]
+        if guard is not None:
+            guard(value)
         backprop(grad)
+        if sync is not None:
+            sync(params, X.shape[0])
         opt.step()
         return value, out
 

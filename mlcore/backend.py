@@ -180,8 +180,14 @@ def get_backend(name: str | None = None, *, device: Any = None) -> Backend:
     the missing one), :class:`BackendUnavailableError` (with the backend's reason) or
     :class:`InvalidParameterError` (a device the backend cannot parse or does not have).
     """
+    from .plugins import canonical_name
+
+    if name is not None and not isinstance(name, str):
+        raise InvalidParameterError(
+            f"A backend is chosen by name (str), received {type(name).__name__}. "
+            f"Installed: {', '.join(backend_names())}.", name)
     choice = backend_choice(name)
-    backend = _all_backends().get(choice.name.lower())
+    backend = _all_backends().get(canonical_name(choice.name))
     if backend is None:
         raise _not_found(choice.name)
     if device is None and choice.source.startswith("context"):
@@ -200,15 +206,23 @@ def get_backend(name: str | None = None, *, device: Any = None) -> Backend:
 class use_backend:  # noqa: N801 - used like a function, as contextlib helpers are
     """Select a backend (and optionally its device, ``device="cuda:1"``) for the context.
 
-    As a context manager it restores the previous choice on exit; as a plain call it stays
-    in force for the current thread or task. The backend is checked at once::
+    ``name`` is a backend name (any case, surrounding spaces ignored) or a backend object
+    from :func:`get_backend`. As a context manager it restores the previous choice on exit;
+    as a plain call it stays in force for the current thread or task. The backend is checked
+    at once::
 
         with mlcore.use_backend("strict"):
             model.fit(X, y, loss="cross_entropy", epochs=5)
     """
 
-    def __init__(self, name: str, *, device: Any = None) -> None:
-        self.backend = get_backend(name, device=device)
+    def __init__(self, name: str | Backend, *, device: Any = None) -> None:
+        chosen: Any = name  # anything but a name or a Backend: get_backend says what it expects
+        if not isinstance(name, str) and hasattr(name, "xp") and hasattr(name, "name"):
+            # a Backend object (get_backend's result, possibly bound to a device)
+            if device is None and name is not _all_backends().get(str(name.name)):
+                device = name.device
+            chosen = str(name.name)
+        self.backend = get_backend(chosen, device=device)
         self._token = _context_choice.set(self.backend.name)
         self._device_token = _context_device.set(device)
 

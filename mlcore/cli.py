@@ -40,10 +40,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _backend_rows() -> list[dict[str, Any]]:
-    from .plugins import registry
+    from .plugins import inspect
 
     rows = []
-    for name, b in sorted(registry().backends.items()):
+    for name, b in sorted(inspect().backends.items()):
         ok = bool(b.is_available())
         row: dict[str, Any] = {"name": name, "available": ok,
                                "reason": "" if ok else b.unavailable_reason()}
@@ -61,7 +61,7 @@ def info_report() -> dict[str, Any]:
     """Everything ``mlcore info`` shows, as a JSON-ready dict."""
     from . import __version__
     from .backend import backend_choice, get_backend
-    from .plugins import registry
+    from .plugins import inspect
 
     choice = backend_choice()
     report: dict[str, Any] = {
@@ -69,7 +69,7 @@ def info_report() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "backend": {"name": choice.name, "source": choice.source},
         "backends": _backend_rows(),
-        "plugins": [vars(r) | {} for r in registry().records],
+        "plugins": [vars(r) | {} for r in inspect().records],
     }
     try:
         report["backend"]["device"] = str(get_backend().device)
@@ -84,8 +84,8 @@ def _print_plugins(plugins: list[dict[str, Any]]) -> None:
         provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in p["provides"].items())
         line = f"  {p['name']:<22} {p['distribution']} {p['version']:<8} {p['status']}"
         click.echo(line + (f" - {provides}" if provides else ""))
-        if p["error"]:
-            click.echo(f"      {p['error']}")
+        for problem in ([p["error"]] if p["error"] else []) + p.get("conflicts", []):
+            click.echo(f"      {problem}")
 
 
 @main.command()
@@ -122,13 +122,17 @@ def _print_info(report: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def plugins(as_json: bool) -> None:
     """Every plugin with distribution, version, status and what it provides."""
-    from .plugins import registry
+    from .plugins import inspect
 
-    rows = [vars(r) for r in registry().records]
+    reg = inspect()  # lists everything, even when strict mode makes the problems errors
+    rows = [vars(r) for r in reg.records]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
         _print_plugins(rows)
+    if reg.strict and reg.problems:
+        raise click.ClickException(f"MLCORE_STRICT_PLUGINS is set and {len(reg.problems)} "
+                                   f"plugin problem(s) were found (above).")
 
 
 def _benchmarks_runner() -> Any:

@@ -22,6 +22,7 @@ __all__ = [
     "PluginLoadError",
     "PluginConflictError",
     "ModelFileError",
+    "NonFiniteError",
     "DistributedError",
     "PluginWarning",
 ]
@@ -72,6 +73,11 @@ class DTypeError(MlcoreError, TypeError):
 
 class InvalidValueError(MlcoreError, ValueError):
     """Values that are out of range: NaN in data, labels outside the classes, and so on."""
+
+
+class NonFiniteError(MlcoreError, FloatingPointError):
+    """Training met a NaN or infinite loss; ``obj`` is that loss value (see ``fit``'s
+    ``on_nonfinite``)."""
 
 
 class PluginLoadError(MlcoreError, ImportError):

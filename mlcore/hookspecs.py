@@ -148,3 +148,20 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     the sigmoid one (NumPy's ``sum`` wrapper costs more than the rest on a tiny batch).
     """
     raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def mlcore_compile_step(backend: Backend, step: Callable[..., Any]) -> Callable[..., Any] | None:
+    """Return a compiled version of the training step ``step`` for ``backend``, or None.
+
+    ``step(params: tuple, state: tuple, X, y) -> (new_params: tuple, new_state: tuple,
+    loss)`` is a pure function the core builds from the model, the loss and the optimiser:
+    ``params`` are the parameters' arrays, ``state`` the optimiser's (its step count
+    included, as a 0-d array, so a compiled step computes the bias corrections from it on
+    every call), ``X`` and ``y`` one batch; ``loss`` is a 0-d array. The callable returned
+    has the same signature and gives the same results to float tolerance (JAX: ``jax.jit``
+    with buffer donation; CuPy: one CUDA graph per input shape). It may specialise to the
+    shapes and dtypes it sees. Asked once, when the training step is built; None (every
+    plugin's answer by default) keeps the eager step.
+    """
+    raise NotImplementedError

@@ -86,7 +86,7 @@ def get_initializer(init: str | Initializer) -> Initializer:
     """The initialiser called ``init`` (or ``init`` itself when it is callable)."""
     if callable(init):
         return init
-    found = _INITIALIZERS.get(str(init).lower())
+    found = _INITIALIZERS.get(str(init).strip().lower())  # as plugins.canonical_name
     if found is None:
         raise UnknownNameError(
             f"Unknown initialiser {init!r}. Known: {', '.join(initializer_names())}.", init)

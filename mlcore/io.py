@@ -1,12 +1,19 @@
-"""Saving and loading models: one pickle-free safetensors file, written atomically.
+"""Saving and loading models: one pickle-free safetensors file, checked whole, written
+atomically.
 
 The file is a standard `safetensors <https://huggingface.co/docs/safetensors>`_ file: the
 parameters as named tensors (``layers.0.weight`` ...), and in its string metadata the
-architecture as JSON (``mlcore.config``), the format version and a SHA-256 over every
-tensor's name, dtype, shape and bytes. Loading parses only JSON and raw tensor bytes, so a
-file can never execute code; a truncated, tampered or foreign file raises
-:class:`~mlcore.errors.ModelFileError`. Writing goes to a temporary file in the same folder,
-then ``os.replace``, so a crash never leaves a half-written model behind.
+architecture as JSON (``mlcore.config``), the format version and a SHA-256 over the whole
+file (see :mod:`mlcore._modelfile`). Loading parses only JSON and raw tensor bytes, so a
+file can never execute code; it checks the checksum, then the architecture against the
+tensors' shapes, before a layer is built: a truncated, damaged, tampered or foreign file
+raises :class:`~mlcore.errors.ModelFileError`, and no allocation exceeds what the file holds.
+
+Saving behaves like a careful tool: the bytes go to a temporary file in the destination's
+folder, are flushed to disk (``fsync``), then renamed over the destination, so a crash never
+leaves a half-written model. A symlink is written through (its target is replaced, the link
+stays); an existing file keeps its permission bits; a new file gets the usual ones (0666
+less the umask); a read-only destination is refused. Every error names the path you passed.
 
 Tensors are written from host copies (``backend.to_numpy``) and read back through the target
 backend's ``asarray``, so a model saved on one backend loads on any other. safetensors is an
@@ -15,21 +22,18 @@ optional extra: ``pip install "mlcore[io]"``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
-from pathlib import Path
+import secrets
+import stat
 from typing import Any
 
+from ._modelfile import FORMAT, FORMAT_VERSION, check_tensors, parse, seal, tensor_digest
 from .backend import get_backend, use_backend
-from .errors import MlcoreError, ModelFileError
-from .model import Sequential, layer_from_config
+from .errors import InvalidParameterError, MlcoreError, ModelFileError
+from .model import Sequential, layer_from_config, layer_types
 
-__all__ = ["save", "load", "write_atomic", "FORMAT", "FORMAT_VERSION"]
-
-FORMAT = "mlcore"
-FORMAT_VERSION = "1"
+__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
 
 
 def _safetensors() -> Any:
@@ -42,99 +46,174 @@ def _safetensors() -> Any:
     return st
 
 
-def _digest(tensors: dict[str, Any]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name]
-        h.update(f"{name}|{t.dtype.str}|{tuple(t.shape)}|".encode())
-        h.update(t.tobytes())
-    return h.hexdigest()
-
-
 def _c_order(host: Any) -> Any:
     """A host (NumPy) array in C order: ``Backend.to_numpy`` promises it; a third-party
     backend that returns another layout is copied here rather than trusted."""
     return host if host.flags.c_contiguous else host.copy(order="C")
 
 
+def _where(path: Any, what: str) -> str:
+    """The user's path as text, for messages (str, bytes or os.PathLike)."""
+    try:
+        return os.fsdecode(path)
+    except TypeError as exc:
+        raise InvalidParameterError(
+            f"{what} needs a file path (str or pathlib.Path), received "
+            f"{type(path).__name__}.", path) from exc
+
+
+def _config_json(model: Sequential, where: str) -> str:
+    """The architecture as JSON, refused when a file could not rebuild it."""
+    if not isinstance(model, Sequential):
+        raise InvalidParameterError(
+            f"save expects an mlcore model (Sequential or MLP), received "
+            f"{type(model).__name__}.", model)
+    try:
+        config = model.config()
+        foreign = [k for k in _kinds(config) if k not in layer_types()]
+        if foreign:
+            raise NotImplementedError(f"{foreign[0]} is a custom layer type")
+        text = json.dumps(config, allow_nan=False)
+    except (NotImplementedError, TypeError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"Cannot save the model to {where!r}: {exc}. A model file holds only mlcore's own "
+            f"layer types ({', '.join(layer_types())}) with JSON parameters, so that loading "
+            f"never runs code; save a custom layer's weights with model.state_dict() and "
+            f"rebuild it in code.", model) from exc
+    return text
+
+
+def _kinds(config: Any) -> list[Any]:
+    """Every layer ``type`` in a model's config, nested ones included."""
+    kinds, stack = [], [config]
+    while stack:
+        cfg = stack.pop()
+        if isinstance(cfg, dict):
+            kinds.append(cfg.get("type"))
+            stack.extend(cfg.get("layers", []) if cfg.get("type") == "Sequential" else [])
+    return kinds
+
+
 def save(model: Sequential, path: str | os.PathLike[str]) -> None:
-    """Write ``model``'s weights and architecture to ``path`` (atomically)."""
+    """Write ``model``'s weights and architecture to ``path`` (atomically; see the module)."""
     st = _safetensors()
+    where = _where(path, "save")
+    config = _config_json(model, where)
     backend = model.backend
     # C order: safetensors writes an array's memory as it lies, so a Fortran-ordered array
     # (Dense weights are stored that way) would come back transposed (the checksum catches it)
     tensors = {name: _c_order(backend.to_numpy(v)) for name, v in model.state_dict().items()}
-    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                "mlcore.config": json.dumps(model.config()), "sha256": _digest(tensors)}
-    write_atomic(path, st.save(tensors, metadata=metadata))
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "mlcore.config": config,
+                "sha256": "0" * 64}
+    _write(seal(st.save(tensors, metadata=metadata)), where)
 
 
-def write_atomic(path: str | os.PathLike[str], blob: bytes) -> None:
-    """Write ``blob`` to a temporary file beside ``path``, then rename it into place."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                               dir=target.parent or ".")
+def _destination(where: str) -> tuple[str, int | None]:
+    """The real file to replace (a symlink's target) and its permission bits, if it exists."""
+    target = os.path.realpath(where)
+    if os.path.isdir(target):
+        raise ModelFileError(f"Cannot save to {where!r}: it is a folder. Pass a file path, "
+                             f"for example {os.path.join(where, 'model.safetensors')!r}.", where)
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        shown = os.path.dirname(where) or "."
+        raise ModelFileError(f"Cannot save to {where!r}: the folder {shown!r} does not exist. "
+                             f"Create it first (os.makedirs).", where)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        return target, None
+    if not mode & 0o222 or not os.access(target, os.W_OK):
+        raise ModelFileError(f"Cannot save to {where!r}: the file is read-only. Make it "
+                             f"writable (chmod u+w) or save to another path.", where)
+    return target, mode
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    st = _safetensors()
+def _write(blob: bytes, where: str) -> None:
+    """Write ``blob`` to a temporary file beside the destination, fsync, rename over it."""
+    target, mode = _destination(where)
+    folder = os.path.dirname(target)
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(4)}.tmp")
     try:
-        data = path.read_bytes()
+        # a new file: 0o666 less the umask (the kernel applies it); else the old bits
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+                f.flush()
+                if mode is not None:
+                    os.fchmod(f.fileno(), mode)
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise ModelFileError(f"Could not save to {where!r}: {exc.strerror or exc}.",
+                             where) from exc
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename itself durable (where the file system supports it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read(where: str) -> bytes:
+    try:
+        with open(where, "rb") as f:
+            return f.read()
     except FileNotFoundError as exc:
-        raise ModelFileError(f"No model file at {str(path)!r}.", str(path)) from exc
+        raise ModelFileError(f"No model file at {where!r}.", where) from exc
+    except OSError as exc:
+        raise ModelFileError(f"Cannot read the model file {where!r}: {exc.strerror or exc}.",
+                             where) from exc
+
+
+def _tensors(st: Any, blob: bytes, meta: dict[str, str], where: str) -> dict[str, Any]:
     try:
-        tensors = st.load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + header_len])
+        tensors: dict[str, Any] = st.load(blob)
     except Exception as exc:  # noqa: BLE001 - any parse failure means a bad file
         raise ModelFileError(
-            f"{str(path)!r} is not a readable mlcore model file (truncated or corrupted?): "
-            f"{exc}", str(path)) from exc
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return tensors, meta if isinstance(meta, dict) else {}
-
-
-def _check_metadata(path: Path, tensors: dict[str, Any], meta: dict[str, str]) -> Any:
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{str(path)!r} is a safetensors file but not an mlcore model "
-                             f"(no mlcore metadata).", str(path))
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{str(path)!r} has mlcore format version {meta.get('format_version')!r}; this "
-            f"mlcore reads version {FORMAT_VERSION}. Upgrade mlcore.", str(path))
-    if meta.get("sha256") != _digest(tensors):
-        raise ModelFileError(f"{str(path)!r} failed its checksum: the weights were changed "
-                             f"or damaged after saving.", str(path))
-    try:
-        return json.loads(meta["mlcore.config"])
-    except (KeyError, ValueError) as exc:
-        raise ModelFileError(f"{str(path)!r} has no valid architecture JSON.",
-                             str(path)) from exc
+            f"{where!r} is not a readable mlcore model file (truncated or corrupted?): {exc}",
+            where) from exc
+    if meta.get("format_version") == "1" and meta.get("sha256") != tensor_digest(tensors):
+        raise ModelFileError(f"{where!r} failed its checksum: the weights were changed or "
+                             f"damaged after saving.", where)
+    return tensors
 
 
 def load(path: str | os.PathLike[str], backend: str | None = None) -> Sequential:
-    """Read a model saved by :func:`save` onto ``backend`` (default: the selected one)."""
-    target = Path(path)
-    tensors, meta = _read(target)
-    config = _check_metadata(target, tensors, meta)
+    """Read a model saved by :func:`save` onto ``backend`` (default: the selected one).
+
+    Everything is checked before a layer is built (see the module); any fault is a
+    :class:`~mlcore.errors.ModelFileError` naming ``path``.
+    """
+    st = _safetensors()
+    where = _where(path, "load")
+    blob = _read(where)
+    table, meta, config = parse(blob, where)
+    check_tensors(table, config, where)
+    tensors = _tensors(st, blob, meta, where)
     chosen = get_backend(backend)
-    with use_backend(chosen.name):
+    with use_backend(chosen):
         model = layer_from_config(config)
         if not isinstance(model, Sequential):
-            raise ModelFileError(f"{str(path)!r} holds a {type(model).__name__}, not a model.",
-                                 str(path))
+            raise ModelFileError(f"{where!r} holds a {type(model).__name__}, not a model.",
+                                 where)
         try:
             model.load_state_dict({k: chosen.asarray(v) for k, v in tensors.items()})
         except MlcoreError as exc:
-            raise ModelFileError(f"{str(path)!r}: the weights do not fit the architecture: "
-                                 f"{exc}", str(path)) from exc
+            raise ModelFileError(f"{where!r}: the weights do not fit the architecture: "
+                                 f"{exc}", where) from exc
     return model

@@ -16,6 +16,7 @@ Layer sequences (:class:`~mlcore.Sequential`, :class:`~mlcore.MLP`) live in
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -108,10 +109,15 @@ def dtype_name(xp: Any, dtype: Any) -> str:
 
 
 def _check_size(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """A positive int (a NumPy integer too); floats, strings and bools are refused."""
+    try:
+        n = operator.index(value) if not isinstance(value, bool) else 0
+    except TypeError:
+        n = 0
+    if n < 1:
         raise InvalidParameterError(
             f"{name} must be a positive integer, received {value!r}.", value)
-    return value
+    return n
 
 
 class Layer:
@@ -148,10 +154,16 @@ class Layer:
 
     def config(self) -> dict[str, Any]:
         """The architecture as JSON-ready data (no weights); see :mod:`mlcore.io`."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} is a custom layer, which a model file cannot describe")
 
     def __call__(self, X: Any) -> Any:
-        """The output alone (inference), computed on the device of ``X``."""
+        """The output alone (inference), computed on the device of ``X``; a list (or any
+        non-array) is converted as :meth:`Sequential.predict` converts it."""
+        if not hasattr(X, "shape"):
+            from ._boundary import to_layer_input
+
+            X = to_layer_input(self, X)
         with device_scope(X, names=("X",)):
             return self.forward(X, input_grad=False)[0]
 

@@ -6,6 +6,7 @@ evaluates and saves itself; those methods live in :mod:`mlcore.train` and :mod:`
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -16,8 +17,9 @@ from .errors import InvalidParameterError, MlcoreError, ModelFileError, ShapeErr
 from .init import default_init
 from .layers import Activation, Backprop, Dense, Layer, Parameter, PReLU, dtype_name
 from .normalization import BatchNorm, LayerNorm
+from .plugins import canonical_name
 
-__all__ = ["Sequential", "MLP", "layer_from_config"]
+__all__ = ["Sequential", "MLP", "layer_from_config", "layer_types"]
 
 
 def chain(layers: Sequence[Layer], X: Any, xp: Any, input_grad: bool) -> tuple[Any, Backprop]:
@@ -247,11 +249,9 @@ class MLP(Sequential):
                  output_activation: str | None = None, seed: int | None = None, *,
                  init: str | None = None, bias: bool = True, dtype: Any = None,
                  dropout: float = 0.0, norm: str | None = None) -> None:
-        self.sizes = [int(s) for s in sizes]
-        if len(self.sizes) < 2:
-            raise InvalidParameterError(
-                f"MLP needs at least an input and an output size, received sizes={sizes!r}.",
-                sizes)
+        self.sizes = _sizes(sizes)
+        activation = canonical_name(activation)
+        output_activation = canonical_name(output_activation)
         self.activation, self.output_activation = activation, output_activation
         self.init, self.bias, self.dropout, self.norm = init, bias, dropout, norm
         if norm not in (None, "layer", "batch"):
@@ -280,6 +280,30 @@ class MLP(Sequential):
                 "norm": self.norm}
 
 
+def _sizes(sizes: Any) -> list[int]:
+    """``sizes`` as a list of positive ints (NumPy integers accepted; floats refused)."""
+    try:
+        items = list(sizes)
+    except TypeError:
+        items = None
+    if items is None or len(items) < 2:
+        raise InvalidParameterError(
+            f"MLP needs a list of at least an input and an output size, such as [784, 128, "
+            f"10]; received sizes={sizes!r}.", sizes)
+    out = []
+    for i, s in enumerate(items):
+        try:
+            n = operator.index(s) if not isinstance(s, bool) else 0
+        except TypeError:
+            n = 0
+        if n < 1:
+            raise InvalidParameterError(
+                f"MLP sizes must be positive integers; sizes[{i}] is {s!r}. Pass whole "
+                f"numbers, such as [2, 4, 1].", sizes)
+        out.append(n)
+    return out
+
+
 def layer_from_config(cfg: Any) -> Layer:
     """Rebuild a layer from :meth:`Layer.config` data (weights zero; no code is run).
 
@@ -295,6 +319,11 @@ def layer_from_config(cfg: Any) -> Layer:
     except (KeyError, TypeError, ValueError, MlcoreError) as exc:
         raise ModelFileError(f"Malformed {cfg['type']} entry in the model file: {exc}.",
                              cfg) from exc
+
+
+def layer_types() -> list[str]:
+    """The layer types a model file can hold (:func:`layer_from_config` builds them)."""
+    return list(_BUILDERS)
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any]], Layer]] = {

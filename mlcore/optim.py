@@ -18,22 +18,49 @@ the parameters, when the optimiser is built.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
 from ._array import device_of, namespace
 from .errors import InvalidParameterError, UnknownNameError
 from .layers import Parameter, on_device
-from .plugins import kernel
+from .plugins import canonical_name, kernel, registry
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "optimizer_names"]
 
 
-def _check_range(name: str, value: float, low: float, high: float = math.inf) -> float:
-    if not (low <= value < high):
+def _check_range(name: str, value: Any, low: float, high: float = math.inf, *,
+                 open_low: bool = False) -> float:
+    """``value`` as a float in ``[low, high)`` (``(low, high)`` with ``open_low``), finite.
+
+    Python and NumPy numbers are accepted; strings, bools and arrays are refused.
+    """
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g})"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidParameterError(
-            f"{name} must be in [{low}, {high}), received {value!r}.", value)
-    return float(value)
+            f"{name} must be a number in {interval}, received {value!r} of type "
+            f"{type(value).__name__}. Pass a Python float, such as {_EXAMPLE[name]}.",
+            value)
+    v = float(value)
+    if not (math.isfinite(v) and (low < v if open_low else low <= v) and v < high):
+        raise InvalidParameterError(
+            f"{name} must be a finite number in {interval}, received {value!r}. "
+            f"A typical value is {_EXAMPLE[name]}.", value)
+    return v
+
+
+_EXAMPLE = {"lr": "0.001", "momentum": "0.9", "weight_decay": "0.0001", "eps": "1e-08",
+            "betas[0]": "0.9", "betas[1]": "0.999"}
+
+
+def _check_betas(betas: Any) -> tuple[float, float]:
+    if isinstance(betas, str) or not isinstance(betas, tuple | list) or len(betas) != 2:
+        raise InvalidParameterError(
+            f"betas must be a pair (beta1, beta2), each in [0, 1), such as (0.9, 0.999); "
+            f"received {betas!r}.", betas)
+    return (_check_range("betas[0]", betas[0], 0.0, 1.0),
+            _check_range("betas[1]", betas[1], 0.0, 1.0))
 
 
 def _check_clip(name: str, value: float | None) -> float | None:
@@ -62,7 +89,7 @@ class Optimizer:
             raise InvalidParameterError(
                 "An optimiser needs a non-empty iterable of mlcore Parameters, such as "
                 "model.parameters().", params)
-        self.lr = _check_range("lr", lr, 0.0)
+        self.lr = _check_range("lr", lr, 0.0, open_low=True)
         self.xp = namespace(*(p.value for p in self.params))
         self._on_device = on_device(device_of(self.params[0].value))
         self.clip_norm = _check_clip("clip_norm", clip_norm)
@@ -156,6 +183,9 @@ class SGD(Optimizer):
         super().__init__(params, lr, clip_norm=clip_norm, clip_value=clip_value)
         self.momentum = _check_range("momentum", momentum, 0.0, 1.0)
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
+        if not isinstance(nesterov, bool):
+            raise InvalidParameterError(f"nesterov must be True or False, received {nesterov!r}.",
+                                        nesterov)
         if nesterov and self.momentum == 0.0:
             raise InvalidParameterError("nesterov=True needs momentum > 0.", nesterov)
         self.nesterov = nesterov
@@ -203,9 +233,8 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0, *, clip_norm: float | None = None,
                  clip_value: float | None = None) -> None:
         super().__init__(params, lr, clip_norm=clip_norm, clip_value=clip_value)
-        self.betas = (_check_range("betas[0]", betas[0], 0.0, 1.0),
-                      _check_range("betas[1]", betas[1], 0.0, 1.0))
-        self.eps = _check_range("eps", eps, 0.0)
+        self.betas = _check_betas(betas)
+        self.eps = _check_range("eps", eps, 0.0, open_low=True)
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
         n = len(self.params)
         self.steps = [0] * n
@@ -272,8 +301,6 @@ class AdamW(Adam):
 
 def optimizer_names() -> list[str]:
     """The names :func:`get_optimizer` accepts: the built-ins and every plugin's."""
-    from .plugins import registry
-
     return registry().names("optimizers")
 
 
@@ -291,9 +318,13 @@ def get_optimizer(optimizer: str | Optimizer, params: Iterable[Parameter],
                 "lr applies when optimizer is a name; this optimiser instance already has "
                 f"lr={optimizer.lr}. Set it when building the optimiser.", lr)
         return optimizer
-    from .plugins import registry
-
-    cls = registry().lookup("optimizers", str(optimizer).lower())
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise InvalidParameterError(
+            f"optimizer is the class {optimizer.__name__}; pass its name "
+            f"(optimizer={optimizer.__name__.lower()!r}) or an instance "
+            f"(optimizer=mlcore.{optimizer.__name__}(model.parameters())).", optimizer)
+    cls = (registry().lookup("optimizers", canonical_name(optimizer))
+           if isinstance(optimizer, str) else None)
     if cls is None:
         raise UnknownNameError(
             f"Unknown optimiser {optimizer!r}. Known: {', '.join(optimizer_names())}, or pass "

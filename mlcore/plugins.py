@@ -1,62 +1,59 @@
-"""The plugin manager: built lazily, entry points loaded one at a time, failures recorded.
+"""The plugin manager: built lazily, built-ins first and protected, failures contained.
 
 Nothing happens at import. The first call to :func:`registry` builds one pluggy
-``PluginManager`` (project ``mlcore``), registers mlcore's built-in activations and losses,
-then loads every entry point of the ``mlcore`` group one by one, so a plugin that fails to
-import is reported (distribution, version, error) while the rest still load. Each plugin's
-hooks are then called one plugin at a time, so a plugin that raises or returns something
-malformed is isolated too.
+``PluginManager`` (project ``mlcore``) and, in this order:
 
-Environment controls (read when the registry is built; :func:`reset` rebuilds it):
+1. registers mlcore's built-in activations and losses; their names are protected;
+2. loads the first-party backends (``mlcore-numpy``, ``mlcore-strict``, ``mlcore-cupy``:
+   part of mlcore, shipped apart only so the core cannot import an array library); their
+   backend names are protected too;
+3. loads every other entry point of the ``mlcore`` group, one at a time.
 
-``MLCORE_DISABLE_PLUGIN_AUTOLOAD=1``
-    load no third-party entry points.
-``MLCORE_PLUGINS=a,b``
-    allow-list of entry-point or distribution names (set but empty: none).
-``MLCORE_STRICT_PLUGINS=1``
-    re-raise load and registration failures as :class:`PluginLoadError`.
+Each plugin is imported and its hooks called one plugin at a time, so a plugin that fails to
+import, raises (any exception, ``SystemExit`` included; only ``KeyboardInterrupt`` passes),
+returns something malformed or claims a protected name is recorded as failed, with the
+reason, and takes no part; the others still load. Two plugins providing one name is a
+*clash*: it is recorded on both plugins (``mlcore plugins`` and ``mlcore info`` show it with
+both providers) and using that name raises :class:`PluginConflictError`. Failures and
+clashes warn (:class:`PluginWarning`); with ``MLCORE_STRICT_PLUGINS=1`` every mlcore call
+raises :class:`PluginLoadError` instead, while :func:`inspect` still returns everything. The
+environment controls are described in :mod:`mlcore._plugincontrols`.
 
-The first-party backend distributions (``mlcore-numpy``, ``mlcore-strict``, ``mlcore-cupy``)
-are always loaded: they are part of mlcore, shipped as separate distributions only so that
-the core cannot import an array library.
+The registry is built once. A plugin that calls mlcore while it is being loaded (at import
+or in a hook) gets :class:`PluginLoadError` instead of a deadlock, and so does a thread that
+the loading plugin is waiting for; any other thread waits until loading is done.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
+from ._plugincontrols import FIRST_PARTY, canonical_name, disabled_reason, norm, truthy, validated
 from .errors import PluginConflictError, PluginLoadError, PluginWarning, UnknownNameError
 
-__all__ = ["PluginRecord", "Registry", "registry", "reset", "plugin_manager", "kernel",
-           "FIRST_PARTY"]
+__all__ = ["PluginRecord", "Registry", "registry", "inspect", "reset", "plugin_manager",
+           "kernel", "make", "canonical_name", "FIRST_PARTY"]
 
-FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy"})
 _BUILTIN_MODULES = ("mlcore.activations", "mlcore.losses", "mlcore.metrics",
                     "mlcore.optimizers")
 _KINDS = ("backends", "activations", "losses", "metrics", "optimizers")
 
 
-def _truthy(var: str) -> bool:
-    return os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _norm(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
-
-
 @dataclass
 class PluginRecord:
-    """One plugin as ``mlcore info`` reports it."""
+    """One plugin as ``mlcore info`` reports it (``conflicts``: its name clashes)."""
 
     name: str
     distribution: str
@@ -65,6 +62,7 @@ class PluginRecord:
     error: str = ""
     builtin: bool = False
     provides: dict[str, list[str]] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         return f"{self.name!r} ({self.distribution} {self.version})"
@@ -83,8 +81,10 @@ class Registry:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.records: list[PluginRecord] = []
+        self.problems: list[str] = []  # every failure and clash, as reported
         self._entries: dict[str, dict[str, list[_Entry]]] = {k: {} for k in _KINDS}
-        self.strict = _truthy("MLCORE_STRICT_PLUGINS")
+        self._protected: dict[tuple[str, str], PluginRecord] = {}
+        self.strict = truthy("MLCORE_STRICT_PLUGINS")
 
     # -- loading ------------------------------------------------------------------------
     def load(self) -> None:
@@ -92,59 +92,94 @@ class Registry:
 
         version = _dist_version("mlcore")
         for modname in _BUILTIN_MODULES:
-            module = importlib.import_module(modname)
             rec = PluginRecord(modname, "mlcore", version, builtin=True)
-            self._register(module, rec)
-        for ep in _entry_points():
-            self._load_entry_point(ep)
-        for rec in self.records:
-            if rec.status == "loaded":
-                self._collect(rec)
+            self._add(importlib.import_module(modname), rec)
+        eps = list(_entry_points())
+        first = [ep for ep in eps if norm(_dist_name(ep)) in FIRST_PARTY]
+        for ep in first + [ep for ep in eps if ep not in first]:
+            self._load_entry_point(ep, protect=ep in first)
+        self._find_clashes()
 
-    def _register(self, plugin: object, rec: PluginRecord) -> None:
-        self.pm.register(plugin, name=rec.name)
+    def _add(self, plugin: object, rec: PluginRecord, protect: bool = True) -> None:
+        """Register ``plugin`` and collect what its hooks provide; on any fault, undo."""
         self.records.append(rec)
+        stage, items = "registration", []
+        try:
+            with _running(rec):
+                self.pm.register(plugin, name=rec.name)
+                for kind in _KINDS:
+                    hook = getattr(plugin, f"mlcore_{kind}", None)
+                    if hook is not None and hasattr(hook, "mlcore_impl"):
+                        stage = f"hook mlcore_{kind}"
+                        items += [(kind, n, obj) for n, obj in validated(kind, hook())]
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit included: contained
+            self._unregister(plugin)
+            self._fail(rec, stage, exc)
+            return
+        claimed = [(k, n) for k, n, _ in items if (k, n) in self._protected]
+        if claimed:
+            self._unregister(plugin)
+            what = ", ".join(f"{k[:-1]} {n!r}" for k, n in claimed)
+            owner = self._protected[claimed[0]].describe()
+            self._fail(rec, "registration", None, f"it claims the built-in {what} of {owner}; "
+                       f"built-in names cannot be replaced. Rename it in the plugin.")
+            return
+        for kind, name, obj in items:
+            self._entries[kind].setdefault(name, []).append(_Entry(obj, rec))
+            rec.provides.setdefault(kind, []).append(name)
+            if protect:
+                self._protected[(kind, name)] = rec
 
-    def _load_entry_point(self, ep: md.EntryPoint) -> None:
-        dist = ep.dist.name if ep.dist else "?"
+    def _unregister(self, plugin: object) -> None:
+        if self.pm.is_registered(plugin):
+            self.pm.unregister(plugin)
+
+    def _load_entry_point(self, ep: md.EntryPoint, protect: bool) -> None:
+        dist = _dist_name(ep)
         rec = PluginRecord(ep.name, dist, ep.dist.version if ep.dist else "?")
         if self.pm.has_plugin(ep.name) or any(r.name == ep.name for r in self.records):
             return
-        why_off = _disabled_reason(ep.name, dist)
+        why_off = disabled_reason(ep.name, dist)
         if why_off:
             rec.status, rec.error = "disabled", why_off
             self.records.append(rec)
             return
         try:
-            plugin = ep.load()
-            self._register(plugin, rec)
-        except Exception as exc:  # noqa: BLE001 - any plugin error is isolated
-            self._fail(rec, "import", exc)
+            with _running(rec):
+                plugin = ep.load()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit included: contained
             self.records.append(rec)
+            self._fail(rec, "import", exc)
+            return
+        self._add(plugin, rec, protect)
 
-    def _fail(self, rec: PluginRecord, stage: str, exc: BaseException) -> None:
+    def _fail(self, rec: PluginRecord, stage: str, exc: BaseException | None,
+              reason: str = "") -> None:
         rec.status = "failed"
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        detail = reason or "".join(traceback.format_exception_only(type(exc), exc)).strip()
         rec.error = f"{stage} failed: {detail}"
-        message = f"mlcore plugin {rec.describe()} {rec.error}"
-        if self.strict:
-            raise PluginLoadError(message, rec) from exc
-        warnings.warn(message, PluginWarning, stacklevel=4)
+        self._problem(f"mlcore plugin {rec.describe()} {rec.error}")
 
-    def _collect(self, rec: PluginRecord) -> None:
-        plugin = self.pm.get_plugin(rec.name)
+    def _problem(self, message: str) -> None:
+        self.problems.append(message)
+        if not self.strict:
+            warnings.warn(message, PluginWarning, stacklevel=5)
+
+    def _find_clashes(self) -> None:
         for kind in _KINDS:
-            hook = getattr(plugin, f"mlcore_{kind}", None)
-            if hook is None or not hasattr(hook, "mlcore_impl"):
-                continue
-            try:
-                items = _validated(kind, hook())
-            except Exception as exc:  # noqa: BLE001
-                self._fail(rec, f"hook mlcore_{kind}", exc)
-                continue
-            for name, obj in items:
-                self._entries[kind].setdefault(name, []).append(_Entry(obj, rec))
-                rec.provides.setdefault(kind, []).append(name)
+            for name, entries in sorted(self._entries[kind].items()):
+                if len(entries) < 2:
+                    continue
+                who = " and ".join(e.record.describe() for e in entries)
+                text = f"{kind[:-1]} {name!r} is provided by {who}"
+                for e in entries:
+                    e.record.conflicts.append(text)
+                self._problem(f"mlcore plugins clash: {text}. Uninstall one, or switch one off "
+                              f"with MLCORE_DISABLE_PLUGINS=<name>.")
 
     # -- lookup -------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -156,14 +191,14 @@ class Registry:
         return [(e.factory, e.record) for e in self._entries[kind].get(name, [])]
 
     def lookup(self, kind: str, name: str) -> Any:
-        entries = self._entries[kind].get(name)
+        entries = self._entries[kind].get(canonical_name(name))
         if not entries:
             return None
         if len(entries) > 1:
             who = " and ".join(e.record.describe() for e in entries)
             raise PluginConflictError(
                 f"The {kind[:-1]} name {name!r} is provided by {who}. Uninstall one of them, "
-                f"or limit plugins with MLCORE_PLUGINS.",
+                f"or switch one off with MLCORE_DISABLE_PLUGINS=<plugin name>.",
                 [e.record for e in entries],
             )
         return entries[0].factory
@@ -176,22 +211,36 @@ class Registry:
 
             known = self.names(kind)
             msg = f"Unknown {kind[:-1]} {name!r}. Registered: {', '.join(known)}."
-            close = difflib.get_close_matches(str(name), known, n=1)
+            close = difflib.get_close_matches(str(canonical_name(name)), known, n=1)
             if close:
                 msg += f" Did you mean {close[0]!r}?"
-            raise UnknownNameError(msg, name)
+            raise UnknownNameError(msg + self.switched_off_hint(), name)
         return found
+
+    def switched_off_hint(self) -> str:
+        """A sentence naming the plugins that a control switched off or that failed (one
+        of them may provide the name the user asked for), or ``""``."""
+        off = [f"{r.describe()}, {r.error}" for r in self.records
+               if r.status in ("disabled", "failed") and not r.builtin]
+        if not off:
+            return ""
+        return (" Installed plugins not in use, which may provide it: " + "; ".join(off) + ".")
 
     @property
     def backends(self) -> dict[str, Any]:
         return {name: self.lookup("backends", name) for name in self._entries["backends"]}
 
     def failure_for_backend(self, name: str) -> str:
+        """Why the plugin that would provide backend ``name`` is not in use, or ``""``."""
         for rec in self.records:
-            ours = rec.name == name or rec.distribution == f"mlcore-{name}"
-            if rec.status == "failed" and ours:
+            ours = norm(rec.name) == norm(name) or norm(rec.distribution) == f"mlcore-{norm(name)}"
+            if rec.status in ("failed", "disabled") and ours:
                 return f"{rec.describe()}: {rec.error}"
         return ""
+
+
+def _dist_name(ep: md.EntryPoint) -> str:
+    return ep.dist.name if ep.dist else "?"
 
 
 def _dist_version(name: str) -> str:
@@ -209,77 +258,92 @@ def _entry_points() -> Iterable[md.EntryPoint]:
             yield ep
 
 
-def _disabled_reason(ep_name: str, dist: str) -> str:
-    if _norm(dist) in FIRST_PARTY:
-        return ""
-    if _truthy("MLCORE_DISABLE_PLUGIN_AUTOLOAD"):
-        return "not loaded: MLCORE_DISABLE_PLUGIN_AUTOLOAD is set"
-    allow = os.environ.get("MLCORE_PLUGINS")
-    if allow is not None:
-        allowed = {_norm(a) for a in allow.split(",") if a.strip()}
-        if _norm(ep_name) not in allowed and _norm(dist) not in allowed:
-            return f"not loaded: not in MLCORE_PLUGINS={allow!r}"
-    return ""
-
-
-_BACKEND_ATTRS = ("name", "xp", "device", "asarray", "to_numpy", "synchronize", "rng",
-                  "is_available", "unavailable_reason", "owns")
-
-
-def _validated(kind: str, result: Any) -> list[tuple[str, Any]]:
-    """Check a hook's result; raise TypeError describing what is malformed."""
-    if kind == "backends":
-        items = list(result or [])
-        for b in items:
-            missing = [a for a in _BACKEND_ATTRS if not hasattr(type(b), a) and not hasattr(b, a)]
-            if missing:
-                raise TypeError(f"backend {b!r} lacks {', '.join(missing)}")
-        return [(str(b.name).lower(), b) for b in items]
-    if not hasattr(result, "items"):
-        raise TypeError(f"expected a mapping of name to factory, got {type(result).__name__}")
-    out = []
-    for name, factory in result.items():
-        if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
-            raise TypeError(f"{kind[:-1]} name {name!r} is not a lower-case identifier")
-        if not callable(factory):
-            raise TypeError(f"{kind[:-1]} {name!r}: factory {factory!r} is not callable")
-        out.append((name, factory))
-    return out
-
-
-_lock = threading.Lock()
+# -- building once, without deadlock ------------------------------------------------------
+_cond = threading.Condition()
 _registry: Registry | None = None
-_building = threading.local()
+_builder: int | None = None  # the thread building the registry, while it does
+_in_plugin: PluginRecord | None = None  # the plugin whose code the builder runs now
+_WAITING_IN = frozenset({"threading.py", "queue.py"})  # a thread blocked on another
+_STUCK_POLLS = 5  # polls (of 20 ms) that the builder must be seen blocked in plugin code
+
+
+@contextmanager
+def _running(rec: PluginRecord) -> Iterator[None]:
+    global _in_plugin
+    _in_plugin = rec
+    try:
+        yield
+    finally:
+        _in_plugin = None
+
+
+def _builder_blocked() -> bool:
+    """Whether the building thread is inside plugin code and waiting on another thread
+    (``Thread.join``, a ``Future``, a queue): a caller then cannot wait for it."""
+    if _in_plugin is None or _builder is None:
+        return False
+    frame = sys._current_frames().get(_builder)
+    return frame is not None and os.path.basename(frame.f_code.co_filename) in _WAITING_IN
+
+
+def _wait_or_build() -> Registry | None:
+    """The built registry, or None when this thread must build it (then ``_builder`` is
+    this thread)."""
+    global _builder
+    me, stuck = threading.get_ident(), 0
+    with _cond:
+        while _registry is None:
+            if _builder is None:
+                _builder = me
+                return None
+            if _builder == me or stuck >= _STUCK_POLLS:
+                who = _in_plugin.describe() if _in_plugin else "a plugin"
+                raise PluginLoadError(
+                    f"A plugin called mlcore while mlcore's plugins were being loaded (by "
+                    f"{who}). Plugins must do nothing at import time or in their hooks but "
+                    f"return what they provide.", _in_plugin)
+            _cond.wait(0.02)
+            stuck = stuck + 1 if _builder_blocked() else 0
+        return _registry
+
+
+def inspect() -> Registry:
+    """The process-wide registry, built on first use, without raising for strict mode (what
+    ``mlcore plugins`` lists)."""
+    global _registry, _builder
+    reg = _registry or _wait_or_build()
+    if reg is not None:
+        return reg
+    done = False
+    try:
+        built = Registry()
+        built.load()
+        done = True
+    finally:
+        with _cond:
+            _builder = None
+            _registry = built if done else None
+            _cond.notify_all()
+    return built
 
 
 def registry() -> Registry:
     """The process-wide registry, built on first use.
 
-    A plugin that calls back into mlcore while the registry is being built (at import or in
-    a hook) gets :class:`PluginLoadError` instead of a deadlock, and is reported as failed.
+    Under ``MLCORE_STRICT_PLUGINS=1`` any failure or clash raises :class:`PluginLoadError`
+    listing them all (use :func:`inspect` to see the records anyway).
     """
-    global _registry
-    if _registry is None:
-        if getattr(_building, "active", False):
-            raise PluginLoadError(
-                "A plugin called mlcore while mlcore's plugins were being loaded. Plugins "
-                "must do nothing at import time or in their hooks but return what they provide.")
-        with _lock:
-            if _registry is None:
-                _building.active = True
-                try:
-                    reg = Registry()
-                    reg.load()
-                finally:
-                    _building.active = False
-                _registry = reg
-    return _registry
+    reg = _registry or inspect()
+    if reg.strict and reg.problems:
+        raise PluginLoadError("MLCORE_STRICT_PLUGINS is set and plugins failed: "
+                              + " | ".join(reg.problems), reg.problems)
+    return reg
 
 
 def reset() -> None:
     """Forget the registry so the next use rebuilds it (after changing env controls)."""
     global _registry
-    with _lock:
+    with _cond:
         _registry = None
 
 
@@ -296,10 +360,10 @@ def make(kind: str, name: str, params: dict[str, Any]) -> Any:
     try:
         return factory(**params)
     except TypeError as exc:
-        import inspect
+        import inspect as _inspect
 
         try:
-            accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
+            accepted = [p for p in _inspect.signature(factory).parameters if p != "self"]
         except (TypeError, ValueError):
             accepted = []
         if any(p not in accepted for p in params):
@@ -318,7 +382,11 @@ def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     the object that uses it is built."""
     try:
         result = registry().pm.hook.mlcore_kernel(name=name, xp=xp)
-    except Exception as exc:  # noqa: BLE001 - a broken kernel plugin must not stop training
+    except KeyboardInterrupt:
+        raise
+    except PluginLoadError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a broken kernel plugin must not stop training
         warnings.warn(f"mlcore kernel {name!r} failed to load ({exc!r}); using the plain Array "
                       f"API version.", PluginWarning, stacklevel=3)
         return None

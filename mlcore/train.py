@@ -15,11 +15,14 @@ batch losses and correct counts on the device and converts them once per epoch.
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._array import check_finite, describe, device_of, device_scope, namespace
+from ._array import device_of, device_scope, namespace
+from ._boundary import prepare, prepare_validation, to_model_input
+from ._guards import make_guard
 from ._loop import (
     Data,
     Tracker,
@@ -37,65 +40,17 @@ from ._loop import (
     split,
     stream_batches,
 )
-from ._lossplan import LossPlan, prepare_targets, resolve_loss
+from ._lossplan import LossPlan, resolve_loss
 from ._progress import progress
 from ._weights import sample_weights
 from .callbacks import Callback, CallbackList
 from .errors import (
-    BackendMismatchError,
-    DTypeError,
     InvalidParameterError,
-    InvalidValueError,
-    ShapeError,
 )
 from .model import Sequential, chain
 from .optim import Optimizer, get_optimizer
 
 __all__ = ["fit", "predict", "evaluate", "make_train_step", "to_model_input"]
-
-def _convert(backend: Any, data: Any, name: str) -> Any:
-    """``data`` as an array of ``backend`` (unchanged when it already is one)."""
-    if backend.owns(data):
-        return data
-    try:
-        array = backend.asarray(data)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        detail = str(exc).rstrip(".")
-        if hasattr(data, "shape"):  # an array of another library or device
-            raise BackendMismatchError(
-                f"{name} is a {describe(data)} and could not be converted to a "
-                f"{backend.name} array: {detail}. Convert it explicitly first (for example "
-                f"to NumPy).", data) from exc
-        raise InvalidValueError(f"{name} could not be converted to an array: {detail}. Pass "
-                                f"a rectangular list or array of numbers.", data) from exc
-    xp = backend.xp
-    if not xp.isdtype(array.dtype, ("real floating", "integral", "bool")):
-        raise DTypeError(f"{name} must hold numbers, received dtype {array.dtype}.", data)
-    return array
-
-
-def to_model_input(model: Sequential, X: Any, name: str = "X") -> Any:
-    """``X`` as a finite array of the model's backend and dtype (the conversion boundary)."""
-    X = _convert(model.backend, X, name)
-    xp = model.namespace(X)
-    if X.dtype != model.dtype:
-        X = xp.astype(X, model.dtype)
-    check_finite(xp, X, name)
-    return X
-
-
-def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any) -> Data:
-    Xa = to_model_input(model, X)
-    ya = _convert(model.backend, y, "y")
-    xp = model.namespace(Xa, ya)
-    n = Xa.shape[0] if Xa.ndim else 0
-    if n == 0 or ya.ndim == 0 or ya.shape[0] != n:
-        raise ShapeError(
-            f"X and y must hold the same number (>= 1) of samples; received X of shape "
-            f"{tuple(Xa.shape)} and y of shape {tuple(ya.shape)}.", (X, y))
-    targets, labels = prepare_targets(xp, plan, ya, model.out_features, model.dtype)
-    return Data(Xa, targets, labels)
-
 
 def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "sgd",
                     lr: float | None = None) -> Callable[[Any, Any], Any]:
@@ -133,14 +88,19 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
 
 
 def _check_count(value: Any, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    """An int >= ``low`` (a NumPy integer too); floats, strings and bools are refused."""
+    try:
+        n = operator.index(value) if not isinstance(value, bool) else low - 1
+    except TypeError:
+        n = low - 1
+    if n < low:
         what = "a positive integer" if low == 1 else f"an integer >= {low}"
         raise InvalidParameterError(f"{name} must be {what}, received {value!r}.", value)
-    return value
+    return n
 
 
 def _in_memory(model: Sequential, plan: LossPlan, X: Any, y: Any, opts: dict[str, Any]) -> Data:
-    data = _prepare(model, plan, X, y)
+    data = prepare(model, plan, X, y)
     if opts["sample_weight"] is None and opts["class_weight"] is None:
         return data
     xp = model.namespace(data.X)
@@ -150,12 +110,14 @@ def _in_memory(model: Sequential, plan: LossPlan, X: Any, y: Any, opts: dict[str
 
 
 def _stream_preparer(model: Sequential, plan: LossPlan, opts: dict[str, Any]) -> Any:
-    def prepare(item: Any, b: int) -> Data:
+    def prepare_batch(item: Any, b: int) -> Data:
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
             raise InvalidParameterError(
                 f"Streamed training data must yield (X_batch, y_batch) pairs (or triples with "
                 f"sample weights); batch {b} is a {type(item).__name__}.", item)
-        data = _prepare(model, plan, item[0], item[1])
+        data = prepare(model, plan, item[0], item[1])
+        if opts["guard"] is not None:
+            opts["guard"].X = data.X  # what its message describes
         weight = item[2] if len(item) == 3 else None
         if weight is None and opts["class_weight"] is None:
             return data
@@ -163,7 +125,7 @@ def _stream_preparer(model: Sequential, plan: LossPlan, opts: dict[str, Any]) ->
         return data._replace(weights=sample_weights(
             xp, model.backend, plan, data.labels, data.X.shape[0], model.dtype, weight,
             opts["class_weight"], model.out_features))
-    return prepare
+    return prepare_batch
 
 
 def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
@@ -173,7 +135,8 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
         callbacks: Sequence[Callback] | None = None, metrics: Sequence[Any] | None = None,
         sample_weight: Any = None, class_weight: dict[int, float] | None = None,
         initial_epoch: int = 0, steps_per_epoch: int | None = None,
-        verbose: bool | str = "auto", distributed: Any = False) -> dict[str, list[float]]:
+        verbose: bool | str = "auto", distributed: Any = False,
+        on_nonfinite: str = "raise") -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
     ``loss``: a registered loss name or loss object; ``optimizer``: a registered name
@@ -199,7 +162,13 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     ``distributed=True`` (or a :class:`mlcore.distributed.DataParallel`) trains data-parallel
     over the processes of an MPI job, each taking its share of every global batch of
     ``size · batch_size`` rows (see :mod:`mlcore.distributed.parallel`); in a single
-    process it changes nothing. It takes in-memory arrays without metrics or weights.
+    process it changes nothing. It takes in-memory arrays; callbacks run on rank 0 and
+    their decisions reach every process, metrics see every process's batches.
+
+    A NaN or infinite loss stops training with :class:`~mlcore.errors.NonFiniteError`
+    naming the epoch, the batch and the likely cause, the model left at its last finite
+    weights (:mod:`mlcore._guards`); ``on_nonfinite="warn"`` warns once and trains on,
+    ``"ignore"`` does not check.
     """
     epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
     initial_epoch = _check_count(initial_epoch, "initial_epoch", 0)
@@ -213,23 +182,21 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
             "validation_split and sample_weight need in-memory arrays; with streamed data "
             "pass validation_data=(X_val, y_val) and yield (X, y, weight) triples.", X)
     data = None if stream else _in_memory(model, plan, X, y, opts)
-    val = None if validation_data is None else _prepare(model, plan, *validation_data)
+    val = None if validation_data is None else prepare_validation(model, plan, validation_data)
     if validation_split and data is not None:
         if val is not None:
             raise InvalidParameterError(
                 "Pass validation_data or validation_split, not both.", validation_split)
         data, val = split(model.namespace(data.X), data, validation_split)
     opt = get_optimizer(optimizer, model.parameters(), lr)
+    opts["guard"] = guard = make_guard(model, None if data is None else data.X, opt,
+                                       on_nonfinite)
     weighted = (data is not None and data.weights is not None) or (
         stream and class_weight is not None)
     dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
                         epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed)
-    if dp is not None and (data is None or weighted or metrics):
-        raise InvalidParameterError(
-            "distributed=True trains on in-memory arrays without metrics, sample_weight or "
-            "class_weight; compute metrics afterwards with evaluate(metrics=...).", distributed)
     step = compile_step(model, plan, opt, loss, weighted,
-                        None if dp is None else dp.reduce_gradients)
+                        None if dp is None else dp.reduce_gradients, guard)
     seed = seed if dp is None else dp.agree_seed(seed)
     verbose = verbose if dp is None or dp.rank == 0 else False
     model.last_loss, model.stop_training = loss, False
@@ -237,6 +204,8 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     tracker = Tracker(found, model, plan) if found else None
     val_tracker = Tracker(found, model, plan) if found and val is not None else None
     hooks = CallbackList(callbacks, model, opt) if callbacks else None
+    if dp is not None:
+        hooks, tracker = _distributed_parts(dp, model, opt, hooks, tracker)
     history: dict[str, list[float]] = {}
     batches = None if data is None else batch_ranges(data.X.shape[0], batch_size) \
         if dp is None else dp.batches(data.X.shape[0], batch_size)
@@ -244,9 +213,8 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
                         steps_per_epoch, tracker, hooks, opts, dp)
     n_batches = steps_per_epoch if batches is None else len(batches)
     total = None if n_batches is None else (epochs - initial_epoch) * n_batches
-    first = X if data is None else data.X
     show = verbose not in (False, 0) and (verbose != "auto" or sys.stderr.isatty())
-    with _scope(model, first if data is not None else model.parameters()[0].value), \
+    with _scope(model, model.parameters()[0].value if data is None else data.X), \
             progress(verbose, total) as bar, eval_mode(model, training=True), _guard(dp):
         if hooks:
             hooks.call("on_train_begin", None)
@@ -254,9 +222,13 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
         for epoch in range(initial_epoch, epochs):
             if hooks:
                 hooks.call("on_epoch_begin", epoch, None)
+            if guard is not None:
+                guard.start_epoch(epoch)
             logs = run(epoch, bar)
             if val is not None:
                 logs |= _validate(model, plan, val, val_tracker)
+                if guard is not None:
+                    guard.check_validation(logs["val_loss"])
             if hooks:
                 hooks.call("on_epoch_end", epoch, logs)
             for key, value in logs.items():
@@ -330,6 +302,17 @@ def _data_parallel(distributed: Any, model: Sequential, data: Data | None, val: 
     return for_fit(distributed, model, data.X, None if val is None else val.X, settings)
 
 
+def _distributed_parts(dp: Any, model: Sequential, opt: Optimizer, hooks: Any,
+                       tracker: Any) -> tuple[Any, Any]:
+    """Callbacks decided on rank 0 and obeyed by all; metrics over every process's batches
+    (:mod:`mlcore.distributed`)."""
+    from .distributed._callbacks import MainCallbacks
+    from .distributed._metrics import GatheredTracker
+
+    return (MainCallbacks(hooks, dp, model, opt),
+            None if tracker is None else GatheredTracker(tracker, dp, model.backend))
+
+
 def _guard(dp: Any) -> Any:
     from contextlib import nullcontext
 
@@ -364,7 +347,7 @@ def evaluate(model: Sequential, X: Any, y: Any, *, loss: Any = None,
             "evaluate needs a loss: pass loss='cross_entropy' (or any loss), or fit the model "
             "first.", None)
     plan = resolve_loss(model, loss)
-    data = _prepare(model, plan, X, y)
+    data = prepare(model, plan, X, y)
     found = resolve_metrics(metrics)
     tracker = Tracker(found, model, plan) if found else None
     with _scope(model, data.X), eval_mode(model):

@@ -184,15 +184,13 @@ def test_adam_follows_a_changed_learning_rate(backend: Any) -> None:
 
 def test_reduce_lr_on_plateau(backend: Any) -> None:
     model = _model()
-    opt = mlcore.SGD(model.parameters(), lr=0.0)  # the loss cannot improve
-    plateau = cb.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=2, min_lr=0.0)
-    opt.lr = 0.0
-    h = model.fit(X, Y, epochs=1, optimizer=opt, callbacks=[plateau], **FIT)
-    assert h["lr"] == [0.0]
-    opt.lr = 1e-12
-    h = model.fit(X, Y, epochs=7, optimizer=opt, callbacks=[plateau], shuffle=False,
-                  **{k: v for k, v in FIT.items() if k != "seed"})
-    assert h["lr"][:3] == [1e-12, 1e-12, 5e-13]
+    opt = mlcore.SGD(model.parameters(), lr=1e-12)  # the loss cannot improve by 1e-4
+    plateau = cb.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=2, cooldown=1)
+    h = model.fit(X, Y, epochs=8, optimizer=opt, callbacks=[plateau], **FIT)
+    # as Keras: reduced after epochs 2, 4 and 6 (patience 2, then 1 epoch of cooldown)
+    assert h["lr"] == [1e-12, 1e-12, 1e-12, 5e-13, 5e-13, 2.5e-13, 2.5e-13, 1.25e-13]
+    with pytest.raises(InvalidParameterError, match=r"factor must be in \(0, 1\)"):
+        cb.ReduceLROnPlateau(factor=2.0)
 
 
 def test_csv_logger_writes_one_row_per_epoch(backend: Any, tmp_path: Any) -> None:

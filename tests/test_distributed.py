@@ -196,3 +196,9 @@ def test_launch_trains_the_digits_example_with_identical_weights() -> None:
     accuracy = float(job.stdout.split("test accuracy ")[1].split("%")[0])
     assert accuracy >= 97.0, job.stdout
     assert shutil.which(mpiexec)
+
+
+def test_cupy_offers_nccl_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    mlcore_cupy = pytest.importorskip("mlcore_cupy")
+    monkeypatch.delenv("MLCORE_CUPY_NCCL", raising=False)
+    assert mlcore_cupy.CupyBackend().communicator(None) is None  # MPI over host memory

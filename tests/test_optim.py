@@ -81,11 +81,11 @@ def test_optimiser_errors(backend: Any) -> None:
     params = [Parameter(backend.asarray(np.ones(2)))]
     with pytest.raises(InvalidParameterError, match="non-empty iterable of mlcore Parameters"):
         mlcore.Adam([])
-    with pytest.raises(InvalidParameterError, match="lr must be in"):
+    with pytest.raises(InvalidParameterError, match="lr must be a finite number in"):
         mlcore.SGD(params, lr=-1.0)
     with pytest.raises(InvalidParameterError, match="nesterov=True needs momentum"):
         mlcore.SGD(params, nesterov=True)
-    with pytest.raises(InvalidParameterError, match=r"betas\[1\] must be in"):
+    with pytest.raises(InvalidParameterError, match=r"betas\[1\] must be a finite number in"):
         mlcore.Adam(params, betas=(0.9, 1.0))
     with pytest.raises(UnknownNameError, match="Known: adagrad, adam, adamw, rmsprop, sgd"):
         get_optimizer("lamb", params)

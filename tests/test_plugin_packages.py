@@ -264,6 +264,8 @@ def test_name_claimed_by_a_second_distribution(make_dist: Any) -> None:
         def mlcore_activations():
             return {"gelu": Gelu}
     """)
+    with pytest.warns(PluginWarning, match="clash: activation 'gelu'"):  # found at load
+        mlcore.plugins.registry()
     with pytest.raises(PluginConflictError, match=r"'gelu' is provided by 'activations_extra' "
                        r"\(mlcore-activations-extra 0.1.0\) and 'gelu_clash' "
                        r"\(mlcore-gelu-clash 1.0\)"):

@@ -103,6 +103,8 @@ def test_allow_list(make_dist: Any, monkeypatch: pytest.MonkeyPatch, allow: str,
 def test_name_claimed_twice_names_both(make_dist: Any) -> None:
     make_dist("mlcore-one", "one_plugin", GOOD)
     make_dist("mlcore-two", "two_plugin", GOOD)
+    with pytest.warns(PluginWarning, match="clash: activation 'double'.*mlcore-one.*mlcore-two"):
+        mlcore.plugins.registry()
     with pytest.raises(PluginConflictError, match="mlcore-one 1.0.*mlcore-two 1.0"):
         mlcore.activation("double")
 

@@ -347,6 +347,9 @@ def summary(folder: Path) -> str:
             f"{'ok' if row.get('check', {}).get('passed') else 'FAILED'} |")
     failed = [k for k, v in r.items() if isinstance(v, dict) and v.get("ok") is False]
     lines += ["", f"failed checks: {', '.join(failed) or 'none'}"]
+    from cupy_speed import summary_lines
+
+    lines += summary_lines(folder / "speed.json")
     lines += _tests_line(folder / "junit.xml") + _bench_lines(folder / "bench.json")
     return "\n".join(lines) + "\n"
 

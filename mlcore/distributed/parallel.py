@@ -102,7 +102,7 @@ class DataParallel:
             return
         xp = self._xp
         for bucket in self._buckets:
-            flat = xp.concat([xp.reshape(params[i].value, (-1,)) for i in bucket])
+            flat = xp.concat([_flat(xp, params[i].value) for i in bucket])
             flat = self.comm.broadcast(flat, root=0)
             for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
                 params[i].set(part)
@@ -114,6 +114,25 @@ class DataParallel:
             return seed
         return int(self.comm.broadcast_object(secrets.randbelow(2**63) if self.rank == 0
                                               else None))
+
+    @property
+    def xp(self) -> Any:
+        """The namespace of the model's arrays (after :meth:`start`)."""
+        return self._xp
+
+    def callbacks(self, hooks: Any, model: Any, optimizer: Any) -> Any:
+        """``fit``'s callbacks, run on rank 0 and obeyed by all (see
+        :mod:`mlcore.distributed._callbacks`)."""
+        from ._callbacks import MainCallbacks
+
+        return MainCallbacks(hooks, self, model, optimizer)
+
+    def tracker(self, tracker: Any, backend: Any) -> Any:
+        """``fit``'s training-metric tracker over every process's batches (see
+        :mod:`mlcore.distributed._metrics`)."""
+        from ._metrics import GatheredTracker
+
+        return GatheredTracker(tracker, self, backend)
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -148,7 +167,7 @@ class DataParallel:
         grads = [xp.zeros(p.shape, dtype=dtype) if p.grad is None else p.grad for p in params]
         inverse_total: Any = None
         for b, bucket in enumerate(self._buckets):
-            parts = [xp.reshape(grads[i], (-1,)) for i in bucket]
+            parts = [_flat(xp, grads[i]) for i in bucket]
             if b == 0:
                 parts.append(xp.ones((1,), dtype=dtype))
             flat = xp.concat(parts)
@@ -156,12 +175,21 @@ class DataParallel:
             flat = self.comm.allreduce(flat, "sum")
             if b == 0:
                 inverse_total = 1.0 / flat[-1:]
-                flat = flat[:-1]
-            flat = flat * inverse_total
+            flat *= inverse_total
             for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
                 params[i].grad = part
         self.stats["steps"] += 1
         self.stats["allreduce_seconds"] += time.perf_counter() - began
+
+    def end_epoch(self, model: Any) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics) on every process: each process
+        normalises with its own batch's statistics, as PyTorch DDP without SyncBatchNorm,
+        and all keep rank 0's running averages."""
+        buffers = [p for _, p in getattr(model, "named_buffers", list)()]
+        if buffers and self.size > 1:
+            assert self.comm is not None
+            for p in buffers:
+                p.set(self.comm.broadcast(self._xp.asarray(p.value, copy=True), root=0))
 
     def reduce_sums(self, values: Sequence[Any]) -> list[Any]:
         """``values`` (0-d arrays or numbers) summed over all processes, as host floats."""
@@ -195,12 +223,22 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+def _flat(xp: Any, x: Any) -> Any:
+    """``x`` as one row; a matrix goes in as its transpose, so a Dense weight's gradient,
+    stored as the transpose of a row-major array, is read in memory order (a view)."""
+    return xp.reshape(xp.matrix_transpose(x) if x.ndim == 2 else x, (-1,))
+
+
 def _split(xp: Any, flat: Any, params: Sequence[Parameter], bucket: list[int]) -> list[Any]:
-    """``flat`` cut into arrays shaped like ``params[i]`` for ``i`` in ``bucket``."""
+    """``flat`` cut into arrays shaped like ``params[i]`` for ``i`` in ``bucket`` (the
+    inverse of :func:`_flat`: a matrix comes back as the transpose of a row-major view)."""
     out, at = [], 0
     for i in bucket:
-        n = _numel(params[i].shape)
-        out.append(xp.reshape(flat[at:at + n], params[i].shape))
+        shape = params[i].shape
+        n = _numel(shape)
+        part = flat[at:at + n]
+        out.append(xp.matrix_transpose(xp.reshape(part, shape[::-1])) if len(shape) == 2
+                   else xp.reshape(part, shape))
         at += n
     return out
 

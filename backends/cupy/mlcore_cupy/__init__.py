@@ -17,11 +17,16 @@ its inputs.
 Random numbers are drawn on the host with NumPy's PCG64 and copied to the device
 (:class:`mlcore_numpy.HostRandom`), so the same seed gives the same initial weights as on
 NumPy, bit for bit.
+
+Speed: fused CUDA kernels (:mod:`mlcore_cupy.kernels`, hook ``mlcore_kernel``) and the
+whole training step replayed as one CUDA graph (:mod:`mlcore_cupy.graph`, hook
+``mlcore_compile_step``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -30,7 +35,8 @@ import numpy as np
 import pluggy
 from mlcore_numpy import HostRandom
 
-__all__ = ["CupyBackend", "mlcore_backends", "parse_device"]
+__all__ = ["CupyBackend", "mlcore_backends", "mlcore_kernel", "mlcore_compile_step",
+           "parse_device"]
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("mlcore")
@@ -191,6 +197,16 @@ class CupyBackend:
     def is_available(self) -> bool:
         return self.unavailable_reason() == ""
 
+    def communicator(self, world: Any) -> Any:
+        """NCCL between GPUs for ``mlcore.distributed`` with ``MLCORE_CUPY_NCCL=1`` (see
+        :mod:`mlcore_cupy.nccl`; not yet run on a multi-GPU machine), else None: MPI over
+        host memory."""
+        if os.environ.get("MLCORE_CUPY_NCCL", "") != "1":
+            return None
+        from .nccl import NcclCommunicator
+
+        return NcclCommunicator(self, world)
+
     def memory_stats(self) -> dict[str, int]:
         """Bytes in CuPy's memory pool for this device (used by arrays, held) and on the card."""
         cupy = self._cupy
@@ -217,6 +233,14 @@ class CupyBackend:
             return "unknown GPU"
         return name.decode() if isinstance(name, bytes) else str(name)
 
+    def kernel_info(self) -> str:
+        """The fused kernels and whether training steps are captured (``mlcore info``)."""
+        from . import graph, kernels
+
+        off = graph.disabled_reason()
+        return (f"{', '.join(kernels.KERNEL_NAMES)}; training step as a CUDA graph: "
+                f"{'off, ' + off if off else 'on (MLCORE_CUPY_GRAPH=0 turns it off)'}")
+
     def __repr__(self) -> str:
         spec = self._device_spec if self._device_spec is not None else "MLCORE_DEVICE or cuda:0"
         return f"<mlcore backend cupy {spec}>"
@@ -225,3 +249,19 @@ class CupyBackend:
 @hookimpl
 def mlcore_backends() -> list[CupyBackend]:
     return [CupyBackend()]
+
+
+@hookimpl
+def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
+    """Fused CUDA kernels (:mod:`mlcore_cupy.kernels`) for CuPy arrays."""
+    from .kernels import kernel
+
+    return kernel(name, xp)
+
+
+@hookimpl
+def mlcore_compile_step(backend: Any, step: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The training step as a CUDA graph (:mod:`mlcore_cupy.graph`) on the cupy backend."""
+    from .graph import compile_step
+
+    return compile_step(backend, step)

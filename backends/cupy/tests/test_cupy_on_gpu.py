@@ -1,0 +1,155 @@
+"""The fused kernels and the CUDA-graph step on a real GPU (skipped without one, with the
+backend's reason): what the fake CuPy cannot show.
+
+- Each kernel, compiled by NVRTC, against the plain path run by CuPy itself (the same
+  statements as whole-array CuPy operations): bit for bit for the optimisers, ReLU and
+  leaky ReLU; to float32 rounding for exp/log/tanh and the softmax row sums.
+- A pure training step written with CuPy operations and cuBLAS matrix products, captured
+  and replayed by :class:`~mlcore_cupy.graph.GraphStep`: the eager weights, one graph
+  launch per step, memory flat over the replays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from mlcore_cupy import _source as src
+from mlcore_cupy import kernels
+from mlcore_cupy.graph import GraphStep
+
+from mlcore.plugins import registry
+
+
+@pytest.fixture
+def cp() -> Any:
+    b = registry().backends["cupy"]
+    if not b.is_available():
+        pytest.skip(f"cupy unavailable: {b.unavailable_reason()}")
+    with b.device:
+        yield b._cupy
+
+
+def _tensors(cp: Any, dtype: Any, names: str) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for shape in ((512, 784), (512,), (10, 512)):
+        t = {a: cp.asarray(np.asfortranarray(rng.normal(0, 1, shape)).astype(dtype))
+             for a in names}
+        if "v" in t:
+            t["v"] = cp.abs(t["v"])
+        out.append(t)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("which", ["adam", "adamw", "sgd"])
+def test_gpu_update_kernels_equal_the_plain_cupy_path_bitwise(cp: Any, dtype: Any,
+                                                              which: str) -> None:
+    spec = {"adam": src.adam_kernel(), "adamw": src.adam_kernel(decoupled=True),
+            "sgd": src.sgd_kernel()}[which]
+    scalars = {"b1": 0.9, "b2": 0.999, "eps": 3e-6, "scale": 71.5, "decay": 0.9999,
+               "lr": 0.01}
+    scalars = {k: v for k, v in scalars.items() if k in spec.scalars}
+    fused, plain = _tensors(cp, dtype, spec.arrays), _tensors(cp, dtype, spec.arrays)
+    run = kernels.launcher(cp)
+    before = run.launches
+    run.elementwise(spec, fused, scalars)
+    assert run.launches == before + 1
+    for t in plain:
+        run._whole_arrays(spec, t, scalars)
+    for f, p in zip(fused, plain, strict=True):
+        for a in spec.written:
+            np.testing.assert_array_equal(cp.asnumpy(f[a]), cp.asnumpy(p[a]))
+
+
+@pytest.mark.parametrize("name", ["identity", "relu", "leaky_relu", "sigmoid", "tanh"])
+def test_gpu_activation_kernels_equal_the_plain_cupy_path(cp: Any, name: str) -> None:
+    k = kernels.make_kernels(cp)
+    rng = np.random.default_rng(1)
+    z = cp.asarray(rng.normal(0, 3, (256, 512)).astype(np.float32))
+    b = cp.asarray(rng.normal(0, 1, 512).astype(np.float32))
+    dy = cp.asarray(rng.normal(0, 1, (256, 512)).astype(np.float32))
+    params = {"alpha": 0.2} if name == "leaky_relu" else {}
+    x = z + b
+    scalars = {k2: np.float32(v) for k2, v in
+               kernels._activation_scalars(name, params, np.float32).items()}
+    want_y = src.evaluate(src.bias_activation_kernel(name, 0.2), cp,
+                          {"z": z, "b": b, "y": None}, scalars)["y"]
+    zf = z.copy()
+    y = k["bias_activation"](zf, b, name, params)
+    np.testing.assert_array_equal(cp.asnumpy(zf), cp.asnumpy(x))
+    exact = {"rtol": 0, "atol": 0} if name in ("identity", "relu", "leaky_relu") else {
+        "rtol": 2e-7, "atol": 2e-7}
+    np.testing.assert_allclose(cp.asnumpy(y), cp.asnumpy(want_y), **exact)
+    want_dx = src.evaluate(src.activation_backward_kernel(name), cp,
+                           {"x": x, "y": y, "dy": dy, "dx": None}, scalars)["dx"]
+    dx = k["activation_backward"](name, params, zf, y, dy)
+    np.testing.assert_allclose(cp.asnumpy(dx), cp.asnumpy(want_dx), **exact)
+
+
+def test_gpu_softmax_cross_entropy_kernel(cp: Any) -> None:
+    import array_api_compat.cupy as xp
+
+    from mlcore._lossplan import softmax_cross_entropy
+
+    rng = np.random.default_rng(2)
+    z = cp.asarray(rng.normal(0, 4, (4096, 10)).astype(np.float32))
+    t = cp.asarray(rng.integers(0, 10, 4096))
+    want_value, want_grad = softmax_cross_entropy(xp, z, t, 0.1)
+    value, grad = kernels.make_kernels(cp)["softmax_cross_entropy"](xp, z, t, 0.1)
+    np.testing.assert_allclose(float(value), float(want_value), rtol=2e-6)
+    np.testing.assert_allclose(cp.asnumpy(grad), cp.asnumpy(want_grad), rtol=4e-6, atol=1e-9)
+
+
+def _pure_step(cp: Any) -> Any:
+    """784-512-10 ReLU, softmax cross-entropy, SGD: a pure step of CuPy operations."""
+    def step(params: tuple[Any, ...], state: tuple[Any, ...], X: Any,
+             y: Any) -> tuple[tuple[Any, ...], tuple[Any, ...], Any]:
+        w1, b1, w2, b2 = params
+        h = cp.maximum(X @ w1.T + b1, 0)
+        z = h @ w2.T + b2
+        e = cp.exp(z - z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        loss = -cp.log(p[cp.arange(X.shape[0]), y]).mean()
+        dz = p.copy()
+        dz[cp.arange(X.shape[0]), y] -= 1
+        dz /= X.shape[0]
+        dh = (dz @ w2) * (h > 0)
+        grads = (dh.T @ X, dh.sum(axis=0), dz.T @ h, dz.sum(axis=0))
+        (count,) = state
+        return tuple(q - 0.05 * g for q, g in zip(params, grads, strict=True)), (count + 1,), loss
+
+    return step
+
+
+def test_gpu_graph_step_gives_the_eager_weights(cp: Any) -> None:
+    rng = np.random.default_rng(3)
+
+    def start() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        shapes = ((512, 784), (512,), (10, 512), (10,))
+        return (tuple(cp.asarray(rng.normal(0, 0.05, s).astype(np.float32)) for s in shapes),
+                (cp.zeros((), dtype=cp.float32),))
+
+    batches = [(cp.asarray(rng.normal(0, 1, (256, 784)).astype(np.float32)),
+                cp.asarray(rng.integers(0, 10, 256))) for _ in range(6)]
+    results = []
+    for step in (_pure_step(cp), GraphStep(_pure_step(cp), cp)):
+        rng = np.random.default_rng(3)
+        params, state = start()
+        for X, y in batches:
+            params, state, loss = step(params, state, X, y)
+        results.append((params, state, float(loss)))
+    compiled = step
+    assert not compiled.reasons and compiled.replays == 5
+    (eager_p, _, eager_loss), (graph_p, graph_s, graph_loss) = results
+    for a, b in zip(eager_p, graph_p, strict=True):
+        np.testing.assert_array_equal(cp.asnumpy(a), cp.asnumpy(b))
+    assert float(graph_s[0]) == 6.0 and graph_loss == eager_loss
+    pool = cp.get_default_memory_pool()
+    used = pool.used_bytes()
+    for _ in range(200):
+        params, state, loss = compiled(params, state, *batches[0])
+    cp.cuda.get_current_stream().synchronize()
+    assert pool.used_bytes() == used  # replays allocate nothing that stays

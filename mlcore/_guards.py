@@ -1,0 +1,123 @@
+"""The training guard: ``fit`` stops at the first non-finite loss, before it does harm.
+
+Each batch's loss is a 0-d array the step computes anyway; the guard reads it back as a
+Python float (about 0.1 µs on NumPy; one small device-to-host read on a GPU) *before* the
+backward pass and the update, so a NaN or infinite loss never reaches the weights. The
+weights it stops at may still be useless (finite but huge, so that they gave this NaN), so
+the model is put back to the last weights *known* to give finite losses: those of the start
+of this epoch (they gave the finite loss of its first batch), or of the previous epoch when
+the first batch fails. Two preallocated copies of the parameters serve, alternately: the
+guard's cost is one in-place copy of the parameters per epoch and one float per batch.
+
+The error (:class:`~mlcore.errors.NonFiniteError`) names the epoch, the batch and the likely
+cause: inputs of a large magnitude, a learning rate too large for them, or (before any
+update) data outside the loss's domain. ``fit(..., on_nonfinite="warn")`` warns once and
+trains on; ``"ignore"`` turns the guard off.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+from .errors import InvalidParameterError, NonFiniteError
+
+__all__ = ["NonFiniteGuard", "make_guard", "MODES"]
+
+MODES = ("raise", "warn", "ignore")
+_LARGE_INPUT = 1e4  # |X| beyond this, the input scale is named as a likely cause
+
+
+class NonFiniteGuard:
+    """Called with each batch's loss inside the training step (see the module)."""
+
+    def __init__(self, model: Any, X: Any, lr: float | None, mode: str) -> None:
+        self.model, self.X, self.lr, self.mode = model, X, lr, mode
+        self.epoch, self.batch, self.updates = 0, 0, 0
+        self._saved: list[list[Any]] = []  # [start of this epoch, start of the one before]
+
+    def start_epoch(self, epoch: int) -> None:
+        """Before epoch ``epoch`` (0-based): count batches from 1, copy the parameters."""
+        self.epoch, self.batch = epoch, 0
+        params = [p.value for p in self.model.parameters()]
+        if len(self._saved) < 2:
+            self._saved.insert(0, [self.model.namespace(v).asarray(v, copy=True)
+                                   for v in params])
+            return
+        older = self._saved.pop()
+        for i, (buf, v) in enumerate(zip(older, params, strict=True)):
+            try:
+                buf[...] = v
+            except (TypeError, ValueError):  # an immutable array type
+                older[i] = self.model.namespace(v).asarray(v, copy=True)
+        self._saved.insert(0, older)
+
+    def __call__(self, value: Any) -> None:
+        if self.mode == "off":
+            return
+        self.batch += 1
+        loss = float(value)
+        if math.isfinite(loss):
+            self.updates += 1
+            return
+        message = self._message(loss)
+        if self.mode == "warn":
+            warnings.warn(message + " Training goes on (on_nonfinite='warn').",
+                          RuntimeWarning, stacklevel=2)
+            self.mode = "off"
+            return
+        raise NonFiniteError(message, loss)
+
+    def check_validation(self, val_loss: float) -> None:
+        """After an epoch: a non-finite validation loss stops training too."""
+        if self.mode == "raise" and not math.isfinite(val_loss):
+            raise NonFiniteError(
+                f"The validation loss became {val_loss} after epoch {self.epoch + 1} while "
+                f"the training loss stayed finite: the weights give non-finite outputs on "
+                f"validation_data. {self._cause()}", val_loss)
+
+    # -- the message ------------------------------------------------------------------------
+    def _message(self, loss: float) -> str:
+        where = f"epoch {self.epoch + 1}, batch {self.batch}"
+        if self.updates == 0:
+            return (f"The loss is {loss} at {where}, before any update: the data give a "
+                    f"non-finite loss with the initial weights. {self._input_hint()}Check "
+                    f"that the targets suit the loss and the inputs are finite and scaled. "
+                    f"The model is unchanged.")
+        return f"The loss became {loss} at {where}. {self._cause()} {self._restore()}"
+
+    def _input_hint(self) -> str:
+        xp = self.model.namespace(self.X)
+        big = float(xp.max(xp.abs(self.X))) if self.X.shape[0] else 0.0
+        if big > _LARGE_INPUT:
+            return (f"The inputs reach |X| = {big:.3g}: standardise them (subtract the mean, "
+                    f"divide by the standard deviation). ")
+        return ""
+
+    def _cause(self) -> str:
+        lr = f"lr={self.lr:g}" if self.lr is not None else "the learning rate"
+        return (f"Likely cause: {self._input_hint()}{lr} is too large for this model and "
+                f"data; try a learning rate 10 times smaller.")
+
+    def _restore(self) -> str:
+        """Put back the last weights known to give finite losses; say which."""
+        back = 0 if self.batch > 1 else 1  # this epoch's start gave its batch 1 a finite loss
+        if back >= len(self._saved):
+            return "The weights could not be restored."
+        params = self.model.parameters()
+        xp = self.model.namespace(params[0].value)
+        for p, v in zip(params, self._saved[back], strict=True):
+            p.set(xp.asarray(v, copy=True))
+        return (f"The model is back at its weights from the start of epoch "
+                f"{self.epoch + 1 - back}, the last known to give finite losses.")
+
+
+def make_guard(model: Any, X: Any, opt: Any, mode: Any) -> NonFiniteGuard | None:
+    """The guard for ``fit(on_nonfinite=mode)``, or None when it is off."""
+    if mode not in MODES:
+        raise InvalidParameterError(
+            f"on_nonfinite must be one of {', '.join(map(repr, MODES))}, received {mode!r}.",
+            mode)
+    return None if mode == "ignore" else NonFiniteGuard(model, X, getattr(opt, "lr", None),
+                                                        mode)

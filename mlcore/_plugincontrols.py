@@ -1,0 +1,87 @@
+"""What decides whether a plugin loads, and what a plugin's hook may return.
+
+The environment controls (read when the registry is built; ``mlcore.plugins.reset``
+rebuilds it), in the order they apply:
+
+``MLCORE_DISABLE_PLUGINS=a,b``
+    deny-list of entry-point or distribution names (like pytest's ``-p no:name``); it also
+    switches off a first-party backend (``MLCORE_DISABLE_PLUGINS=cupy``).
+``MLCORE_DISABLE_PLUGIN_AUTOLOAD=1``
+    load no third-party entry points.
+``MLCORE_PLUGINS=a,b``
+    allow-list of entry-point or distribution names (set but empty: none).
+``MLCORE_STRICT_PLUGINS=1``
+    any failure or name clash makes every mlcore call raise
+    :class:`~mlcore.errors.PluginLoadError`; ``mlcore plugins`` still lists everything.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["FIRST_PARTY", "truthy", "norm", "canonical_name", "disabled_reason", "validated"]
+
+FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy"})
+
+
+def truthy(var: str) -> bool:
+    return os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def norm(name: str) -> str:
+    """A plugin or distribution name as the controls compare it (``Foo_Bar`` = ``foo-bar``)."""
+    return name.strip().lower().replace("_", "-")
+
+
+def canonical_name(name: Any) -> Any:
+    """How every user-facing name is compared (backends, optimisers, initialisers,
+    activations, losses): surrounding spaces dropped, lower case. Non-strings pass."""
+    return name.strip().lower() if isinstance(name, str) else name
+
+
+def _listed(var: str) -> set[str] | None:
+    value = os.environ.get(var)
+    return None if value is None else {norm(a) for a in value.split(",") if a.strip()}
+
+
+def disabled_reason(ep_name: str, dist: str) -> str:
+    """Why the entry point ``ep_name`` of ``dist`` is switched off, or ``""``."""
+    names = {norm(ep_name), norm(dist)}
+    denied = _listed("MLCORE_DISABLE_PLUGINS")
+    if denied and names & denied:
+        value = os.environ["MLCORE_DISABLE_PLUGINS"]
+        return f"not loaded: listed in MLCORE_DISABLE_PLUGINS={value!r}"
+    if norm(dist) in FIRST_PARTY:
+        return ""
+    if truthy("MLCORE_DISABLE_PLUGIN_AUTOLOAD"):
+        return "not loaded: MLCORE_DISABLE_PLUGIN_AUTOLOAD is set"
+    allowed = _listed("MLCORE_PLUGINS")
+    if allowed is not None and not names & allowed:
+        return f"not loaded: not in MLCORE_PLUGINS={os.environ['MLCORE_PLUGINS']!r}"
+    return ""
+
+
+_BACKEND_ATTRS = ("name", "xp", "device", "asarray", "to_numpy", "synchronize", "rng",
+                  "is_available", "unavailable_reason", "owns")
+
+
+def validated(kind: str, result: Any) -> list[tuple[str, Any]]:
+    """Check a hook's result; raise TypeError describing what is malformed."""
+    if kind == "backends":
+        items = list(result or [])
+        for b in items:
+            missing = [a for a in _BACKEND_ATTRS if not hasattr(type(b), a) and not hasattr(b, a)]
+            if missing:
+                raise TypeError(f"backend {b!r} lacks {', '.join(missing)}")
+        return [(str(b.name).lower(), b) for b in items]
+    if not hasattr(result, "items"):
+        raise TypeError(f"expected a mapping of name to factory, got {type(result).__name__}")
+    out = []
+    for name, factory in result.items():
+        if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+            raise TypeError(f"{kind[:-1]} name {name!r} is not a lower-case identifier")
+        if not callable(factory):
+            raise TypeError(f"{kind[:-1]} {name!r}: factory {factory!r} is not callable")
+        out.append((name, factory))
+    return out

@@ -1,0 +1,104 @@
+"""Training that diverges stops loudly: a NaN or infinite loss during ``fit`` is an error
+naming the epoch, the batch and the likely cause, and the model keeps finite weights."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+import mlcore
+from mlcore.errors import InvalidParameterError, NonFiniteError
+
+
+def _data(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, 4)).astype(np.float32)
+    return X, (X[:, 0] > 0).astype(np.int64)
+
+
+def _finite(model: mlcore.Sequential, X: Any) -> bool:
+    b = model.backend
+    weights = all(np.isfinite(b.to_numpy(p.value)).all() for p in model.parameters())
+    return weights and bool(np.isfinite(b.to_numpy(model.predict(X))).all())
+
+
+@pytest.fixture(autouse=True)
+def _quiet_numpy() -> Any:
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+@pytest.mark.parametrize(("lr", "batch_size"), [(1e4, 32), (1e3, 64), (3e2, 200)])
+def test_a_huge_learning_rate_stops_with_finite_weights(backend: Any, lr: float,
+                                                        batch_size: int) -> None:
+    X, y = _data()
+    model = mlcore.MLP([4, 16, 2], seed=0)
+    with pytest.raises(NonFiniteError, match=rf"loss became nan at epoch \d+, batch \d+\. "
+                                             rf"Likely cause: lr={lr:g} is too large"):
+        model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=lr, epochs=30,
+                  batch_size=batch_size, verbose=False)
+    assert _finite(model, X)
+
+
+def test_huge_inputs_are_named_before_any_update(backend: Any) -> None:
+    X, _ = _data()
+    model = mlcore.MLP([4, 8, 1], seed=0)
+    before = [backend.to_numpy(p.value).copy() for p in model.parameters()]
+    with pytest.raises(NonFiniteError, match=r"epoch 1, batch 1, before any update.*"
+                                             r"\|X\| = 3\.\d+e\+30: standardise"):
+        model.fit(X * 1e30, X[:, :1] * 1e30, loss="mse", epochs=2, verbose=False)
+    after = [backend.to_numpy(p.value) for p in model.parameters()]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_the_error_carries_the_loss(backend: Any) -> None:
+    X, y = _data()
+    with pytest.raises(NonFiniteError) as info:
+        mlcore.MLP([4, 16, 2], seed=0).fit(X, y, loss="cross_entropy", optimizer="sgd",
+                                           lr=1e4, epochs=5, verbose=False)
+    assert np.isnan(info.value.obj) and isinstance(info.value, FloatingPointError)
+
+
+def test_warn_trains_on_and_ignore_does_not_check(backend: Any) -> None:
+    X, y = _data()
+    with pytest.warns(RuntimeWarning, match="Training goes on"):
+        h = mlcore.MLP([4, 16, 2], seed=0).fit(X, y, loss="cross_entropy", optimizer="sgd",
+                                               lr=1e4, epochs=3, verbose=False,
+                                               on_nonfinite="warn")
+    assert np.isnan(h["loss"][-1])
+    h = mlcore.MLP([4, 16, 2], seed=0).fit(X, y, loss="cross_entropy", optimizer="sgd",
+                                           lr=1e4, epochs=3, verbose=False,
+                                           on_nonfinite="ignore")
+    assert np.isnan(h["loss"][-1])
+    with pytest.raises(InvalidParameterError, match="on_nonfinite must be one of"):
+        mlcore.MLP([4, 2], seed=0).fit(X, y, loss="cross_entropy", on_nonfinite="skip")
+
+
+def test_the_guard_changes_nothing_when_training_is_finite(backend: Any) -> None:
+    X, y = _data()
+    runs = []
+    for mode in ("raise", "ignore"):
+        model = mlcore.MLP([4, 8, 2], seed=0)
+        h = model.fit(X, y, loss="cross_entropy", epochs=3, seed=1, verbose=False,
+                      on_nonfinite=mode)
+        runs.append((h, [backend.to_numpy(p.value) for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+
+
+def test_a_nonfinite_validation_loss_stops_training(backend: Any) -> None:
+    X, _ = _data()
+    model = mlcore.MLP([4, 8, 1], seed=0)
+    big = np.full((4, 4), 3e38, dtype=np.float32)
+    with pytest.raises(NonFiniteError, match="validation loss became .* validation_data"):
+        model.fit(X, X[:, :1], loss="mse", epochs=2, verbose=False,
+                  validation_data=(big, np.zeros((4, 1), np.float32)))
+
+
+def test_adam_with_eps_zero_is_refused_not_nan() -> None:
+    with pytest.raises(InvalidParameterError, match=r"eps must be a finite number in \(0"):
+        mlcore.Adam(mlcore.MLP([2, 2], seed=0).parameters(), eps=0.0)
