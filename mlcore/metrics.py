@@ -81,6 +81,13 @@ class Metric:
         raise NotImplementedError
 
     def __call__(self, y_pred: Any, y_true: Any) -> float:
+        """The metric of a whole data set; ``y_true`` (and a ``y_pred`` that is not an
+        array) may be host data such as lists or NumPy arrays, converted to the backend of
+        ``y_pred`` (the selected backend for a list) as ``fit`` converts its inputs."""
+        from .backend import backend_of, get_backend
+
+        backend = backend_of(y_pred) or get_backend()
+        y_pred, y_true = (a if backend.owns(a) else backend.asarray(a) for a in (y_pred, y_true))
         return self.result(self.update(None, y_pred, y_true))
 
     def __repr__(self) -> str:

@@ -10,7 +10,9 @@ point), so a plugin's own test suite can write::
         mlcore_case.run()
 
 and get one test per (activation or loss, backend, check). The same checks are plain
-functions, :func:`check_activation` and :func:`check_loss`, raising ``AssertionError``.
+functions, :func:`check_activation` and :func:`check_loss`, raising ``AssertionError``;
+metrics and optimisers have :func:`check_metric` and :func:`check_optimizer`
+(:mod:`mlcore._trainkit`).
 
 The checks (``CHECKS``), on every installed backend that is usable here:
 
@@ -41,10 +43,12 @@ from typing import Any
 import pytest
 
 from ._conformance import CHECK_FUNCS, takes
+from ._trainkit import check_metric, check_optimizer
 from .backend import Backend, get_backend
 from .plugins import PluginRecord, registry
 
-__all__ = ["Case", "BoundCase", "CHECKS", "check_activation", "check_loss",
+__all__ = ["Case", "BoundCase", "CHECKS", "check_activation", "check_loss", "check_metric",
+           "check_optimizer",
            "conformance_params", "mlcore_case"]
 
 CHECKS = ("contract", "dtypes", "reductions", "gradient", "extremes", "shapes", "reference")

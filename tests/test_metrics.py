@@ -133,3 +133,28 @@ def test_a_plugin_registers_a_metric(make_dist: Any) -> None:
     X, y = np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([0.0, 1.0])
     h = model.fit(X, y, loss="mse", metrics=["max_error"], epochs=1, verbose=False)
     assert h["max_error"][0] >= 0.0
+
+
+@pytest.mark.parametrize("name", ["accuracy", "binary_accuracy", "precision", "recall", "f1",
+                                  "auc", "mae", "mse", "rmse", "r2"])
+def test_builtin_metrics_pass_the_kit(name: str) -> None:
+    from mlcore.testing import check_metric
+
+    refs = {"auc": lambda p, y: sk.roc_auc_score(y, p[:, 0]),
+            "f1": lambda p, y: sk.f1_score(y, p[:, 0] > 0.5),
+            "mse": lambda p, y: sk.mean_squared_error(y, p[:, 0])}
+    check_metric(name, reference=refs.get(name))
+
+
+def test_the_kit_catches_a_metric_that_forgets_batches(backend: Any) -> None:
+    from mlcore.metrics import MAE
+    from mlcore.testing import check_metric
+
+    class LastBatchOnly(MAE):
+        name = "last_only"
+
+        def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+            return super().update(None, y_pred, y_true)
+
+    with pytest.raises(AssertionError, match="7 batches give"):
+        check_metric(LastBatchOnly, backend)

@@ -113,3 +113,23 @@ def test_a_plugin_registers_an_optimiser(make_dist: Any) -> None:
     after = host(mlcore.get_backend(), model.parameters()[0].value)
     assert np.all(np.isclose(np.abs(after - before) % 0.01, 0.0, atol=1e-6)
                   | np.isclose(np.abs(after - before) % 0.01, 0.01, atol=1e-6))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+def test_builtin_optimisers_pass_the_kit(name: str) -> None:
+    from mlcore.testing import check_optimizer
+
+    check_optimizer(name, lr=0.05)
+
+
+def test_the_kit_catches_an_optimiser_going_uphill(backend: Any) -> None:
+    from mlcore.testing import check_optimizer
+
+    class Uphill(mlcore.SGD):
+        def _step(self) -> None:
+            for p in self.params:
+                if p.grad is not None:
+                    p.value += self.lr * p.grad
+
+    with pytest.raises(AssertionError, match="did not lower"):
+        check_optimizer(Uphill, backend)
