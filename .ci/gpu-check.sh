@@ -17,7 +17,7 @@
 #   summary  OUT/summary.md
 # Everything lands in $OUT (default ./gpu-check-out): log.txt, info.json, junit.xml,
 # checks.json, speed.json, bench.json, bench.png, summary.md. Exit status: 0 when every step
-# passed. The limits add up to 7 min 50 s; a run typically takes 4 to 5 minutes.
+# passed. The limits add up to 7 min 55 s; a run typically takes 4 to 5 minutes.
 #
 # GPU_CHECK_DRY=1 runs the same steps on the CPU (backend numpy, small sizes, PyTorch CPU):
 # the way to test this script on a machine without a GPU. PYTHON picks the interpreter
@@ -73,8 +73,8 @@ step checks 75 "$PY" benchmarks/gpu/gpu_checks.py --backend "$BACKEND" $QUICK \
     --out "$OUT/checks.json"
 SPEED_DRY=()
 [ "$DRY" = 1 ] && SPEED_DRY=(--dry)
-step speed 90 "$PY" benchmarks/gpu/cupy_speed.py "${SPEED_DRY[@]}" --out "$OUT/speed.json"
-step bench 75 "$PY" -m mlcore bench --quick --backend "$BACKEND" --backend numpy \
+step speed 80 "$PY" benchmarks/gpu/cupy_speed.py "${SPEED_DRY[@]}" --out "$OUT/speed.json"
+step bench 90 "$PY" -m mlcore bench --quick --backend "$BACKEND" --backend numpy \
     --json "$OUT/bench.json" --plot "$OUT/bench.png"
 step summary 15 "$PY" benchmarks/gpu/gpu_checks.py --summary "$OUT"
 

@@ -4,10 +4,12 @@ Each batch's loss is a 0-d array the step computes anyway; the guard reads it ba
 Python float (about 0.1 µs on NumPy; one small device-to-host read on a GPU) *before* the
 backward pass and the update, so a NaN or infinite loss never reaches the weights. The
 weights it stops at may still be useless (finite but huge, so that they gave this NaN), so
-the model is put back to the last weights *known* to give finite losses: those of the start
-of this epoch (they gave the finite loss of its first batch), or of the previous epoch when
-the first batch fails. Two preallocated copies of the parameters serve, alternately: the
-guard's cost is one in-place copy of the parameters per epoch and one float per batch.
+the model is put back to the last weights *known* to give finite losses: a copy taken at
+the start of an epoch, once it has served one batch with a finite loss (else the copy
+before it). Two preallocated copies serve, alternately, refreshed at the start of an epoch
+once at least :data:`SNAPSHOT_BATCHES` batches ran since the last refresh (every epoch, or
+every few epochs of a tiny data set): the guard costs one float per batch and at most one
+in-place copy of the parameters per eight batches.
 
 The error (:class:`~mlcore.errors.NonFiniteError`) names the epoch, the batch and the likely
 cause: inputs of a large magnitude, a learning rate too large for them, or (before any
@@ -26,6 +28,7 @@ from .errors import InvalidParameterError, NonFiniteError
 __all__ = ["NonFiniteGuard", "make_guard", "MODES"]
 
 MODES = ("raise", "warn", "ignore")
+SNAPSHOT_BATCHES = 8
 _LARGE_INPUT = 1e4  # |X| beyond this, the input scale is named as a likely cause
 
 
@@ -35,11 +38,17 @@ class NonFiniteGuard:
     def __init__(self, model: Any, X: Any, lr: float | None, mode: str) -> None:
         self.model, self.X, self.lr, self.mode = model, X, lr, mode
         self.epoch, self.batch, self.updates = 0, 0, 0
-        self._saved: list[list[Any]] = []  # [start of this epoch, start of the one before]
+        self._saved: list[list[Any]] = []  # the newest copy first, then the one before
+        self._saved_at: list[int] = []  # the epoch each copy was taken at
+        self._since = 0  # batches since the newest copy
 
     def start_epoch(self, epoch: int) -> None:
-        """Before epoch ``epoch`` (0-based): count batches from 1, copy the parameters."""
+        """Before epoch ``epoch`` (0-based): count batches from 1, refresh a copy when due."""
         self.epoch, self.batch = epoch, 0
+        if self._saved and self._since < SNAPSHOT_BATCHES:
+            return
+        self._since = 0
+        self._saved_at = [epoch, *self._saved_at[:1]]
         params = [p.value for p in self.model.parameters()]
         if len(self._saved) < 2:
             self._saved.insert(0, [self.model.namespace(v).asarray(v, copy=True)
@@ -57,6 +66,7 @@ class NonFiniteGuard:
         if self.mode == "off":
             return
         self.batch += 1
+        self._since += 1
         loss = float(value)
         if math.isfinite(loss):
             self.updates += 1
@@ -102,7 +112,7 @@ class NonFiniteGuard:
 
     def _restore(self) -> str:
         """Put back the last weights known to give finite losses; say which."""
-        back = 0 if self.batch > 1 else 1  # this epoch's start gave its batch 1 a finite loss
+        back = 0 if self._since > 1 else 1  # the newest copy gave a batch a finite loss
         if back >= len(self._saved):
             return "The weights could not be restored."
         params = self.model.parameters()
@@ -110,7 +120,7 @@ class NonFiniteGuard:
         for p, v in zip(params, self._saved[back], strict=True):
             p.set(xp.asarray(v, copy=True))
         return (f"The model is back at its weights from the start of epoch "
-                f"{self.epoch + 1 - back}, the last known to give finite losses.")
+                f"{self._saved_at[back] + 1}, the last known to give finite losses.")
 
 
 def make_guard(model: Any, X: Any, opt: Any, mode: Any) -> NonFiniteGuard | None:

@@ -6,9 +6,10 @@ need a value from the arrays cost one host round trip each, noted where they are
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from ._array import check_floating, check_same_shape
+from ._array import check_finite, check_floating, check_same_shape
 from .errors import DTypeError, InvalidParameterError, InvalidValueError, ShapeError
 
 __all__ = [
@@ -20,6 +21,10 @@ __all__ = [
     "check_unit_interval",
     "class_targets",
     "check_distribution",
+    "check_labels",
+    "check_class_indices",
+    "training_target",
+    "number_param",
     "eps_value",
     "eps_param",
     "bool_param",
@@ -49,20 +54,23 @@ def float_target(xp: Any, pred: Any, target: Any) -> Any:
     return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)
 
 
-def same_shape_float(xp: Any, pred: Any, target: Any, owner: str) -> Any:
-    """The checks of an element-wise loss; returns ``target`` in ``pred``'s dtype."""
-    check_pred(xp, pred, owner)
+def same_shape_float(xp: Any, pred: Any, target: Any, owner: str,
+                     ndim: int | None = None) -> Any:
+    """The checks of an element-wise loss: floating, one shape (of ``ndim`` axes when
+    given), N >= 1 samples; returns ``target`` in ``pred``'s dtype."""
+    check_pred(xp, pred, owner, ndim)
     check_same_shape(pred, target, NAMES)
     return float_target(xp, pred, target)
 
 
-def check_unit_interval(xp: Any, x: Any, label: str, owner: str) -> None:
+def check_unit_interval(xp: Any, x: Any, label: str, owner: str,
+                        fix: str = "Pass logits with from_logits=True, or apply sigmoid first."
+                        ) -> None:
     """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1]."""
     if bool((xp.min(x) < 0.0) | (xp.max(x) > 1.0)):
         raise InvalidValueError(
             f"Loss {owner!r} expected {label} in [0, 1], received values from "
-            f"{float(xp.min(x)):g} to {float(xp.max(x)):g}. Pass logits with "
-            f"from_logits=True, or apply sigmoid first.",
+            f"{float(xp.min(x)):g} to {float(xp.max(x)):g}. {fix}",
             x,
         )
 
@@ -84,6 +92,18 @@ def eps_param(owner: str, eps: Any) -> float | None:
     return None if eps is None else float(eps)
 
 
+def number_param(owner: str, name: str, value: Any, above: float | None = None) -> float:
+    """``value`` as a finite float (greater than ``above`` when given), else
+    :class:`InvalidParameterError`. ``owner`` starts the message: ``"Loss 'huber'"``,
+    ``"Activation 'elu'"``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or (above is not None and value <= above):
+        bound = f" greater than {above:g}" if above is not None else ""
+        raise InvalidParameterError(
+            f"{owner}: {name} must be a finite real number{bound}, received {value!r}.", value)
+    return float(value)
+
+
 def bool_param(owner: str, name: str, value: Any) -> bool:
     """Flags such as ``from_logits`` must be real booleans (a string "no" is truthy)."""
     if not isinstance(value, bool):
@@ -96,7 +116,7 @@ def bool_param(owner: str, name: str, value: Any) -> bool:
 def class_targets(xp: Any, pred: Any, target: Any, owner: str) -> Any:
     """Check ``target`` is (N,) class indices in [0, M) or (N, M) probability rows."""
     if target.ndim == 1 and xp.isdtype(target.dtype, "integral"):
-        _check_labels(xp, pred, target, owner)
+        check_class_indices(xp, pred, target, owner)
         return target
     if target.ndim == 1:
         raise DTypeError(
@@ -111,9 +131,8 @@ def class_targets(xp: Any, pred: Any, target: Any, owner: str) -> Any:
     return target
 
 
-def _check_labels(xp: Any, pred: Any, target: Any, owner: str) -> None:
-    """Labels must match N and lie in [0, M): a min and a max over the N labels (not the
-    N x M scores) and one host check per call."""
+def check_class_indices(xp: Any, pred: Any, target: Any, owner: str) -> None:
+    """(N,) integer ``target`` for (N, M) ``pred``: N labels, each in [0, M)."""
     n, m = pred.shape
     if target.shape[0] != n:
         raise ShapeError(
@@ -121,14 +140,32 @@ def _check_labels(xp: Any, pred: Any, target: Any, owner: str) -> None:
             f"received pred {tuple(pred.shape)} and target {tuple(target.shape)}.",
             (pred, target),
         )
-    lo, hi = xp.min(target), xp.max(target)
+    check_labels(xp, target, m, f"pred with {m} classes", f"Loss {owner!r}: ")
+
+
+def check_labels(xp: Any, labels: Any, m: int, where: str, prefix: str = "") -> None:
+    """Integer ``labels`` must be class indices in [0, m): a min and a max over the N labels
+    (not the N x M scores), one host round trip. ``where`` names what has the m classes
+    ("pred with 4 classes", "a model with 3 outputs"); ``prefix`` starts the message."""
+    lo, hi = xp.min(labels), xp.max(labels)
     if bool((lo < 0) | (hi >= m)):
         raise InvalidValueError(
-            f"Loss {owner!r}: class indices must lie in [0, {m - 1}] for pred with {m} "
-            f"classes, received indices from {int(lo)} to {int(hi)}. Labels start at 0 "
-            f"(the chapter's class c is index c - 1).",
-            target,
+            f"{prefix}Labels must be class indices in [0, {m - 1}] for {where}; received "
+            f"labels from {int(lo)} to {int(hi)}. Labels start at 0 (the chapter's "
+            f"class c is index c - 1): remap them to 0..{m - 1}, or use {int(hi) + 1} classes.",
+            labels,
         )
+
+
+def training_target(xp: Any, y: Any, n_out: int | None, dtype: Any) -> Any:
+    """A training target checked once at the ``fit`` boundary: numbers cast to ``dtype``,
+    finite, and an (N,) target made (N, 1) for a model with one output."""
+    if y.dtype != dtype:
+        y = xp.astype(y, dtype)
+    check_finite(xp, y, "y")
+    if y.ndim == 1 and n_out == 1:
+        y = xp.reshape(y, (y.shape[0], 1))
+    return y
 
 
 def check_distribution(xp: Any, target: Any, owner: str) -> None:

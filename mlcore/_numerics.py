@@ -12,10 +12,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
-from ._array import check_same_device, namespace
+from ._array import check_same_device, device_of, namespace
 
 __all__ = ["on_input_device", "sigmoid", "softmax", "log_softmax", "softplus_neg_abs",
-           "exp_floor"]
+           "softplus", "logsumexp", "log1mexp", "exp_floor", "one_hot"]
+
+_LN2 = math.log(2.0)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,3 +102,31 @@ def log_softmax(xp: Any, x: Any, axis: int) -> Any:
 def softplus_neg_abs(xp: Any, x: Any) -> Any:
     """``log(1 + exp(-|x|))``, in (0, log 2]; never overflows."""
     return xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def softplus(xp: Any, x: Any) -> Any:
+    """``log(1 + e^x)`` as ``max(x, 0) + log(1 + e^(-|x|))``: finite, no cancellation."""
+    return xp.maximum(x, 0.0) + softplus_neg_abs(xp, x)
+
+
+def logsumexp(xp: Any, x: Any, axis: int, keepdims: bool = False) -> Any:
+    """``log sum_k e^(x_k)`` over ``axis``, shifted by the maximum (finite for finite x)."""
+    m = xp.max(x, axis=axis, keepdims=True)
+    out = m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def log1mexp(xp: Any, x: Any) -> Any:
+    """``log(1 - e^x)`` for ``x <= 0`` (Maechler, 2012): ``log(-expm1(x))`` above ``-log 2``,
+    ``log1p(-e^x)`` below, each on inputs clipped to its side and blended by a 0/1 mask
+    (no ``where``). ``-inf`` at 0; NaN above 0, where the log is undefined."""
+    near = xp.astype(x > -_LN2, x.dtype)
+    a = xp.log(-xp.expm1(xp.maximum(x, -_LN2)))
+    b = xp.log1p(-xp.exp(xp.minimum(x, -_LN2)))
+    return near * a + (1.0 - near) * b
+
+
+def one_hot(xp: Any, labels: Any, m: int, dtype: Any) -> Any:
+    """(N, M) one-hot rows of integer ``labels`` by a broadcast comparison (no scatter)."""
+    classes = xp.arange(m, device=device_of(labels))
+    return xp.astype(labels[:, None] == classes, dtype)

@@ -20,9 +20,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["FIRST_PARTY", "truthy", "norm", "canonical_name", "disabled_reason", "validated"]
+__all__ = ["FIRST_PARTY", "SINGULAR", "truthy", "norm", "canonical_name", "disabled_reason",
+           "validated"]
 
 FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy"})
+SINGULAR = {"backends": "backend", "activations": "activation", "losses": "loss",
+            "metrics": "metric", "optimizers": "optimizer"}
+"""How each kind of plugin object is named in messages."""
 
 
 def truthy(var: str) -> bool:
@@ -80,8 +84,8 @@ def validated(kind: str, result: Any) -> list[tuple[str, Any]]:
     out = []
     for name, factory in result.items():
         if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
-            raise TypeError(f"{kind[:-1]} name {name!r} is not a lower-case identifier")
+            raise TypeError(f"{SINGULAR[kind]} name {name!r} is not a lower-case identifier")
         if not callable(factory):
-            raise TypeError(f"{kind[:-1]} {name!r}: factory {factory!r} is not callable")
+            raise TypeError(f"{SINGULAR[kind]} {name!r}: factory {factory!r} is not callable")
         out.append((name, factory))
     return out

@@ -4,8 +4,8 @@ With weights ``w`` the training loss of a batch of N samples is ``sum_i w_i l_i 
 convention, and PyTorch's ``reduction="none"`` losses multiplied by ``w`` and averaged), so
 weights of 1 give the unweighted mean exactly. ``l_i`` is the loss of sample ``i``: for
 cross-entropy the sum over the classes, for binary cross-entropy, mse and mae the mean over
-the sample's outputs. The fused sigmoid/softmax forms (eq. 1.15/1.16) get their gradient
-``w_i (p_i - y_i) / N`` directly; other losses run with ``reduction="none"``.
+the sample's outputs. For the fused sigmoid/softmax forms (eq. 1.15/1.16) the gradient is
+``w_i (p_i - y_i) / N``.
 """
 
 from __future__ import annotations
@@ -69,33 +69,24 @@ def _rows(xp: Any, w: Any, like: Any) -> Any:
     return xp.reshape(w, (w.shape[0],) + (1,) * (like.ndim - 1))
 
 
-def _fused(xp: Any, plan: LossPlan, z: Any, t: Any, w: Any) -> tuple[Any, Any]:
-    n = z.shape[0]
-    if plan.name == "cross_entropy":  # eq. (1.16), per sample summed over the classes
-        s = z - xp.max(z, axis=1, keepdims=True)
-        e = xp.exp(s)
-        total = xp.sum(e, axis=1, keepdims=True)
-        per = xp.log(total)[:, 0] - xp.sum(t * s, axis=1)
-        return xp.sum(w * per) / n, _rows(xp, w, z) * (e / total - t) / n
-    if t.shape != z.shape:
-        t = xp.reshape(t, z.shape)
-    k = z.shape[1] if z.ndim > 1 else 1  # eq. (1.15), per sample averaged over the outputs
-    e = xp.exp(-xp.abs(z))
-    values = xp.maximum(z, 0.0) - z * t + xp.log1p(e)
-    wr = _rows(xp, w, z)
-    grad = wr * (xp.where(z >= 0.0, 1.0, e) / (1.0 + e) - t) / (n * k)
-    return xp.sum(wr * values) / (n * k), grad
-
-
 def weighted_loss(plan: LossPlan, loss: Any) -> Any:
-    """``value_and_grad(xp, out, t, w)`` for ``plan``: the weighted mean loss and its gradient."""
-    if plan.fused:
-        return lambda xp, out, t, w: _fused(xp, plan, out, t, w)
-    per_sample = _per_sample_loss(plan, loss)
+    """``value_and_grad(xp, out, t, w)`` for ``plan``: the weighted mean loss and its gradient.
+
+    A loss built on :class:`mlcore.plugin.LossBase` (every built-in) gives its per-sample
+    values and their gradient in one call (``values_and_gradient``, on the logits for a
+    fused plan, label smoothing included); any other loss runs with ``reduction="none"``.
+    """
+    fn = plan.fn
+    both = getattr(fn, "values_and_gradient", None)
+    if both is None:
+        fn = _per_sample_loss(plan, loss)
+        both = lambda xp, out, t: (fn.forward(out, t), fn.backward(out, t))  # noqa: E731
 
     def value_and_grad(xp: Any, out: Any, t: Any, w: Any) -> tuple[Any, Any]:
+        if t.ndim == 1 and out.ndim == 2 and out.shape[1] == 1:
+            t = xp.reshape(t, out.shape)  # (N,) 0/1 labels of a one-output model
         n = out.shape[0]
-        values, grad = per_sample.forward(out, t), per_sample.backward(out, t)
+        values, grad = both(xp, out, t)
         return xp.sum(w * values) / n, _rows(xp, w, grad) * grad / n
 
     return value_and_grad

@@ -1,21 +1,24 @@
 """Built-in activations (eq. 1.7-1.12), each forward next to its gradient.
 
 Registered through the ``mlcore_activations`` hook, exactly as a third-party plugin would
-register its own, so they survive ``MLCORE_DISABLE_PLUGIN_AUTOLOAD``. Every ``forward``
-resolves the namespace of its input once and returns an array of the same namespace,
-device, shape and floating dtype; ``backward(x, y, dy)`` returns ``dy · f'(x)`` (the
+register its own, so they survive ``MLCORE_DISABLE_PLUGIN_AUTOLOAD``; written on
+:class:`mlcore.plugin.ActivationBase`, as a plugin's are (each class gives the bare
+``forward_unchecked`` / ``backward_unchecked`` formulas, the base checks around them).
+Every ``forward`` resolves the namespace of its input once and returns an array of the
+same namespace, device, shape and floating dtype; ``backward(x, y, dy)`` returns ``dy · f'(x)`` (the
 vector-Jacobian product), reusing ``y = forward(x)`` where that is cheaper.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from . import _numerics as nm
 from ._array import check_floating, namespace
+from ._loss_checks import number_param
 from .errors import InvalidParameterError
 from .hookspecs import ActivationFn, hookimpl
+from .plugin import ActivationBase
 from .plugins import make, registry
 
 __all__ = [
@@ -46,97 +49,54 @@ def activation_names() -> list[str]:
     return registry().names("activations")
 
 
-_on_x = nm.on_input_device(("x",))
-"""Run forward/backward on the device of ``x`` (CuPy's current device)."""
-
-
-def _xp(x: Any) -> Any:
-    """The namespace of ``x``, after checking ``x`` is a floating-point array."""
-    xp = namespace(x, names=("x",))
-    check_floating(xp, x, "x")
-    return xp
-
-
-class _Activation:
-    """The checked public ``forward``/``backward`` around two unchecked kernels.
-
-    Subclasses define ``_forward_unchecked(xp, x)`` and ``_backward_unchecked(xp, x, y, dy)``,
-    the bare formulas in the namespace ``xp``. The public methods resolve and check
-    (namespace, floating dtype, device scope) once and call them; an
-    :class:`~mlcore.Activation` layer inside a model calls the kernels directly with the
-    namespace its container resolved once per step (the model boundary already checked the
-    input).
-    """
-
-    name = ""
-
-    @_on_x
-    def forward(self, x: Any) -> Any:
-        return self._forward_unchecked(_xp(x), x)
-
-    @_on_x
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
-        return self._backward_unchecked(namespace(x, dy, names=("x", "dy")), x, y, dy)
-
-    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
-        raise NotImplementedError
-
-    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"activation({self.name!r}{', ' if params else ''}{params})"
-
-
-class Identity(_Activation):
+class Identity(ActivationBase):
     """``f(z) = z``; ``f'(z) = 1``. A linear output layer (regression)."""
 
     name = "identity"
 
     def forward(self, x: Any) -> Any:
-        _xp(x)
+        check_floating(namespace(x, names=("x",)), x, "x")
         return x
 
     def backward(self, x: Any, y: Any, dy: Any) -> Any:
         return dy
 
-    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
         return x
 
-    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return dy
 
 
-class Sigmoid(_Activation):
+class Sigmoid(ActivationBase):
     """``f(z) = 1 / (1 + e^(-z))``, eq. (1.8), range (0, 1); ``f'(z) = y (1 - y)``.
 
-    Stable for any finite input (see :func:`mlcore._numerics.sigmoid`).
+    Stable for any finite input (see :func:`mlcore.plugin.sigmoid`).
     """
 
     name = "sigmoid"
 
-    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
         return nm.sigmoid(xp, x)
 
-    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return dy * (y * (1.0 - y))
 
 
-class Tanh(_Activation):
+class Tanh(ActivationBase):
     """``f(z) = (e^z - e^(-z)) / (e^z + e^(-z))``, eq. (1.9), range (-1, 1);
     ``f'(z) = 1 - y^2``."""
 
     name = "tanh"
 
-    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
         return xp.tanh(x)
 
-    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return dy * (1.0 - y * y)
 
 
-class ReLU(_Activation):
+class ReLU(ActivationBase):
     """``f(z) = z if z > 0 else 0``, eq. (1.10); ``f'(z) = 1 if z > 0 else 0``.
 
     Forward is ``maximum(x, 0)`` and backward ``dy * (x > 0)``: in NumPy both are 5-12x
@@ -145,14 +105,14 @@ class ReLU(_Activation):
 
     name = "relu"
 
-    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
         return xp.maximum(x, 0.0)
 
-    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return dy * xp.astype(x > 0.0, dy.dtype)
 
 
-class LeakyReLU(_Activation):
+class LeakyReLU(ActivationBase):
     """``f(z) = z if z > 0 else alpha z``, eq. (1.11); ``f'(z) = 1 if z > 0 else alpha``.
 
     ``alpha`` (default 0.01) is the fixed slope for negative inputs, any finite real number;
@@ -163,18 +123,18 @@ class LeakyReLU(_Activation):
     name = "leaky_relu"
 
     def __init__(self, alpha: float = 0.01) -> None:
-        self.alpha = _real_param("leaky_relu", "alpha", alpha)
+        self.alpha = number_param("Activation 'leaky_relu'", "alpha", alpha)
 
-    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
         pick = xp.maximum if self.alpha <= 1.0 else xp.minimum
         return pick(x, self.alpha * x)
 
-    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         positive = xp.astype(x > 0.0, dy.dtype)
         return dy * (positive * (1.0 - self.alpha) + self.alpha)
 
 
-class Softmax(_Activation):
+class Softmax(ActivationBase):
     """``f(z)_i = e^(z_i) / sum_k e^(z_k)`` over ``axis`` (default -1), eq. (1.12).
 
     Shifted by the row maximum, so finite for any finite input. Gradient (the
@@ -187,14 +147,14 @@ class Softmax(_Activation):
     def __init__(self, axis: int = -1) -> None:
         self.axis = _axis_param("softmax", axis)
 
-    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
         return nm.softmax(xp, x, self.axis)
 
-    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))
 
 
-class LogSoftmax(_Activation):
+class LogSoftmax(ActivationBase):
     """``f(z)_i = z_i - log sum_k e^(z_k)`` over ``axis`` (default -1), the log of eq. (1.12).
 
     Computed by log-sum-exp, so finite for any finite input. Gradient:
@@ -206,14 +166,14 @@ class LogSoftmax(_Activation):
     def __init__(self, axis: int = -1) -> None:
         self.axis = _axis_param("log_softmax", axis)
 
-    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
         return nm.log_softmax(xp, x, self.axis)
 
-    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return dy - xp.exp(y) * xp.sum(dy, axis=self.axis, keepdims=True)
 
 
-class Step(_Activation):
+class Step(ActivationBase):
     """The perceptron's threshold, eq. (1.7): ``f(z) = 1 if z > 0 else 0``.
 
     Its derivative is zero wherever it exists (and undefined at 0), so ``backward`` returns
@@ -223,29 +183,19 @@ class Step(_Activation):
 
     name = "step"
 
-    def _forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
         return xp.astype(x > 0.0, x.dtype)
 
-    def _backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         return xp.zeros_like(dy)
-
-
-def _real_param(owner: str, name: str, value: Any) -> float:
-    """``value`` as a finite float, or an :class:`InvalidParameterError`."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value):
-        raise InvalidParameterError(
-            f"{owner} parameter {name} must be a finite real number, received {value!r}.",
-            value,
-        )
-    return float(value)
 
 
 def _axis_param(owner: str, value: Any) -> int:
     """``value`` as an int axis, or an :class:`InvalidParameterError`."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidParameterError(
-            f"{owner} parameter axis must be an integer (e.g. -1), received {value!r}.", value
+            f"Activation {owner!r}: axis must be an integer (e.g. -1), received {value!r}.",
+            value,
         )
     return value
 

@@ -91,6 +91,12 @@ class Backend(Protocol):
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend."""
 
+    # Optional members, read with getattr and a default (a backend may leave them out):
+    # ``conformance: bool`` (default False) - True for a backend that exists to check the
+    # core against a standard (strict) rather than to run it fast: ``mlcore bench`` never
+    # recommends one. ``memory_info()``, ``kernel_info()``, ``on_device(device)``: see
+    # docs/backends.md.
+
 
 class BackendChoice(NamedTuple):
     """The selected backend name and where the choice came from."""

@@ -1,11 +1,14 @@
 """The ``mlcore`` command line (click).
 
-Errors print one line and exit non-zero; ``mlcore --debug ...`` shows the traceback.
+Errors print one line and exit non-zero; ``mlcore --debug ...`` shows the traceback. A
+closed pipe (``mlcore info | head -1``) ends quietly with exit status 0, as ``git log | head``
+does.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -16,12 +19,26 @@ from .errors import MlcoreError
 __all__ = ["main", "info_report"]
 
 
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away: drop what is still buffered and exit 0."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush goes nowhere
+    except (OSError, ValueError):  # stdout without a file descriptor (a test's buffer)
+        pass
+    sys.exit(0)
+
+
 class _Group(click.Group):
     """Turn mlcore's errors into one-line messages unless ``--debug`` is given."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return result
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except (MlcoreError, OSError, ValueError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -29,7 +46,11 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, epilog="""\b
+Examples:
+  mlcore info                  what is installed and usable here
+  mlcore demo digits           train an MLP on handwritten digits
+  mlcore bench --quick         time every backend (pip install mlcore-bench)""")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.version_option(package_name="mlcore")
 @click.pass_context
@@ -46,7 +67,8 @@ def _backend_rows() -> list[dict[str, Any]]:
     for name, b in sorted(inspect().backends.items()):
         ok = bool(b.is_available())
         row: dict[str, Any] = {"name": name, "available": ok,
-                               "reason": "" if ok else b.unavailable_reason()}
+                               "reason": "" if ok else b.unavailable_reason(),
+                               "conformance": bool(getattr(b, "conformance", False))}
         if ok:
             row["device"] = str(b.device)
             for key in ("memory_info", "kernel_info"):  # optional Backend members
@@ -88,7 +110,10 @@ def _print_plugins(plugins: list[dict[str, Any]]) -> None:
             click.echo(f"      {problem}")
 
 
-@main.command()
+@main.command(epilog="""\b
+Examples:
+  mlcore info
+  MLCORE_BACKEND=strict mlcore info --json""")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info(as_json: bool) -> None:
     """Version, selected backend, every backend and plugin with its status."""
@@ -110,6 +135,8 @@ def _print_info(report: dict[str, Any]) -> None:
     for row in report["backends"]:
         state = f"available, device {row['device']}" if row["available"] else (
             f"unavailable: {row['reason']}")
+        if row["conformance"]:
+            state += " (a conformance backend: checks the core, not built for speed)"
         click.echo(f"  {row['name']:<8} {state}")
         for key, label in (("memory", "memory"), ("kernel", "kernels")):
             if row.get(key):
@@ -118,7 +145,10 @@ def _print_info(report: dict[str, Any]) -> None:
     _print_plugins(report["plugins"])
 
 
-@main.command()
+@main.command(epilog="""\b
+Examples:
+  mlcore plugins
+  MLCORE_DISABLE_PLUGIN_AUTOLOAD=1 mlcore plugins --json""")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def plugins(as_json: bool) -> None:
     """Every plugin with distribution, version, status and what it provides."""
@@ -135,37 +165,39 @@ def plugins(as_json: bool) -> None:
                                    f"plugin problem(s) were found (above).")
 
 
-def _benchmarks_runner() -> Any:
-    """``benchmarks.runner`` from the source checkout holding this mlcore package.
-
-    The suite is not in the wheel (a top-level ``benchmarks`` package would collide in
-    site-packages); an editable install from a clone, as the README does, finds it here.
-    """
-    import importlib
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "benchmarks" / "runner.py").is_file():
-        raise click.ClickException(
-            f"mlcore bench needs the benchmarks/ folder of a source checkout, not found "
-            f"beside {Path(__file__).parent}. Clone the repository and install it with "
-            f"pip install -e '.[bench]', then run mlcore bench from there.")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return importlib.import_module("benchmarks.runner")
+def _bench_runner() -> Any:
+    """``mlcore_bench.runner``: the suite is its own distribution, mlcore-bench."""
+    try:
+        from mlcore_bench import runner
+    except ModuleNotFoundError as exc:
+        if exc.name != "mlcore_bench":
+            raise click.ClickException(
+                f"mlcore-bench is installed but cannot be imported ({exc}). Reinstall it: "
+                f"pip install --force-reinstall mlcore-bench") from exc
+        raise click.ClickException("mlcore bench needs the benchmark suite, which is not "
+                                   "installed. Install it with: pip install mlcore-bench"
+                                   ) from exc
+    return runner
 
 
-@main.command()
+@main.command(epilog="""\b
+Examples:
+  mlcore bench --quick
+  mlcore bench --quick --cases mlp_step/2-4-1 --backend numpy --json bench.json
+  mlcore bench --json bench.json --plot bench.png     (the full suite, ~25 min)""")
 @click.option("--quick", is_flag=True,
-              help="A representative subset with few repetitions (under a minute; float32 "
+              help="A representative subset with few repetitions (about a minute; float32 "
                    "unless --dtype is given).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write the full report (machine, versions, BLAS, threads, commit) as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
-              help="Save a plot of training-step time against batch size (matplotlib).")
+              help="Save a chart of training-step time against batch size to PLOT, and the "
+                   "ratios to the references beside it (PLOT-ratios.png); needs matplotlib "
+                   "(pip install 'mlcore-bench[plot]').")
 @click.option("--backend", "backends", multiple=True,
-              help="Only this competitor: an mlcore backend, or numpy-hand, torch-cpu, "
-                   "torch-cuda (references stay unless one is named). Repeatable.")
+              help="Only this competitor: an installed mlcore backend, or a reference "
+                   "(numpy-hand, torch-cpu, torch-cuda; they stay unless one is named). "
+                   "Repeatable.")
 @click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["float32", "float64"]),
               help="Repeatable; default both (float32 with --quick).")
 @click.option("--cases", "case_patterns", multiple=True,
@@ -175,25 +207,33 @@ def _benchmarks_runner() -> Any:
               help="Interleaved timing rounds per case (default 5, 2 with --quick).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Cap BLAS, OpenMP and PyTorch threads (default: each library's own).")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar over the cases on stderr (default: when it is a terminal).")
 def bench(quick: bool, json_path: str | None, plot_path: str | None,
           backends: tuple[str, ...], dtypes: tuple[str, ...], case_patterns: tuple[str, ...],
-          rounds: int | None, threads: int | None) -> None:
+          rounds: int | None, threads: int | None, progress: bool | None) -> None:
     """Time mlcore on every backend against hand-written NumPy and PyTorch.
 
-    Prints a table per case, the performance targets and a backend recommendation; see
-    docs/benchmarks.md for how to read them.
+    Needs the benchmark suite: pip install mlcore-bench ('mlcore-bench[torch,plot]' for
+    the PyTorch reference and the charts). Prints a table per case, the performance
+    targets and a backend recommendation; the options are checked before anything runs.
     """
-    runner = _benchmarks_runner()
+    runner = _bench_runner()
     patterns = [p.strip() for text in case_patterns for p in text.split(",") if p.strip()]
     chosen = list(dtypes) or (["float32"] if quick else ["float32", "float64"])
     opts = runner.Options(quick=quick, backends=list(backends), dtypes=chosen,
-                          cases=patterns, rounds=rounds, threads=threads, echo=click.echo)
+                          cases=patterns, rounds=rounds, threads=threads, echo=click.echo,
+                          progress=progress)
     runner.main(opts, json_path, plot_path)
 
 
-@main.group()
+@main.group(epilog="""\b
+Examples:
+  mlcore demo gates
+  mlcore demo xor --seeds 20
+  mlcore demo digits --backend strict""")
 def demo() -> None:
-    """The chapter's experiments: logic gates, XOR, handwritten digits."""
+    """The MLP chapter's experiments: logic gates, XOR, handwritten digits."""
 
 
 def _demo_backend(name: str | None) -> Any:
@@ -204,7 +244,9 @@ def _demo_backend(name: str | None) -> Any:
     return use_backend(name) if name else nullcontext()
 
 
-@demo.command()
+@demo.command(epilog="""\b
+Example:
+  mlcore demo gates --backend strict""")
 @click.option("--backend", default=None, help="Backend to run on (default: the selected one).")
 def gates(backend: str | None) -> None:
     """One perceptron per gate: AND, OR, NAND, NOR are learned; XOR, XNOR are not."""
@@ -223,7 +265,9 @@ def gates(backend: str | None) -> None:
                    f"{[int(v) for v in out]} (XOR is {experiments.GATES['XOR']})")
 
 
-@demo.command()
+@demo.command(epilog="""\b
+Example:
+  mlcore demo xor --seeds 20""")
 @click.option("--backend", default=None, help="Backend to run on (default: the selected one).")
 @click.option("--seeds", default=10, show_default=True, type=click.IntRange(1),
               help="How many seeds (0, 1, ...) to train from.")
@@ -237,7 +281,9 @@ def xor(backend: str | None, seeds: int) -> None:
             click.echo(f"{gate}: 100% accuracy from {len(ok)} of {seeds} seeds {ok}")
 
 
-@demo.command()
+@demo.command(epilog="""\b
+Example:
+  mlcore demo digits --epochs 30 --backend numpy""")
 @click.option("--backend", default=None, help="Backend to run on (default: the selected one).")
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=int,

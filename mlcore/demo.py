@@ -1,4 +1,4 @@
-"""The chapter's experiments (../shared/SEED.md), runnable on any backend.
+"""The MLP chapter's experiments (logic gates, XOR, digits), runnable on any backend.
 
 * :func:`perceptron`: one threshold unit (eq. 1.7) trained by the perceptron rule learns AND,
   OR, NAND and NOR; on XOR and XNOR it never gets all four points right.

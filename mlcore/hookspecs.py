@@ -13,14 +13,15 @@ malformed, is recorded as failed and reported by ``mlcore info``; the others sti
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import pluggy
 
 if TYPE_CHECKING:
     from .backend import Backend
 
-__all__ = ["hookspec", "hookimpl", "PROJECT", "ENTRY_POINT_GROUP", "ActivationFn", "LossFn"]
+__all__ = ["hookspec", "hookimpl", "PROJECT", "ENTRY_POINT_GROUP", "ActivationFn", "LossFn",
+           "ActivationKernels", "LossKernels", "LogitsLoss", "KernelSpec", "KERNELS"]
 
 PROJECT = "mlcore"
 """The pluggy project name; hook markers of plugins must use it."""
@@ -55,6 +56,94 @@ class LossFn(Protocol):
 
         With ``reduction="none"`` it is the gradient of the *sum* of the per-sample values.
         """
+
+
+@runtime_checkable
+class ActivationKernels(Protocol):
+    """Optional, beside :class:`ActivationFn`: the bare formulas a model calls every step.
+
+    An :class:`mlcore.Activation` layer inside a model (the model resolved the namespace
+    ``xp`` once and checked its input at the boundary) calls these instead of the public,
+    checked ``forward``/``backward``, for built-ins and plugins alike.
+    :class:`mlcore.plugin.ActivationBase` derives the checked pair from them, so a plugin
+    written on it has both. They do no validation: ``x`` is a floating array of ``xp``.
+    """
+
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+        """``forward(x)`` without checks."""
+
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+        """``backward(x, y, dy)`` without checks."""
+
+
+@runtime_checkable
+class LossKernels(Protocol):
+    """Optional, beside :class:`LossFn`: what training calls without re-checking.
+
+    :class:`mlcore.plugin.LossBase` provides all three around a loss's bare formulas.
+    ``fit`` calls ``prepare_target`` once on the whole target (with the model's output
+    width and dtype); when the loss is computed from logits (:class:`LogitsLoss`) it then
+    calls ``value_and_grad_unchecked`` on every batch, and ``forward_unchecked`` to evaluate.
+    """
+
+    def prepare_target(self, xp: Any, target: Any, n_out: int | None, dtype: Any) -> Any:
+        """Validate a whole training target once; return it as the unchecked methods take it."""
+
+    def forward_unchecked(self, xp: Any, pred: Any, target: Any) -> Any:
+        """``forward(pred, target)`` for inputs already checked."""
+
+    def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+        """``(forward(pred, target), backward(pred, target))`` for inputs already checked."""
+
+
+@runtime_checkable
+class LogitsLoss(Protocol):
+    """Optional: a loss that can be computed from the logits of an output activation.
+
+    When a model ends in the activation ``logits_activation`` names, training skips that
+    layer and runs ``logits_form()``, the same loss taking the logits z (a
+    :class:`LossKernels` object): cross-entropy with ``softmax``, gradient
+    ``softmax(z) - y``; binary cross-entropy with ``sigmoid``, gradient ``sigmoid(z) - y``.
+    ``logits_form()`` returns the loss itself when it already takes logits. Only losses
+    with ``reduction="mean"`` are fused.
+    """
+
+    logits_activation: str
+    reduction: str
+
+    def logits_form(self) -> Any:
+        """This loss, taking the logits of ``logits_activation`` as its ``pred``."""
+
+
+class KernelSpec(NamedTuple):
+    """One fused kernel the core may ask a backend for (:func:`mlcore_kernel`)."""
+
+    signature: str
+    """The call, with the parameter names a backend's function must use."""
+    does: str
+    """What it computes and which arguments it updates in place."""
+
+
+KERNELS: Mapping[str, KernelSpec] = {
+    "adam_update": KernelSpec(
+        "kernel(p, g, m, v, b1, b2, eps, scale) -> None",
+        "Updates the parameter p and the scaled moments m, v (arrays of one shape and "
+        "dtype) in place, exactly as mlcore.optim.Adam does in plain Array API: "
+        "m = b1 m + g; v = b2 v + g*g; p -= m / ((sqrt(v) + eps) * scale). eps and scale "
+        "are Python floats already folding in the bias corrections; g is read only."),
+    "sgd_update": KernelSpec(
+        "kernel(p, g, lr) -> None",
+        "p -= lr * g in place (mlcore.optim.SGD's last line; g already holds momentum and "
+        "weight decay). May round p - lr g once (a fused multiply-add): a few ulp."),
+    "softmax_cross_entropy": KernelSpec(
+        "kernel(xp, z, t, smoothing=0.0, grad=True) -> (value, gradient or None)",
+        "The mean cross-entropy of softmax(z) over the N rows of the logits z and its "
+        "gradient (softmax(z) - y) / N, as mlcore.losses.CrossEntropy(from_logits=True) "
+        "computes them; t is (N,) class indices (smoothed to (1 - s) one-hot + s / M) or "
+        "(N, M) rows taken as they are. Asked for by that loss in training."),
+}
+"""Every kernel name the core asks for, with its signature: the one table the core (which
+asks for kernels only by these names) and the backends (tested against it) share."""
 
 
 @hookspec
@@ -126,26 +215,13 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     it when every plugin returns None (array-api-strict, for one, never provides kernels).
     A kernel must give the plain version's results (the tests compare them: bitwise, or to
     a few ulp of the operands where a kernel documents a fused multiply-add) and must not
-    change the inputs it does not document as updated. The
-    first non-None answer wins. Kernel names and signatures the core asks for:
-
-    ``"adam_update"``: ``kernel(p, g, m, v, b1, b2, eps, scale) -> None`` updates the
-    parameter ``p`` and the scaled moments ``m``, ``v`` (arrays of one shape and dtype) in
-    place, exactly as :class:`mlcore.optim.Adam` does in plain Array API:
-    ``m = b1 m + g; v = b2 v + g*g; p -= m / ((sqrt(v) + eps) * scale)`` (``eps`` and
-    ``scale`` are Python floats already folding in the bias corrections). ``g`` is read
-    only. NumPy's version works through the arrays in cache-sized blocks, so the ten passes
-    read memory once instead of ten times.
-
-    ``"sgd_update"``: ``kernel(p, g, lr) -> None`` does ``p -= lr * g`` in place
-    (:class:`mlcore.optim.SGD`'s last line; ``g`` already holds momentum and weight decay).
-    NumPy's runs large parameters through BLAS ``axpy`` (one rounding instead of two).
-
-    ``"sigmoid_binary_cross_entropy"``, ``"softmax_cross_entropy"``: the fused
-    loss-from-logits kernels of :mod:`mlcore._lossplan`, same signature
-    ``kernel(xp, z, t, smoothing=0.0, grad=True) -> (mean loss, gradient or None)``, used
-    when training fuses a sigmoid / softmax output with its cross-entropy. NumPy provides
-    the sigmoid one (NumPy's ``sum`` wrapper costs more than the rest on a tiny batch).
+    change the inputs it does not document as updated. The first non-None answer wins.
+    The names and signatures are those of :data:`KERNELS` (``adam_update``,
+    ``sgd_update``, ``softmax_cross_entropy``); NumPy's backend provides the two updates,
+    working through large arrays in cache-sized blocks or one compiled loop, so the passes
+    read memory once; CuPy's all three, each in one launch. Activations and losses have no
+    other kernels: their unchecked formulas are their own (:class:`ActivationKernels`,
+    :class:`LossKernels`), the same for built-ins and plugins.
     """
     raise NotImplementedError
 

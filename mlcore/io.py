@@ -16,8 +16,8 @@ stays); an existing file keeps its permission bits; a new file gets the usual on
 less the umask); a read-only destination is refused. Every error names the path you passed.
 
 Tensors are written from host copies (``backend.to_numpy``) and read back through the target
-backend's ``asarray``, so a model saved on one backend loads on any other. safetensors is an
-optional extra: ``pip install "mlcore[io]"``.
+backend's ``asarray``, so a model saved on one backend loads on any other. safetensors is one
+of mlcore's dependencies.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def _safetensors() -> Any:
         import safetensors.numpy as st
     except ImportError as exc:
         raise ModuleNotFoundError(
-            "Saving and loading models needs safetensors, which is not installed. Install it "
-            "with: pip install 'mlcore[io]'.") from exc
+            "Saving and loading models needs safetensors, a dependency of mlcore that is "
+            "missing from this environment. Install it with: pip install safetensors.") from exc
     return st
 
 

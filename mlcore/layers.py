@@ -108,15 +108,16 @@ def dtype_name(xp: Any, dtype: Any) -> str:
     return "float64" if dtype == xp.float64 else "float32"
 
 
-def _check_size(value: Any, name: str) -> int:
-    """A positive int (a NumPy integer too); floats, strings and bools are refused."""
+def positive_int(value: Any, name: str, hint: str = "") -> int:
+    """``value`` as a positive int (a NumPy integer too); floats, strings and bools are
+    refused with :class:`InvalidParameterError` naming ``name``."""
     try:
         n = operator.index(value) if not isinstance(value, bool) else 0
     except TypeError:
         n = 0
     if n < 1:
         raise InvalidParameterError(
-            f"{name} must be a positive integer, received {value!r}.", value)
+            f"{name} must be a positive integer, received {value!r}.{hint}", value)
     return n
 
 
@@ -202,8 +203,8 @@ class Dense(Layer):
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
                  init: str | Initializer = "glorot_uniform", seed: int | None = None,
                  dtype: Any = None, rng: RandomSource | None = None) -> None:
-        self.in_features = _check_size(in_features, "in_features")
-        self.out_features = _check_size(out_features, "out_features")
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
         backend = get_backend()
         self.backend: Backend = backend
         dt = resolve_dtype(backend.xp, dtype)
@@ -268,7 +269,7 @@ class PReLU(Layer):
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, *,
                  dtype: Any = None) -> None:
-        self.num_parameters = _check_size(num_parameters, "num_parameters")
+        self.num_parameters = positive_int(num_parameters, "num_parameters")
         backend = get_backend()
         self.backend: Backend = backend
         dt = resolve_dtype(backend.xp, dtype)
@@ -315,19 +316,20 @@ class Activation(Layer):
     """A registered activation (:func:`mlcore.activation`) as a layer without parameters.
 
     Its backward reuses the forward output: ``backward(X, Y, dY)``. Inside a model (``xp``
-    given by the container, which resolved it once and runs on the inputs' device) a
-    built-in activation runs its unchecked kernels directly, after an O(1) dtype check: the
-    per-call namespace lookup, dtype scan and device scope of the public ``forward`` cost
-    more than ``tanh`` itself on small layers.
+    given by the container, which resolved it once and runs on the inputs' device) an
+    activation that has the unchecked kernel pair (:class:`mlcore.hookspecs.ActivationKernels`,
+    given by :class:`mlcore.plugin.ActivationBase` to built-ins and plugins alike) runs it
+    directly, after an O(1) dtype check: the per-call namespace lookup, dtype scan and
+    device scope of the public ``forward`` cost more than ``tanh`` itself on small layers.
     """
 
     def __init__(self, name: str, **params: Any) -> None:
         self.name = name
         self.params = params
         self.fn = activation(name, **params)
-        fwd = getattr(self.fn, "_forward_unchecked", None)
-        bwd = getattr(self.fn, "_backward_unchecked", None)
-        self._kernels = (fwd, bwd) if fwd is not None and bwd is not None else None
+        fwd = getattr(self.fn, "forward_unchecked", None)
+        bwd = getattr(self.fn, "backward_unchecked", None)
+        self._kernels = (fwd, bwd) if callable(fwd) and callable(bwd) else None
 
     def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
         kernels = self._kernels

@@ -13,20 +13,28 @@ Conventions shared by every built-in loss:
 * Results keep ``pred``'s namespace, device and floating dtype; a floating ``target`` is
   cast to ``pred``'s dtype first, so float32 predictions give a float32 loss.
 * ``value_and_grad(pred, target)`` returns both at once, sharing the work (one softmax for
-  cross-entropy from logits); training loops may use it when present.
+  cross-entropy from logits).
+* Each is written on :class:`mlcore.plugin.LossBase` as a plugin's loss is: the class gives
+  the bare formulas, the base the checks, the reduction and the unchecked twins training
+  runs (:class:`mlcore.hookspecs.LossKernels`). Cross-entropy and binary cross-entropy also
+  give their from-logits form (``logits_form()``, eq. 1.15/1.16 from the logits), which
+  ``fit`` runs when the model ends in the matching softmax / sigmoid: each formula is written
+  once, here.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from . import _numerics as nm
-from ._array import check_same_shape, device_of, namespace
+from ._array import check_same_shape
 from ._loss_checks import (
     NAMES,
     PROBABILITY_TOLERANCE,
     bool_param,
     check_distribution,
+    check_labels,
     check_pred,
     check_unit_interval,
     class_targets,
@@ -35,10 +43,12 @@ from ._loss_checks import (
     float_target,
     same_shape_float,
     smoothing_param,
+    training_target,
 )
-from .errors import InvalidParameterError
+from .errors import DTypeError, ShapeError
 from .hookspecs import LossFn, hookimpl
-from .plugins import make, registry
+from .plugin import REDUCTIONS, ElementwiseLoss, LossBase
+from .plugins import kernel, make, registry
 
 __all__ = [
     "loss",
@@ -51,10 +61,6 @@ __all__ = [
     "CrossEntropy",
     "KLDivergence",
 ]
-
-REDUCTIONS = ("mean", "sum", "none")
-_on_pred_device = nm.on_input_device(NAMES)
-
 
 def loss(name: str, **params: Any) -> LossFn:
     """Build the registered loss ``name`` with ``params`` (e.g. ``reduction="sum"``).
@@ -70,85 +76,8 @@ def loss_names() -> list[str]:
     return registry().names("losses")
 
 
-class _Loss:
-    """Validation, reduction and the public methods; subclasses give ``_check``,
-    ``_values`` (per-sample values, shape (N,)) and ``_grad`` (gradient of their sum)."""
-
-    name = ""
-
-    def __init__(self, reduction: str = "mean") -> None:
-        if reduction not in REDUCTIONS:
-            raise InvalidParameterError(
-                f"Loss {self.name!r}: reduction must be one of {', '.join(REDUCTIONS)}; "
-                f"received {reduction!r}.",
-                reduction,
-            )
-        self.reduction = reduction
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"loss({self.name!r}, {params})"
-
-    @_on_pred_device
-    def forward(self, pred: Any, target: Any) -> Any:
-        """The loss value: a 0-d array, or per-sample values when ``reduction="none"``."""
-        xp = namespace(pred, target, names=NAMES)
-        target = self._check(xp, pred, target)
-        return self._reduce(xp, self._values(xp, pred, target))
-
-    @_on_pred_device
-    def backward(self, pred: Any, target: Any) -> Any:
-        """d forward(pred, target) / d pred, same shape and dtype as ``pred``."""
-        xp = namespace(pred, target, names=NAMES)
-        target = self._check(xp, pred, target)
-        return self._scale(pred, self._grad(xp, pred, target))
-
-    @_on_pred_device
-    def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
-        """``(forward(pred, target), backward(pred, target))``, validating once."""
-        xp = namespace(pred, target, names=NAMES)
-        target = self._check(xp, pred, target)
-        values, grad = self._values_and_grad(xp, pred, target)
-        return self._reduce(xp, values), self._scale(pred, grad)
-
-    def _values_and_grad(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
-        return self._values(xp, pred, target), self._grad(xp, pred, target)
-
-    def _reduce(self, xp: Any, values: Any) -> Any:
-        if self.reduction == "none":
-            return values
-        total = xp.sum(values)  # sum * (1/N): NumPy's mean costs twice a sum on small arrays
-        return total * (1.0 / values.shape[0]) if self.reduction == "mean" else total
-
-    def _scale(self, pred: Any, grad: Any) -> Any:
-        return grad * (1.0 / pred.shape[0]) if self.reduction == "mean" else grad
-
-    # subclasses -------------------------------------------------------------------------
-    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
-        """Validate; return ``target`` ready to use (cast to ``pred``'s dtype)."""
-        raise NotImplementedError
-
-    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
-        raise NotImplementedError
-
-    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
-        raise NotImplementedError
-
-
-def _per_sample_mean(xp: Any, x: Any) -> Any:
-    """The mean over every axis but the first (identity for 1-d input)."""
-    return x if x.ndim == 1 else xp.mean(x, axis=tuple(range(1, x.ndim)))
-
-
-def _feature_count(x: Any) -> int:
-    n = 1
-    for d in x.shape[1:]:
-        n *= int(d)
-    return n
-
-
 # -- regression --------------------------------------------------------------------------
-class MSE(_Loss):
+class MSE(ElementwiseLoss):
     """Mean squared error: per sample ``mean_j (pred_j - target_j)^2`` over the features;
     gradient ``2 (pred - target) / F`` (F features per sample), then the reduction.
 
@@ -157,18 +86,15 @@ class MSE(_Loss):
 
     name = "mse"
 
-    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
-        return same_shape_float(xp, pred, target, self.name)
-
-    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
+    def terms(self, xp: Any, pred: Any, target: Any) -> Any:
         d = pred - target
-        return _per_sample_mean(xp, d * d)
+        return d * d
 
-    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
-        return (pred - target) * (2.0 / _feature_count(pred))
+    def terms_gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+        return (pred - target) * 2.0
 
 
-class MAE(_Loss):
+class MAE(ElementwiseLoss):
     """Mean absolute error: per sample ``mean_j |pred_j - target_j|``; gradient
     ``sign(pred - target) / F`` (0 where they are equal), then the reduction.
 
@@ -177,18 +103,15 @@ class MAE(_Loss):
 
     name = "mae"
 
-    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
-        return same_shape_float(xp, pred, target, self.name)
+    def terms(self, xp: Any, pred: Any, target: Any) -> Any:
+        return xp.abs(pred - target)
 
-    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
-        return _per_sample_mean(xp, xp.abs(pred - target))
-
-    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
-        return xp.sign(pred - target) * (1.0 / _feature_count(pred))
+    def terms_gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+        return xp.sign(pred - target)
 
 
 # -- binary cross-entropy ----------------------------------------------------------------
-class BinaryCrossEntropy(_Loss):
+class BinaryCrossEntropy(ElementwiseLoss):
     """Binary cross-entropy, eq. (1.15): ``-[y log p + (1 - y) log(1 - p)]`` per output,
     averaged over the outputs of a sample (shape (N,) or (N, K) for K independent labels).
 
@@ -200,13 +123,16 @@ class BinaryCrossEntropy(_Loss):
 
     ``from_logits=True``: ``pred`` holds logits z, ``p = sigmoid(z)``; the value uses the
     stable softplus form ``max(z, 0) - z y + log(1 + e^(-|z|))`` (finite for any finite z)
-    and the gradient is ``(sigmoid(z) - y) / K``.
+    and the gradient is ``(sigmoid(z) - y) / K``. This is what ``fit`` computes for a model
+    ending in a sigmoid (:meth:`logits_form`).
 
     ``target`` is a floating array of pred's shape with values in [0, 1] (soft labels are
     allowed); probabilities and targets outside [0, 1] raise :class:`InvalidValueError`.
     """
 
     name = "binary_cross_entropy"
+    logits_activation = "sigmoid"
+    """The output activation whose logits :meth:`logits_form` takes."""
 
     def __init__(
         self, reduction: str = "mean", from_logits: bool = False, eps: float | None = None
@@ -215,39 +141,48 @@ class BinaryCrossEntropy(_Loss):
         self.from_logits = bool_param(self.name, "from_logits", from_logits)
         self.eps = eps_param(self.name, eps)
 
-    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
+    def logits_form(self) -> BinaryCrossEntropy:
+        """This loss computed from the logits z of ``sigmoid(z)`` (itself when it already is)."""
+        if self.from_logits:
+            return self
+        return BinaryCrossEntropy(self.reduction, from_logits=True, eps=self.eps)
+
+    def check(self, xp: Any, pred: Any, target: Any) -> Any:
         target = same_shape_float(xp, pred, target, self.name)
-        check_unit_interval(xp, target, "target", self.name)
+        check_unit_interval(xp, target, "target", self.name, "Use 0/1 labels or probabilities.")
         if not self.from_logits:
             check_unit_interval(xp, pred, "pred (probabilities)", self.name)
         return target
 
-    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
-        if self.from_logits:
-            terms = xp.maximum(pred, 0.0) - pred * target + nm.softplus_neg_abs(xp, pred)
-        else:
-            eps = eps_value(xp, pred, self.eps)
-            p = xp.clip(pred, eps, 1.0 - eps)
-            terms = -(target * xp.log(p) + (1.0 - target) * xp.log1p(-p))
-        return _per_sample_mean(xp, terms)
+    def prepare_target(self, xp: Any, target: Any, n_out: int | None, dtype: Any) -> Any:
+        target = training_target(xp, target, n_out, dtype)
+        check_unit_interval(xp, target, "target", self.name, "Use 0/1 labels or probabilities.")
+        return target
 
-    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
-        scale = 1.0 / _feature_count(pred)
-        if self.from_logits:
-            return (nm.sigmoid(xp, pred) - target) * scale
+    def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+        if target.shape != pred.shape:  # (N,) labels for one output: take its (N, 1) shape
+            target = xp.reshape(target, pred.shape)
+        return super().value_and_grad_unchecked(xp, pred, target)
+
+    def _clipped(self, xp: Any, pred: Any) -> Any:
         eps = eps_value(xp, pred, self.eps)
-        p = xp.clip(pred, eps, 1.0 - eps)
-        return (p - target) / (p * (1.0 - p)) * scale
+        return xp.clip(pred, eps, 1.0 - eps)
+
+    def terms(self, xp: Any, pred: Any, target: Any) -> Any:
+        if self.from_logits:
+            return xp.maximum(pred, 0.0) - pred * target + nm.softplus_neg_abs(xp, pred)
+        p = self._clipped(xp, pred)
+        return -(target * xp.log(p) + (1.0 - target) * xp.log1p(-p))
+
+    def terms_gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+        if self.from_logits:
+            return nm.sigmoid(xp, pred) - target
+        p = self._clipped(xp, pred)
+        return (p - target) / (p * (1.0 - p))
 
 
 # -- multi-class cross-entropy and KL ----------------------------------------------------
-def _one_hot(xp: Any, labels: Any, m: int, dtype: Any) -> Any:
-    """(N, M) one-hot rows of ``labels`` built by a broadcast comparison (no scatter)."""
-    classes = xp.arange(m, device=device_of(labels))
-    return xp.astype(labels[:, None] == classes, dtype)
-
-
-class CrossEntropy(_Loss):
+class CrossEntropy(LossBase):
     """Multi-class cross-entropy, eq. (1.16) (``H(P, Q)`` of eq. 1.14 per sample): per sample
     ``-sum_j y_j log p_j``; with a class index ``c`` that is ``-log p_c``.
 
@@ -261,13 +196,16 @@ class CrossEntropy(_Loss):
 
     ``from_logits=True``: ``pred`` holds logits z; the value is the fused log-sum-exp form
     ``logsumexp(z) - sum_j y_j z_j`` (finite for any finite z) and the gradient is
-    ``softmax(z) - y``: cheaper and more accurate than softmax then cross-entropy.
+    ``softmax(z) - y``: cheaper and more accurate than softmax then cross-entropy. This is
+    what ``fit`` computes for a model ending in a softmax (:meth:`logits_form`).
 
     ``label_smoothing`` (default 0, in [0, 1)) replaces ``y`` by ``(1 - s) y + s / M``, as
     PyTorch does.
     """
 
     name = "cross_entropy"
+    logits_activation = "softmax"
+    """The output activation whose logits :meth:`logits_form` takes."""
 
     def __init__(
         self,
@@ -281,14 +219,39 @@ class CrossEntropy(_Loss):
         self.label_smoothing = smoothing_param(label_smoothing)
         self.eps = eps_param(self.name, eps)
 
-    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
+    def logits_form(self) -> CrossEntropy:
+        """This loss computed from the logits z of ``softmax(z)`` (itself when it already is)."""
+        if self.from_logits:
+            return self
+        return CrossEntropy(self.reduction, from_logits=True,
+                            label_smoothing=self.label_smoothing, eps=self.eps)
+
+    def check(self, xp: Any, pred: Any, target: Any) -> Any:
         check_pred(xp, pred, self.name, ndim=2)
         return class_targets(xp, pred, target, self.name)
+
+    def prepare_target(self, xp: Any, target: Any, n_out: int | None, dtype: Any) -> Any:
+        """(N,) integer labels in [0, M), or (N, M) rows cast to ``dtype``, for a model with
+        M = ``n_out`` outputs; checked once where ``fit`` receives them."""
+        m = int(n_out or 0)
+        if target.ndim == 2:
+            if tuple(target.shape[1:]) != (m,):
+                raise ShapeError(
+                    f"cross_entropy targets of shape {tuple(target.shape)} do not fit a model "
+                    f"with {m} outputs; pass (N, {m}) rows or (N,) labels.", target)
+            return training_target(xp, target, n_out, dtype)
+        if target.ndim != 1 or not xp.isdtype(target.dtype, "integral"):
+            raise DTypeError(
+                f"cross_entropy labels must be integer class indices of shape (N,), received "
+                f"dtype {target.dtype} and shape {tuple(target.shape)}. Convert with "
+                f"astype(int64), or pass one-hot rows of shape (N, {m}).", target)
+        check_labels(xp, target, m, f"a model with {m} outputs")
+        return target
 
     def _dense_target(self, xp: Any, pred: Any, target: Any) -> Any:
         """The (N, M) target distribution after label smoothing (for the gradient)."""
         m = pred.shape[1]
-        y = _one_hot(xp, target, m, pred.dtype) if target.ndim == 1 else target
+        y = nm.one_hot(xp, target, m, pred.dtype) if target.ndim == 1 else target
         s = self.label_smoothing
         return y if s == 0.0 else y * (1.0 - s) + s / m
 
@@ -302,34 +265,51 @@ class CrossEntropy(_Loss):
         s = self.label_smoothing
         return picked if s == 0.0 else picked * (1.0 - s) + xp.mean(a, axis=1) * s
 
-    def _logit_parts(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any, Any]:
-        """Shifted logits z, ``e^z``, and per-sample values ``log sum e^z - sum_j y_j z_j``
-        (the max shift cancels because target rows sum to 1)."""
+    def _shifted(self, xp: Any, pred: Any) -> tuple[Any, Any, Any]:
+        """Logits shifted by the row maximum ``z``, ``e^z`` and the row sums of ``e^z``."""
         z = pred - xp.max(pred, axis=1, keepdims=True)
         e = xp.exp(z)
-        total = xp.sum(e, axis=1, keepdims=True)
-        return e, total, xp.log(total[:, 0]) - self._weighted(xp, z, target)
+        return z, e, xp.sum(e, axis=1, keepdims=True)
 
-    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
-        if self.from_logits:
-            return self._logit_parts(xp, pred, target)[2]
+    def values(self, xp: Any, pred: Any, target: Any) -> Any:
+        if self.from_logits:  # log sum e^z - sum_j y_j z_j: the shift cancels, rows sum to 1
+            z, _, total = self._shifted(xp, pred)
+            return xp.log(total[:, 0]) - self._weighted(xp, z, target)
         logp = xp.log(xp.clip(pred, eps_value(xp, pred, self.eps), None))
         return -self._weighted(xp, logp, target)
 
-    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
+    def gradient(self, xp: Any, pred: Any, target: Any) -> Any:
         y = self._dense_target(xp, pred, target)
         if self.from_logits:
             return nm.softmax(xp, pred, axis=1) - y
         return -y / xp.clip(pred, eps_value(xp, pred, self.eps), None)
 
-    def _values_and_grad(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+        """As the base's, through the backend's fused ``softmax_cross_entropy`` kernel (one
+        launch on a GPU; :data:`mlcore.hookspecs.KERNELS`) when it has one."""
+        fused = _softmax_ce(xp) if self.from_logits and self.reduction == "mean" else None
+        if fused is None:
+            return super().value_and_grad_unchecked(xp, pred, target)
+        s = self.label_smoothing
+        if s and target.ndim == 2:  # the kernel takes rows as they are
+            target, s = self._dense_target(xp, pred, target), 0.0
+        return fused(xp, pred, target, s)  # type: ignore[no-any-return]
+
+    def values_and_gradient(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
         if not self.from_logits:
-            return super()._values_and_grad(xp, pred, target)
-        e, total, values = self._logit_parts(xp, pred, target)
-        return values, e / total - self._dense_target(xp, pred, target)
+            return super().values_and_gradient(xp, pred, target)
+        y = self._dense_target(xp, pred, target)  # one softmax serves value and gradient
+        z, e, total = self._shifted(xp, pred)
+        return xp.log(total[:, 0]) - xp.sum(y * z, axis=1), e / total - y
 
 
-class KLDivergence(_Loss):
+@functools.cache
+def _softmax_ce(xp: Any) -> Any:
+    """The backend's fused softmax cross-entropy for ``xp``, or None (asked once per xp)."""
+    return kernel("softmax_cross_entropy", xp)
+
+
+class KLDivergence(LossBase):
     """Kullback-Leibler divergence, eq. (1.13): ``D_KL(target || pred) =
     sum_j y_j (log y_j - log p_j)`` summed over the classes of each sample.
 
@@ -346,21 +326,21 @@ class KLDivergence(_Loss):
         super().__init__(reduction)
         self.eps = eps_param(self.name, eps)
 
-    def _check(self, xp: Any, pred: Any, target: Any) -> Any:
+    def check(self, xp: Any, pred: Any, target: Any) -> Any:
         check_pred(xp, pred, self.name, ndim=2)
         check_same_shape(pred, target, NAMES)
         target = float_target(xp, pred, target)
         check_distribution(xp, target, self.name)
         return target
 
-    def _values(self, xp: Any, pred: Any, target: Any) -> Any:
+    def values(self, xp: Any, pred: Any, target: Any) -> Any:
         tiny = xp.finfo(pred.dtype).smallest_normal
         log_ratio = xp.log(xp.maximum(target, tiny)) - xp.log(
             xp.clip(pred, eps_value(xp, pred, self.eps), None)
         )
         return xp.sum(target * log_ratio, axis=1)
 
-    def _grad(self, xp: Any, pred: Any, target: Any) -> Any:
+    def gradient(self, xp: Any, pred: Any, target: Any) -> Any:
         return -target / xp.clip(pred, eps_value(xp, pred, self.eps), None)
 
 

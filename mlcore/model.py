@@ -6,7 +6,6 @@ evaluates and saves itself; those methods live in :mod:`mlcore.train` and :mod:`
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ from .backend import Backend, get_backend
 from .dropout import Dropout
 from .errors import InvalidParameterError, MlcoreError, ModelFileError, ShapeError
 from .init import default_init
-from .layers import Activation, Backprop, Dense, Layer, Parameter, PReLU, dtype_name
+from .layers import Activation, Backprop, Dense, Layer, Parameter, PReLU, dtype_name, positive_int
 from .normalization import BatchNorm, LayerNorm
 from .plugins import canonical_name
 
@@ -290,18 +289,8 @@ def _sizes(sizes: Any) -> list[int]:
         raise InvalidParameterError(
             f"MLP needs a list of at least an input and an output size, such as [784, 128, "
             f"10]; received sizes={sizes!r}.", sizes)
-    out = []
-    for i, s in enumerate(items):
-        try:
-            n = operator.index(s) if not isinstance(s, bool) else 0
-        except TypeError:
-            n = 0
-        if n < 1:
-            raise InvalidParameterError(
-                f"MLP sizes must be positive integers; sizes[{i}] is {s!r}. Pass whole "
-                f"numbers, such as [2, 4, 1].", sizes)
-        out.append(n)
-    return out
+    hint = " Pass whole numbers, such as sizes=[2, 4, 1]."
+    return [positive_int(s, f"MLP sizes[{i}]", hint) for i, s in enumerate(items)]
 
 
 def layer_from_config(cfg: Any) -> Layer:

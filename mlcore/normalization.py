@@ -18,7 +18,7 @@ from typing import Any
 from ._array import namespace
 from .backend import Backend, get_backend
 from .errors import DTypeError, InvalidParameterError, ShapeError
-from .layers import Backprop, Layer, Parameter, _check_size, dtype_name, on_device, resolve_dtype
+from .layers import Backprop, Layer, Parameter, dtype_name, on_device, positive_int, resolve_dtype
 
 __all__ = ["LayerNorm", "BatchNorm"]
 
@@ -34,7 +34,7 @@ class _Norm(Layer):
     """The affine parameters, the input checks and the shared backward formula."""
 
     def __init__(self, num_features: int, eps: float, dtype: Any) -> None:
-        self.num_features = _check_size(num_features, "num_features")
+        self.num_features = positive_int(num_features, "num_features")
         self.eps = _check_number("eps", eps, 0.0, 1.0)
         backend = get_backend()
         self.backend: Backend = backend

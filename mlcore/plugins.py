@@ -27,20 +27,25 @@ the loading plugin is waiting for; any other thread waits until loading is done.
 from __future__ import annotations
 
 import importlib.metadata as md
-import os
-import sys
-import threading
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from ._plugincontrols import FIRST_PARTY, canonical_name, disabled_reason, norm, truthy, validated
+from ._loadonce import LoadOnce
+from ._plugincontrols import (
+    FIRST_PARTY,
+    SINGULAR,
+    canonical_name,
+    disabled_reason,
+    norm,
+    truthy,
+    validated,
+)
 from .errors import PluginConflictError, PluginLoadError, PluginWarning, UnknownNameError
 
 __all__ = ["PluginRecord", "Registry", "registry", "inspect", "reset", "plugin_manager",
@@ -175,7 +180,7 @@ class Registry:
                 if len(entries) < 2:
                     continue
                 who = " and ".join(e.record.describe() for e in entries)
-                text = f"{kind[:-1]} {name!r} is provided by {who}"
+                text = f"{SINGULAR[kind]} {name!r} is provided by {who}"
                 for e in entries:
                     e.record.conflicts.append(text)
                 self._problem(f"mlcore plugins clash: {text}. Uninstall one, or switch one off "
@@ -197,8 +202,8 @@ class Registry:
         if len(entries) > 1:
             who = " and ".join(e.record.describe() for e in entries)
             raise PluginConflictError(
-                f"The {kind[:-1]} name {name!r} is provided by {who}. Uninstall one of them, "
-                f"or switch one off with MLCORE_DISABLE_PLUGINS=<plugin name>.",
+                f"The {SINGULAR[kind]} name {name!r} is provided by {who}. Uninstall one of "
+                f"them, or switch one off with MLCORE_DISABLE_PLUGINS=<plugin name>.",
                 [e.record for e in entries],
             )
         return entries[0].factory
@@ -210,7 +215,7 @@ class Registry:
             import difflib
 
             known = self.names(kind)
-            msg = f"Unknown {kind[:-1]} {name!r}. Registered: {', '.join(known)}."
+            msg = f"Unknown {SINGULAR[kind]} {name!r}. Registered: {', '.join(known)}."
             close = difflib.get_close_matches(str(canonical_name(name)), known, n=1)
             if close:
                 msg += f" Did you mean {close[0]!r}?"
@@ -258,73 +263,33 @@ def _entry_points() -> Iterable[md.EntryPoint]:
             yield ep
 
 
-# -- building once, without deadlock ------------------------------------------------------
-_cond = threading.Condition()
+# -- building once, without deadlock (see mlcore._loadonce) -------------------------------
+_once = LoadOnce()
 _registry: Registry | None = None
-_builder: int | None = None  # the thread building the registry, while it does
-_in_plugin: PluginRecord | None = None  # the plugin whose code the builder runs now
-_WAITING_IN = frozenset({"threading.py", "queue.py"})  # a thread blocked on another
-_STUCK_POLLS = 5  # polls (of 20 ms) that the builder must be seen blocked in plugin code
-
-
-@contextmanager
-def _running(rec: PluginRecord) -> Iterator[None]:
-    global _in_plugin
-    _in_plugin = rec
-    try:
-        yield
-    finally:
-        _in_plugin = None
-
-
-def _builder_blocked() -> bool:
-    """Whether the building thread is inside plugin code and waiting on another thread
-    (``Thread.join``, a ``Future``, a queue): a caller then cannot wait for it."""
-    if _in_plugin is None or _builder is None:
-        return False
-    frame = sys._current_frames().get(_builder)
-    return frame is not None and os.path.basename(frame.f_code.co_filename) in _WAITING_IN
-
-
-def _wait_or_build() -> Registry | None:
-    """The built registry, or None when this thread must build it (then ``_builder`` is
-    this thread)."""
-    global _builder
-    me, stuck = threading.get_ident(), 0
-    with _cond:
-        while _registry is None:
-            if _builder is None:
-                _builder = me
-                return None
-            if _builder == me or stuck >= _STUCK_POLLS:
-                who = _in_plugin.describe() if _in_plugin else "a plugin"
-                raise PluginLoadError(
-                    f"A plugin called mlcore while mlcore's plugins were being loaded (by "
-                    f"{who}). Plugins must do nothing at import time or in their hooks but "
-                    f"return what they provide.", _in_plugin)
-            _cond.wait(0.02)
-            stuck = stuck + 1 if _builder_blocked() else 0
-        return _registry
+_running = _once.running
 
 
 def inspect() -> Registry:
     """The process-wide registry, built on first use, without raising for strict mode (what
     ``mlcore plugins`` lists)."""
-    global _registry, _builder
-    reg = _registry or _wait_or_build()
+    reg = _registry or _once.wait_or_claim(lambda: _registry)
     if reg is not None:
-        return reg
-    done = False
+        return reg  # type: ignore[no-any-return]
+    built: Registry | None = None
     try:
         built = Registry()
         built.load()
-        done = True
+    except BaseException:
+        built = None
+        raise
     finally:
-        with _cond:
-            _builder = None
-            _registry = built if done else None
-            _cond.notify_all()
+        _once.release(lambda: _publish(built))
     return built
+
+
+def _publish(reg: Registry | None) -> None:
+    global _registry
+    _registry = reg
 
 
 def registry() -> Registry:
@@ -342,9 +307,8 @@ def registry() -> Registry:
 
 def reset() -> None:
     """Forget the registry so the next use rebuilds it (after changing env controls)."""
-    global _registry
-    with _cond:
-        _registry = None
+    with _once.cond:
+        _publish(None)
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -369,7 +333,7 @@ def make(kind: str, name: str, params: dict[str, Any]) -> Any:
         if any(p not in accepted for p in params):
             bad = ", ".join(repr(p) for p in params if p not in accepted)
             raise InvalidParameterError(
-                f"{kind[:-1].capitalize()} {name!r} got unknown parameter {bad}. "
+                f"{SINGULAR[kind].capitalize()} {name!r} got unknown parameter {bad}. "
                 f"Accepted: {', '.join(accepted) or 'none'}.",
                 name,
             ) from exc
@@ -379,7 +343,10 @@ def make(kind: str, name: str, params: dict[str, Any]) -> Any:
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     """The fused kernel ``name`` a plugin provides for namespace ``xp``, or None (use the
     plain Array API version); see :func:`mlcore.hookspecs.mlcore_kernel`. Ask once, when
-    the object that uses it is built."""
+    the object that uses it is built. Only the names of :data:`mlcore.hookspecs.KERNELS`
+    are asked for; any other has no kernel (None)."""
+    if name not in hookspecs.KERNELS:
+        return None
     try:
         result = registry().pm.hook.mlcore_kernel(name=name, xp=xp)
     except KeyboardInterrupt:

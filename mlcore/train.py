@@ -15,7 +15,6 @@ batch losses and correct counts on the device and converts them once per epoch.
 
 from __future__ import annotations
 
-import operator
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,6 +46,7 @@ from .callbacks import Callback, CallbackList
 from .errors import (
     InvalidParameterError,
 )
+from .layers import positive_int
 from .model import Sequential, chain
 from .optim import Optimizer, get_optimizer
 
@@ -87,16 +87,9 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     return train_step_on_device
 
 
-def _check_count(value: Any, name: str, low: int = 1) -> int:
-    """An int >= ``low`` (a NumPy integer too); floats, strings and bools are refused."""
-    try:
-        n = operator.index(value) if not isinstance(value, bool) else low - 1
-    except TypeError:
-        n = low - 1
-    if n < low:
-        what = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise InvalidParameterError(f"{name} must be {what}, received {value!r}.", value)
-    return n
+def _non_negative(value: Any, name: str) -> int:
+    """``value`` as an int >= 0 (``initial_epoch``); see :func:`mlcore.layers.positive_int`."""
+    return 0 if value == 0 and not isinstance(value, bool) else positive_int(value, name)
 
 
 def _in_memory(model: Sequential, plan: LossPlan, X: Any, y: Any, opts: dict[str, Any]) -> Data:
@@ -170,10 +163,10 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     weights (:mod:`mlcore._guards`); ``on_nonfinite="warn"`` warns once and trains on,
     ``"ignore"`` does not check.
     """
-    epochs, batch_size = _check_count(epochs, "epochs"), _check_count(batch_size, "batch_size")
-    initial_epoch = _check_count(initial_epoch, "initial_epoch", 0)
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
+    initial_epoch = _non_negative(initial_epoch, "initial_epoch")
     if steps_per_epoch is not None:
-        _check_count(steps_per_epoch, "steps_per_epoch")
+        positive_int(steps_per_epoch, "steps_per_epoch")
     plan = resolve_loss(model, loss)
     opts = {"sample_weight": sample_weight, "class_weight": class_weight}
     stream = is_stream(X, y)
@@ -328,7 +321,7 @@ def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
     with _scope(model, Xa), eval_mode(model):
         if batch_size is None or batch_size >= n:
             return chain(model.layers, Xa, xp, False)[0]
-        size = _check_count(batch_size, "batch_size")
+        size = positive_int(batch_size, "batch_size")
         parts = [chain(model.layers, Xa[a:b, ...], xp, False)[0] for a, b in batch_ranges(n, size)]
         return xp.concat(parts, axis=0)
 

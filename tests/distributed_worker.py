@@ -72,6 +72,16 @@ def fault(out: Path) -> None:
     (out / f"finished-rank{distributed.rank()}").write_text("should not get here")
 
 
+def uncaught(out: Path) -> None:
+    """Rank 1 raises outside fit while rank 0 waits in a collective (plain python, no
+    ``-m mpi4py``): init()'s excepthook must end the job."""
+    distributed.init()
+    if distributed.rank() == 1:
+        raise ValueError("uncaught on rank 1")
+    distributed.barrier()
+    (out / "finished-rank0").write_text("should not get here")
+
+
 def mismatch(out: Path) -> None:
     """Each process differs in one way per case; every process gets the same error."""
     r = distributed.rank()
@@ -99,5 +109,7 @@ if __name__ == "__main__":
         equivalence(outdir, int(sys.argv[3]))
     elif mode == "fault":
         fault(outdir)
+    elif mode == "uncaught":
+        uncaught(outdir)
     elif mode == "mismatch":
         mismatch(outdir)

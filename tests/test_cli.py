@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -47,3 +48,38 @@ def test_plugins_command() -> None:
     result = CliRunner().invoke(main, ["plugins", "--json"])
     rows = json.loads(result.output)
     assert {"numpy", "strict", "mlcore.activations"} <= {r["name"] for r in rows}
+
+
+def test_closed_pipe_ends_quietly_with_exit_0() -> None:
+    """``mlcore info | head -1``: the reader is gone before mlcore writes (as git log | head)."""
+    proc = subprocess.Popen([sys.executable, "-m", "mlcore", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert err == ""
+
+
+def _commands(group: click.Group, prefix: list[str]) -> list[list[str]]:
+    out = [prefix]
+    for name, cmd in group.commands.items():
+        out += (_commands(cmd, [*prefix, name]) if isinstance(cmd, click.Group)
+                else [[*prefix, name]])
+    return out
+
+
+@pytest.mark.parametrize("path", _commands(main, []), ids=lambda p: " ".join(p) or "mlcore")
+def test_every_help_shows_options_and_an_example(path: list[str]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Options:" in result.output
+    assert "Example" in result.output and "  mlcore " in result.output
+
+
+def test_bench_without_the_suite_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlcore_bench", None)  # as if mlcore-bench were absent
+    result = CliRunner().invoke(main, ["bench", "--quick"])
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: mlcore bench needs the benchmark suite, which is not "
+                             "installed. Install it with: pip install mlcore-bench\n")

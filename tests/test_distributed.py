@@ -171,6 +171,15 @@ def test_a_failing_process_stops_every_process_with_its_error(tmp_path: Path) ->
     assert not list(tmp_path.glob("finished-*"))
 
 
+def test_an_uncaught_exception_after_init_ends_the_job(tmp_path: Path) -> None:
+    began = time.monotonic()
+    job = _job(2, "uncaught", str(tmp_path), timeout=60)
+    assert job.returncode != 0 and time.monotonic() - began < 30
+    assert "process 1 of 2 failed in an uncaught exception: ValueError: uncaught on rank 1" \
+        in job.stderr
+    assert not list(tmp_path.glob("finished-*"))
+
+
 def test_processes_that_disagree_are_stopped_before_the_first_step(tmp_path: Path) -> None:
     job = _job(2, "mismatch", str(tmp_path))
     assert job.returncode == 0, job.stderr[-3000:]

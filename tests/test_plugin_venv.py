@@ -3,9 +3,9 @@ environment, found only through their entry points, controlled, and uninstalled.
 
 No network: the wheels of mlcore, mlcore-numpy, mlcore-strict and the three plugins are built
 here from copies of their folders; the third-party libraries they need (numpy, pluggy,
-array-api-compat, array-api-strict, click, pytest) are made visible to the new environment
-through a ``.pth`` file pointing at a folder of links to exactly those distributions, so the
-editable installs of this checkout stay invisible to it.
+array-api-compat, array-api-strict, click, tqdm, safetensors, pytest) are made visible to the
+new environment through a ``.pth`` file pointing at a folder of links to exactly those
+distributions, so the editable installs of this checkout stay invisible to it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ PROJECTS = {  # copied folder -> source folder
     "losses-extra": ROOT / "plugins/losses-extra", "template": ROOT / "plugins/template",
 }
 PLUGINS = ("mlcore-activations-extra", "mlcore-losses-extra", "mlcore-plugin-template")
-THIRD_PARTY = ("numpy", "pluggy", "array-api-compat", "array-api-strict", "click", "pytest")
+THIRD_PARTY = ("numpy", "pluggy", "array-api-compat", "array-api-strict", "click", "tqdm",
+               "safetensors", "pytest")
 EXTRA_ACTIVATIONS = {"gelu", "silu", "swish", "elu", "selu", "softplus", "mish", "hard_sigmoid"}
 EXTRA_LOSSES = {"huber", "binary_focal", "focal", "hinge", "squared_hinge", "cosine_similarity",
                 "poisson_nll"}

@@ -9,6 +9,8 @@ import pytest
 
 import mlcore
 from mlcore.errors import PluginConflictError, PluginLoadError, PluginWarning, UnknownNameError
+from mlcore.hookspecs import hookimpl
+from mlcore.plugins import kernel
 
 GOOD = """
 import pluggy
@@ -145,3 +147,24 @@ def test_plugin_calling_mlcore_at_import_fails_cleanly(make_dist: Any) -> None:
         recs = _records(mlcore.plugins)
     assert recs["reentrant_plugin"].status == "failed"
     assert "relu" in mlcore.activation_names()
+
+
+# -- the kernel hook ------------------------------------------------------------------
+def test_only_numpy_offers_the_fused_updates(backend: Any) -> None:
+    for name in ("adam_update", "sgd_update"):
+        found = kernel(name, backend.xp)
+        assert (found is not None) == (backend.name == "numpy")
+    assert kernel("no_such_kernel", backend.xp) is None
+
+
+class _BrokenKernels:
+    @hookimpl
+    def mlcore_kernel(self, name: str, xp: Any) -> Any:
+        raise RuntimeError("kernel plugin bug")
+
+
+def test_a_failing_kernel_hook_warns_and_falls_back(fresh_registry: Any) -> None:
+    pm = fresh_registry.registry().pm
+    pm.register(_BrokenKernels(), name="broken-kernels")
+    with pytest.warns(PluginWarning, match="plain Array API"):
+        assert kernel("adam_update", mlcore.get_backend("numpy").xp) is None

@@ -37,8 +37,8 @@ def test_a_huge_learning_rate_stops_with_finite_weights(backend: Any, lr: float,
                                                         batch_size: int) -> None:
     X, y = _data()
     model = mlcore.MLP([4, 16, 2], seed=0)
-    with pytest.raises(NonFiniteError, match=rf"loss became nan at epoch \d+, batch \d+\. "
-                                             rf"Likely cause: lr={lr:g} is too large"):
+    with pytest.raises(NonFiniteError, match=rf"loss became (nan|inf|-inf) at epoch \d+, "
+                                             rf"batch \d+\. Likely cause: lr={lr:g} is too"):
         model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=lr, epochs=30,
                   batch_size=batch_size, verbose=False)
     assert _finite(model, X)
@@ -59,8 +59,9 @@ def test_the_error_carries_the_loss(backend: Any) -> None:
     X, y = _data()
     with pytest.raises(NonFiniteError) as info:
         mlcore.MLP([4, 16, 2], seed=0).fit(X, y, loss="cross_entropy", optimizer="sgd",
-                                           lr=1e4, epochs=5, verbose=False)
-    assert np.isnan(info.value.obj) and isinstance(info.value, FloatingPointError)
+                                           lr=1e4, epochs=5, seed=0, verbose=False)
+    # The loss overflows to inf or becomes nan depending on the batch order: either is carried.
+    assert not np.isfinite(info.value.obj) and isinstance(info.value, FloatingPointError)
 
 
 def test_warn_trains_on_and_ignore_does_not_check(backend: Any) -> None:

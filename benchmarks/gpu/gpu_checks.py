@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # the benchmarks package of this checkout
+sys.path.insert(0, str(ROOT))  # this checkout's mlcore, even when another is installed
 
 import mlcore  # noqa: E402
 from mlcore.io import load  # noqa: E402
@@ -251,7 +251,7 @@ def gemm_flops(sizes: tuple[int, ...], batch: int) -> int:
 
 
 def mlp_step(backend: Any, args: argparse.Namespace, peak: float | None) -> dict[str, Any]:
-    from benchmarks import cases, runner
+    from mlcore_bench import cases, runner
 
     torch_label = "torch-cuda" if backend.name == "cupy" else "torch-cpu"
     comps = runner.competitors([backend.name, torch_label])

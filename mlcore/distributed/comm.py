@@ -97,7 +97,7 @@ def _same(x: Any) -> Any:
     return x
 
 
-_CACHE: dict[int, Communicator] = {}
+_CACHE: dict[tuple[str, str], Communicator] = {}
 
 
 def communicator(backend: Backend | str | None = None) -> Communicator:
@@ -109,7 +109,7 @@ def communicator(backend: Backend | str | None = None) -> Communicator:
     if backend is None or isinstance(backend, str):
         backend = get_backend(backend)
     job = world()
-    key = id(backend)
+    key = (backend.name, str(backend.device))
     if key not in _CACHE:
         special = getattr(backend, "communicator", None)
         own = special(job) if callable(special) and job.size > 1 else None

@@ -56,7 +56,10 @@ def launch_command(processes: int, script: str, args: tuple[str, ...] = (),
 
 
 @click.command(context_settings={"ignore_unknown_options": True,
-                                 "allow_interspersed_args": False})
+                                 "allow_interspersed_args": False}, epilog="""\b
+Examples:
+  mlcore launch -n 2 train.py --epochs 5
+  mlcore launch -n 2 -m mlcore.distributed.digits""")
 @click.option("-n", "--processes", type=click.IntRange(1), required=True,
               help="How many processes to start.")
 @click.option("--hostfile", type=click.Path(exists=True, dir_okay=False),

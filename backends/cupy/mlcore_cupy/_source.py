@@ -21,11 +21,13 @@ are correctly rounded IEEE operations on the GPU (NVRTC's defaults ``--prec-div=
 path bit for bit; ``exp``, ``log`` and ``tanh`` are CUDA's libdevice functions, the ones
 CuPy's own ``exp``, ``log`` and ``tanh`` call.
 
-This module imports neither CuPy nor NumPy at import time.
+Specs and sources are built once per argument set (``functools.cache``): a launch costs no
+string formatting. This module imports neither CuPy nor NumPy at import time.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +101,7 @@ class Elementwise:
         return f"mlcore_{self.name}_{dtype}_x{tensors}"
 
 
+@functools.cache
 def adam_kernel(decoupled: bool = False, l2: bool = False) -> Elementwise:
     """Adam's update on the scaled moments (mlcore.optim.Adam), one element at a time.
 
@@ -122,6 +125,7 @@ def adam_kernel(decoupled: bool = False, l2: bool = False) -> Elementwise:
                        tuple(body))
 
 
+@functools.cache
 def adam_step_kernel(decoupled: bool = False) -> Elementwise:
     """:func:`adam_kernel` with the bias corrections computed on the device from the step
     count ``t`` (a 0-d array, already advanced), as :meth:`mlcore.optim.Adam._scalars`
@@ -134,6 +138,7 @@ def adam_step_kernel(decoupled: bool = False) -> Elementwise:
                        host64=("b1_", "b2_", "eps_", "lr_"), prologue=prologue)
 
 
+@functools.cache
 def sgd_kernel(momentum: bool = False, nesterov: bool = False, l2: bool = False,
                first: bool = False) -> Elementwise:
     """SGD (mlcore.optim.SGD): ``p -= lr g``, with weight decay and PyTorch's momentum.
@@ -178,6 +183,7 @@ ACTIVATIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 ``maximum`` for ``alpha <= 1`` and ``minimum`` above, as LeakyReLU chooses."""
 
 
+@functools.cache
 def bias_activation_kernel(activation: str, alpha: float = 0.01) -> Elementwise:
     """``x = z + b`` (Dense's bias, eq. 1.5) and ``y = f(x)`` in one pass over (N, F)."""
     forward, _, scalars = ACTIVATIONS[activation]
@@ -191,6 +197,7 @@ def bias_activation_kernel(activation: str, alpha: float = 0.01) -> Elementwise:
                        (("z", "z + b"), ("y", forward)), bias="b")
 
 
+@functools.cache
 def activation_backward_kernel(activation: str) -> Elementwise:
     """``dx = dy f'(x)`` from the activation's input ``x`` and output ``y``."""
     _, backward, scalars = ACTIVATIONS[activation]
@@ -260,6 +267,7 @@ def _cast_literals(expr: str, ctype: str) -> str:
     return re.sub(r"(?<![\w.])(\d+)(?![\w.])", rf"({ctype})\1", expr)
 
 
+@functools.cache
 def elementwise_source(spec: Elementwise, dtype: str, tensors: int) -> tuple[str, str]:
     """``(kernel name, CUDA source)`` of ``spec`` over ``tensors`` tensors of ``dtype``.
 
@@ -312,6 +320,7 @@ def evaluate(spec: Elementwise, np: Any, arrays: dict[str, Any],
 
 
 # -- softmax cross-entropy, one thread per row -------------------------------------------
+@functools.cache
 def softmax_xent_source(dtype: str, labels: bool) -> tuple[str, str]:
     """``(kernel name, CUDA source)``: per row ``i`` of the logits ``z`` (N, M),
 

@@ -34,11 +34,13 @@ memory while the graph lives.
 from __future__ import annotations
 
 import os
+import re
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["GraphStep", "GraphFallbackWarning", "compile_step", "disabled_reason"]
+__all__ = ["GraphStep", "GraphFallbackWarning", "compile_step", "disabled_reason", "latest"]
 
 Step = Callable[[tuple[Any, ...], tuple[Any, ...], Any, Any], tuple[Any, Any, Any]]
 
@@ -129,6 +131,18 @@ class _Graph:
         """The static ``X`` and ``y`` buffers (passing them skips the copies)."""
         return self.static[-2], self.static[-1]
 
+    def nodes(self) -> dict[str, int]:
+        """The graph's nodes by type (``KERNEL``, ``MEMCPY``, ``MEMSET``...): the launches one
+        replay stands for, read from CUDA's DOT dump (CuPy's ``Graph.debug_dot_str``)."""
+        dump = getattr(self.graph, "debug_dot_str", None)
+        if dump is None:
+            return {}
+        counts: dict[str, int] = {}
+        for kind in re.findall(r'label="[^"]*?(?<![A-Z_])(KERNEL|MEMCPY|MEMSET|HOST|EMPTY|'
+                               r'EVENT_RECORD|WAIT_EVENT|MEM_ALLOC|MEM_FREE)(?![A-Z_])', dump()):
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
 
 class GraphStep:
     """``step`` replayed as one CUDA graph per argument signature; eager where it cannot be.
@@ -140,6 +154,8 @@ class GraphStep:
     MAX_GRAPHS = 4
 
     def __init__(self, step: Step, cupy: Any) -> None:
+        global _LATEST
+        _LATEST = weakref.ref(self)
         self.step = step
         self.cupy = cupy
         self.graphs: dict[tuple[Any, ...], _Graph] = {}
@@ -184,6 +200,15 @@ class GraphStep:
             if sig[-2][0] == tuple(X.shape) and sig[-1][0] == tuple(y.shape):
                 return graph.inputs()
         return None
+
+
+_LATEST: weakref.ref[GraphStep] | None = None
+
+
+def latest() -> GraphStep | None:
+    """The last :class:`GraphStep` built in this process, while it lives (for measurements:
+    the GPU check reads its counters and :meth:`_Graph.nodes`)."""
+    return None if _LATEST is None else _LATEST()
 
 
 def compile_step(backend: Any, step: Step) -> GraphStep | None:

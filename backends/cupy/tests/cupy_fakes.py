@@ -166,7 +166,7 @@ class FakeCupy(types.ModuleType):
 
     def copyto(self, dst: Any, src: Any) -> None:
         if self.state["capturing"] is not None:
-            self.state["tape"].append(lambda: np.copyto(dst, src))
+            self.state["tape"].append(("MEMCPY", lambda: np.copyto(dst, src)))
         else:
             np.copyto(dst, src)
 
@@ -192,7 +192,7 @@ def _record_or_run(fn: Callable[[], Any], *inputs: Any) -> Any:
     if cupy is None or cupy.state["capturing"] is None or not isinstance(out, np.ndarray):
         return fake(out) if isinstance(out, np.ndarray) else out
     target = fake(np.full_like(out, np.nan))
-    cupy.state["tape"].append(lambda: np.copyto(target, fn()))
+    cupy.state["tape"].append(("KERNEL", lambda: np.copyto(target, fn())))
     return target
 
 
@@ -217,7 +217,7 @@ class FakeKernel:
                                     f"{type(a).__name__} {getattr(a, 'dtype', '')}")
         state = self.cupy.state
         if state["capturing"] is not None:
-            state["tape"].append(lambda: self._launch(grid, block, args))
+            state["tape"].append(("KERNEL", lambda: self._launch(grid, block, args)))
         else:
             self._launch(grid, block, args)
 
@@ -240,13 +240,19 @@ class FakeKernel:
 
 
 class FakeGraph:
-    def __init__(self, cupy: FakeCupy, tape: list[Callable[[], Any]]) -> None:
+    def __init__(self, cupy: FakeCupy, tape: list[tuple[str, Callable[[], Any]]]) -> None:
         self.cupy, self.tape = cupy, tape
 
     def launch(self, stream: Any = None) -> None:
-        for op in self.tape:
+        for _, op in self.tape:
             op()
         self.cupy.state["graph_launches"] += 1
+
+    def debug_dot_str(self) -> str:
+        """CUDA's DOT dump, as cudaGraphDebugDotPrint writes its nodes."""
+        return "digraph dot {\n" + "".join(
+            f'"graph_0_node_{i}"[style="solid" shape="rectangle" label="{i}\\n{kind}\\n"];\n'
+            for i, (kind, _) in enumerate(self.tape)) + "}\n"
 
 
 class FakeStream:

@@ -106,6 +106,10 @@ def test_graph_step_gives_the_eager_weights_with_one_launch_per_step(cupy: FakeC
     assert got[2] == eager[2]
     assert (compiled.eager_calls, compiled.replays) == (1, 5)
     assert cupy.state["graph_launches"] == 5 and not compiled.reasons
+    (g,) = compiled.graphs.values()
+    nodes = g.nodes()  # what one replay stands for: the step's operations, then the copies
+    assert nodes["MEMCPY"] == 7 and nodes["KERNEL"] > 30
+    assert graph.latest() is compiled
     assert float(got[1][-1]) == 6.0  # the step count, advanced on the device each replay
 
 
@@ -225,3 +229,15 @@ def test_compile_step_answers_for_cupy_unless_disabled(cupy: FakeCupy,
     monkeypatch.setenv("MLCORE_CUPY_GRAPH", "0")
     assert compile_step(backend, adam_step(None)) is None
     assert graph.disabled_reason() == "disabled by MLCORE_CUPY_GRAPH=0"
+
+
+def test_info_line_names_the_kernels_and_the_graph_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlcore_cupy import CupyBackend
+
+    monkeypatch.delenv("MLCORE_CUPY_GRAPH", raising=False)
+    line = CupyBackend().kernel_info()
+    assert line.startswith("adam_update, adam_update_many, adam_step_many, sgd_update")
+    assert line.endswith("training step as a CUDA graph: on (MLCORE_CUPY_GRAPH=0 turns it off)")
+    monkeypatch.setenv("MLCORE_CUPY_GRAPH", "off")
+    assert CupyBackend().kernel_info().endswith(
+        "CUDA graph: off, disabled by MLCORE_CUPY_GRAPH=off")

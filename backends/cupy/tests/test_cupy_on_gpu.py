@@ -11,15 +11,18 @@ backend's reason): what the fake CuPy cannot show.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 import pytest
 from mlcore_cupy import _source as src
-from mlcore_cupy import kernels
+from mlcore_cupy import graph, kernels
 from mlcore_cupy.graph import GraphStep
 
+import mlcore
 from mlcore.plugins import registry
+from mlcore.train import make_train_step
 
 
 @pytest.fixture
@@ -153,3 +156,30 @@ def test_gpu_graph_step_gives_the_eager_weights(cp: Any) -> None:
         params, state, loss = compiled(params, state, *batches[0])
     cp.cuda.get_current_stream().synchronize()
     assert pool.used_bytes() == used  # replays allocate nothing that stays
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+@pytest.mark.filterwarnings("error::mlcore_cupy.graph.GraphFallbackWarning")
+def test_gpu_core_step_compiled_as_a_graph_gives_the_eager_weights(
+        cp: Any, optimizer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core's pure step (``jit_compile=True``), captured by mlcore-cupy: the eager step's
+    weights over several steps, and every call after the first a graph replay."""
+    if "jit_compile" not in inspect.signature(make_train_step).parameters:
+        pytest.skip("this mlcore has no compiled training step (jit_compile)")
+    rng = np.random.default_rng(4)
+    X = cp.asarray(rng.normal(0, 1, (256, 784)).astype(np.float32))
+    y = cp.asarray(rng.integers(0, 10, 256))
+    compiled: list[GraphStep] = []
+    monkeypatch.setattr(graph, "GraphStep", lambda *a: compiled.append(GraphStep(*a))
+                        or compiled[-1])
+    weights = []
+    for jit in (False, True):
+        with mlcore.use_backend("cupy"):
+            model = mlcore.MLP([784, 512, 512, 10], seed=0)
+            step = make_train_step(model, "cross_entropy", optimizer, jit_compile=jit)
+        for _ in range(5):
+            step(X, y)
+        weights.append([cp.asnumpy(p.value) for p in model.parameters()])
+    assert len(compiled) == 1 and compiled[0].replays == 4
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -83,7 +83,7 @@ class NumpyBackend:
         how = (f"one Numba {compiled.version} loop once a parameter has "
                f"{kernels.JIT_LOAD_MIN} elements" if compiled.available
                else f"blocked NumPy passes; JIT off: {compiled.reason}")
-        return f"adam_update ({how}), sgd_update ({where}), sigmoid_binary_cross_entropy"
+        return f"adam_update ({how}), sgd_update ({where})"
 
     def __repr__(self) -> str:
         return f"<mlcore backend numpy {np.__version__}>"

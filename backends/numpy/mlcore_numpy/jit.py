@@ -1,7 +1,7 @@
 """Numba-compiled fused loops for the NumPy backend (optional: ``mlcore-numpy[jit]``).
 
 NumPy runs Adam as ten array operations, each a pass over memory (blocked in L2 by
-:func:`mlcore_numpy.kernels.adam_update`, still ten passes of instructions). One compiled
+:func:`mlcore_numpy.passes.adam_blocked`, still ten passes of instructions). One compiled
 loop reads ``p, g, m, v`` once, updates them in registers and writes ``p, m, v`` once, with
 the same operations in the same order and float type, so the results are bitwise those of
 the NumPy passes (no fast-math, no contraction into fused multiply-adds: the tests compare).
@@ -21,12 +21,14 @@ the reason, and the NumPy passes run.
 
 from __future__ import annotations
 
-import os
-import threading
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from ._switch import Optional, switch
+from .passes import adam_passes
 
 __all__ = ["Jit", "jit", "loaded", "eager", "switch"]
 
@@ -44,32 +46,17 @@ def _adam_loop(p: Any, g: Any, m: Any, v: Any, b1: Any, b2: Any, eps: Any,
         p[i] -= mi / ((np.sqrt(vi) + eps) * scale)
 
 
-def switch(name: str) -> str:
-    """An on/off environment switch of this backend (``MLCORE_NUMPY_JIT``,
-    ``MLCORE_NUMPY_BLAS``): ``"off"`` (0/false/no/off), ``"on"`` (1/true/yes/on) or
-    ``"auto"`` (unset or anything else)."""
-    value = os.environ.get(name, "auto").strip().lower()
-    if value in ("0", "false", "no", "off"):
-        return "off"
-    return "on" if value in ("1", "true", "yes", "on") else "auto"
-
-
-class Jit:
+class Jit(Optional):
     """The compiled loops of this process, or the reason there are none."""
 
+    SWITCH = "MLCORE_NUMPY_JIT"
+
     def __init__(self) -> None:
-        self.available = False
-        self.reason = "not loaded"
         self.version = ""
         self.adam: Callable[..., None] | None = None
-        if switch("MLCORE_NUMPY_JIT") == "off":
-            self.reason = "disabled by MLCORE_NUMPY_JIT"
-            return
-        try:
-            self._load()
-        except Exception as exc:  # noqa: BLE001 - any failure means: the NumPy passes run
-            self.available, self.adam = False, None
-            self.reason = f"{type(exc).__name__}: {exc}".strip()
+        super().__init__()
+        if not self.available:
+            self.adam = None
 
     def _load(self) -> None:
         try:
@@ -77,8 +64,6 @@ class Jit:
         except ImportError:
             self.reason = "Numba is not installed (pip install 'mlcore-numpy[jit]')"
             return
-        from .kernels import adam_passes  # imported here: kernels imports this module
-
         sigs = [f"void({t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}, {t}, {t}, {t})"
                 for t in ("float32", "float64")]
         try:
@@ -103,13 +88,9 @@ class Jit:
         self.available, self.reason = True, ""
 
 
-_JIT: Jit | None = None
-_LOCK = threading.Lock()
-
-
 def loaded() -> Jit | None:
     """The process's :class:`Jit` if :func:`jit` has run, else None (loads nothing)."""
-    return _JIT
+    return jit() if jit.cache_info().currsize else None
 
 
 def eager() -> bool:
@@ -117,11 +98,7 @@ def eager() -> bool:
     return switch("MLCORE_NUMPY_JIT") == "on"
 
 
+@functools.cache
 def jit() -> Jit:
     """The process's :class:`Jit` (Numba imported and loops compiled on first call)."""
-    global _JIT
-    if _JIT is None:
-        with _LOCK:
-            if _JIT is None:
-                _JIT = Jit()
-    return _JIT
+    return Jit()

@@ -1,25 +1,29 @@
 """Fused NumPy kernels offered to mlcore through the ``mlcore_kernel`` hook.
 
-Each has a plain Array API twin in the core, which every other backend runs; these must
-give the same numbers (the tests compare them bitwise).
+Names and signatures are those of ``mlcore.hookspecs.KERNELS`` (tested against it). Each
+has a plain Array API twin in the core, which every other backend runs; these give the same
+numbers (the tests compare them bitwise; ``sgd_update`` through BLAS to a few ulp). The
+package: :mod:`.passes` (the NumPy passes, whole or in L2-sized blocks), :mod:`.jit` (the
+Numba loop), :mod:`.blas` (NumPy's own BLAS), and this module, which picks a route.
+
+Measured on the 784-512-512-10 Adam step at batch 32 (2 cores): the blocked passes took
+the update of 670k parameters from 1.46 to 1.0 ms, the compiled loop the step from 2.5 to
+1.75 ms; BLAS ``axpy`` runs SGD's update on BLAS's threads in one pass.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .jit import eager, jit, loaded, switch
+from .blas import cblas
+from .jit import eager, jit, loaded
+from .passes import BLOCK, adam_blocked, adam_passes, flat_views, sgd_blocked
 
-__all__ = ["adam_update", "sgd_update", "sigmoid_binary_cross_entropy", "kernel"]
-
-BLOCK = 32768
-"""Elements per block: p, g, m, v and one scratch block (5 x 128 KiB in float32) stay in L2,
-so Adam's ten passes read each array from memory once (670k parameters: 1.46 -> 1.0 ms)."""
+__all__ = ["adam_update", "sgd_update", "kernel", "adam_route", "BLOCK", "JIT_MIN",
+           "JIT_LOAD_MIN", "cblas"]
 
 JIT_LOAD_MIN = 131072
 """The first update of a parameter this large loads the compiled loop (:mod:`.jit`: ~0.5 s
@@ -30,202 +34,45 @@ JIT_MIN = 1024
 """Smallest parameter the compiled Adam loop takes: below it the checks before the call cost
 more than the ten NumPy operations (4 elements: 4.9 vs 3.6 µs; 5120: 6.9 vs 10 µs)."""
 
-_scratch = threading.local()
+_flats = flat_views  # the former private name
 
 
-def _buffer(dtype: np.dtype[Any], n: int) -> np.ndarray:
-    """A reusable scratch block of ``dtype`` for this thread (no allocation per step)."""
-    cache: dict[Any, np.ndarray] = _scratch.__dict__.setdefault("buffers", {})
-    buf = cache.get(dtype)
-    if buf is None or buf.shape[0] < n:
-        buf = cache[dtype] = np.empty(max(n, 1), dtype=dtype)
-    return buf
+def adam_route(p: np.ndarray, scalars: tuple[float, ...]) -> str:
+    """How :func:`adam_update` updates ``p``, by its size:
 
-
-def _adam_block(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: float,
-                b2: float, eps: float, scale: float, tmp: np.ndarray) -> None:
-    """The plain Adam update (mlcore.optim.Adam._step) on one block, op for op."""
-    m *= b1
-    m += g
-    v *= b2
-    np.multiply(g, g, out=tmp)
-    v += tmp
-    np.sqrt(v, out=tmp)
-    tmp += eps
-    tmp *= scale
-    np.divide(m, tmp, out=tmp)
-    p -= tmp
-
-
-def adam_passes(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: float,
-                b2: float, eps: float, scale: float) -> None:
-    """The plain Adam update (mlcore.optim.Adam._step) as whole-array NumPy operations: the
-    reference the blocked passes and the compiled loop (:mod:`.jit`) must match bit for bit."""
-    m *= b1
-    m += g
-    v *= b2
-    v += g * g
-    r = np.sqrt(v)
-    r += eps
-    r *= scale
-    p -= m / r
+    ``"compiled"``: the Numba loop, one pass over memory, for ``JIT_MIN`` elements or more
+    once it is loaded (the first parameter of ``JIT_LOAD_MIN`` elements loads it), with
+    Python-float scalars (NumPy float64 ones promote NumPy's passes, which the loop must
+    match); ``"blocked"``: the NumPy passes one L2-sized block at a time, above one block;
+    ``"passes"``: the NumPy passes over the whole array.
+    """
+    n = p.size
+    if n >= JIT_MIN and all(type(x) is float for x in scalars):
+        compiled = jit() if n >= JIT_LOAD_MIN else loaded()
+        if compiled is not None and compiled.adam is not None:
+            return "compiled"
+    return "blocked" if n > BLOCK else "passes"
 
 
 def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: float,
                 b2: float, eps: float, scale: float) -> None:
-    """In place: ``m = b1 m + g; v = b2 v + g*g; p -= m / ((sqrt(v) + eps) * scale)``.
-
-    With Numba (:mod:`mlcore_numpy.jit`, loaded by the first parameter of ``JIT_LOAD_MIN``
-    elements) one compiled loop does it in a single pass over memory for every parameter
-    of ``JIT_MIN`` elements or more; else the NumPy passes run in L2-sized blocks. Both
-    give the same bits. Arrays of one block, or not contiguous in one layout (see
-    :func:`_flats`), run the same NumPy ops unblocked.
-    """
-    compiled = loaded() if p.size < JIT_LOAD_MIN else jit()
-    loop = compiled.adam if compiled is not None and p.size >= JIT_MIN else None
-    if loop is not None and not all(type(x) is float for x in (b1, b2, eps, scale)):
-        loop = None  # NumPy scalars are strongly typed: float64 ones promote the passes
-    flat = _flats(p, g, m, v) if loop is not None or p.size > BLOCK else None
-    if loop is not None and flat is not None:
-        t = p.dtype.type
-        try:
-            loop(*flat, t(b1), t(b2), t(eps), t(scale))
-            return
-        except TypeError:  # no compiled signature fits (a read-only g): nothing was written
-            pass
+    """In place: ``m = b1 m + g; v = b2 v + g*g; p -= m / ((sqrt(v) + eps) * scale)``, by
+    the route :func:`adam_route` picks; every route gives the same bits. Arrays that have
+    no flat views (read-only, overlapping, mixed layouts: see :func:`.passes.flat_views`)
+    take the whole-array passes, which NumPy itself checks."""
+    route = adam_route(p, (b1, b2, eps, scale))
+    flat = flat_views(p, g, m, v) if route != "passes" else None
     if flat is None:
         adam_passes(p, g, m, v, b1, b2, eps, scale)
         return
-    pf, gf, mf, vf = flat
-    n = pf.shape[0]
-    tmp = _buffer(pf.dtype, min(n, BLOCK))
-    for a in range(0, n, BLOCK):
-        b = min(a + BLOCK, n)
-        _adam_block(pf[a:b], gf[a:b], mf[a:b], vf[a:b], b1, b2, eps, scale, tmp[: b - a])
-
-
-class _Cblas:
-    """CBLAS ``?axpy`` of the OpenBLAS that NumPy itself loaded (``numpy.libs``).
-
-    NumPy's wheels ship OpenBLAS built with 64-bit integers and symbols renamed
-    ``scipy_cblas_<name>64_``. Calling that same library (ctypes, which releases the GIL)
-    shares NumPy's BLAS thread pool: a second BLAS, such as SciPy's, would spin its own
-    threads against NumPy's and slow every matmul (measured: a 784-512-512-10 SGD step went
-    from 1.6 to 8 ms). Anything else (another BLAS, another platform, a failed self-test)
-    leaves :attr:`available` False and the NumPy passes run.
-    """
-
-    def __init__(self) -> None:
-        self.available = False
-        self.reason = "not loaded"
-        self.library = ""
-        self._fns: dict[str, Any] = {}
-        if switch("MLCORE_NUMPY_BLAS") == "off":
-            self.reason = "disabled by MLCORE_NUMPY_BLAS"
-            return
+    if route == "compiled":
+        t = p.dtype.type
         try:
-            self._load()
-        except Exception as exc:  # noqa: BLE001 - any failure means: no BLAS fast path
-            self.reason = f"{type(exc).__name__}: {exc}"
-
-    def _load(self) -> None:
-        import ctypes
-        import glob
-
-        libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-        paths = sorted(glob.glob(os.path.join(libdir, "libscipy_openblas64_*")))
-        if len(paths) > 1:  # keep the one this process mapped (NumPy's), never a second pool
-            paths = [p for p in paths if p in _mapped_libraries()]
-        if len(paths) != 1:
-            raise LookupError(f"cannot tell which scipy-openblas64 library NumPy uses in "
-                              f"{libdir}: {paths or 'none'}")
-        lib = ctypes.CDLL(paths[0])
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        for t, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
-            axpy = getattr(lib, f"scipy_cblas_{t}axpy64_")
-            axpy.restype, axpy.argtypes = None, [i64, real, ptr, i64, ptr, i64]
-            self._fns[t] = axpy
-        self.library = paths[0]
-        self.available = True
-        for dtype in (np.float32, np.float64):  # self-test: y = 1 - 2 x
-            x, y = np.arange(1.0, 4.0, dtype=dtype), np.ones(3, dtype=dtype)
-            self.axpy(-2.0, x, y)
-            if not np.array_equal(y, np.array([-1.0, -3.0, -5.0], dtype=dtype)):
-                self.available, self.reason = False, f"self-test failed: {y}"
-                return
-        self.reason = ""
-
-    def axpy(self, a: float, x: np.ndarray, y: np.ndarray) -> None:
-        """``y += a x`` on 1-D contiguous arrays of one dtype (float32 or float64)."""
-        t = "s" if y.dtype == np.float32 else "d"
-        self._fns[t](y.shape[0], a, x.ctypes.data, 1, y.ctypes.data, 1)
-
-
-def _mapped_libraries() -> set[str]:
-    """Paths of the shared libraries mapped into this process (Linux), else empty."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            return {line.split(None, 5)[5].strip() for line in f if line.count(" ") >= 5
-                    and "/" in line}
-    except OSError:
-        return set()
-
-
-_CBLAS: _Cblas | None = None
-_CBLAS_LOCK = threading.Lock()
-
-
-def cblas() -> _Cblas:
-    """The process's :class:`_Cblas` (loaded on first use; ``.available``, ``.reason``)."""
-    global _CBLAS
-    if _CBLAS is None:
-        with _CBLAS_LOCK:
-            if _CBLAS is None:
-                _CBLAS = _Cblas()
-    return _CBLAS
-
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _flats(p: np.ndarray, g: np.ndarray, *state: np.ndarray) -> list[np.ndarray] | None:
-    """1-D views, in memory order, of ``p``, ``g`` and the optimiser ``state`` arrays.
-
-    ``p`` and ``state`` (updated in place) must be plain, writeable, aligned float32/float64
-    ndarrays of one dtype and shape, contiguous in one memory order (C, or Fortran as Dense
-    weights are), and ``g`` must not overlap them (unless it is ``p`` itself); else None,
-    and the caller runs NumPy's own operations, which handle (or refuse) such arrays. A
-    ``g`` in another layout is first copied into ``p``'s (one pass). ``p`` and each state
-    array must not overlap one another. Called on every update: kept cheap (~3 µs).
-    """
-    if type(p) is not np.ndarray or type(g) is not np.ndarray:
-        return None
-    dt, shape, fp = p.dtype, p.shape, p.flags
-    if dt not in _FLOATS or g.dtype != dt or g.shape != shape:
-        return None
-    if not (fp.writeable and fp.aligned):
-        return None
-    c = fp.c_contiguous
-    if not (c or fp.f_contiguous):
-        return None
-    for a in state:
-        fa = a.flags
-        if (type(a) is not np.ndarray or a.dtype != dt or a.shape != shape
-                or not (fa.writeable and fa.aligned)
-                or not (fa.c_contiguous if c else fa.f_contiguous)):
-            return None
-    if g is not p and (np.may_share_memory(g, p)
-                       or any(np.may_share_memory(g, a) for a in state)):
-        return None
-    for i, a in enumerate(state):  # the updated arrays must be distinct memory
-        if np.may_share_memory(a, p) or any(np.may_share_memory(a, b) for b in state[i + 1:]):
-            return None
-    fg = g.flags
-    if not (fg.c_contiguous if c else fg.f_contiguous):
-        g = g.copy(order="C" if c else "F")  # p's layout
-    if c:
-        return [p.reshape(-1), g.reshape(-1), *(a.reshape(-1) for a in state)]
-    return [p.T.reshape(-1), g.T.reshape(-1), *(a.T.reshape(-1) for a in state)]
+            jit().adam(*flat, t(b1), t(b2), t(eps), t(scale))  # type: ignore[misc]
+            return
+        except TypeError:  # no compiled signature fits (a read-only g): nothing was written
+            pass
+    adam_blocked(*flat, b1, b2, eps, scale)
 
 
 def sgd_update(p: np.ndarray, g: np.ndarray, lr: float) -> None:
@@ -238,50 +85,17 @@ def sgd_update(p: np.ndarray, g: np.ndarray, lr: float) -> None:
     ``p - 0 * inf`` into ``p`` instead of NaN). Without BLAS the product is formed one
     L2-sized block at a time.
     """
-    flat = _flats(p, g) if p.size > BLOCK else None
+    flat = flat_views(p, g) if p.size > BLOCK else None
     if flat is None:
         p -= lr * g
         return
-    pf, gf = flat
-    if lr != 0.0 and (blas := cblas()).available:  # BLAS skips the pass when a == 0
-        blas.axpy(-lr, gf, pf)
+    if lr != 0.0 and (blas := cblas()).available:
+        blas.axpy(-lr, flat[1], flat[0])
         return
-    n = pf.shape[0]
-    tmp = _buffer(pf.dtype, BLOCK)
-    for a in range(0, n, BLOCK):
-        b = min(a + BLOCK, n)
-        t = tmp[: b - a]
-        np.multiply(gf[a:b], lr, out=t)
-        pf[a:b] -= t
+    sgd_blocked(flat[0], flat[1], lr)
 
 
-def sigmoid_binary_cross_entropy(xp: Any, z: np.ndarray, t: np.ndarray, smoothing: float = 0.0,
-                                 grad: bool = True) -> tuple[Any, Any]:
-    """mlcore._lossplan's kernel op for op, without NumPy's ``sum`` wrapper and with the
-    temporaries reused in place (bitwise the same value and gradient)."""
-    if t.shape != z.shape:
-        t = t.reshape(z.shape)
-    size = z.size
-    e = np.abs(z)
-    np.negative(e, out=e)
-    np.exp(e, out=e)
-    v = np.maximum(z, 0.0)
-    v -= z * t
-    v += np.log1p(e)
-    value = np.add.reduce(v, axis=None) / size
-    if not grad:
-        return value, None
-    s = np.where(z >= 0.0, 1.0, e)
-    e += 1.0
-    s /= e
-    s -= t
-    s /= size
-    return value, s
-
-
-_KERNELS: dict[str, Callable[..., Any]] = {
-    "adam_update": adam_update, "sgd_update": sgd_update,
-    "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy}
+_KERNELS: dict[str, Callable[..., Any]] = {"adam_update": adam_update, "sgd_update": sgd_update}
 
 
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
-
-from mlcore import InvalidParameterError, hookimpl
+from mlcore import InvalidParameterError
+from mlcore.plugin import ActivationBase, hookimpl
 
 __all__ = ["HardTanh", "mlcore_activations"]
 
 
-class HardTanh:
+class HardTanh(ActivationBase):
     """``f(x) = clip(x, min_val, max_val)``; ``f'(x) = 1`` strictly inside, else 0.
 
     Parameters are keyword-only ``__init__`` arguments with defaults, so
     ``mlcore.activation("hard_tanh", min_val=-2.0)`` works and a misspelt name is rejected.
+    :class:`~mlcore.plugin.ActivationBase` gives the checked ``forward(x)`` and
+    ``backward(x, y, dy)`` around the two formulas below; ``xp`` is the namespace of the
+    input (numpy, array-api-strict, cupy...), and a model calls the formulas directly.
     """
+
+    name = "hard_tanh"
 
     def __init__(self, *, min_val: float = -1.0, max_val: float = 1.0) -> None:
         if not min_val < max_val:
@@ -30,12 +34,10 @@ class HardTanh:
                 f"max_val={max_val!r}.", (min_val, max_val))
         self.min_val, self.max_val = float(min_val), float(max_val)
 
-    def forward(self, x: Any) -> Any:
-        xp = array_namespace(x)  # the input's own library: numpy, array-api-strict, cupy...
+    def forward_unchecked(self, xp: Any, x: Any) -> Any:
         return xp.clip(x, self.min_val, self.max_val)  # Python scalars keep x's dtype
 
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
-        xp = array_namespace(x, dy)
+    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
         inside = (x > self.min_val) & (x < self.max_val)
         return dy * xp.astype(inside, dy.dtype)
 

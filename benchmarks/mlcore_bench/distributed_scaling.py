@@ -1,7 +1,7 @@
 """Data-parallel scaling of 784-512-512-10 on this machine, and a model of larger jobs.
 
-``python -m benchmarks.distributed_scaling [--rounds 3] [--batches 32,128,512] [--json F]``
-(from the repository root, with ``mlcore[mpi]`` installed).
+``python -m mlcore_bench.distributed_scaling [--rounds 3] [--batches 32,128,512] [--json F]``
+(with ``mlcore[mpi]`` installed).
 
 Launches ``mlcore launch -n K --threads 1`` for K = 1 and 2, interleaved (1 2 1 2 ...), each
 timing ``fit(..., distributed=True)`` (Adam, float32, per-process batch B, so the global
@@ -127,7 +127,7 @@ def worker(batches: list[int], steps: int) -> None:
 # -- the driver ----------------------------------------------------------------------------
 def _launch(k: int, batches: list[int], steps: int) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "mlcore", "launch", "-n", str(k), "--threads", "1", "-m",
-           "benchmarks.distributed_scaling", "--worker", "--batches",
+           "mlcore_bench.distributed_scaling", "--worker", "--batches",
            ",".join(map(str, batches)), "--steps", str(steps)]
     env = dict(os.environ, MLCORE_NUMPY_JIT="0")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env,

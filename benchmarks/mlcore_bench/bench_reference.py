@@ -1,11 +1,16 @@
 """Reference competitors for every case: hand-written NumPy (``numpy-hand``) and PyTorch
-(``torch-cpu``, ``torch-cuda``). Each builder returns a :class:`FnBench` or raises
-:class:`~benchmarks.timing.UnavailableError` with the reason."""
+(``torch-cpu``, ``torch-cuda``), listed in :data:`REFERENCES`. Each builder returns a
+:class:`FnBench` or raises :class:`~mlcore_bench.timing.UnavailableError` with the reason.
+
+To add a reference, write its builders (one per case group, as :mod:`mlcore_bench.bench_torch`
+does) and append a :class:`Reference` to :data:`REFERENCES`."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -14,7 +19,8 @@ from . import reference_numpy as ref
 from .cases import ActivationCase, Case, DenseCase, FitCase, LossCase, StepCase, TrainCase
 from .timing import UnavailableError
 
-__all__ = ["FnBench", "make_hand", "make_torch", "torch_status", "train_epochs"]
+__all__ = ["FnBench", "Reference", "REFERENCES", "make_hand", "make_torch", "torch_status",
+           "train_epochs"]
 
 
 @dataclass
@@ -51,6 +57,36 @@ def train_epochs(case: TrainCase, step: Callable[[np.ndarray], Any],
         if acc >= case.target:
             return epoch, acc
     return case.max_epochs, acc
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference competitor: its row label, how to build it, and what it needs to run."""
+
+    label: str
+    """The row label, ``<library>-<device>`` by convention (``torch-cpu``)."""
+    family: str
+    """The ratio column it belongs to (``x torch``): one per library."""
+    make: Callable[[Case, Any], Any]
+    """``make(case, dtype)`` -> a :class:`FnBench`, or raise UnavailableError."""
+    status: Callable[[], str] = lambda: ""
+    """Why it cannot run here (no GPU, say), or "" when it can."""
+    needs: str = ""
+    """The module it imports; when that is missing, the report says ``install`` once."""
+    install: str = ""
+    """The pip command that provides ``needs``."""
+    gpu: bool = False
+    """Whether it runs on a GPU: GPU backends are compared with GPU references."""
+
+    def reason(self) -> str:
+        """Why it cannot run here ("" when it can); a missing module names ``install``."""
+        if self.needs and importlib.util.find_spec(self.needs) is None:
+            return f"{self.needs} is not installed: {self.install}"
+        return self.status()
+
+    def missing(self) -> bool:
+        """Whether what it needs is not installed (rather than unusable here)."""
+        return bool(self.needs) and importlib.util.find_spec(self.needs) is None
 
 
 # ----------------------------------------------------------------------------- numpy-hand
@@ -160,3 +196,24 @@ def make_torch(case: Case, dtype: Any, device: str) -> FnBench:
     from . import bench_torch
 
     return bench_torch.make(case, dtype, device)
+
+
+def make_mlcore_steps(case: Case, dtype: Any) -> FnBench:
+    """mlcore's own loop of prepared NumPy train steps: the floor for the fit cases."""
+    from . import bench_mlcore
+
+    return bench_mlcore.make_steps(case, dtype)
+
+
+TORCH_INSTALL = "pip install 'mlcore-bench[torch]'"
+
+REFERENCES: list[Reference] = [
+    Reference("numpy-hand", "numpy-hand", make_hand),
+    Reference("torch-cpu", "torch", partial(make_torch, device="cpu"),
+              partial(torch_status, "cpu"), "torch", TORCH_INSTALL),
+    Reference("torch-cuda", "torch", partial(make_torch, device="cuda"),
+              partial(torch_status, "cuda"), "torch", TORCH_INSTALL, gpu=True),
+    Reference("mlcore-steps", "mlcore-steps", make_mlcore_steps),
+]
+"""Every reference, in column order. The first one that ran is the equality check's
+reference for a case."""

@@ -1,9 +1,10 @@
-"""The benchmark runner behind ``mlcore bench`` and ``python -m benchmarks``.
+"""The benchmark runner behind ``mlcore bench`` and ``python -m mlcore_bench``.
 
-For each dtype and case it builds every competitor (mlcore on each installed backend, the
-hand-written NumPy reference, PyTorch on CPU and CUDA), runs each once and checks that
-they computed the same thing, measures peak memory on a second untimed call, then times
-them interleaved (:mod:`benchmarks.timing`). The report is a plain dict, JSON-ready.
+For each dtype and case it builds every competitor that can run here (mlcore on each
+installed backend, then each of :data:`~mlcore_bench.bench_reference.REFERENCES`), runs each
+once and checks that they computed the same thing, measures peak memory on a second untimed
+call, then times them interleaved (:mod:`mlcore_bench.timing`). The report is a plain dict,
+JSON-ready. Competitors that cannot run here are reported once, at the top, not per case.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import bench_mlcore, bench_reference, cases, machine
+from .bench_reference import REFERENCES
 from .cases import Case, TrainCase
 from .timing import (
     Bench,
@@ -31,12 +33,16 @@ from .timing import (
     ratio,
 )
 
-__all__ = ["Options", "Competitor", "main", "run", "competitors", "TOLERANCE"]
+__all__ = ["Options", "Competitor", "main", "run", "competitors", "reference_labels",
+           "TOLERANCE"]
 
 TOLERANCE = 1e-4
 """Largest relative error (norm-wise, per array) allowed against the check's reference."""
 
-REFERENCES = ("numpy-hand", "torch-cpu", "torch-cuda")
+
+
+def reference_labels() -> list[str]:
+    return [r.label for r in REFERENCES]
 
 
 @dataclass
@@ -48,6 +54,7 @@ class Options:
     rounds: int | None = None
     threads: int | None = None  # cap BLAS/OpenMP pools and PyTorch (None: library defaults)
     echo: Callable[[str], None] = print
+    progress: bool | None = None  # a bar on stderr: None when stderr is a terminal
 
     def settings(self, case: Case) -> Settings:
         if isinstance(case, TrainCase):
@@ -67,6 +74,17 @@ class Competitor:
     kind: str  # "mlcore" or "reference"
     make: Callable[[Case, Any], Bench]
     reason: str = ""  # why it cannot run at all here ("" when it can)
+    family: str = ""  # a reference's ratio column (torch-cpu and torch-cuda: "torch")
+    gpu: bool = False
+    conformance: bool = False  # a conformance backend (strict): never recommended
+    install: str = ""  # for a reference whose library is missing: the pip command
+
+
+def _mlcore_row(name: str) -> Competitor:
+    reason = bench_mlcore.status(name)
+    return Competitor(name, "mlcore", partial(bench_mlcore.make, name=name), reason,
+                      gpu=not reason and bench_mlcore.is_gpu(name),
+                      conformance=bench_mlcore.is_conformance(name))
 
 
 def competitors(wanted: list[str]) -> list[Competitor]:
@@ -76,16 +94,11 @@ def competitors(wanted: list[str]) -> list[Competitor]:
     """
     import mlcore
 
-    rows = [Competitor(n, "mlcore", partial(bench_mlcore.make, name=n), bench_mlcore.status(n))
-            for n in mlcore.backend_names()]
-    rows.append(Competitor("numpy-hand", "reference", bench_reference.make_hand))
-    rows.append(Competitor("mlcore-steps", "reference", bench_mlcore.make_steps,
-                           bench_mlcore.status("numpy")))
-    rows += [Competitor(f"torch-{dev}", "reference",
-                        partial(bench_reference.make_torch, device=dev),
-                        bench_reference.torch_status(dev)) for dev in ("cpu", "cuda")]
+    rows = [_mlcore_row(n) for n in mlcore.backend_names()]
+    rows += [Competitor(r.label, "reference", r.make, r.reason(), r.family, r.gpu,
+                        install=r.install if r.missing() else "") for r in REFERENCES]
     if wanted:
-        keep_refs = not any(w in REFERENCES for w in wanted)
+        keep_refs = not any(w in reference_labels() for w in wanted)
         rows = [r for r in rows if r.label in wanted or (keep_refs and r.kind == "reference")]
     return rows
 
@@ -106,7 +119,7 @@ def check(case: Case, results: dict[str, list[Any]]) -> dict[str, Any]:
                 "epochs": {k: r[0] for k, r in results.items()},
                 "accuracy": {k: r[1] for k, r in results.items()},
                 "passed": all(e == 0 for e in errors.values())}
-    ref = next((k for k in REFERENCES if k in results), next(iter(results), None))
+    ref = next((k for k in reference_labels() if k in results), next(iter(results), None))
     errors = {}
     for label, res in results.items():
         pairs = list(zip(res, results[ref], strict=False)) if ref else []
@@ -135,23 +148,36 @@ def _stats_row(stats: Stats, memory: int | None) -> dict[str, Any]:
             "samples": len(xs), "peak_memory_bytes": memory}
 
 
-def _ratios(stats: dict[str, Stats], comps: list[Competitor], info: dict[str, Any]) -> list[
-        dict[str, Any]]:
-    """mlcore rows against numpy-hand and against PyTorch on the same kind of device."""
+def reference_for(row: Competitor, family: str, ran: list[Competitor]) -> str | None:
+    """The reference of ``family`` an mlcore row is compared with: the one on the same kind
+    of device; a family with no GPU member (numpy-hand) serves every row."""
+    members = [c for c in ran if c.kind == "reference" and c.family == family]
+    same = [c for c in members if c.gpu == row.gpu]
+    if same:
+        return same[0].label
+    has_gpu_member = any(r.gpu for r in REFERENCES if r.family == family)
+    return None if has_gpu_member or not members else members[0].label
+
+
+def _ratios(stats: dict[str, Stats], comps: list[Competitor]) -> list[dict[str, Any]]:
+    """mlcore rows against each reference family, and against the ``numpy`` backend."""
+    ran = [c for c in comps if c.label in stats]
+    families = list(dict.fromkeys(c.family for c in ran if c.kind == "reference"))
     out = []
-    for c in comps:
-        if c.kind != "mlcore" or c.label not in stats:
+    for c in ran:
+        if c.kind != "mlcore":
             continue
-        torch_ref = "torch-cuda" if info.get(c.label, {}).get("gpu") else "torch-cpu"
-        for ref in ("numpy-hand", torch_ref, "numpy", "mlcore-steps"):
-            if ref in stats and ref != c.label:
+        refs = [reference_for(c, f, ran) for f in families] + ["numpy"]
+        for ref in refs:
+            if ref is not None and ref in stats and ref != c.label:
                 med, lo, hi = ratio(stats[c.label], stats[ref])
                 out.append({"a": c.label, "b": ref, "median": med, "min": lo, "max": hi})
     return out
 
 
-def run_case(case: Case, dtype: str, comps: list[Competitor], opts: Options) -> dict[str, Any]:
-    """Everything measured for one case and dtype."""
+def run_case(case: Case, dtype: str, comps: list[Competitor], opts: Options,
+             progress: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Everything measured for one case and dtype (``comps``: those that can run here)."""
     rows: dict[str, dict[str, Any]] = {}
     benches: dict[str, Bench] = {}
     results: dict[str, list[Any]] = {}
@@ -165,15 +191,13 @@ def run_case(case: Case, dtype: str, comps: list[Competitor], opts: Options) -> 
         except Exception as exc:  # noqa: BLE001 - a failing competitor is reported, not fatal
             rows[comp.label] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
     verdict = check(case, results)
-    stats = measure(benches, opts.settings(case)) if benches else {}
+    stats = measure(benches, opts.settings(case), progress) if benches else {}
     for label, s in stats.items():
         rows[label] = _stats_row(s, memory[label]) | {"clock": clock_name(benches[label])}
-    gpu = {label: {"gpu": getattr(b, "memory", "") in ("cupy", "torch-cuda")}
-           for label, b in benches.items()}
     return {"case": case.name, "group": case.group, "batch": case.batch, "dtype": dtype,
             "params": _case_params(case), "check": verdict,
             "rows": {c.label: rows[c.label] for c in comps if c.label in rows},
-            "ratios": _ratios(stats, comps, gpu)}
+            "ratios": _ratios(stats, comps)}
 
 
 def _case_params(case: Case) -> dict[str, Any]:
@@ -182,23 +206,30 @@ def _case_params(case: Case) -> dict[str, Any]:
     return {k: v for k, v in asdict(case).items() if k != "group"}
 
 
-def _case_list(opts: Options) -> list[Case]:
+def case_list(opts: Options) -> list[Case]:
+    """The cases ``opts`` selects; ValueError listing every case when none matches."""
     import mlcore
 
-    found = cases.all_cases(mlcore.activation_names(), mlcore.loss_names(), opts.quick)
+    from .bench_mlcore import status
+
+    gpu = "cupy" in opts.backends if opts.backends else status("cupy") == ""
+    found = cases.all_cases(mlcore.activation_names(), mlcore.loss_names(), opts.quick, gpu)
     chosen = cases.select(found, opts.cases)
     if not chosen:
         names = ", ".join(c.name for c in found)
-        raise ValueError(f"No benchmark case matches {opts.cases!r}. Cases: {names}.")
+        raise ValueError(f"No benchmark case matches --cases {', '.join(opts.cases)}. "
+                         f"Cases{' with --quick' if opts.quick else ''}: {names}.")
     return chosen
 
 
 def run(opts: Options) -> dict[str, Any]:
     """Run the selected cases for every dtype; return the JSON-ready report."""
     from . import report as rep
+    from .progress import progress_bar
 
+    chosen = case_list(opts)
     comps = competitors(opts.backends)  # imports PyTorch when present: threads are known
-    case_list = _case_list(opts)
+    runnable = [c for c in comps if not c.reason]
     started = time.time()
     out: dict[str, Any] = {
         "schema": 1,
@@ -206,22 +237,27 @@ def run(opts: Options) -> dict[str, Any]:
         "command": sys.argv,
         "quick": opts.quick,
         "machine": machine.machine_info(),
-        "settings": {"timing": vars(opts.settings(case_list[0])), "tolerance": TOLERANCE},
+        "settings": {"timing": vars(opts.settings(chosen[0])), "tolerance": TOLERANCE},
         "dtypes": opts.dtypes,
         "competitors": [{"label": c.label, "kind": c.kind, "available": not c.reason,
-                         "reason": c.reason} for c in comps],
+                         "reason": c.reason, "family": c.family, "gpu": c.gpu,
+                         "conformance": c.conformance, "install": c.install} for c in comps],
         "results": [],
     }
-    rep.print_header(out, opts.echo)
-    quiet = {c.label for c in comps if c.reason}
-    for dtype in opts.dtypes:
-        for case in case_list:
-            entry = run_case(case, dtype, comps, opts)
-            rep.print_case(entry, opts.echo, quiet)
+    todo = [(dtype, case) for dtype in opts.dtypes for case in chosen]
+    with progress_bar(len(todo), opts.progress, opts.echo) as (bar, echo):
+        rep.print_header(out, echo)
+        for dtype, case in todo:
+            bar.set_postfix_str(f"{case.name}, batch {case.batch}, {dtype}")
+            entry = run_case(case, dtype, runnable, opts, bar.refresh)
+            rep.print_case(entry, echo, rep.ratio_columns(out))
             out["results"].append(entry)
+            bar.update()
     out["elapsed_s"] = time.time() - started
+    out["machine"]["load_average_after"] = machine.load_average()
     out["machine"]["thread_pools"] = machine.blas_info()  # every pool loaded by now
     out["targets"] = rep.targets(out)
+    out["recommendation_withheld"] = rep.withheld(out)
     out["recommendations"] = rep.recommendations(out)
     rep.print_summary(out, opts.echo)
     return out
@@ -249,10 +285,14 @@ def thread_limit(n: int | None) -> Iterator[None]:
 
 def main(opts: Options, json_path: str | None = None, plot_path: str | None = None) -> dict[
         str, Any]:
-    """Run, print, and write the JSON report and the plot when asked."""
+    """Check the options and output paths, run, print, and write the JSON report and the
+    plots when asked. Bad options raise ValueError before anything runs."""
     import json
     from pathlib import Path
 
+    from .validate import check_options
+
+    check_options(opts, json_path, plot_path)
     with thread_limit(opts.threads):
         out = run(opts)
     out["settings"]["threads"] = opts.threads
@@ -262,5 +302,5 @@ def main(opts: Options, json_path: str | None = None, plot_path: str | None = No
     if plot_path:
         from .plot import plot
 
-        opts.echo(f"wrote {plot(out, plot_path)}")
+        opts.echo("wrote " + ", ".join(str(p) for p in plot(out, plot_path)))
     return out

@@ -168,8 +168,9 @@ class StepCase:
 
 @dataclass(frozen=True)
 class TrainCase:
-    """Issue 4's digits demo, timed to a target: train from the same weights, on the same
-    shuffled mini-batches, until test accuracy reaches ``target`` (checked after each epoch).
+    """The digits demo (``mlcore demo digits``), timed to a target: train from the same
+    weights, on the same shuffled mini-batches, until test accuracy reaches ``target``
+    (checked after each epoch).
 
     Data, network and optimiser are the demo's (:mod:`mlcore.demo`): scikit-learn's bundled
     8x8 digits, split 75/25 stratified and standardised, ``MLP([64, 256, 128, 10])`` with
@@ -189,11 +190,13 @@ class TrainCase:
 
     def data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
         """(X_train, y_train, X_test, y_test, initial weights) as host arrays."""
+        from mlcore.demo import load_digits_split
+
         try:
-            from mlcore.demo import load_digits_split
-        except ImportError as exc:
-            raise UnavailableError(f"the digits demo (mlcore.demo) is unavailable: {exc}") from exc
-        X_tr, X_te, y_tr, y_te = load_digits_split()
+            X_tr, X_te, y_tr, y_te = load_digits_split()
+        except ModuleNotFoundError as exc:  # scikit-learn holds the digits
+            raise UnavailableError("scikit-learn is not installed: pip install "
+                                   "'mlcore-bench[digits]'") from exc
         return X_tr, y_tr, X_te, y_te, init_weights(self.sizes, salt=5)
 
     def batches(self, n: int, epoch: int) -> list[np.ndarray]:
@@ -260,9 +263,17 @@ QUICK = ("activation/relu", "activation/softmax", "loss/cross_entropy(logits)", 
 """With ``--quick``, the only activation and loss cases kept (plus every other group)."""
 
 
-def all_cases(activations: list[str], losses: list[str], quick: bool) -> list[Case]:
-    """Every case, in table order; ``quick`` keeps a representative subset."""
-    step_batches = (32,) if quick else (32, 256, 1024)
+GPU_BATCHES = (256, 4096)
+"""Training-step batches added when a GPU backend runs: its targets are set there."""
+
+
+def all_cases(activations: list[str], losses: list[str], quick: bool,
+              gpu: bool = False) -> list[Case]:
+    """Every case, in table order; ``quick`` keeps a representative subset; ``gpu`` adds
+    the training-step batches of :data:`GPU_BATCHES`."""
+    step_batches: tuple[int, ...] = (32,) if quick else (32, 256, 1024)
+    if gpu:
+        step_batches = tuple(sorted(set(step_batches) | set(GPU_BATCHES)))
     cases: list[Case] = [ActivationCase(a) for a in activations]
     # Losses from plugins are left out: the suite cannot know what targets they expect.
     cases += [LossCase(v) for v, spec in LOSS_VARIANTS.items() if spec.loss in losses]

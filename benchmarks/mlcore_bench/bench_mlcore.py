@@ -19,7 +19,7 @@ from .bench_reference import FnBench, train_epochs
 from .cases import ActivationCase, Case, DenseCase, FitCase, LossCase, StepCase, TrainCase
 from .timing import UnavailableError
 
-__all__ = ["make", "make_steps", "status"]
+__all__ = ["make", "make_steps", "status", "is_gpu", "is_conformance"]
 
 
 def status(name: str) -> str:
@@ -30,6 +30,19 @@ def status(name: str) -> str:
     if backend is None:
         return f"backend {name!r} is not installed"
     return "" if backend.is_available() else backend.unavailable_reason()
+
+
+def is_gpu(name: str) -> bool:
+    """Whether available backend ``name`` computes on a GPU (its device is not a CPU)."""
+    return "cpu" not in str(mlcore.get_backend(name).device).lower()
+
+
+def is_conformance(name: str) -> bool:
+    """Whether backend ``name`` declares itself a conformance backend (``strict``): correct
+    by construction and slow by design, never recommended for production."""
+    from mlcore.plugins import registry
+
+    return bool(getattr(registry().backends.get(name), "conformance", False))
 
 
 def _need(*names: str) -> None:

@@ -1,10 +1,10 @@
 """Where a training step spends its time: mlcore against the hand-written NumPy step.
 
-``python -m benchmarks.profile_step [--batch 32] [--optimizer adam] [--xor] [--backend numpy]``
+``python -m mlcore_bench.profile_step [--batch 32] [--optimizer adam] [--xor] [--backend numpy]``
 
 Times each phase of one step (forward, loss, backward, optimiser update, the rest) with
 ``perf_counter`` around the functions mlcore's step calls (wrapped here, nothing edited),
-interleaved with the same phases of :class:`~benchmarks.reference_numpy.NumpyMLP`, then
+interleaved with the same phases of :class:`~mlcore_bench.reference_numpy.NumpyMLP`, then
 prints medians per phase and the top functions of a cProfile run. The wrappers cost about
 a microsecond per phase: negligible on 784-512-512-10, visible on the 2-4-1 net.
 """
@@ -143,7 +143,7 @@ def _cprofile(case: StepCase, backend: str, n: int, top: int = 18) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_step")
+    ap = argparse.ArgumentParser(prog="python -m mlcore_bench.profile_step")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     ap.add_argument("--xor", action="store_true", help="the 2-4-1 net at batch 4 instead")

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.markdown bench.json``: a report as compact Markdown tables.
+"""``python -m mlcore_bench.markdown bench.json``: a report as compact Markdown tables.
 
 One row per case, batch and dtype, one column per competitor (median time), then the
 ratios of the mlcore numpy backend; the targets and the recommendation follow. This is
@@ -17,6 +17,10 @@ from .report import fmt_bytes, fmt_ratio, fmt_time
 __all__ = ["to_markdown"]
 
 
+def _load(load: list[float] | None) -> str:
+    return "?" if not load else "/".join(f"{x:.2f}" for x in load)
+
+
 def _cell(row: dict[str, Any] | None) -> str:
     if row is None or row["status"] != "ok":
         return "n/a"
@@ -30,7 +34,8 @@ def _ratio(entry: dict[str, Any], a: str, b: str) -> str:
 
 def _table(report: dict[str, Any], groups: tuple[str, ...]) -> list[str]:
     labels = [c["label"] for c in report["competitors"] if c["available"]]
-    head = ["case", "batch", "dtype", *labels, "numpy / hand", "numpy / torch",
+    torch = "torch-cpu" in labels
+    head = ["case", "batch", "dtype", *labels, "numpy / hand", *(["numpy / torch"] * torch),
             "strict / numpy", "numpy mem", "check"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in report["results"]:
@@ -38,8 +43,8 @@ def _table(report: dict[str, Any], groups: tuple[str, ...]) -> list[str]:
             continue
         cells = [e["case"], str(e["batch"]), e["dtype"]]
         cells += [_cell(e["rows"].get(label)) for label in labels]
-        cells += [_ratio(e, "numpy", "numpy-hand"), _ratio(e, "numpy", "torch-cpu"),
-                  _ratio(e, "strict", "numpy")]
+        cells += [_ratio(e, "numpy", "numpy-hand"),
+                  *([_ratio(e, "numpy", "torch-cpu")] * torch), _ratio(e, "strict", "numpy")]
         numpy_row = e["rows"].get("numpy", {})
         cells.append(fmt_bytes(numpy_row.get("peak_memory_bytes")))
         cells.append("ok" if e["check"]["passed"] else "FAIL")
@@ -50,7 +55,8 @@ def _table(report: dict[str, Any], groups: tuple[str, ...]) -> list[str]:
 def to_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     out = [f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}; "
-           f"load average before the run {m.get('load_average', ['?'])[0]}; commit "
+           f"load average (1, 5, 15 min) before the run {_load(m.get('load_average'))}, "
+           f"after {_load(m.get('load_average_after'))}; commit "
            f"`{(m['commit'] or '?')[:10]}`{' (with local edits)' if m['dirty'] else ''}; "
            f"{report['created']}; {report['elapsed_s']:.0f} s.", ""]
     out += ["Thread pools: " + "; ".join(
@@ -71,6 +77,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         out.append(f"| {t['target']} | {fmt_ratio(t['ratio'])} | {t['op']} {t['limit']:g} | "
                    f"{verdict} |")
     out += ["", "### Recommendation", ""] + [f"- {line}" for line in report["recommendations"]]
+    if report.get("recommendation_withheld"):
+        out.append(f"- withheld: {report['recommendation_withheld']}")
     na = [c for c in report["competitors"] if not c["available"]]
     out += [f"- {c['label']}: n/a here ({c['reason']})" for c in na]
     return "\n".join(out) + "\n"

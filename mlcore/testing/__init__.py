@@ -1,7 +1,7 @@
 """mlcore's conformance kit: prove an activation or loss right on every backend.
 
-Installing mlcore registers this module as a pytest plugin (pytest's ``pytest11`` entry
-point), so a plugin's own test suite can write::
+Installing mlcore registers its pytest plugin (:mod:`mlcore.testing.pytest_plugin`, through
+pytest's ``pytest11`` entry point), so a plugin's own test suite can write::
 
     import pytest
 
@@ -12,7 +12,7 @@ point), so a plugin's own test suite can write::
 and get one test per (activation or loss, backend, check). The same checks are plain
 functions, :func:`check_activation` and :func:`check_loss`, raising ``AssertionError``;
 metrics and optimisers have :func:`check_metric` and :func:`check_optimizer`
-(:mod:`mlcore._trainkit`).
+(:mod:`.training`).
 
 The checks (``CHECKS``), on every installed backend that is usable here:
 
@@ -31,78 +31,39 @@ The checks (``CHECKS``), on every installed backend that is usable here:
 ``reference``   (when the author supplies one) agreement with a float64 NumPy function.
 
 NumPy is the host oracle here; it is imported inside functions only, so ``import mlcore``
-stays free of array libraries.
+stays free of array libraries, and importing this kit does not import pytest. The package:
+this module (the API), :mod:`.case` (a case and its context), :mod:`.checks` (the checks),
+:mod:`.pytest_plugin` (marker and fixture), :mod:`.training` (metrics and optimisers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-import pytest
-
-from ._conformance import CHECK_FUNCS, takes
-from ._trainkit import check_metric, check_optimizer
-from .backend import Backend, get_backend
-from .plugins import PluginRecord, registry
+from ..backend import Backend, get_backend
+from ..plugins import PluginRecord, registry
+from .case import CHECKS, KINDS, Case
+from .checks import run
+from .training import check_metric, check_optimizer
 
 __all__ = ["Case", "BoundCase", "CHECKS", "check_activation", "check_loss", "check_metric",
            "check_optimizer",
            "conformance_params", "mlcore_case"]
 
-CHECKS = ("contract", "dtypes", "reductions", "gradient", "extremes", "shapes", "reference")
-_KINDS = {"activation": "activations", "loss": "losses"}
-_LADDER = (-1e4, -1e3, -100.0, -30.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 30.0, 100.0, 1e3, 1e4)
+_PLUGIN_NAMES = ("mlcore_case", "pytest_configure", "pytest_generate_tests")
 
 
-@dataclass(frozen=True)
-class Case:
-    """One activation or loss to check, with its parameters and test data.
+def __getattr__(name: str) -> Any:
+    """The pytest plugin's names (``mlcore_case``), from :mod:`.pytest_plugin` on first use:
+    importing the kit's API does not import pytest."""
+    if name in _PLUGIN_NAMES:
+        from . import pytest_plugin
 
-    ``inputs(rng)`` returns float64 NumPy data from a ``numpy.random.Generator``: ``x`` for
-    an activation, ``(pred, target)`` for a loss (an integer target is kept integer). The
-    defaults are ``x ~ N(0, 2²)`` of shape (3, 4); ``pred ~ N(0, 1)`` and
-    ``target ~ U(0, 1)`` of shape (4, 3). ``extremes(rng)`` returns the same for the
-    ``extremes`` check (default: ``inputs`` with x or pred filled with values from -1e4 to
-    1e4). ``reference(x, **params)`` (activations) or ``reference(pred, target, **params)``
-    (losses, per-sample values, i.e. ``reduction="none"``) is a float64 NumPy function.
-    ``skip`` maps a check name to the reason it does not apply.
-    """
+        return getattr(pytest_plugin, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    reference: Callable[..., Any] | None = None
-    inputs: Callable[[Any], Any] | None = None
-    extremes: Callable[[Any], Any] | None = None
-    skip: Mapping[str, str] = field(default_factory=dict)
-    kind: str = ""  # "activation" or "loss"; found from the registry when empty
-    factory: Callable[..., Any] | None = None  # None: the registered factory of ``name``
-    grad_tol: float = 1e-6
-    ref_tol: tuple[float, float] = (1e-4, 1e-7)  # (float32, float64), relative
-
-    @property
-    def label(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{self.name}({args})" if args else self.name
-
-    def checks(self) -> list[str]:
-        """The checks that apply to this case."""
-        skipped = {"reductions", "shapes"} if self.kind == "activation" else set()
-        if self.kind == "loss" and not takes(self._factory(), "reduction"):
-            skipped.add("reductions")
-        if self.reference is None:
-            skipped.add("reference")
-        return [c for c in CHECKS if c not in skipped]
-
-    def _factory(self) -> Callable[..., Any]:
-        if self.factory is not None:
-            return self.factory
-        return registry().get(_KINDS[self.kind], self.name)  # type: ignore[no-any-return]
-
-    def build(self, **extra: Any) -> Any:
-        """The activation or loss object, with ``params`` and ``extra`` keyword arguments."""
-        return self._factory()(**{**self.params, **extra})
 
 
 @dataclass(frozen=True)
@@ -117,8 +78,10 @@ class BoundCase:
         """Run the check; raise ``AssertionError`` describing any failure."""
         reason = self.case.skip.get(self.check)
         if reason:
+            import pytest
+
             pytest.skip(reason)
-        _run(self.case, _backend(self.backend), self.check)
+        run(self.case, _backend(self.backend), self.check)
 
     def __str__(self) -> str:
         return f"{self.case.kind}:{self.case.label}-{self.backend}-{self.check}"
@@ -155,7 +118,7 @@ def _check(kind: str, obj: Any, backend: Backend | str | None,
     b = _backend(backend)
     for check in case.checks():
         if check in checks and check not in case.skip:
-            _run(case, b, check)
+            run(case, b, check)
 
 
 def _name_of(obj: Any) -> str:
@@ -177,62 +140,6 @@ def _backend(backend: Backend | str | None) -> Backend:
     return get_backend(backend) if backend is None or isinstance(backend, str) else backend
 
 
-# -- running one check ----------------------------------------------------------------------
-def _run(case: Case, b: Backend, check: str) -> None:
-    ctx = _Ctx(case, b)
-    try:
-        CHECK_FUNCS[case.kind][check](ctx)
-    except AssertionError as exc:
-        raise AssertionError(f"[{case.kind} {case.label} on {b.name}] {check}: {exc}") from None
-
-
-class _Ctx:
-    """What a check needs: the case, the backend, host NumPy and seeded data."""
-
-    def __init__(self, case: Case, b: Backend) -> None:
-        import numpy as np
-
-        self.case, self.b, self.np = case, b, np
-        self.xp = b.xp
-
-    def data(self, extreme: bool = False) -> Any:
-        rng = self.np.random.default_rng(20240531)
-        maker = self.case.extremes if extreme else self.case.inputs
-        if maker is not None:
-            return maker(rng)
-        base = (self.case.inputs or _DEFAULT_INPUTS[self.case.kind])(rng)
-        if not extreme:
-            return base
-        ladder = self.np.asarray(_LADDER)
-        if self.case.kind == "activation":
-            return ladder
-        return self.np.resize(ladder, self.np.shape(base[0])), base[1]
-
-    def arr(self, host: Any, dtype: Any) -> Any:
-        """A backend array; floating host data is cast to ``dtype``, integers kept."""
-        host = self.np.asarray(host)
-        if host.dtype.kind == "f":
-            return self.b.asarray(host.astype(self.np.float64), dtype=dtype)
-        return self.b.asarray(host)
-
-    def host(self, x: Any) -> Any:
-        return self.np.asarray(self.b.to_numpy(x), dtype=self.np.float64)
-
-    def dtypes(self) -> list[Any]:
-        return [self.xp.float32, self.xp.float64]
-
-
-def _default_activation_inputs(rng: Any) -> Any:
-    return rng.normal(0.0, 2.0, (3, 4))
-
-
-def _default_loss_inputs(rng: Any) -> Any:
-    return rng.normal(0.0, 1.0, (4, 3)), rng.uniform(0.0, 1.0, (4, 3))
-
-
-_DEFAULT_INPUTS = {"activation": _default_activation_inputs, "loss": _default_loss_inputs}
-
-
 # -- pytest integration -----------------------------------------------------------------------
 def conformance_params(*plugins: str, cases: Sequence[Case] = (),
                        checks: Sequence[str] = CHECKS) -> list[Any]:
@@ -243,6 +150,8 @@ def conformance_params(*plugins: str, cases: Sequence[Case] = (),
     ``cases`` replace the default case of their name (give several to check one name with
     several parameter sets). Unusable backends give skipped params carrying the reason.
     """
+    import pytest
+
     out = []
     for case in _plugin_cases(plugins, cases):
         for name, reason in _backend_names():
@@ -255,6 +164,8 @@ def conformance_params(*plugins: str, cases: Sequence[Case] = (),
 
 
 def _plugin_cases(plugins: Sequence[str], cases: Sequence[Case]) -> list[Case]:
+    import pytest
+
     if not plugins:
         raise pytest.UsageError("mlcore_conformance needs at least one plugin name")
     by_name: dict[str, list[Case]] = {}
@@ -262,7 +173,7 @@ def _plugin_cases(plugins: Sequence[str], cases: Sequence[Case]) -> list[Case]:
         by_name.setdefault(c.name, []).append(c)
     out, provided = [], set()
     for rec in _records(plugins):
-        for kind, plural in _KINDS.items():
+        for kind, plural in KINDS.items():
             for name in rec.provides.get(plural, []):
                 provided.add(name)
                 factory = _factory_of(plural, name, rec)
@@ -281,6 +192,8 @@ def _norm(name: str) -> str:
 
 
 def _records(plugins: Sequence[str]) -> list[PluginRecord]:
+    import pytest
+
     wanted = {_norm(p) for p in plugins}
     records = registry().records
     found = [r for r in records if _norm(r.distribution) in wanted or _norm(r.name) in wanted]
@@ -315,27 +228,3 @@ def _backend_names() -> list[tuple[str, str]]:
             b.unavailable_reason() if b is not None else f"backend {name!r} is not installed")
         out.append((name, f"{name} unavailable: {reason}" if reason else ""))
     return out
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "mlcore_conformance(*plugins, cases=(), checks=CHECKS): run the test "
-        "once per (activation or loss of the plugins, backend, check) with the mlcore_case "
-        "fixture (mlcore.testing)")
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "mlcore_case" not in metafunc.fixturenames:
-        return
-    marker = metafunc.definition.get_closest_marker("mlcore_conformance")
-    if marker is None:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid} uses mlcore_case: mark it "
-                                f"@pytest.mark.mlcore_conformance('your-distribution')")
-    params = conformance_params(*marker.args, **marker.kwargs)
-    metafunc.parametrize("mlcore_case", params, indirect=True)
-
-
-@pytest.fixture
-def mlcore_case(request: pytest.FixtureRequest) -> BoundCase:
-    """One (activation or loss, backend, check); call ``mlcore_case.run()``."""
-    return request.param  # type: ignore[no-any-return]

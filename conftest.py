@@ -1,4 +1,6 @@
-"""Shared fixtures: a ``backend`` fixture over every installed backend.
+"""Fixtures shared by every test folder (tests/, backends/*/tests, plugins/*/tests): a
+``backend`` fixture over every installed backend, registries rebuilt per test, throwaway
+installed distributions.
 
 Ids are the backend names, so ``pytest -k strict`` runs one backend. Backends that are
 installed but unusable here (cupy without a GPU) are skipped with their reason. When
@@ -79,3 +81,28 @@ def make_dist(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, fresh_registry: An
         return root
 
     return make
+
+
+@pytest.fixture
+def agree() -> Any:
+    """``agree(ours, theirs, dtype, what, atol=0.0)``: where the reference (PyTorch) is
+    finite, ours agrees within ``tol * (1 + |theirs|)`` (2e-6 in float32, 1e-13 in float64);
+    everywhere, ours is finite (torch's autograd gives NaN for (1 - p_t)**gamma with
+    gamma < 1 at saturated logits; ours 0)."""
+    import numpy as np
+
+    tolerance = {"float32": 2e-6, "float64": 1e-13}
+
+    def check(ours: Any, theirs: Any, dtype: str, what: str, atol: float = 0.0) -> None:
+        bad = np.flatnonzero(~np.isfinite(ours))
+        assert bad.size == 0, f"{what} ({dtype}): not finite at indices {bad[:5]}"
+        keep = np.isfinite(theirs)
+        ours, theirs = ours[keep], theirs[keep]
+        err = np.abs(ours - theirs)
+        bound = tolerance[dtype] * (1.0 + np.abs(theirs)) + atol
+        worst = int(np.argmax(err - bound))
+        assert np.all(err <= bound), (
+            f"{what} ({dtype}): max abs error {err.max():.3g}; worst at index {worst}: "
+            f"ours {ours[worst]!r}, torch {theirs[worst]!r}")
+
+    return check

@@ -1,4 +1,5 @@
-"""Fused backend kernels (hook ``mlcore_kernel``): the same numbers as the plain path."""
+"""mlcore-numpy's fused kernels (hook ``mlcore_kernel``): the same numbers as the core's
+plain Array API path, whichever route (compiled loop, blocked passes, BLAS) runs."""
 
 from __future__ import annotations
 
@@ -9,17 +10,7 @@ import numpy as np
 import pytest
 
 import mlcore
-from mlcore.errors import PluginWarning
-from mlcore.hookspecs import hookimpl
 from mlcore.layers import Parameter
-from mlcore.plugins import kernel
-
-
-def test_only_numpy_offers_the_fused_updates(backend: Any) -> None:
-    for name in ("adam_update", "sgd_update"):
-        found = kernel(name, backend.xp)
-        assert (found is not None) == (backend.name == "numpy")
-    assert kernel("no_such_kernel", backend.xp) is None
 
 
 def _adam_run(values: list[np.ndarray], grads: list[np.ndarray], fused: bool,
@@ -39,12 +30,14 @@ def _adam_run(values: list[np.ndarray], grads: list[np.ndarray], fused: bool,
 @pytest.fixture(params=["numba-loop", "numpy-passes"])
 def adam_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the Adam kernel as the compiled loop, or with the JIT switched off."""
-    from mlcore_numpy import jit
+    from mlcore_numpy import jit, kernels
 
     if request.param == "numpy-passes":
         monkeypatch.setenv("MLCORE_NUMPY_JIT", "0")
-        monkeypatch.setattr(jit, "_JIT", jit.Jit())
-        assert not jit.jit().available and "MLCORE_NUMPY_JIT" in jit.jit().reason
+        off = jit.Jit()
+        monkeypatch.setattr(kernels, "jit", lambda: off)
+        monkeypatch.setattr(kernels, "loaded", lambda: off)
+        assert not off.available and "MLCORE_NUMPY_JIT" in off.reason
     elif not jit.jit().available:
         pytest.skip(f"no compiled loop here: {jit.jit().reason}")
     return str(request.param)
@@ -107,27 +100,15 @@ def test_adamw_uses_the_kernel_and_matches(adam_path: str) -> None:
     np.testing.assert_array_equal(params[0].value, ref[0].value)
 
 
-class _BrokenKernels:
-    @hookimpl
-    def mlcore_kernel(self, name: str, xp: Any) -> Any:
-        raise RuntimeError("kernel plugin bug")
-
-
-def test_a_failing_kernel_hook_warns_and_falls_back(fresh_registry: Any) -> None:
-    pm = fresh_registry.registry().pm
-    pm.register(_BrokenKernels(), name="broken-kernels")
-    with pytest.warns(PluginWarning, match="plain Array API"):
-        assert kernel("adam_update", mlcore.get_backend("numpy").xp) is None
-
-
 @pytest.fixture(params=["blas", "numpy-passes"])
 def sgd_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the SGD kernel through NumPy's BLAS axpy, or with it switched off."""
-    from mlcore_numpy import kernels
+    from mlcore_numpy import blas, kernels
 
     if request.param == "numpy-passes":
         monkeypatch.setenv("MLCORE_NUMPY_BLAS", "0")
-        monkeypatch.setattr(kernels, "_CBLAS", kernels._Cblas())
+        off = blas.Cblas()
+        monkeypatch.setattr(kernels, "cblas", lambda: off)
         assert not kernels.cblas().available
         assert "MLCORE_NUMPY_BLAS" in kernels.cblas().reason
     elif not kernels.cblas().available:
@@ -209,7 +190,8 @@ def test_sgd_kernel_sends_large_contiguous_parameters_to_blas(
             calls.append((a, y.size))
             y += a * x
 
-    monkeypatch.setattr(kernels, "_CBLAS", Spy())
+    spy = Spy()
+    monkeypatch.setattr(kernels, "cblas", lambda: spy)
     big_c = np.ones((300, 257), np.float32)
     big_f = np.asfortranarray(np.ones((257, 300), np.float32))
     small = np.ones(100, np.float32)
@@ -240,30 +222,17 @@ def test_dense_weights_keep_their_layout_through_a_training_step() -> None:
         assert opt.m[0].strides == storage.strides == opt.v[0].strides
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("grad", [True, False])
-def test_numpy_sigmoid_bce_kernel_equals_plain_bitwise(dtype: Any, grad: bool) -> None:
-    from mlcore._lossplan import fused_kernel, sigmoid_binary_cross_entropy
+def test_numpy_kernels_are_those_of_the_hookspecs_table() -> None:
+    import inspect
 
-    xp = mlcore.get_backend("numpy").xp
-    fused = fused_kernel("binary_cross_entropy", xp)
-    assert fused is not sigmoid_binary_cross_entropy
-    rng = np.random.default_rng(3)
-    z = np.concatenate([rng.normal(0, 5, 60), [-1e4, -88.0, -20.0, 0.0, 20.0, 88.0, 1e4]])
-    z = z.astype(dtype).reshape(-1, 1)
-    t = rng.integers(0, 2, z.shape[0]).astype(dtype)  # (N,) reshaped to (N, 1) by both
-    got, want = fused(xp, z, t, 0.0, grad), sigmoid_binary_cross_entropy(xp, z, t, 0.0, grad)
-    assert got[0].dtype == dtype and got[0] == want[0]
-    if grad:
-        np.testing.assert_array_equal(got[1], want[1])
-    else:
-        assert got[1] is None and want[1] is None
+    from mlcore_numpy import kernels
 
+    from mlcore.hookspecs import KERNELS
 
-def test_softmax_cross_entropy_has_no_numpy_kernel_and_runs_plain() -> None:
-    from mlcore._lossplan import fused_kernel, softmax_cross_entropy
-
-    assert fused_kernel("cross_entropy", mlcore.get_backend("numpy").xp) is softmax_cross_entropy
+    assert set(kernels._KERNELS) <= set(KERNELS)
+    for name, fn in kernels._KERNELS.items():
+        params = ", ".join(inspect.signature(fn).parameters)
+        assert KERNELS[name].signature.startswith(f"kernel({params})"), name
 
 
 def test_fused_updates_leave_unusual_arrays_to_numpy() -> None:
@@ -313,7 +282,7 @@ def test_adam_kernel_takes_the_blocked_path_for_single_row_weights() -> None:
 
 def test_adam_kernel_sends_large_parameters_to_the_compiled_loop(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlcore_numpy import jit, kernels
+    from mlcore_numpy import kernels
 
     calls: list[int] = []
 
@@ -326,7 +295,9 @@ def test_adam_kernel_sends_large_parameters_to_the_compiled_loop(
                                                                 for x in s)
             calls.append(p.size)
 
-    monkeypatch.setattr(jit, "_JIT", Spy())
+    spy = Spy()
+    monkeypatch.setattr(kernels, "jit", lambda: spy)
+    monkeypatch.setattr(kernels, "loaded", lambda: spy)
     big = np.asfortranarray(np.ones((300, 200), np.float32))
     small = np.ones(kernels.JIT_MIN - 1, np.float32)
     for p in (big, small):
@@ -344,7 +315,7 @@ def test_the_jit_loads_only_for_a_large_parameter_unless_asked(
     from mlcore_numpy import jit, kernels
 
     monkeypatch.delenv("MLCORE_NUMPY_JIT", raising=False)
-    monkeypatch.setattr(jit, "_JIT", None)
+    jit.jit.cache_clear()
     for n in (kernels.JIT_MIN, kernels.JIT_LOAD_MIN - 1):
         p = np.ones(n, np.float32)
         kernels.adam_update(p, p.copy(), np.zeros_like(p), np.zeros_like(p), 0.9, 0.999,
@@ -355,7 +326,7 @@ def test_the_jit_loads_only_for_a_large_parameter_unless_asked(
     kernels.adam_update(p, p.copy(), np.zeros_like(p), np.zeros_like(p), 0.9, 0.999, 1e-8, 1.0)
     assert jit.loaded() is not None
 
-    monkeypatch.setattr(jit, "_JIT", None)
+    jit.jit.cache_clear()
     monkeypatch.setenv("MLCORE_NUMPY_JIT", "1")
     kernels.kernel("adam_update", mlcore.get_backend("numpy").xp)
     assert jit.loaded() is not None

@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .backend import Backend, get_backend
-from .plugins import registry
+from ..backend import Backend, get_backend
+from ..plugins import registry
 
 __all__ = ["check_metric", "check_optimizer"]
 
@@ -83,7 +83,7 @@ def check_optimizer(optimizer: str | Callable[..., Any], backend: Backend | str 
     ``state_dict``) a copy restored from its state after a few steps continues exactly."""
     import numpy as np
 
-    from .layers import Parameter
+    from ..layers import Parameter
 
     factory = registry().get("optimizers", optimizer) if isinstance(optimizer, str) else optimizer
     kw = {} if lr is None else {"lr": lr}
@@ -115,7 +115,7 @@ def check_optimizer(optimizer: str | Callable[..., Any], backend: Backend | str 
 
 def _check_resume(b: Backend, factory: Callable[..., Any], kw: dict[str, Any], start: Any,
                   run: Callable[..., None]) -> None:
-    from .layers import Parameter
+    from ..layers import Parameter
 
     a = [Parameter(b.asarray(start.copy()))]
     opt_a = factory(a, **kw)

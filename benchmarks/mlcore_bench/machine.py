@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["machine_info", "git_commit", "blas_info", "cpu_model"]
 
-_DISTRIBUTIONS = ("mlcore", "mlcore-numpy", "mlcore-strict", "mlcore-cupy", "numpy",
+_DISTRIBUTIONS = ("mlcore", "mlcore-bench", "mlcore-numpy", "mlcore-strict", "mlcore-cupy", "numpy",
                   "array-api-compat", "array-api-strict", "torch", "cupy", "matplotlib",
                   "threadpoolctl", "scikit-learn", "numba")
 
@@ -41,9 +41,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def git_commit() -> dict[str, Any]:
-    """The commit of the checkout the benchmark ran from, and whether it had edits."""
-    root = Path(__file__).resolve().parent.parent
+    """The commit of the source checkout mlcore runs from (an editable install), and whether
+    it had edits; None when mlcore is installed from a wheel."""
+    import mlcore
+
+    root = Path(mlcore.__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
@@ -51,6 +58,9 @@ def git_commit() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else ""
 
     try:
+        top = git("rev-parse", "--show-toplevel")
+        if not top or Path(top).resolve() != root:  # site-packages inside some repository
+            return {"commit": None, "dirty": False}
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
@@ -63,7 +73,7 @@ def blas_info() -> list[dict[str, Any]]:
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return [{"error": "threadpoolctl is not installed (pip install 'mlcore[bench]')"}]
+        return [{"error": "threadpoolctl is not installed (pip install mlcore-bench)"}]
     keep = ("user_api", "internal_api", "prefix", "version", "num_threads",
             "threading_layer", "architecture")
     return [{k: pool.get(k) for k in keep if k in pool} for pool in threadpool_info()]
@@ -97,7 +107,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": sys.version.split()[0],
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "versions": versions(),
         "thread_pools": blas_info(),
         "kernels": backend_kernels(),

@@ -1,31 +1,21 @@
 """The conformance checks themselves (run through :mod:`mlcore.testing`).
 
-Each check takes a context (``mlcore.testing._Ctx``: the case, the backend, and NumPy as the
-host oracle, handed in so that only ``mlcore.testing`` imports it) and raises
-``AssertionError`` saying what is wrong, what was expected and how to fix it.
+Each check takes a :class:`~mlcore.testing.case.Context` (the case, the backend, and NumPy
+as the host oracle) and raises ``AssertionError`` saying what is wrong, what was expected
+and how to fix it. :func:`run` runs one check and labels its failure.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .hookspecs import ActivationFn, LossFn
+from ..backend import Backend
+from ..hookspecs import ActivationFn, LossFn
+from .case import Case, takes
+from .case import Context as _Ctx
 
-if TYPE_CHECKING:
-    from .testing import Case, _Ctx
-
-__all__ = ["CHECK_FUNCS", "takes"]
-
-
-def takes(factory: Any, param: str) -> bool:
-    try:
-        ps = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    return param in ps or any(p.kind is p.VAR_KEYWORD for p in ps.values())
-
+__all__ = ["CHECK_FUNCS", "run", "require"]
 
 
 def require(condition: bool, message: str) -> None:
@@ -297,3 +287,11 @@ CHECK_FUNCS: dict[str, dict[str, Callable[[_Ctx], None]]] = {
              "reductions": _loss_reductions, "gradient": _loss_gradient,
              "extremes": _loss_extremes, "shapes": _loss_shapes, "reference": _loss_reference},
 }
+
+
+def run(case: Case, b: Backend, check: str) -> None:
+    ctx = _Ctx(case, b)
+    try:
+        CHECK_FUNCS[case.kind][check](ctx)
+    except AssertionError as exc:
+        raise AssertionError(f"[{case.kind} {case.label} on {b.name}] {check}: {exc}") from None

@@ -12,8 +12,8 @@ from typing import Any
 
 from .cases import MNIST_SIZES, XOR_SIZES
 
-__all__ = ["print_header", "print_case", "targets", "recommendations", "print_summary",
-           "fmt_time", "fmt_bytes"]
+__all__ = ["print_header", "print_case", "ratio_columns", "targets", "recommendations",
+           "withheld", "print_summary", "fmt_time", "fmt_bytes", "fmt_ratio"]
 
 Echo = Callable[[str], None]
 
@@ -34,14 +34,19 @@ def fmt_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _num(x: float) -> str:
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
+
+
 def fmt_ratio(r: dict[str, Any] | None) -> str:
     if r is None:
         return ""
-    return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]"
+    return f"{_num(r['median'])} [{_num(r['min'])}-{_num(r['max'])}]"
 
 
 def print_header(report: dict[str, Any], echo: Echo) -> None:
-    """Machine, threads and which competitors can run here (n/a with the reason)."""
+    """Machine, threads and the competitors: those that run, then once each, those that
+    cannot run here and why (a missing library with the pip command that installs it)."""
     m = report["machine"]
     echo(f"machine: {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}, "
          f"commit {(m['commit'] or '?')[:10]}{' (dirty)' if m['dirty'] else ''}")
@@ -55,44 +60,73 @@ def print_header(report: dict[str, Any], echo: Echo) -> None:
     if load and load[0] > 0.5:
         echo(f"warning: load average {load[0]:.2f} before the run: other processes share "
              f"these {m['cpu_count']} CPUs, so times will be noisy (ratios less so).")
+    comps = report["competitors"]
+    running = [c["label"] + (" (conformance)" if c.get("conformance") else "")
+               for c in comps if c["available"]]
+    echo(f"competitors: {', '.join(running)}")
+    for install, labels in _missing(comps).items():
+        echo(f"missing reference: {', '.join(labels)} (not installed); for it: {install}")
+    for c in comps:
+        if not c["available"] and not c.get("install"):
+            echo(f"not here: {c['label']}: {c['reason']}")
+
+
+def _missing(comps: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """pip command -> the labels it would make runnable."""
+    out: dict[str, list[str]] = {}
+    for c in comps:
+        if not c["available"] and c.get("install"):
+            out.setdefault(c["install"], []).append(c["label"])
+    return out
+
+
+def ratio_columns(report: dict[str, Any]) -> dict[str, set[str]]:
+    """Reference family -> its labels that run here: one ``x <family>`` column each."""
+    out: dict[str, set[str]] = {}
     for c in report["competitors"]:
-        state = "available" if c["available"] else f"n/a: {c['reason']}"
-        echo(f"  {c['label']:<11} {c['kind']:<9} {state}")
+        if c["kind"] == "reference" and c["available"]:
+            out.setdefault(c.get("family") or c["label"], set()).add(c["label"])
+    return out
 
 
-def _ratio_for(entry: dict[str, Any], a: str, b_prefix: str) -> dict[str, Any] | None:
-    return next((r for r in entry["ratios"] if r["a"] == a and r["b"].startswith(b_prefix)),
-                None)
+def _ratio_for(entry: dict[str, Any], a: str, labels: set[str]) -> dict[str, Any] | None:
+    return next((r for r in entry["ratios"] if r["a"] == a and r["b"] in labels), None)
 
 
-def _row_line(label: str, row: dict[str, Any], entry: dict[str, Any], quiet: set[str]) -> str:
+def _check_text(label: str, entry: dict[str, Any]) -> str:
+    check = entry["check"]
+    err = check["errors"].get(label)
+    if check["reference"] is None:  # training: the target accuracy was reached
+        return (f"{'ok' if err == 0 else 'FAIL'} {check['accuracy'][label]:.3f} in "
+                f"{check['epochs'][label]} ep")
+    ok = "ok" if err is not None and err <= check["tolerance"] else "FAIL"
+    return f"{ok} {err:.1e}"
+
+
+def _row_line(label: str, row: dict[str, Any], entry: dict[str, Any],
+              columns: dict[str, set[str]]) -> str:
     if row["status"] != "ok":
-        reason = "(reason above)" if label in quiet else row["reason"]
-        return f"  {label:<11} {row['status']}: {reason}"
-    err = entry["check"]["errors"].get(label)
-    ok = "ok" if err is not None and err <= entry["check"]["tolerance"] else "FAIL"
-    if entry["check"]["reference"] is None:  # training: the target accuracy was reached
-        ok = "ok" if err == 0 else "FAIL"
-        ok += f" {entry['check']['accuracy'][label]:.3f} in {entry['check']['epochs'][label]} ep"
-    else:
-        ok += f" {err:.1e}"
+        return f"  {label:<11} {row['status']}: {row['reason']}"
     spread = f"{fmt_time(row['q1_s'])}-{fmt_time(row['q3_s'])}"
-    hand = fmt_ratio(_ratio_for(entry, label, "numpy-hand"))
-    torch = fmt_ratio(_ratio_for(entry, label, "torch"))
+    ratios = "".join(f"{fmt_ratio(_ratio_for(entry, label, labels)):<20}"
+                     for labels in columns.values())
     return (f"  {label:<11} {fmt_time(row['median_s']):>9} {spread:>21} "
-            f"{fmt_bytes(row['peak_memory_bytes']):>9}  {hand:<20}{torch:<20}{ok}")
+            f"{fmt_bytes(row['peak_memory_bytes']):>9}  {ratios}{_check_text(label, entry)}")
 
 
-def print_case(entry: dict[str, Any], echo: Echo, quiet: set[str] | frozenset[str] = frozenset(
-        )) -> None:
-    """One case: a row per competitor (``quiet``: labels whose n/a reason was shown)."""
+def print_case(entry: dict[str, Any], echo: Echo, columns: dict[str, set[str]]) -> None:
+    """One case: a row per competitor that ran, a ratio column per reference family."""
     echo(f"{entry['case']}, batch {entry['batch']}, {entry['dtype']}")
-    echo(f"  {'':<11} {'median':>9} {'IQR':>21} {'peak mem':>9}  {'x numpy-hand':<20}"
-         f"{'x torch':<20}check")
+    reasons = {row.get("reason") for row in entry["rows"].values() if row["status"] == "n/a"}
+    if len(reasons) == 1 and all(r["status"] == "n/a" for r in entry["rows"].values()):
+        echo(f"  n/a for every competitor: {reasons.pop()}")
+        return
+    heads = "".join(f"{'x ' + family:<20}" for family in columns)
+    echo(f"  {'':<11} {'median':>9} {'IQR':>21} {'peak mem':>9}  {heads}check")
     for label, row in entry["rows"].items():
         if label == "mlcore-steps" and entry["group"] != "fit":
             continue  # a row of the fit cases only
-        echo(_row_line(label, row, entry, set(quiet)))
+        echo(_row_line(label, row, entry, columns))
 
 
 def _find(report: dict[str, Any], sizes: tuple[int, ...], batch: int, dtype: str,
@@ -119,6 +153,10 @@ _TARGETS = (  # (description, case, batch, a, b, limit, "<=" or ">=")
     ("strict / numpy, 784-512-512-10 step, batch 256", MNIST_SIZES, 256, "strict", "numpy", 2.0,
      "<="),
     ("strict / numpy, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "strict", "numpy", 2.0, "<="),
+    ("cupy / torch-cuda, 784-512-512-10 step, batch 256", MNIST_SIZES, 256, "cupy",
+     "torch-cuda", 0.5, "<="),
+    ("cupy / torch-cuda, 784-512-512-10 step, batch 4096", MNIST_SIZES, 4096, "cupy",
+     "torch-cuda", 0.9, "<="),
 )
 
 
@@ -177,15 +215,18 @@ def _fit_targets(report: dict[str, Any], dtype: str) -> list[dict[str, Any]]:
         passed = None if r is None else (r["median"] <= limit if op == "<="
                                          else r["median"] >= limit)
         out.append({"target": f"{text}, {dtype}", "limit": limit, "op": op, "ratio": r,
-                    "passed": passed, "check_passed": checked})
+                    "passed": passed, "check_passed": checked,
+                    "reason": "" if r is not None else "a row did not run"})
     return out
 
 
 def targets(report: dict[str, Any], dtype: str = "float32") -> list[dict[str, Any]]:
-    """The issue's performance bar, each with its measured ratio, for every optimiser."""
+    """The performance bar, each with its measured ratio, for every optimiser; a target
+    that was not measured says why in ``reason``."""
     out = _fit_targets(report, dtype)
     optimizers = sorted({e["params"].get("optimizer") for e in report["results"]
                          if e["group"] == "mlp_step"})
+    running = {c["label"] for c in report["competitors"] if c["available"]}
     for opt in optimizers:
         for text, case, batch, a, b, limit, op in _TARGETS:
             entry = _find(report, case, batch, dtype, opt)
@@ -193,37 +234,62 @@ def targets(report: dict[str, Any], dtype: str = "float32") -> list[dict[str, An
             passed = None if r is None else (r["median"] <= limit if op == "<="
                                              else r["median"] >= limit)
             checked = bool(entry and entry["check"]["passed"])
+            absent = [x for x in (a, b) if x not in running]
+            reason = ("" if r is not None else
+                      f"needs {' and '.join(absent)}" if absent else "case not run")
             out.append({"target": f"{text}, {opt}, {dtype}", "limit": limit, "op": op,
-                        "ratio": r, "passed": passed, "check_passed": checked})
+                        "ratio": r, "passed": passed, "check_passed": checked,
+                        "reason": reason})
     return out
 
 
+# -------------------------------------------------------------------------- recommendation
+LOAD_PER_CPU = 0.5
+"""Above this 1-minute load average per CPU before the run, the recommendation is withheld."""
+
+
+def withheld(report: dict[str, Any]) -> str:
+    """Why no backend is recommended from this run ("" when one can be)."""
+    m = report["machine"]
+    load, cpus = (m.get("load_average") or [0.0])[0], m.get("cpu_count") or 1
+    if load > LOAD_PER_CPU * cpus:
+        return (f"load average {load:.2f} before the run on {cpus} CPUs (above "
+                f"{LOAD_PER_CPU * cpus:g}): other processes were using the CPUs, so the "
+                f"times are unreliable; rerun on a quieter machine")
+    return ""
+
+
 def recommendations(report: dict[str, Any]) -> list[str]:
-    """One line per network, optimiser and dtype: which mlcore backend to use by batch."""
+    """One line per network, optimiser and dtype: which production mlcore backend to use by
+    batch. Conformance backends (strict) are never named; a batch where the fastest
+    backend's round times overlap another's names both; empty when :func:`withheld`."""
+    if withheld(report):
+        return []
     steps = [e for e in report["results"] if e["group"] == "mlp_step"]
+    production = {c["label"] for c in report["competitors"]
+                  if c["kind"] == "mlcore" and not c.get("conformance")}
     lines = []
     for case, dtype in sorted({(e["case"], e["dtype"]) for e in steps}):
         entries = sorted((e for e in steps if (e["case"], e["dtype"]) == (case, dtype)),
                          key=lambda e: e["batch"])
-        best = [(e["batch"], w) for e in entries if (w := _fastest_mlcore(e, report))]
+        best = [(e["batch"], w) for e in entries if (w := _fastest(e, production))]
         if best:
             lines.append(f"{case.removeprefix('mlp_step/')} {dtype}: {_phrase(best)}")
     return lines
 
 
-def _fastest_mlcore(entry: dict[str, Any], report: dict[str, Any]) -> str | None:
-    """The fastest mlcore backend; another one beats ``numpy`` only if faster every round."""
-    mlcore_labels = {c["label"] for c in report["competitors"] if c["kind"] == "mlcore"}
+def _fastest(entry: dict[str, Any], production: set[str]) -> str | None:
+    """The fastest production backend; if its rounds' min-max range overlaps another's,
+    both are named ("numpy or cupy (ranges overlap)")."""
     timed = sorted((row["median_s"], label) for label, row in entry["rows"].items()
-                   if label in mlcore_labels and row["status"] == "ok")
+                   if label in production and row["status"] == "ok")
     if not timed:
         return None
     best = timed[0][1]
-    if best != "numpy" and "numpy" in entry["rows"] and entry["rows"]["numpy"]["status"] == "ok":
-        r = _paired(entry, best, "numpy")
-        if r is not None and r["max"] >= 1.0:
-            return "numpy"
-    return best
+    top = max(entry["rows"][best]["round_medians_s"])
+    tied = [label for _, label in timed[1:]
+            if min(entry["rows"][label]["round_medians_s"]) <= top]
+    return best if not tied else f"{' or '.join([best, *tied])} (ranges overlap)"
 
 
 def _phrase(best: list[tuple[int, str]]) -> str:
@@ -245,22 +311,38 @@ def _phrase(best: list[tuple[int, str]]) -> str:
     return ", ".join(parts) + f" (batches measured: {measured})"
 
 
+# -------------------------------------------------------------------------- summary
+def _unmeasured(report: dict[str, Any]) -> dict[str, list[str]]:
+    """reason -> the targets (optimisers folded together) not measured for it."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for t in report["targets"]:
+        if t["ratio"] is None:
+            text, opt, _ = t["target"].rsplit(", ", 2)
+            out.setdefault(t["reason"], {}).setdefault(text, []).append(opt)
+    return {reason: [f"{text} ({', '.join(opts)})" for text, opts in found.items()]
+            for reason, found in out.items()}
+
+
 def print_summary(report: dict[str, Any], echo: Echo) -> None:
     echo("")
     echo("targets (float32; ratio = median [min-max] over interleaved rounds):")
     for t in report["targets"]:
         r = t["ratio"]
         if r is None:
-            echo(f"  n/a  {t['target']}: not measured in this run")
             continue
         verdict = "PASS" if t["passed"] else "FAIL"
         note = "" if t["check_passed"] else " (equality check FAILED: ratio not meaningful)"
-        echo(f"  {verdict} {t['target']}: {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}] "
-             f"(target {t['op']} {t['limit']:g}){note}")
+        echo(f"  {verdict} {t['target']}: {fmt_ratio(r)} (target {t['op']} {t['limit']:g})"
+             f"{note}")
+    for reason, names in _unmeasured(report).items():
+        echo(f"  not measured ({reason}): {'; '.join(names)}")
+    if not report["targets"]:
+        echo("  (none: no training-step case was run)")
     echo("")
-    echo("recommendation:")
-    for line in report["recommendations"] or ["  (no training-step case was run)"]:
+    echo("recommendation (production backends only):")
+    if report.get("recommendation_withheld"):
+        echo(f"  withheld: {report['recommendation_withheld']}")
+    for line in report["recommendations"]:
         echo(f"  {line}")
-    unavailable = [c for c in report["competitors"] if not c["available"]]
-    for c in unavailable:
-        echo(f"  ({c['label']} n/a here: {c['reason']})")
+    if not report["recommendations"] and not report.get("recommendation_withheld"):
+        echo("  (none: no training-step case was run)")

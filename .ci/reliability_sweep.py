@@ -1,0 +1,867 @@
+"""The reliability sweep: bad inputs, faults and abuse, tried as a careless or hostile user.
+
+Run from a checkout with mlcore installed: ``python .ci/reliability_sweep.py`` (``-v`` prints
+every case). Each case is one call or a small scenario, run on numpy and on strict where the
+backend matters, and is classified:
+
+clean    a mlcore error (``MlcoreError``, or the documented ``ModuleNotFoundError`` /
+         ``RuntimeWarning`` where stated) whose message says what and how, or a correct result
+unclear  another exception (a raw ``TypeError``/``AttributeError`` from NumPy, pluggy, ...)
+silent   a result, but a wrong one (the check that makes it right failed)
+crash    the process died or hung (cases that could are run in a subprocess)
+
+The last line is the count: ``clean N/M``. Exit status 1 if any case is not clean.
+"""
+
+# ruff: noqa: N803, N806 - X is a batch, as in mlcore's own training code
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import textwrap
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import mlcore
+from mlcore import MlcoreError
+
+CASES: list[tuple[str, Callable[[], tuple[str, str]]]] = []
+BACKENDS = ("numpy", "strict")
+
+
+def case(name: str, per_backend: bool = False) -> Callable[[Callable[..., tuple[str, str]]], Any]:
+    def register(fn: Callable[..., tuple[str, str]]) -> Any:
+        if per_backend:
+            for b in BACKENDS:
+                CASES.append((f"{name} [{b}]", _on(b, fn)))
+        else:
+            CASES.append((name, fn))
+        return fn
+    return register
+
+
+def _on(backend: str, fn: Callable[[], tuple[str, str]]) -> Callable[[], tuple[str, str]]:
+    def run() -> tuple[str, str]:
+        with mlcore.use_backend(backend):
+            return fn()
+    return run
+
+
+def error(fn: Callable[[], Any], match: str = "", kinds: tuple[type, ...] = (MlcoreError,)
+          ) -> tuple[str, str]:
+    """Clean when ``fn`` raises one of ``kinds`` whose message contains ``match``."""
+    try:
+        fn()
+    except kinds as exc:
+        text = str(exc)
+        if match and match not in text:
+            return "unclear", f"{type(exc).__name__} without {match!r}: {text[:160]}"
+        if not text.strip():
+            return "unclear", f"{type(exc).__name__} with no message"
+        return "clean", f"{type(exc).__name__}: {text[:120]}"
+    except Exception as exc:  # noqa: BLE001
+        return "unclear", f"{type(exc).__name__}: {str(exc)[:160]}"
+    return "silent", "no error"
+
+
+def ok(fn: Callable[[], Any], check: Callable[[Any], bool] = lambda r: True) -> tuple[str, str]:
+    """Clean when ``fn`` returns and ``check(result)`` holds."""
+    try:
+        result = fn()
+    except Exception as exc:  # noqa: BLE001
+        return "unclear", f"{type(exc).__name__}: {str(exc)[:160]}"
+    return ("clean", "correct result") if check(result) else ("silent", f"wrong: {result!r:.160}")
+
+
+def data(n: int = 200, f: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, f)).astype(np.float32)
+    return X, (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+
+
+def finite(model: mlcore.Sequential, X: Any) -> bool:
+    b = model.backend
+    return bool(np.isfinite(b.to_numpy(model.predict(X))).all()) and all(
+        np.isfinite(b.to_numpy(p.value)).all() for p in model.parameters())
+
+
+TMP = pathlib.Path(tempfile.mkdtemp(prefix="mlcore-sweep-"))
+
+
+def tmpfile(name: str) -> pathlib.Path:
+    d = pathlib.Path(tempfile.mkdtemp(dir=TMP))
+    return d / name
+
+
+# == numerics =================================================================================
+@case("fit sgd lr=1e4 stops with finite weights", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    m = mlcore.MLP([4, 16, 2], seed=0)
+    verdict = error(lambda: m.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=1e4,
+                                  epochs=20, verbose=False), "epoch")
+    return verdict if finite(m, X) else ("silent", "weights or predictions not finite")
+
+
+@case("fit adam lr=1e3 stops with finite weights", per_backend=True)
+def _() -> tuple[str, str]:
+    X, _ = data()
+    m = mlcore.MLP([4, 16, 1], seed=0)
+    try:
+        m.fit(X, X[:, :1] * 100, loss="mse", lr=1e3, epochs=30, verbose=False)
+    except MlcoreError:
+        pass
+    return ("clean", "finite") if finite(m, X) else ("silent", "NaN weights or predictions")
+
+
+@case("inputs scaled by 1e30 (mse)", per_backend=True)
+def _() -> tuple[str, str]:
+    X, _ = data()
+    return error(lambda: mlcore.MLP([4, 8, 1], seed=0).fit(X * 1e30, X[:, :1], loss="mse",
+                                                             verbose=False), "standardise")
+
+
+@case("inputs scaled by 1e30 (cross_entropy) stay finite or stop", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    m = mlcore.MLP([4, 8, 2], seed=0)
+    try:
+        h = m.fit(X * 1e30, y, loss="cross_entropy", epochs=2, verbose=False)
+    except MlcoreError as exc:
+        return "clean", f"{type(exc).__name__}: {str(exc)[:100]}"
+    return ("clean", "finite") if np.isfinite(h["loss"]).all() else ("silent", str(h))
+
+
+@case("on_nonfinite='warn' trains on with a warning", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        mlcore.MLP([4, 16, 2], seed=0).fit(X, y, loss="cross_entropy", optimizer="sgd",
+                                           lr=1e4, epochs=3, verbose=False,
+                                           on_nonfinite="warn")
+    said = any("Training goes on" in str(x.message) for x in w)
+    return ("clean", "warned") if said else ("silent", "no warning")
+
+
+@case("Adam(eps=0.0)")
+def _() -> tuple[str, str]:
+    return error(lambda: mlcore.Adam(mlcore.MLP([2, 2], seed=0).parameters(), eps=0.0), "eps")
+
+
+@case("complex input to predict", per_backend=True)
+def _() -> tuple[str, str]:
+    return error(lambda: mlcore.MLP([2, 1], seed=0).predict(np.ones((2, 2), np.complex64) + 1j),
+                 "real")
+
+
+@case("complex input to fit", per_backend=True)
+def _() -> tuple[str, str]:
+    return error(lambda: mlcore.MLP([2, 1], seed=0).fit(
+        np.ones((2, 2), np.complex64) + 1j, [0.0, 1.0], loss="mse", verbose=False), "real")
+
+
+@case("MLP([2.7, 3.9, 1])")
+def _() -> tuple[str, str]:
+    return error(lambda: mlcore.MLP([2.7, 3.9, 1]), "positive integer")
+
+
+# == losses ===================================================================================
+def _logit_task() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 4)).astype(np.float32)
+    return X, (X[:, 0] > X[:, 1]).astype(np.int64) + (X[:, 2] > 0.5)
+
+
+@case("loss name and loss object train alike (logits model)", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = _logit_task()
+    accs = []
+    for loss in ("cross_entropy", mlcore.loss("cross_entropy")):
+        m = mlcore.MLP([4, 16, 3], seed=0)
+        h = m.fit(X, y, loss=loss, epochs=20, seed=0, lr=0.01, verbose=False)
+        accs.append(h["accuracy"][-1])
+    same = abs(accs[0] - accs[1]) < 1e-6
+    return ("clean", f"accuracy {accs[0]:.3f} both") if same else ("silent", f"{accs}")
+
+
+@case("cross_entropy object on logits (forward)", per_backend=True)
+def _() -> tuple[str, str]:
+    b = mlcore.get_backend()
+    z = b.asarray([[2.0, -1.0, 0.5], [0.1, 3.0, -2.0]], dtype=b.xp.float32)
+    t = b.asarray([0, 1])
+    return error(lambda: mlcore.loss("cross_entropy").forward(z, t), "from_logits")
+
+
+@case("one-output sigmoid model trained with cross_entropy", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    m = mlcore.MLP([4, 8, 1], output_activation="sigmoid", seed=0)
+    return error(lambda: m.fit(X, y, loss="cross_entropy", verbose=False),
+                 "binary_cross_entropy")
+
+
+@case("kl_divergence with an unnormalised P", per_backend=True)
+def _() -> tuple[str, str]:
+    b = mlcore.get_backend()
+    p = b.asarray([[0.2, 0.1, 0.1]], dtype=b.xp.float32)
+    q = b.asarray([[0.5, 0.25, 0.25]], dtype=b.xp.float32)
+    return error(lambda: mlcore.loss("kl_divergence").forward(p, q), "sum to 1")
+
+
+@case("kl_divergence with a negative Q", per_backend=True)
+def _() -> tuple[str, str]:
+    b = mlcore.get_backend()
+    p = b.asarray([[0.5, 0.5]], dtype=b.xp.float32)
+    q = b.asarray([[1.5, -0.5]], dtype=b.xp.float32)
+    return error(lambda: mlcore.loss("kl_divergence").forward(p, q), "")
+
+
+@case("NaN in binary_cross_entropy prediction", per_backend=True)
+def _() -> tuple[str, str]:
+    b = mlcore.get_backend()
+    p = b.asarray([[float("nan")], [0.5]], dtype=b.xp.float32)
+    t = b.asarray([[1.0], [0.0]], dtype=b.xp.float32)
+    return error(lambda: mlcore.loss("binary_cross_entropy").forward(p, t), "NaN")
+
+
+@case("NaN in binary_cross_entropy target", per_backend=True)
+def _() -> tuple[str, str]:
+    b = mlcore.get_backend()
+    p = b.asarray([[0.3], [0.5]], dtype=b.xp.float32)
+    t = b.asarray([[float("nan")], [0.0]], dtype=b.xp.float32)
+    return error(lambda: mlcore.loss("binary_cross_entropy").forward(p, t), "NaN")
+
+
+@case("multi-hot targets with cross_entropy in fit", per_backend=True)
+def _() -> tuple[str, str]:
+    X, _ = data()
+    Y = np.zeros((200, 3), np.float32)
+    Y[:, 0] = 1
+    Y[::2, 1] = 1
+    return error(lambda: mlcore.MLP([4, 8, 3], seed=0).fit(X, Y, loss="cross_entropy",
+                                                           verbose=False), "sum to 1")
+
+
+@case("probabilities out of [0, 1] to cross_entropy object", per_backend=True)
+def _() -> tuple[str, str]:
+    b = mlcore.get_backend()
+    p = b.asarray([[1.5, -0.5]], dtype=b.xp.float32)
+    return error(lambda: mlcore.loss("cross_entropy").forward(p, b.asarray([0])), "")
+
+
+@case("cross_entropy object, from_logits=True, on a logits model: fit works", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = _logit_task()
+    m = mlcore.MLP([4, 16, 3], seed=0)
+    h = m.fit(X, y, loss=mlcore.loss("cross_entropy", from_logits=True), epochs=20, seed=0,
+              lr=0.01, verbose=False)
+    return ("clean", f"{h['accuracy'][-1]:.3f}") if h["accuracy"][-1] > 0.8 else (
+        "silent", str(h["accuracy"][-1]))
+
+
+@case("softmax model with cross_entropy: correct result", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = _logit_task()
+    m = mlcore.MLP([4, 16, 3], output_activation="softmax", seed=0)
+    return ok(lambda: m.fit(X, y, loss="cross_entropy", epochs=20, seed=0, lr=0.01,
+                            verbose=False), lambda h: h["accuracy"][-1] > 0.8)
+
+
+# == files ====================================================================================
+def _saved() -> pathlib.Path:
+    path = tmpfile("m.safetensors")
+    mlcore.MLP([3, 4, 2], activation="relu", seed=0).save(path)
+    return path
+
+
+@case("architecture bit flip relu -> selu")
+def _() -> tuple[str, str]:
+    path = _saved()
+    data_ = bytearray(path.read_bytes())
+    at = data_.index(b"relu")
+    data_[at] ^= ord("r") ^ ord("s")
+    path.write_bytes(bytes(data_))
+    return error(lambda: mlcore.load(path), "checksum")
+
+
+@case("200 random single-bit flips never load")
+def _() -> tuple[str, str]:
+    path = _saved()
+    original = path.read_bytes()
+    rng = np.random.default_rng(1)
+    for at in rng.integers(0, len(original), 200):
+        data_ = bytearray(original)
+        data_[at] ^= 1 << int(rng.integers(0, 8))
+        path.write_bytes(bytes(data_))
+        try:
+            mlcore.load(path)
+        except mlcore.ModelFileError:
+            continue
+        except Exception as exc:  # noqa: BLE001
+            return "unclear", f"flip at {at}: {type(exc).__name__}: {exc}"
+        return "silent", f"flip at byte {at} loaded"
+    return "clean", "200/200 refused"
+
+
+@case("every truncation never loads")
+def _() -> tuple[str, str]:
+    path = _saved()
+    original = path.read_bytes()
+    for cut in range(len(original)):
+        path.write_bytes(original[:cut])
+        try:
+            mlcore.load(path)
+        except mlcore.ModelFileError:
+            continue
+        except Exception as exc:  # noqa: BLE001
+            return "unclear", f"cut at {cut}: {type(exc).__name__}: {exc}"
+        return "silent", f"cut at {cut} loaded"
+    return "clean", f"{len(original)}/{len(original)} refused"
+
+
+def _forged(config: Any, tensors: dict[str, Any]) -> pathlib.Path:
+    import safetensors.numpy as st
+
+    from mlcore._modelfile import seal
+
+    meta = {"format": "mlcore", "format_version": "2", "sha256": "0" * 64,
+            "mlcore.config": config if isinstance(config, str) else json.dumps(config)}
+    path = tmpfile("forged.safetensors")
+    path.write_bytes(seal(st.save(tensors, metadata=meta)))
+    return path
+
+
+@case("small forged file declaring MLP [30000, 30000]")
+def _() -> tuple[str, str]:
+    path = _forged({"type": "MLP", "sizes": [30000, 30000], "activation": "relu",
+                    "output_activation": None, "bias": True, "dtype": "float32"},
+                   {"layers.0.weight": np.zeros((1, 1), np.float32)})
+    return error(lambda: mlcore.load(path), "do not fit")
+
+
+@case("forged file nested 100000 deep")
+def _() -> tuple[str, str]:
+    text = '{"type": "Sequential", "layers": [' * 100_000 + "]}" * 100_000
+    return error(lambda: mlcore.load(_forged(text, {"w": np.zeros(1, np.float32)})), "")
+
+
+@case("forged file with float and negative sizes")
+def _() -> tuple[str, str]:
+    path = _forged({"type": "Dense", "in_features": -2.5, "out_features": 2, "bias": False,
+                    "dtype": "float32"}, {"weight": np.zeros((2, 2), np.float32)})
+    return error(lambda: mlcore.load(path), "")
+
+
+@case("save through a symlink keeps the link")
+def _() -> tuple[str, str]:
+    real = tmpfile("real.safetensors")
+    mlcore.MLP([2, 2], seed=0).save(real)
+    link = real.parent / "link.safetensors"
+    link.symlink_to(real)
+    mlcore.MLP([2, 5], seed=0).save(link)
+    good = link.is_symlink() and mlcore.load(real).config()["sizes"] == [2, 5]
+    return ("clean", "written through") if good else ("silent", "link replaced")
+
+
+@case("save keeps 0644 and a new file gets the umask")
+def _() -> tuple[str, str]:
+    path = tmpfile("m.safetensors")
+    old = os.umask(0o022)
+    try:
+        mlcore.MLP([2, 2], seed=0).save(path)
+        first = path.stat().st_mode & 0o777
+        path.chmod(0o644)
+        mlcore.MLP([2, 2], seed=0).save(path)
+        second = path.stat().st_mode & 0o777
+    finally:
+        os.umask(old)
+    good = first == 0o644 and second == 0o644
+    return ("clean", "0644 both") if good else ("silent", f"{first:o} {second:o}")
+
+
+@case("save refuses a read-only file")
+def _() -> tuple[str, str]:
+    path = tmpfile("m.safetensors")
+    mlcore.MLP([2, 2], seed=0).save(path)
+    path.chmod(0o444)
+    return error(lambda: mlcore.MLP([2, 3], seed=0).save(path), "read-only")
+
+
+@case("save to a missing folder names the user's path")
+def _() -> tuple[str, str]:
+    cwd = os.getcwd()
+    os.chdir(tmpfile("x").parent)
+    try:
+        return error(lambda: mlcore.MLP([2, 2], seed=0).save("missing/dir/m.safetensors"),
+                     "'missing/dir/m.safetensors'")
+    finally:
+        os.chdir(cwd)
+
+
+@case("saving a model with a custom layer")
+def _() -> tuple[str, str]:
+    class Custom(mlcore.Layer):
+        def forward(self, x: Any, xp: Any = None, *, input_grad: bool = True) -> Any:
+            return x, lambda dy: dy
+
+    model = mlcore.Sequential([mlcore.Dense(2, 2, seed=0), Custom()])
+    return error(lambda: model.save(tmpfile("m.safetensors")), "custom layer")
+
+
+@case("loading a file of the earlier format (version 1)")
+def _() -> tuple[str, str]:
+    import safetensors.numpy as st
+
+    from mlcore._modelfile import tensor_digest
+
+    m = mlcore.MLP([3, 2], seed=0)
+    t = {k: np.ascontiguousarray(m.backend.to_numpy(v)) for k, v in m.state_dict().items()}
+    meta = {"format": "mlcore", "format_version": "1", "mlcore.config": json.dumps(m.config()),
+            "sha256": tensor_digest(t)}
+    path = tmpfile("v1.safetensors")
+    path.write_bytes(st.save(t, metadata=meta))
+    return ok(lambda: mlcore.load(path), lambda r: r.config() == m.config())
+
+
+@case("save/load round trip across backends")
+def _() -> tuple[str, str]:
+    path = tmpfile("m.safetensors")
+    m = mlcore.MLP([3, 4, 2], activation="prelu", seed=0)
+    m.save(path)
+    return ok(lambda: mlcore.load(path, backend="strict"), lambda r: r.config() == m.config())
+
+
+# == arguments ================================================================================
+@case("use_backend(get_backend('strict'))")
+def _() -> tuple[str, str]:
+    def run() -> str:
+        with mlcore.use_backend(mlcore.get_backend("strict")):
+            return mlcore.get_backend().name
+    return ok(run, lambda name: name == "strict")
+
+
+@case("validation_data=X (not a pair)", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    return error(lambda: mlcore.MLP([4, 2], seed=0).fit(X, y, loss="cross_entropy",
+                                                        validation_data=X, verbose=False),
+                 "validation_data")
+
+
+@case("NaN in validation data is named", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    return error(lambda: mlcore.MLP([4, 2], seed=0).fit(X, y, loss="cross_entropy",
+                                                        validation_data=(bad, y),
+                                                        verbose=False), "validation_data")
+
+
+@case("model(list)", per_backend=True)
+def _() -> tuple[str, str]:
+    m = mlcore.MLP([4, 3, 2], seed=0)
+    rows = [[0.1, 0.2, 0.3, 0.4]]
+    return ok(lambda: m(rows), lambda out: np.allclose(m.backend.to_numpy(out),
+                                                        m.backend.to_numpy(m.predict(rows))))
+
+
+@case("float16 NumPy input on strict")
+def _() -> tuple[str, str]:
+    with mlcore.use_backend("strict"):
+        m = mlcore.MLP([2, 1], seed=0)
+        return error(lambda: m.predict(np.ones((2, 2), np.float16)), "astype('float32')")
+
+
+@case("Adam(betas=0.9)")
+def _() -> tuple[str, str]:
+    return error(lambda: mlcore.Adam(mlcore.MLP([2, 2], seed=0).parameters(), betas=0.9),
+                 "betas must be a pair")
+
+
+@case("fit(lr='0.01')")
+def _() -> tuple[str, str]:
+    X, y = data()
+    return error(lambda: mlcore.MLP([4, 2], seed=0).fit(X, y, loss="cross_entropy", lr="0.01",
+                                                        verbose=False), "lr")
+
+
+@case("fit(lr=nan), fit(lr=-1), fit(lr=0)")
+def _() -> tuple[str, str]:
+    X, y = data()
+    for lr in (float("nan"), -1.0, 0.0):
+        verdict = error(lambda lr=lr: mlcore.MLP([4, 2], seed=0).fit(
+            X, y, loss="cross_entropy", optimizer="sgd", lr=lr, verbose=False), "lr")
+        if verdict[0] != "clean":
+            return verdict
+    return "clean", "three refused"
+
+
+@case("SGD(momentum=1.0), SGD(momentum='0.9')")
+def _() -> tuple[str, str]:
+    p = mlcore.MLP([2, 2], seed=0).parameters()
+    first = error(lambda: mlcore.SGD(p, momentum=1.0), "momentum")
+    return first if first[0] != "clean" else error(lambda: mlcore.SGD(p, momentum="0.9"),
+                                                   "momentum")
+
+
+@case("fit(batch_size=np.int64(16))", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    return ok(lambda: mlcore.MLP([4, 2], seed=0).fit(X, y, loss="cross_entropy",
+                                                     batch_size=np.int64(16), verbose=False),
+              lambda h: len(h["loss"]) == 1)
+
+
+@case("fit(batch_size=2.5), fit(epochs=0)")
+def _() -> tuple[str, str]:
+    X, y = data()
+    first = error(lambda: mlcore.MLP([4, 2], seed=0).fit(X, y, loss="cross_entropy",
+                                                         batch_size=2.5, verbose=False),
+                  "batch_size")
+    return first if first[0] != "clean" else error(
+        lambda: mlcore.MLP([4, 2], seed=0).fit(X, y, loss="cross_entropy", epochs=0,
+                                               verbose=False), "epochs")
+
+
+@case("MLP sizes 0, -3, True, '2', [4], 5")
+def _() -> tuple[str, str]:
+    for sizes in ([2, 0, 1], [2, -3, 1], [2, True, 1], ["2", 3], [4], 5):
+        verdict = error(lambda s=sizes: mlcore.MLP(s), "MLP")
+        if verdict[0] != "clean":
+            return verdict
+    return "clean", "six refused"
+
+
+@case("names ignore case and spaces everywhere")
+def _() -> tuple[str, str]:
+    def run() -> bool:
+        mlcore.activation(" ReLU ")
+        mlcore.loss("MSE")
+        mlcore.loss(" Cross_Entropy ")
+        mlcore.get_backend(" NumPy ")
+        mlcore.MLP([2, 3, 2], activation="TanH", output_activation=" Softmax", seed=0)
+        X, y = data(f=2)
+        mlcore.MLP([2, 2], seed=0).fit(X, y, loss="Cross_Entropy", optimizer=" SGD ",
+                                       verbose=False)
+        return True
+    return ok(run)
+
+
+@case("optimizer=mlcore.Adam (the class)")
+def _() -> tuple[str, str]:
+    X, y = data()
+    return error(lambda: mlcore.MLP([4, 2], seed=0).fit(X, y, loss="cross_entropy",
+                                                        optimizer=mlcore.Adam, verbose=False),
+                 "instance")
+
+
+@case("load(3)")
+def _() -> tuple[str, str]:
+    return error(lambda: mlcore.load(3), "path")  # type: ignore[arg-type]
+
+
+# == plugins (each in a fresh process, with throwaway installed distributions) ================
+def plugin_run(plugins: dict[str, str], code: str, env: dict[str, str] | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[str] | None:
+    site = pathlib.Path(tempfile.mkdtemp(dir=TMP))
+    for module, source in plugins.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+        dist = f"mlcore-{module.replace('_', '-')}"
+        info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[mlcore]\n{module} = {module}\n")
+    full = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            **(env or {})}
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def outcome(proc: subprocess.CompletedProcess[str] | None, want: str) -> tuple[str, str]:
+    if proc is None:
+        return "crash", "hung (timeout)"
+    if proc.returncode != 0 and want not in proc.stdout:
+        return "crash" if "Traceback" not in proc.stderr else "unclear", (
+            f"rc={proc.returncode}: {proc.stderr.strip()[-200:]}")
+    if want in proc.stdout:
+        return "clean", want
+    return "silent", proc.stdout.strip()[-200:]
+
+
+ACT = """
+import pluggy
+hookimpl = pluggy.HookimplMarker("mlcore")
+class Act:
+    def forward(self, x):
+        return x * 0
+    def backward(self, x, y, dy):
+        return dy * 0
+@hookimpl
+def mlcore_activations():
+    return {{"{name}": Act}}
+"""
+
+
+@case("plugin registering 'relu': built-ins keep working")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"evil_relu": ACT.format(name="relu")}, """
+        import warnings, mlcore, numpy as np
+        warnings.simplefilter("ignore")
+        m = mlcore.MLP([2, 4, 1], seed=0)
+        out = mlcore.activation("relu").forward(np.array([[-1.0, 2.0]], np.float32))
+        rec = {r.name: r for r in mlcore.plugins.registry().records}["evil_relu"]
+        if out.tolist() == [[0.0, 2.0]] and rec.status == "failed" and "built-in" in rec.error:
+            print("BUILTIN-OK")
+    """)
+    return outcome(proc, "BUILTIN-OK")
+
+
+@case("mlcore demo digits with a plugin claiming 'relu'")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"evil_relu": ACT.format(name="relu")}, """
+        import warnings, mlcore
+        warnings.simplefilter("ignore")
+        from click.testing import CliRunner
+        from mlcore.cli import main
+        r = CliRunner().invoke(main, ["demo", "digits", "--epochs", "1"])
+        print("DEMO-OK" if r.exit_code == 0 else r.output[-300:])
+    """, timeout=300)
+    return outcome(proc, "DEMO-OK")
+
+
+@case("plugin clash shown by `mlcore plugins` with both providers")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"one_p": ACT.format(name="twice"), "two_p": ACT.format(name="twice")}, """
+        import warnings
+        warnings.simplefilter("ignore")
+        from click.testing import CliRunner
+        from mlcore.cli import main
+        out = CliRunner().invoke(main, ["plugins"]).output
+        both = "'one_p' (mlcore-one-p 1.0) and 'two_p' (mlcore-two-p 1.0)"
+        info = CliRunner().invoke(main, ["info"]).output
+        print("CLASH-SHOWN" if both in out and both in info else out)
+    """)
+    return outcome(proc, "CLASH-SHOWN")
+
+
+@case("plugin clash fails under MLCORE_STRICT_PLUGINS=1")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"one_p": ACT.format(name="twice"), "two_p": ACT.format(name="twice")}, """
+        import mlcore
+        try:
+            mlcore.activation("relu")
+        except mlcore.PluginLoadError as exc:
+            print("STRICT-FAIL" if "clash" in str(exc) else exc)
+    """, env={"MLCORE_STRICT_PLUGINS": "1"})
+    return outcome(proc, "STRICT-FAIL")
+
+
+@case("MLCORE_STRICT_PLUGINS=1: `mlcore plugins` lists everything, failures marked")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"broken_p": "raise ImportError('missing dep')",
+                       "good_p": ACT.format(name="twice")}, """
+        from click.testing import CliRunner
+        from mlcore.cli import main
+        r = CliRunner().invoke(main, ["plugins"])
+        want = ["mlcore.activations", "numpy", "good_p", "broken_p", "failed", "missing dep"]
+        print("LISTED" if all(w in r.output for w in want) else r.output)
+    """, env={"MLCORE_STRICT_PLUGINS": "1"})
+    return outcome(proc, "LISTED")
+
+
+@case("MLCORE_DISABLE_PLUGINS=<one plugin> switches only it off")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"exit_p": "import sys\nsys.exit(3)\n", "good_p": ACT.format(name="twice")},
+                      """
+        import mlcore
+        recs = {r.name: r.status for r in mlcore.plugins.registry().records}
+        ok = recs["exit_p"] == "disabled" and "twice" in mlcore.activation_names()
+        print("DENIED" if ok else recs)
+    """, env={"MLCORE_DISABLE_PLUGINS": "mlcore-exit-p"})
+    return outcome(proc, "DENIED")
+
+
+@case("plugin calling sys.exit(3) at import")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"exit_p": "import sys\nsys.exit(3)\n"}, """
+        import warnings, mlcore
+        warnings.simplefilter("ignore")
+        names = mlcore.loss_names()
+        rec = {r.name: r for r in mlcore.plugins.registry().records}["exit_p"]
+        print("CONTAINED" if "mse" in names and "SystemExit" in rec.error else rec)
+    """)
+    return outcome(proc, "CONTAINED")
+
+
+@case("plugin calling os._exit-free sys.exit in a hook")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"hook_exit": """
+        import sys, pluggy
+        hookimpl = pluggy.HookimplMarker("mlcore")
+        @hookimpl
+        def mlcore_losses():
+            sys.exit(5)
+    """}, """
+        import warnings, mlcore
+        warnings.simplefilter("ignore")
+        print("CONTAINED" if "mse" in mlcore.loss_names() else "no")
+    """)
+    return outcome(proc, "CONTAINED")
+
+
+@case("loss_names() from a worker thread while plugins load (plugin waits on it)")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"threaded_p": """
+        import threading, mlcore
+        result = {}
+        def work():
+            try:
+                result["names"] = mlcore.loss_names()
+            except Exception as exc:
+                result["error"] = exc
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    """}, """
+        import warnings, mlcore
+        warnings.simplefilter("ignore")
+        print("NO-DEADLOCK" if "mse" in mlcore.loss_names() else "no")
+    """, timeout=30)
+    return outcome(proc, "NO-DEADLOCK")
+
+
+@case("loss_names() from another thread while a slow plugin loads")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"slow_p": "import time\ntime.sleep(0.5)\n" + ACT.format(name="slowly")}, """
+        import threading, mlcore
+        seen = {}
+        t = threading.Thread(target=lambda: seen.update(n=mlcore.activation_names()))
+        main = threading.Thread(target=mlcore.activation_names)
+        main.start(); t.start(); t.join(20); main.join(20)
+        print("WAITED" if "slowly" in seen.get("n", []) else seen)
+    """, timeout=30)
+    return outcome(proc, "WAITED")
+
+
+@case("plugin calling mlcore at import (same thread)")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"reentrant_p": "import mlcore\nmlcore.activation('relu')\n"}, """
+        import warnings, mlcore
+        warnings.simplefilter("ignore")
+        rec = {r.name: r for r in mlcore.plugins.registry().records}["reentrant_p"]
+        print("REPORTED" if rec.status == "failed" else rec)
+    """, timeout=30)
+    return outcome(proc, "REPORTED")
+
+
+@case("unknown name whose plugin MLCORE_PLUGINS switched off")
+def _() -> tuple[str, str]:
+    proc = plugin_run({"good_p": ACT.format(name="twice")}, """
+        import mlcore
+        try:
+            mlcore.activation("twice")
+        except mlcore.UnknownNameError as exc:
+            print("HINTED" if "MLCORE_PLUGINS" in str(exc) and "good_p" in str(exc) else exc)
+    """, env={"MLCORE_PLUGINS": ""})
+    return outcome(proc, "HINTED")
+
+
+# == the conformance kit ======================================================================
+def kit_run(test_source: str) -> subprocess.CompletedProcess[str] | None:
+    folder = pathlib.Path(tempfile.mkdtemp(dir=TMP))
+    (folder / "test_kit.py").write_text(textwrap.dedent(test_source))
+    try:
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "-W", "ignore::mlcore.PluginWarning", str(folder)],
+                              capture_output=True, text=True, timeout=300, cwd=folder)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+@case("conformance kit: marker on mlcore.losses without cases passes")
+def _() -> tuple[str, str]:
+    proc = kit_run("""
+        import pytest
+
+        @pytest.mark.mlcore_conformance("mlcore.losses")
+        def test_conformance(mlcore_case):
+            mlcore_case.run()
+    """)
+    if proc is None:
+        return "crash", "hung"
+    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-200:]
+    return ("clean", tail) if proc.returncode == 0 else ("silent", tail)
+
+
+class _CancellingLogCosh:
+    """log(cosh(d)) as |d| + log1p(exp(-2|d|)) - log 2: finite everywhere, but the last
+    subtraction cancels near d = 0 (1.1e-16 instead of 5e-17 at d = 1e-8)."""
+
+    name = "log_cosh_cancelling"
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        from array_api_compat import array_namespace
+
+        xp = array_namespace(pred, target)
+        a = xp.abs(pred - target)
+        return xp.mean(a + xp.log1p(xp.exp(-2.0 * a)) - float(np.log(2.0)))
+
+    def backward(self, pred: Any, target: Any) -> Any:
+        from array_api_compat import array_namespace
+
+        xp = array_namespace(pred, target)
+        return xp.tanh(pred - target) / float(np.prod(pred.shape))
+
+
+def _log_cosh(pred: Any, target: Any) -> Any:
+    """The reference, per sample: the series d²/2 - d⁴/12 near 0, exact elsewhere."""
+    d = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
+    a = np.abs(d)
+    big = a + np.log1p(np.exp(-2 * a)) - np.log(2.0)
+    return np.mean(np.where(a < 1e-3, d * d / 2 - d**4 / 12, big), axis=-1)
+
+
+@case("conformance kit catches a log-cosh that loses relative precision near zero")
+def _() -> tuple[str, str]:
+    from mlcore.testing import check_loss
+
+    return error(lambda: check_loss(_CancellingLogCosh, "numpy", reference=_log_cosh,
+                                    checks=("reference",)),
+                 "relative", kinds=(AssertionError,))
+
+
+def main() -> int:
+    verbose = "-v" in sys.argv
+    counts: dict[str, int] = {}
+    for name, fn in CASES:
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                verdict, detail = fn()
+        except Exception as exc:  # noqa: BLE001
+            verdict, detail = "unclear", "".join(traceback.format_exception_only(exc)).strip()
+        counts[verdict] = counts.get(verdict, 0) + 1
+        if verbose or verdict != "clean":
+            print(f"{verdict:<8} {name}: {detail}")
+    total = sum(counts.values())
+    print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"clean {counts.get('clean', 0)}/{total}")
+    return 0 if counts.get("clean", 0) == total else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

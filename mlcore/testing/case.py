@@ -1,0 +1,127 @@
+"""What the conformance kit checks: a :class:`Case` and the context its checks run in.
+
+Imports nothing of pytest and no array library at import; NumPy, the host oracle, is
+imported when a :class:`Context` is made.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backend import Backend
+from ..plugins import registry
+
+__all__ = ["Case", "Context", "CHECKS", "KINDS", "takes"]
+
+CHECKS = ("contract", "dtypes", "reductions", "gradient", "extremes", "shapes", "reference")
+KINDS = {"activation": "activations", "loss": "losses"}
+_LADDER = (-1e4, -1e3, -100.0, -30.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 30.0, 100.0, 1e3, 1e4)
+
+
+def takes(factory: Any, param: str) -> bool:
+    try:
+        ps = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return param in ps or any(p.kind is p.VAR_KEYWORD for p in ps.values())
+
+
+@dataclass(frozen=True)
+class Case:
+    """One activation or loss to check, with its parameters and test data.
+
+    ``inputs(rng)`` returns float64 NumPy data from a ``numpy.random.Generator``: ``x`` for
+    an activation, ``(pred, target)`` for a loss (an integer target is kept integer). The
+    defaults are ``x ~ N(0, 2²)`` of shape (3, 4); ``pred ~ N(0, 1)`` and
+    ``target ~ U(0, 1)`` of shape (4, 3). ``extremes(rng)`` returns the same for the
+    ``extremes`` check (default: ``inputs`` with x or pred filled with values from -1e4 to
+    1e4). ``reference(x, **params)`` (activations) or ``reference(pred, target, **params)``
+    (losses, per-sample values, i.e. ``reduction="none"``) is a float64 NumPy function.
+    ``skip`` maps a check name to the reason it does not apply.
+    """
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    reference: Callable[..., Any] | None = None
+    inputs: Callable[[Any], Any] | None = None
+    extremes: Callable[[Any], Any] | None = None
+    skip: Mapping[str, str] = field(default_factory=dict)
+    kind: str = ""  # "activation" or "loss"; found from the registry when empty
+    factory: Callable[..., Any] | None = None  # None: the registered factory of ``name``
+    grad_tol: float = 1e-6
+    ref_tol: tuple[float, float] = (1e-4, 1e-7)  # (float32, float64), relative
+
+    @property
+    def label(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{self.name}({args})" if args else self.name
+
+    def checks(self) -> list[str]:
+        """The checks that apply to this case."""
+        skipped = {"reductions", "shapes"} if self.kind == "activation" else set()
+        if self.kind == "loss" and not takes(self._factory(), "reduction"):
+            skipped.add("reductions")
+        if self.reference is None:
+            skipped.add("reference")
+        return [c for c in CHECKS if c not in skipped]
+
+    def _factory(self) -> Callable[..., Any]:
+        if self.factory is not None:
+            return self.factory
+        return registry().get(KINDS[self.kind], self.name)  # type: ignore[no-any-return]
+
+    def build(self, **extra: Any) -> Any:
+        """The activation or loss object, with ``params`` and ``extra`` keyword arguments."""
+        return self._factory()(**{**self.params, **extra})
+
+
+class Context:
+    """What a check needs: the case, the backend, host NumPy and seeded data."""
+
+    def __init__(self, case: Case, b: Backend) -> None:
+        import numpy as np
+
+        self.case, self.b, self.np = case, b, np
+        self.xp = b.xp
+
+    def data(self, extreme: bool = False) -> Any:
+        rng = self.np.random.default_rng(20240531)
+        maker = self.case.extremes if extreme else self.case.inputs
+        if maker is not None:
+            return maker(rng)
+        base = (self.case.inputs or _DEFAULT_INPUTS[self.case.kind])(rng)
+        if not extreme:
+            return base
+        ladder = self.np.asarray(_LADDER)
+        if self.case.kind == "activation":
+            return ladder
+        return self.np.resize(ladder, self.np.shape(base[0])), base[1]
+
+    def arr(self, host: Any, dtype: Any) -> Any:
+        """A backend array; floating host data is cast to ``dtype``, integers kept."""
+        host = self.np.asarray(host)
+        if host.dtype.kind == "f":
+            return self.b.asarray(host.astype(self.np.float64), dtype=dtype)
+        return self.b.asarray(host)
+
+    def host(self, x: Any) -> Any:
+        return self.np.asarray(self.b.to_numpy(x), dtype=self.np.float64)
+
+    def dtypes(self) -> list[Any]:
+        return [self.xp.float32, self.xp.float64]
+
+
+def _default_activation_inputs(rng: Any) -> Any:
+    return rng.normal(0.0, 2.0, (3, 4))
+
+
+def _default_loss_inputs(rng: Any) -> Any:
+    return rng.normal(0.0, 1.0, (4, 3)), rng.uniform(0.0, 1.0, (4, 3))
+
+
+_DEFAULT_INPUTS = {"activation": _default_activation_inputs, "loss": _default_loss_inputs}
+
+
