@@ -21,6 +21,12 @@ __all__ = [
     "check_unit_interval",
     "class_targets",
     "check_distribution",
+    "check_probability_rows",
+    "logits_flag",
+    "two_classes",
+    "CE_FIX",
+    "MULTI_HOT_FIX",
+    "probability_tolerance",
     "check_labels",
     "check_class_indices",
     "training_target",
@@ -63,16 +69,21 @@ def same_shape_float(xp: Any, pred: Any, target: Any, owner: str,
     return float_target(xp, pred, target)
 
 
+def _seen(lo: Any, hi: Any) -> str:
+    """``"values from a to b"``, or ``"NaN"`` (a NaN makes every comparison false)."""
+    lo, hi = float(lo), float(hi)
+    return "NaN" if math.isnan(lo) or math.isnan(hi) else f"values from {lo:g} to {hi:g}"
+
+
 def check_unit_interval(xp: Any, x: Any, label: str, owner: str,
-                        fix: str = "Pass logits with from_logits=True, or apply sigmoid first."
-                        ) -> None:
-    """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1]."""
-    if bool((xp.min(x) < 0.0) | (xp.max(x) > 1.0)):
+                        fix: str = "Pass logits with from_logits=True, or end the model with "
+                                   "output_activation='sigmoid'.") -> None:
+    """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1] (NaN
+    never does: the test is written so that a NaN fails it)."""
+    lo, hi = xp.min(x), xp.max(x)
+    if not bool((lo >= 0.0) & (hi <= 1.0)):
         raise InvalidValueError(
-            f"Loss {owner!r} expected {label} in [0, 1], received values from "
-            f"{float(xp.min(x)):g} to {float(xp.max(x)):g}. {fix}",
-            x,
-        )
+            f"Loss {owner!r} expected {label} in [0, 1], received {_seen(lo, hi)}. {fix}", x)
 
 
 def eps_value(xp: Any, pred: Any, eps: float | None) -> float:
@@ -168,17 +179,29 @@ def training_target(xp: Any, y: Any, n_out: int | None, dtype: Any) -> Any:
     return y
 
 
-def check_distribution(xp: Any, target: Any, owner: str) -> None:
-    """Rows must be non-negative and sum to 1 within :data:`PROBABILITY_TOLERANCE`."""
-    err = xp.max(xp.abs(xp.sum(target, axis=1) - 1.0))
-    if bool((err > PROBABILITY_TOLERANCE) | (xp.min(target) < 0.0)):
+def check_distribution(xp: Any, target: Any, owner: str, label: str = "target",
+                       tolerance: float = PROBABILITY_TOLERANCE,
+                       fix: str = "Normalise each row, or pass integer class indices.") -> None:
+    """Rows must be non-negative and sum to 1 within ``tolerance`` (NaN fails)."""
+    err, lo = xp.max(xp.abs(xp.sum(target, axis=1) - 1.0)), xp.min(target)
+    if not bool((err <= tolerance) & (lo >= 0.0)):
+        found = "NaN" if math.isnan(float(err)) else (
+            f"a row sum off by {float(err):.3g} and a smallest value of {float(lo):.3g}")
         raise InvalidValueError(
-            f"Loss {owner!r}: target rows must be probability distributions (non-negative, "
-            f"summing to 1 within {PROBABILITY_TOLERANCE:g}); received a row sum off by "
-            f"{float(err):.3g} and a smallest value of {float(xp.min(target)):.3g}. "
-            f"Normalise each row, or pass integer class indices.",
-            target,
-        )
+            f"Loss {owner!r}: {label} rows must be probability distributions (non-negative, "
+            f"summing to 1 within {tolerance:.3g}); received {found}. {fix}", target)
+
+
+def probability_tolerance(xp: Any, dtype: Any) -> float:
+    """How far rows of computed probabilities (a softmax output) may sum from 1: the square
+    root of the dtype's machine epsilon, at least 1e-5 (3.5e-4 in float32, 1e-5 in
+    float64, which leaves room for finite differences)."""
+    return max(1e-5, math.sqrt(float(xp.finfo(dtype).eps)))
+
+
+def check_probability_rows(xp: Any, pred: Any, owner: str, fix: str) -> None:
+    """(N, M) ``pred`` must hold probability rows (within :func:`probability_tolerance`)."""
+    check_distribution(xp, pred, owner, "pred", probability_tolerance(xp, pred.dtype), fix)
 
 
 def smoothing_param(value: Any) -> float:
@@ -191,3 +214,24 @@ def smoothing_param(value: Any) -> float:
             value,
         )
     return float(value)
+
+
+CE_FIX = ("These look like logits, not probabilities: pass from_logits=True, or end the model "
+          "with output_activation='softmax'.")
+MULTI_HOT_FIX = ("Several classes per sample (multi-hot rows) need loss='binary_cross_entropy' "
+                 "with a sigmoid output, one independent probability per class; one-hot or "
+                 "soft rows must sum to 1.")
+
+
+def logits_flag(owner: str, value: Any) -> bool | None:
+    """``from_logits``: True, False, or None (the default: the model decides in ``fit``)."""
+    return None if value is None else bool_param(owner, "from_logits", value)
+
+
+def two_classes(m: int, who: str) -> None:
+    """Cross-entropy over one class is always 0: refuse it, naming the loss that fits."""
+    if m == 1:
+        raise ShapeError(
+            f"Loss 'cross_entropy' needs 2 or more classes, one output each; {who} 1 output. "
+            f"For two classes with one output use loss='binary_cross_entropy' (with "
+            f"output_activation='sigmoid', or on logits), or give the model 2 outputs.", m)

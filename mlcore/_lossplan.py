@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._loss_checks import training_target
+from .errors import InvalidParameterError
 from .layers import Activation
 from .losses import loss as make_loss
 
@@ -62,14 +63,16 @@ def _output_activation(model: Any) -> str | None:
     return last.name if isinstance(last, Activation) and not last.params else None
 
 
-def _logits_loss(model: Any, fn: Any, by_name: bool) -> tuple[int, Any] | None:
+def _logits_loss(model: Any, fn: Any) -> tuple[int, Any] | None:
     """``(layers to skip, the loss taking logits)`` when training can compute ``fn`` from
     the logits, else None.
 
-    A model ending in the loss's ``logits_activation`` skips it and trains on the logits
-    (unless the loss object already takes logits: then it is applied to the activation's
-    output as asked). A model without that activation is taken to output logits when the
-    loss takes logits, or is given by name (as PyTorch's losses assume).
+    A model ending in the loss's ``logits_activation`` skips it and trains on the logits (a
+    loss with ``from_logits=True`` there is refused: the activation would be applied twice).
+    A model without that activation is taken to output logits when the loss takes logits or
+    leaves ``from_logits`` at its default ``None`` (as PyTorch's losses assume), so a name
+    and the object built from it train alike; with ``from_logits=False`` the loss checks
+    that it receives probabilities, and refuses logits naming the fix.
     """
     act = getattr(fn, "logits_activation", None)
     if act is None or getattr(fn, "reduction", "mean") != "mean":
@@ -79,21 +82,28 @@ def _logits_loss(model: Any, fn: Any, by_name: bool) -> tuple[int, Any] | None:
         return None
     takes_logits = logits is fn
     if _output_activation(model) == act:
-        return None if takes_logits else (1, logits)
-    return (0, logits) if takes_logits or by_name else None
+        if takes_logits:
+            raise InvalidParameterError(
+                f"The model ends in {act} (it outputs probabilities) but loss "
+                f"{getattr(fn, 'name', fn)!r} has from_logits=True (it expects logits): {act} "
+                f"would be applied twice. Drop from_logits=True, or remove the model's output "
+                f"activation.", fn)
+        return (1, logits)
+    auto = getattr(fn, "from_logits", False) is None  # the default: the model decides
+    return (0, logits) if takes_logits or auto else None
 
 
 def resolve_loss(model: Any, loss: Any) -> LossPlan:
     """The plan for training ``model`` with ``loss`` (a registered name or a loss object).
 
-    ``cross_entropy`` / ``binary_cross_entropy`` are fused with a softmax / sigmoid output
-    when given by name, or as an object with the default ``reduction="mean"`` whose
-    ``from_logits`` agrees with the model's output (see :func:`_logits_loss`).
+    A name is the object ``mlcore.loss(name)``: both mean the same. ``cross_entropy`` /
+    ``binary_cross_entropy`` with ``reduction="mean"`` are computed from the logits when the
+    model ends in a softmax / sigmoid, or outputs logits (see :func:`_logits_loss`).
     """
     fn = make_loss(loss) if isinstance(loss, str) else loss
     name = getattr(fn, "name", None)
     task = _TASKS.get(str(name))
-    fused = _logits_loss(model, fn, by_name=isinstance(loss, str))
+    fused = _logits_loss(model, fn)
     if fused is not None:
         return LossPlan(name, task, trim=fused[0], fn=fused[1], fused=True)
     threshold = 0.0 if getattr(fn, "from_logits", False) is True else 0.5

@@ -30,21 +30,26 @@ from typing import Any
 from . import _numerics as nm
 from ._array import check_same_shape
 from ._loss_checks import (
+    CE_FIX,
+    MULTI_HOT_FIX,
     NAMES,
     PROBABILITY_TOLERANCE,
-    bool_param,
     check_distribution,
     check_labels,
     check_pred,
+    check_probability_rows,
     check_unit_interval,
     class_targets,
     eps_param,
     eps_value,
     float_target,
+    logits_flag,
     same_shape_float,
     smoothing_param,
     training_target,
+    two_classes,
 )
+from ._loss_domains import BinaryProbabilities, ClassProbabilities, TwoDistributions
 from .errors import DTypeError, ShapeError
 from .hookspecs import LossFn, hookimpl
 from .plugin import REDUCTIONS, ElementwiseLoss, LossBase
@@ -111,11 +116,15 @@ class MAE(ElementwiseLoss):
 
 
 # -- binary cross-entropy ----------------------------------------------------------------
-class BinaryCrossEntropy(ElementwiseLoss):
+class BinaryCrossEntropy(BinaryProbabilities, ElementwiseLoss):
     """Binary cross-entropy, eq. (1.15): ``-[y log p + (1 - y) log(1 - p)]`` per output,
     averaged over the outputs of a sample (shape (N,) or (N, K) for K independent labels).
 
-    ``from_logits=False`` (default): ``pred`` holds probabilities in [0, 1], clipped to
+    ``from_logits=None`` (default): as ``False`` when called directly; in ``fit`` the model
+    decides, exactly as for the name ``"binary_cross_entropy"``: logits unless the model ends
+    in a sigmoid (:mod:`mlcore._lossplan`).
+
+    ``from_logits=False``: ``pred`` holds probabilities in [0, 1] (NaN refused), clipped to
     ``[eps, 1 - eps]`` before the logs (``eps=None``: the machine epsilon of pred's dtype,
     1.19e-7 in float32, 2.22e-16 in float64; so one term is at most 15.9 or 36.0).
     Gradient ``(p - y) / (p (1 - p)) / K`` at the clipped ``p`` (not zero outside the clip
@@ -135,10 +144,10 @@ class BinaryCrossEntropy(ElementwiseLoss):
     """The output activation whose logits :meth:`logits_form` takes."""
 
     def __init__(
-        self, reduction: str = "mean", from_logits: bool = False, eps: float | None = None
+        self, reduction: str = "mean", from_logits: bool | None = None, eps: float | None = None
     ) -> None:
         super().__init__(reduction)
-        self.from_logits = bool_param(self.name, "from_logits", from_logits)
+        self.from_logits = logits_flag(self.name, from_logits)
         self.eps = eps_param(self.name, eps)
 
     def logits_form(self) -> BinaryCrossEntropy:
@@ -182,7 +191,7 @@ class BinaryCrossEntropy(ElementwiseLoss):
 
 
 # -- multi-class cross-entropy and KL ----------------------------------------------------
-class CrossEntropy(LossBase):
+class CrossEntropy(ClassProbabilities, LossBase):
     """Multi-class cross-entropy, eq. (1.16) (``H(P, Q)`` of eq. 1.14 per sample): per sample
     ``-sum_j y_j log p_j``; with a class index ``c`` that is ``-log p_c``.
 
@@ -190,7 +199,12 @@ class CrossEntropy(LossBase):
     [0, M) or floating rows of shape (N, M) that are probability distributions (one-hot or
     soft; rows must sum to 1 within 1e-3 and be non-negative).
 
-    ``from_logits=False`` (default): ``pred`` holds probabilities (softmax outputs), clipped
+    ``from_logits=None`` (default): as ``False`` when called directly; in ``fit`` the model
+    decides, exactly as for the name ``"cross_entropy"``: logits unless the model ends in a
+    softmax (:mod:`mlcore._lossplan`).
+
+    ``from_logits=False``: ``pred`` holds probabilities (softmax outputs): rows in [0, 1]
+    summing to 1 within the dtype's tolerance (logits are refused, with the fix), clipped
     below at ``eps`` before the log (``eps=None``: the machine epsilon of pred's dtype);
     gradient ``-y / p`` at the clipped ``p``.
 
@@ -200,7 +214,9 @@ class CrossEntropy(LossBase):
     what ``fit`` computes for a model ending in a softmax (:meth:`logits_form`).
 
     ``label_smoothing`` (default 0, in [0, 1)) replaces ``y`` by ``(1 - s) y + s / M``, as
-    PyTorch does.
+    PyTorch does. Cross-entropy needs M >= 2 classes: one output is refused, naming
+    ``binary_cross_entropy``; (N, M) targets must be distributions (multi-hot rows, several
+    classes per sample, are refused, naming ``binary_cross_entropy``).
     """
 
     name = "cross_entropy"
@@ -210,12 +226,12 @@ class CrossEntropy(LossBase):
     def __init__(
         self,
         reduction: str = "mean",
-        from_logits: bool = False,
+        from_logits: bool | None = None,
         label_smoothing: float = 0.0,
         eps: float | None = None,
     ) -> None:
         super().__init__(reduction)
-        self.from_logits = bool_param(self.name, "from_logits", from_logits)
+        self.from_logits = logits_flag(self.name, from_logits)
         self.label_smoothing = smoothing_param(label_smoothing)
         self.eps = eps_param(self.name, eps)
 
@@ -228,18 +244,24 @@ class CrossEntropy(LossBase):
 
     def check(self, xp: Any, pred: Any, target: Any) -> Any:
         check_pred(xp, pred, self.name, ndim=2)
+        two_classes(int(pred.shape[1]), "pred has")
+        if not self.from_logits:
+            check_probability_rows(xp, pred, self.name, CE_FIX)
         return class_targets(xp, pred, target, self.name)
 
     def prepare_target(self, xp: Any, target: Any, n_out: int | None, dtype: Any) -> Any:
         """(N,) integer labels in [0, M), or (N, M) rows cast to ``dtype``, for a model with
         M = ``n_out`` outputs; checked once where ``fit`` receives them."""
         m = int(n_out or 0)
+        two_classes(m, "the model has")
         if target.ndim == 2:
             if tuple(target.shape[1:]) != (m,):
                 raise ShapeError(
                     f"cross_entropy targets of shape {tuple(target.shape)} do not fit a model "
                     f"with {m} outputs; pass (N, {m}) rows or (N,) labels.", target)
-            return training_target(xp, target, n_out, dtype)
+            target = training_target(xp, target, n_out, dtype)
+            check_distribution(xp, target, self.name, fix=MULTI_HOT_FIX)
+            return target
         if target.ndim != 1 or not xp.isdtype(target.dtype, "integral"):
             raise DTypeError(
                 f"cross_entropy labels must be integer class indices of shape (N,), received "
@@ -309,15 +331,17 @@ def _softmax_ce(xp: Any) -> Any:
     return kernel("softmax_cross_entropy", xp)
 
 
-class KLDivergence(LossBase):
+class KLDivergence(TwoDistributions, LossBase):
     """Kullback-Leibler divergence, eq. (1.13): ``D_KL(target || pred) =
     sum_j y_j (log y_j - log p_j)`` summed over the classes of each sample.
 
     ``pred`` and ``target`` are (N, M) probability rows (target rows must sum to 1 within
-    1e-3); terms where ``y_j = 0`` contribute 0. ``pred`` is clipped below at ``eps``
-    (``eps=None``: the machine epsilon of its dtype) before the log. Gradient ``-y / p`` at
-    the clipped ``p``. Equals ``torch.nn.functional.kl_div(log(pred), target,
-    reduction="batchmean")`` for the default ``reduction="mean"``.
+    1e-3, pred rows within the dtype's tolerance; negative values and NaN are refused, so
+    the divergence is never negative); terms where ``y_j = 0`` contribute 0. ``pred`` is
+    clipped below at ``eps`` (``eps=None``: the machine epsilon of its dtype) before the
+    log. Gradient ``-y / p`` at the clipped ``p``. Equals
+    ``torch.nn.functional.kl_div(log(pred), target, reduction="batchmean")`` for the default
+    ``reduction="mean"``.
     """
 
     name = "kl_divergence"
@@ -331,6 +355,8 @@ class KLDivergence(LossBase):
         check_same_shape(pred, target, NAMES)
         target = float_target(xp, pred, target)
         check_distribution(xp, target, self.name)
+        check_probability_rows(xp, pred, self.name, "Apply softmax to pred first (or "
+                               "normalise each row).")
         return target
 
     def values(self, xp: Any, pred: Any, target: Any) -> Any:

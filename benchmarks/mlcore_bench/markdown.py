@@ -57,7 +57,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     out = [f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}; "
            f"load average (1, 5, 15 min) before the run {_load(m.get('load_average'))}, "
            f"after {_load(m.get('load_average_after'))}; commit "
-           f"`{(m['commit'] or '?')[:10]}`{' (with local edits)' if m['dirty'] else ''}; "
+           f"`{m['commit'][:10] if m['commit'] else 'none (installed from wheels)'}`"
+           f"{' (with local edits)' if m['dirty'] else ''}; "
            f"{report['created']}; {report['elapsed_s']:.0f} s.", ""]
     out += ["Thread pools: " + "; ".join(
         f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('num_threads')} threads)"

@@ -143,7 +143,8 @@ def _ratio_axis(ax: Any, ratios: list[dict[str, Any]]) -> None:
     hi = max([1.4, *(r["max"] * 1.25 for r in ratios)])
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    wide = hi / lo > 200  # over two decades: 1-2-5 labels would run into each other
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 

@@ -48,8 +48,9 @@ def print_header(report: dict[str, Any], echo: Echo) -> None:
     """Machine, threads and the competitors: those that run, then once each, those that
     cannot run here and why (a missing library with the pip command that installs it)."""
     m = report["machine"]
+    commit = (m["commit"] or "")[:10] + (" (dirty)" if m["dirty"] else "")
     echo(f"machine: {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}, "
-         f"commit {(m['commit'] or '?')[:10]}{' (dirty)' if m['dirty'] else ''}")
+         f"{'commit ' + commit if commit else 'mlcore installed from a wheel (no commit)'}")
     pools = ", ".join(f"{p.get('internal_api')} {p.get('version') or ''} "
                       f"{p.get('num_threads')} threads".replace("  ", " ")
                       for p in m["thread_pools"])

@@ -97,6 +97,10 @@ def test_case_selection() -> None:
     assert [c.name for c in cases.select(found, ["activation/*"])] == [
         "activation/relu", "activation/tanh"]
     assert {c.batch for c in cases.select(found, ["mlp_step/784"])} == {32, 256, 1024}
+    quick = cases.all_cases(["relu", "tanh"], ["mse"], quick=True)
+    assert {c.batch for c in cases.select(quick, ["mlp_step/784"])} == {32, 256}  # a line
+    assert {c.batch for c in cases.select(quick, ["dense"])} == {32}
+    assert not cases.select(quick, ["train/"])
 
 
 def _adam_oracle(params: list[np.ndarray], grads_fn: Any, steps: int) -> list[np.ndarray]:

@@ -28,7 +28,16 @@ The checks (``CHECKS``), on every installed backend that is usable here:
                 (±1e4 by default), in float32 and float64.
 ``shapes``      (losses) a target with another number of samples raises ``ValueError``
                 (``mlcore.ShapeError`` is one) with a message, from forward and backward.
-``reference``   (when the author supplies one) agreement with a float64 NumPy function.
+``reference``   (when the author supplies one) agreement with a float64 NumPy function, on
+                the case's inputs and, where the inputs are free (no ``inputs`` declared),
+                also *relative* agreement element by element at tiny and huge magnitudes
+                (``Case.magnitudes``, default 1e-8 and 1e4 times the inputs), which is where
+                cancellation (``log(cosh(x))``, ``exp(x) - 1``) loses digits.
+
+Inputs respect each function's domain: a case's ``inputs`` / ``extremes`` when given, else
+the object's own ``conformance_inputs(rng)`` / ``conformance_extremes(rng)`` when it has them
+(mlcore's probability losses do: cross-entropy gets probability rows and labels, KL two
+distributions, binary cross-entropy probabilities), else the defaults below.
 
 NumPy is the host oracle here; it is imported inside functions only, so ``import mlcore``
 stays free of array libraries, and importing this kit does not import pytest. The package:

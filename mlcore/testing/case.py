@@ -39,8 +39,17 @@ class Case:
     ``target ~ U(0, 1)`` of shape (4, 3). ``extremes(rng)`` returns the same for the
     ``extremes`` check (default: ``inputs`` with x or pred filled with values from -1e4 to
     1e4). ``reference(x, **params)`` (activations) or ``reference(pred, target, **params)``
-    (losses, per-sample values, i.e. ``reduction="none"``) is a float64 NumPy function.
-    ``skip`` maps a check name to the reason it does not apply.
+    is a float64 NumPy function. How it meets ``reduction``: when the loss takes a
+    ``reduction`` parameter and ``params`` do not set one, the loss is built with
+    ``reduction="none"`` and ``reference`` returns the **per-sample values**, shape (N,);
+    when ``params`` set a reduction, or the loss has no such parameter, the loss is compared
+    as built, so ``reference`` returns what its ``forward`` returns (a scalar for "mean").
+    ``magnitudes`` scale the inputs for the relative-precision part of ``reference`` (only
+    when the inputs are the kit's defaults; ``()`` turns it off). ``skip`` maps a check name
+    to the reason it does not apply.
+
+    A loss may carry its own domain: ``conformance_inputs(rng)`` and
+    ``conformance_extremes(rng)`` on the object give its data when the case gives none.
     """
 
     name: str
@@ -53,6 +62,7 @@ class Case:
     factory: Callable[..., Any] | None = None  # None: the registered factory of ``name``
     grad_tol: float = 1e-6
     ref_tol: tuple[float, float] = (1e-4, 1e-7)  # (float32, float64), relative
+    magnitudes: tuple[float, ...] = (1e-8, 1e4)
 
     @property
     def label(self) -> str:
@@ -92,6 +102,9 @@ class Context:
         maker = self.case.extremes if extreme else self.case.inputs
         if maker is not None:
             return maker(rng)
+        own = self.own_data(rng, extreme)
+        if own is not None:
+            return own
         base = (self.case.inputs or _DEFAULT_INPUTS[self.case.kind])(rng)
         if not extreme:
             return base
@@ -99,6 +112,20 @@ class Context:
         if self.case.kind == "activation":
             return ladder
         return self.np.resize(ladder, self.np.shape(base[0])), base[1]
+
+    def own_data(self, rng: Any, extreme: bool = False) -> Any:
+        """The object's own data for its domain (``conformance_inputs(rng)`` or
+        ``conformance_extremes(rng)``), or None."""
+        if self.case.inputs is not None:
+            return None
+        name = "conformance_extremes" if extreme else "conformance_inputs"
+        maker = getattr(self.case.build(), name, None)
+        return maker(rng) if callable(maker) else None
+
+    def free_inputs(self) -> bool:
+        """Whether the inputs are the kit's defaults (no domain declared): they may be scaled."""
+        return self.case.inputs is None and self.own_data(
+            self.np.random.default_rng(0)) is None
 
     def arr(self, host: Any, dtype: Any) -> Any:
         """A backend array; floating host data is cast to ``dtype``, integers kept."""

@@ -38,6 +38,46 @@ def _same_array(ctx: _Ctx, out: Any, like: Any, what: str, shape: tuple[int, ...
     require(tuple(out.shape) == shape, f"{what} has shape {tuple(out.shape)}, expected {shape}")
 
 
+def _relative(ctx: _Ctx, got: Any, want: Any, tol: float, dt: Any, what: str) -> None:
+    """Element by element ``|got - want| <= tol |want| + floor`` where ``want`` is finite;
+    ``floor`` is the square root of the dtype's smallest normal (1.1e-19 in float32), so
+    values that underflow towards 0 compare absolutely."""
+    np = ctx.np
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    require(got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}")
+    err = np.abs(got - want)
+    floor = float(ctx.xp.finfo(dt).smallest_normal) ** 0.5
+    bad = np.isfinite(want) & ~(err <= tol * np.abs(want) + floor)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    rel = float(err.flat[i] / max(abs(float(want.flat[i])), 1e-300))
+    raise AssertionError(
+        f"{what}: relative error {rel:.3g} (tolerance {tol:g}); got {float(got.flat[i])!r}, "
+        f"expected {float(want.flat[i])!r}. The formula loses precision at this magnitude "
+        f"(cancellation?): rewrite it (log1p, expm1, a series near 0), or narrow "
+        f"Case(magnitudes=...) and say why in your docs")
+
+
+def _magnitudes(ctx: _Ctx, forward: Callable[..., Any], reference: Callable[..., Any],
+                data: tuple[Any, ...], label: str) -> None:
+    """The relative-precision part of ``reference``: the free default inputs scaled to tiny
+    and huge magnitudes (``Case.magnitudes``); integer arrays are kept."""
+    if not ctx.free_inputs():
+        return
+    np = ctx.np
+    for scale in ctx.case.magnitudes:
+        scaled = [a * scale if np.asarray(a).dtype.kind == "f" else a for a in data]
+        for dt, tol in zip(ctx.dtypes(), ctx.case.ref_tol, strict=True):
+            arrays = [ctx.arr(a, dt) for a in scaled]
+            hosts = [ctx.host(a) if np.asarray(s).dtype.kind == "f" else np.asarray(s)
+                     for a, s in zip(arrays, scaled, strict=True)]
+            with np.errstate(all="ignore"):
+                want = reference(*hosts, **ctx.case.params)
+            _relative(ctx, ctx.host(forward(*arrays)), want, tol, dt,
+                      f"{label}({dtname(dt)}) vs reference at inputs x {scale:g}")
+
+
 def _close(ctx: _Ctx, got: Any, want: Any, tol: float, what: str) -> None:
     np = ctx.np
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
@@ -146,6 +186,7 @@ def _act_reference(ctx: _Ctx) -> None:
         x = ctx.arr(x0, dt)
         want = reference(ctx.host(x), **ctx.case.params)
         _close(ctx, ctx.host(obj.forward(x)), want, tol, f"forward({dtname(dt)}) vs reference")
+    _magnitudes(ctx, obj.forward, reference, (x0,), "forward")
 
 
 # -- loss checks ------------------------------------------------------------------------------
@@ -275,8 +316,23 @@ def _loss_reference(ctx: _Ctx) -> None:
         host_target = ctx.np.asarray(ctx.b.to_numpy(target))
         host_target = host_target.astype(float) if host_target.dtype.kind == "f" else host_target
         want = reference(ctx.host(pred), host_target, **ctx.case.params)
-        _close(ctx, ctx.host(obj.forward(pred, target)), want, tol,
-               f"forward({dtname(dt)}, reduction={reduction!r}) vs reference")
+        got = ctx.host(obj.forward(pred, target))
+        require(got.shape == ctx.np.shape(want), _reduction_hint(got, want, reduction))
+        _close(ctx, got, want, tol, f"forward({dtname(dt)}, reduction={reduction!r}) vs "
+               f"reference")
+    _magnitudes(ctx, obj.forward, reference, (pred0, target0),
+                f"forward(reduction={reduction!r})")
+
+
+def _reduction_hint(got: Any, want: Any, reduction: str | None) -> str:
+    if reduction == "none":
+        how = ("the loss is built with reduction='none', so reference must return the "
+               "per-sample values, shape (N,)")
+    else:
+        how = ("the loss is compared as built (params set a reduction, or it has no "
+               "reduction parameter), so reference must return what forward returns")
+    shape = tuple(getattr(want, "shape", ()))
+    return f"reference: forward gives shape {got.shape}, reference {shape}: {how}"
 
 
 CHECK_FUNCS: dict[str, dict[str, Callable[[_Ctx], None]]] = {

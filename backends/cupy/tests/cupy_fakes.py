@@ -14,6 +14,9 @@
   run, and the outputs of :class:`RecordingNamespace` operations are NaN until a replay;
   ``Graph.launch()`` replays the record in order. ``sync()`` during a capture raises as CUDA
   does (``cudaErrorStreamCaptureUnsupported``) and invalidates the capture.
+
+Also the plain path a kernel is compared with where the core has no function of that name
+(:func:`softmax_cross_entropy`).
 """
 
 from __future__ import annotations
@@ -318,3 +321,13 @@ class RecordingNamespace:
             raise FakeCudaError("cudaErrorStreamCaptureUnsupported: operation not permitted "
                                 "when stream is capturing")
         return float(x)
+
+
+def softmax_cross_entropy(xp: Any, z: Any, t: Any, s: float = 0.0,
+                          grad: bool = True) -> tuple[Any, Any]:
+    """The plain path the kernel must equal: mlcore's cross-entropy from logits."""
+    import mlcore
+
+    loss = mlcore.loss("cross_entropy", from_logits=True, label_smoothing=s)
+    value, g = loss.value_and_grad_unchecked(xp, z, t)
+    return value, (g if grad else None)

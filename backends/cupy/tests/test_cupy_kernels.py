@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cupy_fakes import FakeCudaError, FakeCupy, compiler_available, fake, parse_signature
+from cupy_fakes import (
+    FakeCudaError,
+    FakeCupy,
+    compiler_available,
+    fake,
+    parse_signature,
+    softmax_cross_entropy,
+)
 from mlcore_cupy import _source as src
 from mlcore_cupy import kernels
 
@@ -29,14 +36,6 @@ import mlcore
 
 needs_compiler = pytest.mark.skipif(not compiler_available(),
                                     reason="no C++ compiler (g++) to run the CUDA source")
-
-
-def softmax_cross_entropy(xp: Any, z: Any, t: Any, s: float = 0.0,
-                          grad: bool = True) -> tuple[Any, Any]:
-    """The plain path the kernel must equal: mlcore's cross-entropy from logits."""
-    loss = mlcore.loss("cross_entropy", from_logits=True, label_smoothing=s)
-    value, g = loss.value_and_grad_unchecked(xp, z, t)  # type: ignore[attr-defined]
-    return value, (g if grad else None)
 
 
 @pytest.fixture
@@ -391,6 +390,19 @@ def test_flat_buffer_views_keep_each_layout(cupy: FakeCupy) -> None:
         assert np.all(view == 0) and view.data.ptr % 256 == flat.buffer.data.ptr % 256
     flat.views[0][...] = 1.0
     assert float(flat.buffer.sum()) == 35.0
+
+
+def test_cupy_kernels_are_those_of_the_hookspecs_table(cupy: FakeCupy) -> None:
+    import inspect
+
+    from mlcore.hookspecs import KERNELS
+
+    made = kernels.make_kernels(cupy)
+    assert set(made) == set(kernels.KERNEL_NAMES) and set(made) <= set(KERNELS)
+    for name, fn in made.items():
+        params = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+                           for p in inspect.signature(fn).parameters.values())
+        assert KERNELS[name].signature.startswith(f"kernel({params})"), (name, params)
 
 
 def test_kernel_lookup_answers_only_for_cupy() -> None:

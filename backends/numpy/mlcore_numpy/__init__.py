@@ -17,7 +17,7 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 import pluggy
 
-__all__ = ["NumpyBackend", "HostRandom", "mlcore_backends", "mlcore_kernel"]
+__all__ = ["NumpyBackend", "HostBackend", "HostRandom", "mlcore_backends", "mlcore_kernel"]
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("mlcore")
@@ -44,18 +44,12 @@ class HostRandom:
         return self._convert(self._gen.permutation(n), None)
 
 
-class NumpyBackend:
-    """Arrays are NumPy ndarrays, seen through array-api-compat's NumPy namespace."""
-
-    name = "numpy"
-    xp = xp_numpy
-    device = "cpu"
+class HostBackend:
+    """What a backend whose arrays live in host memory shares: nothing to wait for, always
+    available, numbers drawn by :class:`HostRandom` and converted by ``self.asarray``."""
 
     def asarray(self, obj: Any, dtype: Any = None) -> Any:
-        return np.asarray(obj, dtype=dtype)
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        return np.array(x, copy=True, order="C")  # C order, whatever the layout of x
+        raise NotImplementedError
 
     def synchronize(self) -> None:
         """Nothing to wait for on the CPU."""
@@ -68,6 +62,20 @@ class NumpyBackend:
 
     def unavailable_reason(self) -> str:
         return ""
+
+
+class NumpyBackend(HostBackend):
+    """Arrays are NumPy ndarrays, seen through array-api-compat's NumPy namespace."""
+
+    name = "numpy"
+    xp = xp_numpy
+    device = "cpu"
+
+    def asarray(self, obj: Any, dtype: Any = None) -> Any:
+        return np.asarray(obj, dtype=dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.array(x, copy=True, order="C")  # C order, whatever the layout of x
 
     def owns(self, x: Any) -> bool:
         return array_api_compat.is_numpy_array(x)

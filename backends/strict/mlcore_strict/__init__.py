@@ -13,7 +13,7 @@ import array_api_strict
 import numpy as np
 import pluggy
 from array_api_strict._array_object import Array as _StrictArray
-from mlcore_numpy import HostRandom
+from mlcore_numpy import HostBackend
 
 __all__ = ["StrictBackend", "mlcore_backends"]
 __version__ = "0.1.0"
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("mlcore")
 
 
-class StrictBackend:
+class StrictBackend(HostBackend):
     """Arrays are ``array_api_strict.Array`` on its CPU device."""
 
     name = "strict"
@@ -36,18 +36,6 @@ class StrictBackend:
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.array(np.from_dlpack(x), copy=True, order="C")
-
-    def synchronize(self) -> None:
-        """Nothing to wait for on the CPU."""
-
-    def rng(self, seed: int | None = None) -> HostRandom:
-        return HostRandom(seed, self.asarray)
-
-    def is_available(self) -> bool:
-        return True
-
-    def unavailable_reason(self) -> str:
-        return ""
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, _StrictArray)
