@@ -5,8 +5,11 @@ This module is the table of contents: one import per public name.
 
 from __future__ import annotations
 
+from . import callbacks, data, schedules
 from .activations import activation, activation_names
 from .backend import Backend, BackendChoice, backend_choice, backend_names, get_backend, use_backend
+from .checkpoint import load_checkpoint, save_checkpoint
+from .dropout import Dropout
 from .errors import (
     BackendMismatchError,
     BackendNotFoundError,
@@ -29,8 +32,11 @@ from .hookspecs import ActivationFn, LossFn, hookimpl
 from .io import load
 from .layers import Activation, Dense, Layer, Parameter, PReLU
 from .losses import loss, loss_names
+from .metrics import Metric, metric, metric_names
 from .model import MLP, Sequential
+from .normalization import BatchNorm, LayerNorm
 from .optim import SGD, Adam, AdamW, Optimizer
+from .optimizers import Adagrad, RMSprop
 from .train import make_train_step
 
 __version__ = "0.1.0"
@@ -53,20 +59,33 @@ __all__ = [
     "activation_names",
     "loss",
     "loss_names",
+    "metric",
+    "metric_names",
+    "Metric",
     # layers, models, training
     "Layer",
     "Parameter",
     "Dense",
     "PReLU",
     "Activation",
+    "Dropout",
+    "LayerNorm",
+    "BatchNorm",
     "Sequential",
     "MLP",
     "Optimizer",
     "SGD",
     "Adam",
     "AdamW",
+    "RMSprop",
+    "Adagrad",
     "make_train_step",
     "load",
+    "save_checkpoint",
+    "load_checkpoint",
+    "callbacks",
+    "schedules",
+    "data",
     # errors
     "MlcoreError",
     "BackendMismatchError",

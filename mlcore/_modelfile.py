@@ -38,7 +38,8 @@ _HEADER_MAX = 100_000_000  # safetensors' own limit on the header
 _PLACEHOLDER = "0" * 64
 _DIGEST_FIELD = re.compile(rb'"sha256"\s*:\s*"([0-9a-f]{64})"')
 _DTYPES = {"float32": "F32", "float64": "F64"}
-LAYER_TYPES = ("Dense", "PReLU", "Activation", "Sequential", "MLP")  # model.layer_types()
+LAYER_TYPES = ("Dense", "PReLU", "Activation", "Dropout", "LayerNorm", "BatchNorm",
+               "Sequential", "MLP")  # model.layer_types()
 
 
 def tensor_digest(tensors: dict[str, Any]) -> str:
@@ -165,7 +166,12 @@ def expected_tensors(cfg: Any, prefix: str = "") -> dict[str, tuple[tuple[int, .
         return out
     if kind == "MLP":
         return expected_tensors(_mlp_layers(cfg), prefix)
-    if kind == "Activation":
+    if kind in ("LayerNorm", "BatchNorm"):
+        shape, dt = (_size(cfg, "num_features"),), _dtype(cfg)
+        names = ("weight", "bias") + (("running_mean", "running_var") if kind == "BatchNorm"
+                                      else ())
+        return {f"{prefix}{n}": (shape, dt) for n in names}
+    if kind in ("Activation", "Dropout"):
         return {}
     raise ValueError(f"Unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
 
@@ -177,11 +183,18 @@ def _mlp_layers(cfg: dict[str, Any]) -> dict[str, Any]:
     for k in range(len(sizes) - 1):
         layers.append({"type": "Dense", "in_features": sizes[k], "out_features": sizes[k + 1],
                        "bias": cfg["bias"], "dtype": dt})
-        act = cfg["activation"] if k < len(sizes) - 2 else cfg["output_activation"]
+        hidden = k < len(sizes) - 2
+        norm = cfg.get("norm") if hidden else None
+        if norm is not None:
+            kind = {"layer": "LayerNorm", "batch": "BatchNorm"}[norm]
+            layers.append({"type": kind, "num_features": sizes[k + 1], "dtype": dt})
+        act = cfg["activation"] if hidden else cfg["output_activation"]
         if act == "prelu":
             layers.append({"type": "PReLU", "num_parameters": sizes[k + 1], "dtype": dt})
         elif act is not None:
             layers.append({"type": "Activation"})
+        if hidden and cfg.get("dropout"):
+            layers.append({"type": "Dropout"})
     return {"type": "Sequential", "layers": layers}
 
 

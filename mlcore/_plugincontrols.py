@@ -25,7 +25,8 @@ __all__ = ["FIRST_PARTY", "SINGULAR", "truthy", "norm", "canonical_name", "disab
 
 FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy", "mlcore-torch",
                          "mlcore-jax"})
-SINGULAR = {"backends": "backend", "activations": "activation", "losses": "loss"}
+SINGULAR = {"backends": "backend", "activations": "activation", "losses": "loss",
+            "metrics": "metric", "optimizers": "optimizer"}
 """How each kind of plugin object is named in messages."""
 
 

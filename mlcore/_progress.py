@@ -1,5 +1,4 @@
-"""Progress display for ``fit``: a tqdm bar when asked (or stderr is a terminal), else
-one line per epoch without tqdm, else nothing."""
+"""Progress display for ``fit``: a tqdm bar, one line per epoch, or nothing."""
 
 from __future__ import annotations
 
@@ -38,7 +37,7 @@ class _Lines(_Quiet):
         print(f"epoch {self.epoch}: {text}", file=sys.stderr)
 
 
-def progress(verbose: bool | str, total: int) -> Any:
+def progress(verbose: bool | str, total: int | None) -> Any:
     if verbose not in (True, False, "auto", 0, 1):
         raise InvalidParameterError(
             f"verbose must be True, False or 'auto', received {verbose!r}.", verbose)

@@ -205,6 +205,29 @@ def mlcore_losses() -> Mapping[str, Callable[..., Any]]:
     raise NotImplementedError
 
 
+@hookspec
+def mlcore_metrics() -> Mapping[str, Callable[..., Any]]:
+    """Return ``{name: factory}`` for the metrics this plugin provides.
+
+    ``factory(**params)`` returns an object (see :class:`mlcore.metrics.Metric`) with
+    ``update(state, y_pred, y_true) -> state`` (``state`` is None before the first batch;
+    the new state stays on the device, nothing is read back) and ``result(state) -> float``
+    (the one read-back, once per epoch in ``fit``). The name is the history key.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def mlcore_optimizers() -> Mapping[str, Callable[..., Any]]:
+    """Return ``{name: factory}`` for the optimisers this plugin provides.
+
+    ``factory(params, lr=..., **options)`` returns a :class:`mlcore.optim.Optimizer` over the
+    list of :class:`~mlcore.layers.Parameter` ``params``; ``fit(optimizer=name)`` and
+    :func:`mlcore.optim.get_optimizer` build it by name (``lr`` is passed only when given).
+    """
+    raise NotImplementedError
+
+
 @hookspec(firstresult=True)
 def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     """Return a fused kernel ``name`` for arrays of the namespace ``xp``, or None.

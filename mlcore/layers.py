@@ -132,7 +132,14 @@ def positive_int(value: Any, name: str, hint: str = "") -> int:
 
 
 class Layer:
-    """The base of every layer: ``forward`` returns ``(Y, backprop)``."""
+    """The base of every layer: ``forward`` returns ``(Y, backprop)``.
+
+    ``training`` is the layer's mode (True, as in PyTorch, until a model's ``eval()``); only
+    layers that set ``modal = True`` (Dropout, BatchNorm) behave differently in it.
+    """
+
+    training = True
+    modal = False
 
     def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
         """Return the output and the function that backpropagates through this call."""
@@ -145,6 +152,11 @@ class Layer:
     def parameters(self) -> list[Parameter]:
         """The trainable parameters."""
         return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self) -> list[tuple[str, Parameter]]:
+        """State that is saved with the model but not trained (BatchNorm's running
+        statistics), as ``(name, holder)`` pairs."""
+        return []
 
     def zero_grad(self) -> None:
         """Clear every parameter's accumulated gradient."""
@@ -160,7 +172,7 @@ class Layer:
         """The output alone (inference), computed on the device of ``X``; a list (or any
         non-array) is converted as :meth:`Sequential.predict` converts it."""
         if not hasattr(X, "shape"):
-            from .train import to_layer_input
+            from ._boundary import to_layer_input
 
             X = to_layer_input(self, X)
         with device_scope(X, names=("X",)):

@@ -11,9 +11,11 @@ from typing import Any
 
 from ._array import device_scope, namespace
 from .backend import Backend, get_backend
+from .dropout import Dropout
 from .errors import InvalidParameterError, MlcoreError, ModelFileError, ShapeError
 from .init import default_init
 from .layers import Activation, Backprop, Dense, Layer, Parameter, PReLU, dtype_name, positive_int
+from .normalization import BatchNorm, LayerNorm
 from .plugins import canonical_name
 
 __all__ = ["Sequential", "MLP", "layer_from_config", "layer_types"]
@@ -49,6 +51,9 @@ class Sequential(Layer):
                     f"Sequential expects mlcore layers; item {i} is {type(layer).__name__}. "
                     f"Wrap activations as mlcore.Activation(name).", layer)
         self.last_loss: Any = None  # the loss of the last fit, used by evaluate()
+        self.stop_training = False  # a callback sets it to end fit after this epoch
+        self._epochs_seen = 0  # epochs fit has run (the shuffling stream's position)
+        self._shuffle_state: tuple[Any, Any, Any] | None = None
         self._step_cache: tuple[Any, Any, Callable[..., Any]] | None = None
 
     # -- structure -------------------------------------------------------------------------
@@ -80,6 +85,42 @@ class Sequential(Layer):
         return [(f"layers.{i}.{name}", p) for i, layer in enumerate(self.layers)
                 for name, p in layer.named_parameters()]
 
+    def named_buffers(self) -> list[tuple[str, Parameter]]:
+        return [(f"layers.{i}.{name}", p) for i, layer in enumerate(self.layers)
+                for name, p in layer.named_buffers()]
+
+    # -- modes -----------------------------------------------------------------------------
+    def _all_layers(self) -> list[Layer]:
+        found: list[Layer] = [self]
+        for layer in self.layers:
+            found += layer._all_layers() if isinstance(layer, Sequential) else [layer]
+        return found
+
+    def train(self, mode: bool = True) -> Sequential:
+        """Put every layer in training mode (``mode=False``: inference); returns the model.
+
+        ``fit`` and ``train_step`` train; ``predict``, ``evaluate`` and ``model(X)`` always
+        infer (Dropout passes inputs through, BatchNorm uses its running statistics).
+        """
+        for layer in self._all_layers():
+            layer.training = bool(mode)
+        return self
+
+    def eval(self) -> Sequential:
+        """Inference mode for every layer, as PyTorch's ``model.eval()``; returns the model."""
+        return self.train(False)
+
+    def has_modes(self) -> bool:
+        """Whether any layer behaves differently in training and inference."""
+        return any(layer.modal for layer in self._all_layers())
+
+    def modes(self) -> list[bool]:
+        return [layer.training for layer in self._all_layers()]
+
+    def set_modes(self, modes: list[bool]) -> None:
+        for layer, mode in zip(self._all_layers(), modes, strict=True):
+            layer.training = mode
+
     def namespace(self, X: Any, y: Any = None) -> Any:
         """The namespace of ``X`` (and ``y``) and the parameters; an error if backends differ."""
         arrays = (X,) if y is None else (X, y)
@@ -92,19 +133,12 @@ class Sequential(Layer):
             xp = self.namespace(X)
         return chain(self.layers, X, xp, input_grad)
 
-    def fit(self, X: Any, y: Any, *, loss: Any, optimizer: Any = "adam", lr: float | None = None,
-            epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
-            validation_data: tuple[Any, Any] | None = None,
-            verbose: bool | str = "auto", distributed: Any = False,
-            on_nonfinite: str = "raise",
-            jit_compile: bool | None = None) -> dict[str, list[float]]:
-        """Train on mini-batches; see :func:`mlcore.train.fit`."""
+    def fit(self, X: Any, y: Any = None, *, loss: Any, **options: Any) -> dict[str, list[float]]:
+        """Train on mini-batches; every option (``epochs``, ``batch_size``, ``optimizer``,
+        ``metrics``, ``callbacks``, ``validation_split`` ...) is :func:`mlcore.train.fit`'s."""
         from .train import fit
 
-        return fit(self, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
-                   batch_size=batch_size, shuffle=shuffle, seed=seed,
-                   validation_data=validation_data, verbose=verbose, distributed=distributed,
-                   on_nonfinite=on_nonfinite, jit_compile=jit_compile)
+        return fit(self, X, y, loss=loss, **options)
 
     def train_step(self, X: Any, y: Any, loss: Any, optimizer: Any) -> Any:
         """One optimisation step on a batch; returns the loss as a 0-d array (no sync).
@@ -126,25 +160,43 @@ class Sequential(Layer):
 
         return predict(self, X, batch_size=batch_size)
 
-    def evaluate(self, X: Any, y: Any, *, loss: Any = None,
-                 batch_size: int | None = None) -> dict[str, float]:
-        """Loss (and accuracy for classification) on ``X, y``; see :func:`mlcore.train.evaluate`."""
+    def evaluate(self, X: Any, y: Any, *, loss: Any = None, batch_size: int | None = None,
+                 metrics: Sequence[Any] | None = None) -> dict[str, float]:
+        """Loss (and accuracy for classification, and ``metrics``) on ``X, y``; see
+        :func:`mlcore.train.evaluate`."""
         from .train import evaluate
 
-        return evaluate(self, X, y, loss=loss, batch_size=batch_size)
+        return evaluate(self, X, y, loss=loss, batch_size=batch_size, metrics=metrics)
+
+    def __call__(self, X: Any) -> Any:
+        """The output alone, in inference mode, on the device of ``X``."""
+        if not self.has_modes():
+            return super().__call__(X)
+        before = self.modes()
+        self.train(False)
+        try:
+            return super().__call__(X)
+        finally:
+            self.set_modes(before)
+
+    def summary(self) -> str:
+        """A table of the layers, their output shapes and parameter counts, with totals."""
+        from .summary import summary
+
+        return summary(self)
 
     # -- persistence -----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {"type": "Sequential", "layers": [layer.config() for layer in self.layers]}
 
     def state_dict(self) -> dict[str, Any]:
-        """``{name: array}`` of every parameter (the arrays themselves, not copies)."""
-        return {name: p.value for name, p in self.named_parameters()}
+        """``{name: array}`` of every parameter and buffer (the arrays themselves)."""
+        return {name: p.value for name, p in self.named_parameters() + self.named_buffers()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy ``state`` (arrays of this model's backend) into the parameters, in place
         (:meth:`~mlcore.layers.Parameter.set`, as PyTorch's ``load_state_dict`` copies)."""
-        named = dict(self.named_parameters())
+        named = dict(self.named_parameters() + self.named_buffers())
         missing, extra = sorted(set(named) - set(state)), sorted(set(state) - set(named))
         if missing or extra:
             raise ShapeError(f"State does not fit the model: missing {missing}, "
@@ -187,16 +239,23 @@ class MLP(Sequential):
     (a per-feature :class:`PReLU` layer). Weights are initialised for the activation that
     follows them (``he_uniform`` for the ReLU family, ``glorot_uniform`` otherwise; see
     :mod:`mlcore.init`) from one random source seeded by ``seed``; ``init`` overrides.
+    Each hidden layer is Dense, then ``norm`` (``"layer"``: :class:`LayerNorm`, ``"batch"``:
+    :class:`BatchNorm`), the activation, then :class:`Dropout` when ``dropout > 0`` (its
+    masks seeded from ``seed``).
     """
 
     def __init__(self, sizes: Sequence[int], activation: str = "relu",
                  output_activation: str | None = None, seed: int | None = None, *,
-                 init: str | None = None, bias: bool = True, dtype: Any = None) -> None:
+                 init: str | None = None, bias: bool = True, dtype: Any = None,
+                 dropout: float = 0.0, norm: str | None = None) -> None:
         self.sizes = _sizes(sizes)
         activation = canonical_name(activation)
         output_activation = canonical_name(output_activation)
         self.activation, self.output_activation = activation, output_activation
-        self.init, self.bias = init, bias
+        self.init, self.bias, self.dropout, self.norm = init, bias, dropout, norm
+        if norm not in (None, "layer", "batch"):
+            raise InvalidParameterError(
+                f"norm must be None, 'layer' or 'batch', received {norm!r}.", norm)
         rng = get_backend().rng(seed)
         layers: list[Layer] = []
         pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
@@ -204,14 +263,20 @@ class MLP(Sequential):
             act = activation if i < len(pairs) - 1 else output_activation
             layers.append(Dense(n_in, n_out, bias=bias, init=init or default_init(act),
                                 rng=rng, dtype=dtype))
+            hidden = i < len(pairs) - 1
+            if hidden and norm is not None:
+                layers.append((LayerNorm if norm == "layer" else BatchNorm)(n_out, dtype=dtype))
             if act is not None:
                 layers.append(_act_layer(act, n_out, dtype))
+            if hidden and dropout:
+                layers.append(Dropout(dropout, seed=None if seed is None else seed + 1 + i))
         super().__init__(layers)
 
     def config(self) -> dict[str, Any]:
         return {"type": "MLP", "sizes": self.sizes, "activation": self.activation,
                 "output_activation": self.output_activation, "bias": self.bias,
-                "dtype": dtype_name(self.backend.xp, self.dtype)}
+                "dtype": dtype_name(self.backend.xp, self.dtype), "dropout": self.dropout,
+                "norm": self.norm}
 
 
 def _sizes(sizes: Any) -> list[int]:
@@ -255,8 +320,14 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], Layer]] = {
                              init="zeros", dtype=str(c["dtype"])),
     "PReLU": lambda c: PReLU(int(c["num_parameters"]), dtype=str(c["dtype"])),
     "Activation": lambda c: Activation(str(c["name"]), **dict(c["params"])),
+    "Dropout": lambda c: Dropout(float(c["rate"])),
+    "LayerNorm": lambda c: LayerNorm(int(c["num_features"]), float(c["eps"]),
+                                     dtype=str(c["dtype"])),
+    "BatchNorm": lambda c: BatchNorm(int(c["num_features"]), float(c["momentum"]),
+                                     float(c["eps"]), dtype=str(c["dtype"])),
     "Sequential": lambda c: Sequential([layer_from_config(x) for x in c["layers"]]),
     "MLP": lambda c: MLP([int(s) for s in c["sizes"]], activation=str(c["activation"]),
                          output_activation=c["output_activation"], init="zeros",
-                         bias=bool(c["bias"]), dtype=str(c["dtype"])),
+                         bias=bool(c["bias"]), dtype=str(c["dtype"]),
+                         dropout=float(c.get("dropout", 0.0)), norm=c.get("norm")),
 }

@@ -1,5 +1,12 @@
 """Gradient-descent optimisers: SGD (momentum, Nesterov, weight decay), Adam and AdamW.
 
+Every optimiser clips gradients when asked (``clip_value=``: each element into
+``[-clip_value, clip_value]``, as ``torch.nn.utils.clip_grad_value_``; then ``clip_norm=``:
+all gradients scaled together so their global L2 norm is at most ``clip_norm``, as
+``torch.nn.utils.clip_grad_norm_``), on the device, and saves and restores its state
+(:meth:`Optimizer.state_dict`, :meth:`Optimizer.load_state_dict`). RMSprop and Adagrad live
+in :mod:`mlcore.optimizers`, which registers all of them through ``mlcore_optimizers``.
+
 Each follows PyTorch's ``torch.optim`` update rule exactly (the tests compare several steps
 in float64). Updates are written as augmented assignments on the stored arrays
 (``p.value -= u``): on writeable arrays (NumPy, CuPy, array-api-strict) they run in place,
@@ -12,13 +19,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from ._array import device_of, namespace
 from .errors import InvalidParameterError, UnknownNameError
 from .layers import Parameter, on_device
-from .plugins import canonical_name, kernel
+from .plugins import canonical_name, kernel, registry
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "optimizer_names"]
 
@@ -56,10 +63,27 @@ def _check_betas(betas: Any) -> tuple[float, float]:
             _check_range("betas[1]", betas[1], 0.0, 1.0))
 
 
-class Optimizer:
-    """Base class: holds the parameters, ``step()`` updates them from their ``grad``."""
+def _check_clip(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidParameterError(
+            f"{name} must be a positive number or None, received {value!r}.", value)
+    return float(value)
 
-    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
+
+class Optimizer:
+    """Base class: holds the parameters, ``step()`` updates them from their ``grad``.
+
+    Subclasses name their per-parameter state in ``slots`` (lists of arrays, None until the
+    first step) and ``counters`` (lists of ints); :meth:`state_dict` saves exactly those.
+    """
+
+    slots: tuple[str, ...] = ()
+    counters: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Parameter], lr: float, *, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
         self.params = list(params)
         if not self.params or not all(isinstance(p, Parameter) for p in self.params):
             raise InvalidParameterError(
@@ -68,6 +92,8 @@ class Optimizer:
         self.lr = _check_range("lr", lr, 0.0, open_low=True)
         self.xp = namespace(*(p.value for p in self.params))
         self._on_device = on_device(device_of(self.params[0].value))
+        self.clip_norm = _check_clip("clip_norm", clip_norm)
+        self.clip_value = _check_clip("clip_value", clip_value)
 
     def zero_grad(self) -> None:
         """Clear the gradients of the parameters."""
@@ -77,10 +103,66 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter that has a gradient (on the parameters' device)."""
         with self._on_device:
+            if self.clip_value is not None or self.clip_norm is not None:
+                self._clip()
             self._step()
 
     def _step(self) -> None:
         raise NotImplementedError
+
+    def _clip(self) -> None:
+        """Clip the gradients in place of ``grad`` (no value is read back to the host)."""
+        xp, grads = self.xp, [p for p in self.params if p.grad is not None]
+        if self.clip_value is not None:
+            for p in grads:
+                p.grad = xp.clip(p.grad, -self.clip_value, self.clip_value)
+        if self.clip_norm is not None and grads:
+            total = xp.sqrt(sum(xp.sum(p.grad * p.grad) for p in grads))
+            coef = xp.minimum(self.clip_norm / (total + 1e-6), 1.0)  # PyTorch's 1e-6
+            for p in grads:
+                p.grad = p.grad * coef
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's state: ``lr``, its ``counters`` (lists of ints) and one entry
+        ``"<slot>.<i>"`` per state array of parameter ``i`` (the arrays themselves)."""
+        state: dict[str, Any] = {"type": type(self).__name__, "lr": self.lr}
+        for name in self.counters:
+            state[name] = list(getattr(self, name))
+        for name in self.slots:
+            for i, value in enumerate(getattr(self, name)):
+                if value is not None:
+                    state[f"{name}.{i}"] = value
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (arrays of this optimiser's backend, copied)."""
+        if state.get("type") != type(self).__name__:
+            raise InvalidParameterError(
+                f"This state is from a {state.get('type')!r} optimiser; this one is a "
+                f"{type(self).__name__}. Build the optimiser the state came from.", state)
+        n = len(self.params)
+        for name in self.counters:
+            values = [int(v) for v in state.get(name, [0] * n)]
+            if len(values) != n:
+                raise InvalidParameterError(
+                    f"Optimizer state {name!r} covers {len(values)} parameters; this "
+                    f"optimiser has {n}.", state)
+            setattr(self, name, values)
+        for name in self.slots:
+            setattr(self, name, [self._slot(state, f"{name}.{i}", p) for i, p in
+                                 enumerate(self.params)])
+        self.lr = _check_range("lr", state["lr"], 0.0)
+
+    def _slot(self, state: dict[str, Any], key: str, p: Parameter) -> Any:
+        value = state.get(key)
+        if value is None:
+            return None
+        namespace(value, p.value, names=(key, "parameter"))
+        if tuple(value.shape) != p.shape:
+            raise InvalidParameterError(f"Optimizer state {key!r} has shape "
+                                        f"{tuple(value.shape)}; the parameter is {p.shape}.",
+                                        state)
+        return self.xp.asarray(value, copy=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lr={self.lr}, {len(self.params)} parameters)"
@@ -93,9 +175,12 @@ class SGD(Optimizer):
     step), then ``g = b``, or ``g = g + μ b`` with ``nesterov=True``.
     """
 
+    slots = ("buffers",)
+
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
-        super().__init__(params, lr)
+                 nesterov: bool = False, weight_decay: float = 0.0, *,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        super().__init__(params, lr, clip_norm=clip_norm, clip_value=clip_value)
         self.momentum = _check_range("momentum", momentum, 0.0, 1.0)
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
         if not isinstance(nesterov, bool):
@@ -140,11 +225,14 @@ class Adam(Optimizer):
     """
 
     decoupled = False
+    slots = ("m", "v")
+    counters = ("steps",)
 
     def __init__(self, params: Iterable[Parameter], lr: float = 0.001,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(params, lr)
+                 weight_decay: float = 0.0, *, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, clip_norm=clip_norm, clip_value=clip_value)
         self.betas = _check_betas(betas)
         self.eps = _check_range("eps", eps, 0.0, open_low=True)
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
@@ -152,7 +240,7 @@ class Adam(Optimizer):
         self.steps = [0] * n
         self.m: list[Any] = [None] * n  # first moments, scaled by 1/(1-β1)
         self.v: list[Any] = [None] * n  # second moments, scaled by 1/(1-β2)
-        self._cached: tuple[int, float, float] = (0, 0.0, 0.0)
+        self._cached: tuple[int, float, float, float] = (0, 0.0, 0.0, 0.0)
         self._fused = kernel("adam_update", self.xp)  # the backend's fused update, if any
 
     def _step(self) -> None:
@@ -187,12 +275,14 @@ class Adam(Optimizer):
         return g + self.weight_decay * p.value
 
     def _scalars(self, t: int) -> tuple[float, float]:
-        """ε and the step scale for the scaled moments at step ``t`` (cached for the last t)."""
-        if self._cached[0] != t:
+        """ε and the step scale for the scaled moments at step ``t`` (cached for the last t
+        and lr: a schedule may change ``lr`` between steps)."""
+        cached = self._cached
+        if cached[0] != t or cached[1] != self.lr:
             (b1, b2), lr = self.betas, self.lr
             s = math.sqrt((1.0 - b2) / (1.0 - b2**t))  # √(v/(1-β2ᵗ)) = s·√v_scaled
-            self._cached = (t, self.eps / s, (1.0 - b1**t) * s / (lr * (1.0 - b1)))
-        return self._cached[1], self._cached[2]
+            cached = self._cached = (t, lr, self.eps / s, (1.0 - b1**t) * s / (lr * (1.0 - b1)))
+        return cached[2], cached[3]
 
 
 class AdamW(Adam):
@@ -203,21 +293,21 @@ class AdamW(Adam):
 
     def __init__(self, params: Iterable[Parameter], lr: float = 0.001,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay)
-
-
-_OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+                 weight_decay: float = 0.01, *, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm=clip_norm,
+                         clip_value=clip_value)
 
 
 def optimizer_names() -> list[str]:
-    """The names :func:`get_optimizer` accepts."""
-    return sorted(_OPTIMIZERS)
+    """The names :func:`get_optimizer` accepts: the built-ins and every plugin's."""
+    return registry().names("optimizers")
 
 
 def get_optimizer(optimizer: str | Optimizer, params: Iterable[Parameter],
                   lr: float | None = None) -> Optimizer:
-    """An optimiser by name (``"sgd"``, ``"adam"``, ``"adamw"``) over ``params``.
+    """An optimiser by name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``
+    or a plugin's, hook ``mlcore_optimizers``) over ``params``.
 
     ``lr=None`` keeps the optimiser's default (SGD 0.01, Adam/AdamW 0.001). An
     :class:`Optimizer` instance is returned as it is (then ``lr`` must be None).
@@ -233,9 +323,10 @@ def get_optimizer(optimizer: str | Optimizer, params: Iterable[Parameter],
             f"optimizer is the class {optimizer.__name__}; pass its name "
             f"(optimizer={optimizer.__name__.lower()!r}) or an instance "
             f"(optimizer=mlcore.{optimizer.__name__}(model.parameters())).", optimizer)
-    cls = _OPTIMIZERS.get(canonical_name(optimizer)) if isinstance(optimizer, str) else None
+    cls = (registry().lookup("optimizers", canonical_name(optimizer))
+           if isinstance(optimizer, str) else None)
     if cls is None:
         raise UnknownNameError(
             f"Unknown optimiser {optimizer!r}. Known: {', '.join(optimizer_names())}, or pass "
             f"an mlcore.optim.Optimizer instance.", optimizer)
-    return cls(params) if lr is None else cls(params, lr=lr)
+    return cls(list(params)) if lr is None else cls(list(params), lr=lr)  # type: ignore[no-any-return]

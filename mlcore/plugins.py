@@ -51,8 +51,9 @@ from .errors import PluginConflictError, PluginLoadError, PluginWarning, Unknown
 __all__ = ["PluginRecord", "Registry", "registry", "inspect", "reset", "plugin_manager",
            "kernel", "make", "canonical_name", "FIRST_PARTY"]
 
-_BUILTIN_MODULES = ("mlcore.activations", "mlcore.losses")
-_KINDS = ("backends", "activations", "losses")
+_BUILTIN_MODULES = ("mlcore.activations", "mlcore.losses", "mlcore.metrics",
+                    "mlcore.optimizers")
+_KINDS = ("backends", "activations", "losses", "metrics", "optimizers")
 
 
 @dataclass

@@ -15,155 +15,43 @@ batch losses and correct counts on the device and converts them once per epoch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from ._array import check_finite, describe, device_of, device_scope, namespace, scoped
+from ._array import device_of, device_scope, namespace, scoped
+from ._boundary import prepare, prepare_validation, to_model_input
 from ._guards import make_guard
-from ._lossplan import LossPlan, prepare_targets, resolve_loss
-from ._materialize import settler
+from ._loop import (
+    Data,
+    Tracker,
+    batch_ranges,
+    compile_step,
+    eval_mode,
+    evaluate_data,
+    is_stream,
+    label_count,
+    resolve_metrics,
+    run_epoch,
+    run_stream,
+    shuffle_source,
+    shuffled,
+    split,
+    stream_batches,
+)
+from ._lossplan import LossPlan, resolve_loss
 from ._progress import progress
 from ._purestep import compiled_step
-from .backend import get_backend
+from ._weights import sample_weights
+from .callbacks import Callback, CallbackList
 from .errors import (
-    BackendMismatchError,
-    DTypeError,
     InvalidParameterError,
-    InvalidValueError,
-    ShapeError,
 )
 from .layers import positive_int
 from .model import Sequential, chain
 from .optim import Optimizer, get_optimizer
 
 __all__ = ["fit", "predict", "evaluate", "make_train_step", "to_model_input"]
-
-Step = Callable[[Any, Any, Any], tuple[Any, Any]]
-
-
-class _Data(NamedTuple):
-    X: Any
-    targets: Any
-    labels: Any  # for accuracy, or None
-
-
-def _convert(backend: Any, data: Any, name: str) -> Any:
-    """``data`` as an array of ``backend`` (unchanged when it already is one) holding real
-    numbers (complex is refused, never cast)."""
-    try:
-        array = data if backend.owns(data) else backend.asarray(data)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        detail = str(exc).rstrip(".")
-        if type(data).__module__ == "numpy" and hasattr(data, "astype"):
-            raise DTypeError(
-                f"{name} is a {describe(data)}, which the {backend.name} backend cannot hold: "
-                f"{detail}. Convert it first: {name}.astype('float32').", data) from exc
-        if hasattr(data, "shape"):  # an array of another library or device
-            raise BackendMismatchError(
-                f"{name} is a {describe(data)} and could not be converted to a "
-                f"{backend.name} array: {detail}. Convert it explicitly first (for example "
-                f"to a NumPy float32 array).", data) from exc
-        raise InvalidValueError(f"{name} could not be converted to an array: {detail}. Pass "
-                                f"a rectangular list or array of numbers.", data) from exc
-    xp = backend.xp
-    if not xp.isdtype(array.dtype, ("real floating", "integral", "bool")):
-        fix = (f" mlcore trains on real numbers: pass {name}.real, or the real and imaginary "
-               f"parts as separate features." if xp.isdtype(array.dtype, "complex floating")
-               else "")
-        raise DTypeError(f"{name} must hold real numbers, received dtype {array.dtype}.{fix}",
-                         data)
-    return array
-
-
-def to_model_input(model: Sequential, X: Any, name: str = "X") -> Any:
-    """``X`` as a finite array of the model's backend and dtype (the conversion boundary)."""
-    X = _convert(model.backend, X, name)
-    xp = model.namespace(X)
-    if X.dtype != model.dtype:
-        X = xp.astype(X, model.dtype)
-    check_finite(xp, X, name)
-    return X
-
-
-def to_layer_input(layer: Any, X: Any) -> Any:
-    """A list (or other non-array) ``X`` given to ``layer(X)``, as an array of the layer's
-    backend and parameter dtype (float32 for a layer without parameters)."""
-    params = layer.parameters()
-    backend = getattr(layer, "backend", None) or get_backend()
-    array = _convert(backend, X, "X")
-    xp = namespace(array, names=("X",))
-    dtype = params[0].value.dtype if params else xp.float32
-    return array if array.dtype == dtype else xp.astype(array, dtype)
-
-
-def _prepare(model: Sequential, plan: LossPlan, X: Any, y: Any,
-             names: tuple[str, str] = ("X", "y")) -> _Data:
-    Xa = to_model_input(model, X, names[0])
-    ya = _convert(model.backend, y, names[1])
-    xp = model.namespace(Xa, ya)
-    n = Xa.shape[0] if Xa.ndim else 0
-    if n == 0 or ya.ndim == 0 or ya.shape[0] != n:
-        raise ShapeError(
-            f"{names[0]} and {names[1]} must hold the same number (>= 1) of samples; "
-            f"received {names[0]} of shape {tuple(Xa.shape)} and {names[1]} of shape "
-            f"{tuple(ya.shape)}.", (X, y))
-    targets, labels = prepare_targets(xp, plan, ya, model.out_features, model.dtype)
-    return _Data(Xa, targets, labels)
-
-
-def _prepare_validation(model: Sequential, plan: LossPlan, validation_data: Any) -> _Data:
-    if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
-        raise InvalidParameterError(
-            f"validation_data must be a pair (X_val, y_val), received "
-            f"{_kind(validation_data)}. Pass validation_data=(X_val, y_val).", validation_data)
-    return _prepare(model, plan, validation_data[0], validation_data[1],
-                    names=("validation_data[0] (X_val)", "validation_data[1] (y_val)"))
-
-
-def _kind(obj: Any) -> str:
-    if isinstance(obj, tuple | list):
-        return f"a {type(obj).__name__} of {len(obj)} items"
-    return describe(obj) if hasattr(obj, "shape") else type(obj).__name__
-
-
-def _compile(model: Sequential, plan: LossPlan, opt: Optimizer,
-             sync: Callable[[list[Any], int], None] | None = None,
-             guard: Callable[[Any], None] | None = None) -> Step:
-    """The training step for ``plan`` and ``opt``: ``step(X, T, xp) -> (loss, output)``.
-
-    ``guard(loss)`` runs before the backward pass and the update (it raises on a
-    non-finite loss, see :mod:`mlcore._guards`).
-
-    ``sync(params, rows)`` runs between backward and the update (data-parallel training
-    averages the gradients over the processes there); with it, a batch of no rows
-    contributes zero gradients and returns no output. A lazy backend's ``materialize``
-    runs after each update (:mod:`mlcore._materialize`).
-    """
-    layers = model.layers[: len(model.layers) - plan.trim]
-    params = model.parameters()
-    settle = settler(model.backend, params, opt)
-
-    def step(X: Any, T: Any, xp: Any) -> tuple[Any, Any]:
-        for p in params:
-            p.grad = None
-        if sync is not None and X.shape[0] == 0:
-            sync(params, 0)
-            opt.step()
-            return xp.zeros((), dtype=X.dtype), None
-        out, backprop = chain(layers, X, xp, False)
-        value, grad = plan.value_and_grad(xp, out, T)
-        if guard is not None:
-            guard(value)
-        backprop(grad)
-        if sync is not None:
-            sync(params, X.shape[0])
-        opt.step()
-        if settle is not None:
-            settle()
-        return value, out
-
-    return step
-
 
 def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "sgd",
                     lr: float | None = None, *,
@@ -173,158 +61,253 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     ``X`` and ``y`` must already be arrays of the model's backend and dtype (``y``: class
     indices or rows for cross-entropy, targets shaped like the output otherwise); they are
     not converted or validated, which is what makes the step cheap (use :func:`fit` for
-    checked input). Each call clears the gradients, runs forward and backward once and
-    updates the parameters with ``optimizer`` (a name or an :class:`~mlcore.optim.Optimizer`
-    over ``model.parameters()``). This is what benchmarks time.
+    checked input). Each call clears the gradients, runs forward and backward once (in
+    training mode: Dropout drops, BatchNorm uses batch statistics) and updates the
+    parameters with ``optimizer`` (a name or an :class:`~mlcore.optim.Optimizer` over
+    ``model.parameters()``). This is what benchmarks time.
 
     ``jit_compile``: ``None`` (default) runs the whole step compiled where the backend
-    offers it (jax: ``jax.jit``; see :mod:`mlcore._purestep`), else eagerly; ``False``
-    always eagerly; ``True`` compiled or an :class:`~mlcore.errors.InvalidParameterError`.
+    offers it (jax: ``jax.jit``; see :mod:`mlcore._purestep`) and the model has no
+    train/eval modes, else eagerly; ``False`` always eagerly; ``True`` compiled or an
+    :class:`~mlcore.errors.InvalidParameterError`.
     """
     plan = resolve_loss(model, loss)
     opt = get_optimizer(optimizer, model.parameters(), lr)
-    compiled = compiled_step(model, plan, opt, False, jit_compile)
-    if compiled is not None:
-        return compiled  # type: ignore[no-any-return]
-    step = _compile(model, plan, opt)
+    if not model.has_modes():
+        compiled = compiled_step(model, plan, opt, False, jit_compile)
+        if compiled is not None:
+            return compiled  # type: ignore[no-any-return]
+    step = compile_step(model, plan, opt, loss, weighted=False)
     first = model.parameters()[0].value
+    device = device_of(first)
     names = ("X", "y", "model parameters")
+    modal = model.has_modes()
 
     def train_step(X: Any, y: Any) -> Any:
+        if modal:
+            model.train()
         return step(X, y, namespace(X, y, first, names=names))[0]
 
-    return scoped(device_of(first), train_step)  # type: ignore[no-any-return]
+    return scoped(device, train_step)  # type: ignore[no-any-return]
 
 
-def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
-    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+def _non_negative(value: Any, name: str) -> int:
+    """``value`` as an int >= 0 (``initial_epoch``); see :func:`mlcore.layers.positive_int`."""
+    return 0 if value == 0 and not isinstance(value, bool) else positive_int(value, name)
 
 
-def _shuffled(xp: Any, data: _Data, order: Any) -> _Data:
-    return _Data(*(None if a is None else xp.take(a, order, axis=0) for a in data))
-
-
-def _run_epoch(xp: Any, step: Step, plan: LossPlan, data: _Data,
-               batches: list[tuple[int, int]], bar: Any, dp: Any = None) -> dict[str, float]:
-    total = xp.zeros((), dtype=data.X.dtype)
-    correct = _zero_count(xp, data.X)
-    for start, stop in batches:
-        value, out = step(data.X[start:stop, ...], data.targets[start:stop, ...], xp)
-        total = total + value * (stop - start)
-        if data.labels is not None and out is not None:
-            correct = correct + plan.correct(xp, out, data.labels[start:stop, ...])
-        bar.update(1)
-    if dp is not None:  # every process's sums: the epoch over all of the data
-        total, correct = dp.reduce_sums([total, correct])
-    return _summary(plan, data, total, correct)
-
-
-def _zero_count(xp: Any, like: Any) -> Any:
-    """A 0-d zero of the namespace's default integer dtype (int64 need not exist: JAX)."""
-    dtype = xp.__array_namespace_info__().default_dtypes(device=device_of(like))["integral"]
-    return xp.zeros((), dtype=dtype, device=device_of(like))
-
-
-def _summary(plan: LossPlan, data: _Data, total: Any, correct: Any) -> dict[str, float]:
-    n = data.X.shape[0]
-    result = {"loss": float(total) / n}
-    if data.labels is not None:
-        per_sample = 1
-        for d in data.labels.shape[1:]:
-            per_sample *= int(d)
-        result["accuracy"] = int(correct) / (n * per_sample)
-    return result
-
-
-def _evaluate_data(model: Sequential, plan: LossPlan, data: _Data,
-                   batch_size: int | None) -> dict[str, float]:
+def _in_memory(model: Sequential, plan: LossPlan, X: Any, y: Any, opts: dict[str, Any]) -> Data:
+    data = prepare(model, plan, X, y)
+    if opts["sample_weight"] is None and opts["class_weight"] is None:
+        return data
     xp = model.namespace(data.X)
-    layers = model.layers[: len(model.layers) - plan.trim]
-    n = data.X.shape[0]
-    total = xp.zeros((), dtype=data.X.dtype)
-    correct = _zero_count(xp, data.X)
-    for start, stop in _batches(n, batch_size or n):
-        out = chain(layers, data.X[start:stop, ...], xp, False)[0]
-        total = total + plan.value(xp, out, data.targets[start:stop, ...]) * (stop - start)
-        if data.labels is not None:
-            correct = correct + plan.correct(xp, out, data.labels[start:stop, ...])
-    return _summary(plan, data, total, correct)
+    w = sample_weights(xp, model.backend, plan, data.labels, data.X.shape[0], model.dtype,
+                       opts["sample_weight"], opts["class_weight"], model.out_features)
+    return data._replace(weights=w)
 
 
-def fit(model: Sequential, X: Any, y: Any, *, loss: Any, optimizer: str | Optimizer = "adam",
-        lr: float | None = None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-        seed: int | None = None, validation_data: tuple[Any, Any] | None = None,
+def _stream_preparer(model: Sequential, plan: LossPlan, opts: dict[str, Any]) -> Any:
+    def prepare_batch(item: Any, b: int) -> Data:
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise InvalidParameterError(
+                f"Streamed training data must yield (X_batch, y_batch) pairs (or triples with "
+                f"sample weights); batch {b} is a {type(item).__name__}.", item)
+        data = prepare(model, plan, item[0], item[1])
+        if opts["guard"] is not None:
+            opts["guard"].X = data.X  # what its message describes
+        weight = item[2] if len(item) == 3 else None
+        if weight is None and opts["class_weight"] is None:
+            return data
+        xp = model.namespace(data.X)
+        return data._replace(weights=sample_weights(
+            xp, model.backend, plan, data.labels, data.X.shape[0], model.dtype, weight,
+            opts["class_weight"], model.out_features))
+    return prepare_batch
+
+
+def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
+        optimizer: str | Optimizer = "adam", lr: float | None = None, epochs: int = 1,
+        batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
+        validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+        callbacks: Sequence[Callback] | None = None, metrics: Sequence[Any] | None = None,
+        sample_weight: Any = None, class_weight: dict[int, float] | None = None,
+        initial_epoch: int = 0, steps_per_epoch: int | None = None,
         verbose: bool | str = "auto", distributed: Any = False,
-        on_nonfinite: str = "raise", jit_compile: bool | None = None) -> dict[str, list[float]]:
+        on_nonfinite: str = "raise") -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
-    ``loss``: a registered loss name or loss object; ``optimizer``: ``"sgd"``, ``"adam"``,
-    ``"adamw"`` (with ``lr``, default per optimiser) or an optimiser instance. ``shuffle``
-    draws a new order each epoch from ``backend.rng(seed)``, so a fixed ``seed`` (and
-    model seed) gives identical weights and history on the same backend. The history has
-    ``"loss"`` per epoch, ``"accuracy"`` for cross-entropy losses, and ``"val_loss"`` /
-    ``"val_accuracy"`` with ``validation_data=(X_val, y_val)``. ``verbose="auto"`` shows a
+    ``loss``: a registered loss name or loss object; ``optimizer``: a registered name
+    (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``, with ``lr``, default
+    per optimiser) or an optimiser instance. ``shuffle`` draws a new order each epoch from
+    ``backend.rng(seed)``; the stream continues across ``fit`` calls with the same seed, so
+    ``fit(epochs=1, seed=S)`` in a loop shuffles as ``fit(epochs=k, seed=S)`` does, and a
+    fixed ``seed`` (and model seed) gives identical weights and history on the same backend.
+
+    The history has ``"loss"`` per epoch, ``"accuracy"`` for cross-entropy losses, one key
+    per entry of ``metrics`` (names from :func:`mlcore.metric_names` or metric objects), and
+    the same with a ``val_`` prefix for ``validation_data=(X_val, y_val)`` or
+    ``validation_split`` (the last fraction of the samples, before shuffling). ``callbacks``
+    (:mod:`mlcore.callbacks`) run around epochs and batches; ``sample_weight`` (one weight
+    per sample) and ``class_weight`` (``{class: weight}``) weight the training loss (see
+    :mod:`mlcore._weights`). Epochs are numbered from ``initial_epoch`` to ``epochs - 1``
+    (as Keras: resume with ``initial_epoch=k``). ``X`` may instead be an iterable of
+    ``(X_batch, y_batch)`` pairs (``y`` omitted): a generator function, a list or a
+    DataLoader is iterated again each epoch; ``steps_per_epoch`` caps the batches per epoch
+    (required for a one-shot generator, which epochs then share). ``verbose="auto"`` shows a
     tqdm progress bar only when stderr is a terminal; ``True`` always, ``False`` never.
 
     ``distributed=True`` (or a :class:`mlcore.distributed.DataParallel`) trains data-parallel
     over the processes of an MPI job, each taking its share of every global batch of
     ``size · batch_size`` rows (see :mod:`mlcore.distributed.parallel`); in a single
-    process it changes nothing.
+    process it changes nothing. It takes in-memory arrays; callbacks run on rank 0 and
+    their decisions reach every process, metrics see every process's batches.
 
     A NaN or infinite loss stops training with :class:`~mlcore.errors.NonFiniteError`
     naming the epoch, the batch and the likely cause, the model left at its last finite
     weights (:mod:`mlcore._guards`); ``on_nonfinite="warn"`` warns once and trains on,
     ``"ignore"`` does not check.
-
-    ``jit_compile`` as in :func:`make_train_step` (a distributed fit runs eagerly). A
-    compiled step checks its loss after the update; the guard's restore of the last finite
-    weights then undoes it.
     """
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
+    initial_epoch = _non_negative(initial_epoch, "initial_epoch")
+    if steps_per_epoch is not None:
+        positive_int(steps_per_epoch, "steps_per_epoch")
     plan = resolve_loss(model, loss)
-    data = _prepare(model, plan, X, y)
-    val = None if validation_data is None else _prepare_validation(model, plan, validation_data)
+    opts = {"sample_weight": sample_weight, "class_weight": class_weight}
+    stream = is_stream(X, y)
+    if stream and (validation_split or sample_weight is not None):
+        raise InvalidParameterError(
+            "validation_split and sample_weight need in-memory arrays; with streamed data "
+            "pass validation_data=(X_val, y_val) and yield (X, y, weight) triples.", X)
+    data = None if stream else _in_memory(model, plan, X, y, opts)
+    val = None if validation_data is None else prepare_validation(model, plan, validation_data)
+    if validation_split and data is not None:
+        if val is not None:
+            raise InvalidParameterError(
+                "Pass validation_data or validation_split, not both.", validation_split)
+        data, val = split(model.namespace(data.X), data, validation_split)
     opt = get_optimizer(optimizer, model.parameters(), lr)
-    guard = make_guard(model, data.X, opt, on_nonfinite)
+    opts["guard"] = guard = make_guard(model, None if data is None else data.X, opt,
+                                       on_nonfinite)
+    weighted = (data is not None and data.weights is not None) or (
+        stream and class_weight is not None)
     dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
                         epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed)
-    step = _compile(model, plan, opt, None if dp is None else dp.reduce_gradients, guard)
-    fast = compiled_step(model, plan, opt, True, jit_compile) if dp is None else None
-    model.last_loss = loss
+    step = compile_step(model, plan, opt, loss, weighted,
+                        None if dp is None else dp.reduce_gradients, guard)
     seed = seed if dp is None else dp.agree_seed(seed)
-    xp, rng = model.namespace(data.X), model.backend.rng(seed)
-    history: dict[str, list[float]] = {}
-    batches = _batches(data.X.shape[0], batch_size) if dp is None else dp.batches(
-        data.X.shape[0], batch_size)
     verbose = verbose if dp is None or dp.rank == 0 else False
-    with _scope(model, data.X), progress(verbose, epochs * len(batches)) as bar, \
-            _guard(dp):
-        for epoch in range(epochs):
+    model.last_loss, model.stop_training = loss, False
+    found = resolve_metrics(metrics)
+    tracker = Tracker(found, model, plan) if found else None
+    val_tracker = Tracker(found, model, plan) if found and val is not None else None
+    hooks = CallbackList(callbacks, model, opt) if callbacks else None
+    if dp is not None:
+        hooks, tracker = _distributed_parts(dp, model, opt, hooks, tracker)
+    history: dict[str, list[float]] = {}
+    batches = None if data is None else batch_ranges(data.X.shape[0], batch_size) \
+        if dp is None else dp.batches(data.X.shape[0], batch_size)
+    run = _epoch_runner(model, plan, step, data, X, batches, shuffle, seed, initial_epoch,
+                        steps_per_epoch, tracker, hooks, opts, dp)
+    n_batches = steps_per_epoch if batches is None else len(batches)
+    total = None if n_batches is None else (epochs - initial_epoch) * n_batches
+    show = verbose not in (False, 0) and (verbose != "auto" or sys.stderr.isatty())
+    with _scope(model, model.parameters()[0].value if data is None else data.X), \
+            progress(verbose, total) as bar, eval_mode(model, training=True), _guard(dp):
+        if hooks:
+            hooks.call("on_train_begin", None)
+        logs: dict[str, float] = {}
+        for epoch in range(initial_epoch, epochs):
+            if hooks:
+                hooks.call("on_epoch_begin", epoch, None)
             if guard is not None:
                 guard.start_epoch(epoch)
-            epoch_data = _shuffled(xp, data, rng.permutation(data.X.shape[0])) if shuffle else data
-            stats = (_run_epoch(xp, step, plan, epoch_data, batches, bar, dp) if fast is None
-                     else _summary(plan, epoch_data, *fast.run_epoch(
-                         epoch_data, batches, bar, guard, _zero_count(xp, data.X).dtype)))
+            logs = run(epoch, bar)
             if val is not None:
-                stats |= {f"val_{k}": v for k, v in _evaluate_data(model, plan, val, None).items()}
+                logs |= _validate(model, plan, val, val_tracker)
                 if guard is not None:
-                    guard.check_validation(stats["val_loss"])
-            for key, value in stats.items():
+                    guard.check_validation(logs["val_loss"])
+            if hooks:
+                hooks.call("on_epoch_end", epoch, logs)
+            for key, value in logs.items():
                 history.setdefault(key, []).append(value)
-            bar.set_postfix({k: round(v, 4) for k, v in stats.items()})
+            if show:
+                bar.set_postfix({k: round(v, 4) for k, v in logs.items()})
+            if model.stop_training:
+                break
+        if hooks:
+            hooks.call("on_train_end", logs)
     return history
 
 
-def _data_parallel(distributed: Any, model: Sequential, data: _Data, val: _Data | None,
+def _validate(model: Sequential, plan: LossPlan, val: Data,
+              tracker: Tracker | None) -> dict[str, float]:
+    if tracker is not None:
+        tracker.reset()
+    with eval_mode(model):
+        stats = evaluate_data(model, plan, val, None, tracker)
+    return {f"val_{k}": v for k, v in stats.items()}
+
+
+def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | None, source: Any,
+                  batches: list[tuple[int, int]] | None, shuffle: bool, seed: int | None,
+                  initial_epoch: int, steps: int | None, tracker: Tracker | None,
+                  hooks: CallbackList | None, opts: dict[str, Any],
+                  dp: Any) -> Callable[[int, Any], dict[str, float]]:
+    """``run(epoch, bar) -> logs`` for in-memory arrays or for a stream of batches."""
+    if data is None:
+        prepare, shared = _stream_preparer(model, plan, opts), []  # type: ignore[var-annotated]
+
+        def run_streamed(epoch: int, bar: Any) -> dict[str, float]:
+            if tracker is not None:
+                tracker.reset()
+            batches = stream_batches(source, steps, shared)
+            return run_stream(model, plan, step, batches, prepare, bar, tracker, hooks)
+
+        return run_streamed
+    xp, n = model.namespace(data.X), data.X.shape[0]
+    one_batch = dp is None and len(batches or ()) == 1  # its mean gradient ignores the order
+    count = max(model._epochs_seen, initial_epoch)
+    labelled = 0 if data.labels is None else label_count(data.labels)
+    rng = shuffle_source(model, seed, count, n) if shuffle and not one_batch else None
+
+    def run_in_memory(epoch: int, bar: Any) -> dict[str, float]:
+        if tracker is not None:
+            tracker.reset()
+        epoch_data = data if rng is None else shuffled(xp, data, rng.permutation(n))
+        logs = run_epoch(xp, step, plan, epoch_data, batches or [], bar, tracker, hooks, dp,
+                         labelled)
+        seen = model._epochs_seen = max(model._epochs_seen, initial_epoch) + 1
+        if rng is not None:
+            model._shuffle_state = (seed, (seen, n), rng)
+        return logs
+
+    return run_in_memory
+
+
+def _data_parallel(distributed: Any, model: Sequential, data: Data | None, val: Data | None,
                    **settings: Any) -> Any:
     """The :class:`~mlcore.distributed.DataParallel` of a distributed fit, started (facts
     checked, weights broadcast), or None (not asked, or a single process)."""
     if distributed is False or distributed is None:
         return None
+    if data is None:
+        raise InvalidParameterError(
+            "distributed=True needs in-memory arrays X, y (each process takes its share of "
+            "every batch); streamed batches are not split between processes.", distributed)
     from .distributed.parallel import for_fit
 
     return for_fit(distributed, model, data.X, None if val is None else val.X, settings)
+
+
+def _distributed_parts(dp: Any, model: Sequential, opt: Optimizer, hooks: Any,
+                       tracker: Any) -> tuple[Any, Any]:
+    """Callbacks decided on rank 0 and obeyed by all; metrics over every process's batches
+    (:mod:`mlcore.distributed`)."""
+    from .distributed._callbacks import MainCallbacks
+    from .distributed._metrics import GatheredTracker
+
+    return (MainCallbacks(hooks, dp, model, opt),
+            None if tracker is None else GatheredTracker(tracker, dp, model.backend))
 
 
 def _guard(dp: Any) -> Any:
@@ -334,22 +317,24 @@ def _guard(dp: Any) -> Any:
 
 
 def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
-    """The model's full output for ``X`` (softmax probabilities for a softmax model),
-    as an array of the model's backend; ``X`` is converted at this boundary."""
+    """The model's full output for ``X`` (softmax probabilities for a softmax model), in
+    inference mode, as an array of the model's backend; ``X`` is converted at this boundary."""
     Xa = to_model_input(model, X)
     xp = model.namespace(Xa)
     n = Xa.shape[0]
-    with _scope(model, Xa):
+    with _scope(model, Xa), eval_mode(model):
         if batch_size is None or batch_size >= n:
             return chain(model.layers, Xa, xp, False)[0]
         size = positive_int(batch_size, "batch_size")
-        parts = [chain(model.layers, Xa[a:b, ...], xp, False)[0] for a, b in _batches(n, size)]
+        parts = [chain(model.layers, Xa[a:b, ...], xp, False)[0] for a, b in batch_ranges(n, size)]
         return xp.concat(parts, axis=0)
 
 
 def evaluate(model: Sequential, X: Any, y: Any, *, loss: Any = None,
-             batch_size: int | None = None) -> dict[str, float]:
-    """``{"loss": ..., "accuracy": ...}`` on ``(X, y)`` (accuracy for cross-entropy losses).
+             batch_size: int | None = None,
+             metrics: Sequence[Any] | None = None) -> dict[str, float]:
+    """``{"loss": ..., "accuracy": ..., <metric>: ...}`` on ``(X, y)`` in inference mode
+    (accuracy for cross-entropy losses; ``metrics`` as in :func:`fit`).
 
     ``loss`` defaults to the loss of the model's last :func:`fit`.
     """
@@ -359,9 +344,11 @@ def evaluate(model: Sequential, X: Any, y: Any, *, loss: Any = None,
             "evaluate needs a loss: pass loss='cross_entropy' (or any loss), or fit the model "
             "first.", None)
     plan = resolve_loss(model, loss)
-    data = _prepare(model, plan, X, y)
-    with _scope(model, data.X):
-        return _evaluate_data(model, plan, data, batch_size)
+    data = prepare(model, plan, X, y)
+    found = resolve_metrics(metrics)
+    tracker = Tracker(found, model, plan) if found else None
+    with _scope(model, data.X), eval_mode(model):
+        return evaluate_data(model, plan, data, batch_size, tracker)
 
 
 def _scope(model: Sequential, X: Any) -> Any:

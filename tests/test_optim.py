@@ -24,6 +24,12 @@ CONFIGS = [
     ("Adam", {"lr": 0.02, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1}),
     ("AdamW", {"lr": 0.01}),
     ("AdamW", {"lr": 0.05, "weight_decay": 0.2}),
+    ("RMSprop", {"lr": 0.01}),
+    ("RMSprop", {"lr": 0.02, "alpha": 0.9, "momentum": 0.5, "weight_decay": 0.1}),
+    ("RMSprop", {"lr": 0.01, "centered": True, "eps": 1e-6}),
+    ("Adagrad", {"lr": 0.1}),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1,
+                 "initial_accumulator_value": 0.2}),
 ]
 SHAPES = [(3, 4), (4,), (1,)]
 STEPS = 6
@@ -50,7 +56,7 @@ def test_optimiser_matches_torch(backend: Any, name: str, kwargs: dict[str, Any]
         assert rel_err(host(backend, p.value), t.detach().numpy()) <= 1e-12  # in fact exact
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
 def test_updates_happen_in_place_and_skip_missing_gradients(backend: Any, name: str) -> None:
     p, q = Parameter(backend.asarray(np.ones(3))), Parameter(backend.asarray(np.ones(2)))
     opt = get_optimizer(name, [p, q], lr=0.1)
@@ -83,7 +89,7 @@ def test_optimiser_errors(backend: Any) -> None:
         mlcore.SGD(params, nesterov=True)
     with pytest.raises(InvalidParameterError, match=r"betas\[1\] must be a finite number in"):
         mlcore.Adam(params, betas=(0.9, 1.0))
-    with pytest.raises(UnknownNameError, match="Known: adam, adamw, sgd"):
-        get_optimizer("rmsprop", params)
+    with pytest.raises(UnknownNameError, match="Known: adagrad, adam, adamw, rmsprop, sgd"):
+        get_optimizer("lamb", params)
     with pytest.raises(InvalidParameterError, match="lr applies when optimizer is a name"):
         get_optimizer(mlcore.SGD(params), params, lr=0.1)

@@ -16,10 +16,10 @@ import numpy as np
 import mlcore
 
 from .bench_reference import FnBench, train_epochs
-from .cases import ActivationCase, Case, DenseCase, LossCase, StepCase, TrainCase
+from .cases import ActivationCase, Case, DenseCase, FitCase, LossCase, StepCase, TrainCase
 from .timing import UnavailableError
 
-__all__ = ["make", "status", "is_gpu", "is_conformance"]
+__all__ = ["make", "make_steps", "status", "is_gpu", "is_conformance"]
 
 
 def status(name: str) -> str:
@@ -51,13 +51,22 @@ def _need(*names: str) -> None:
         raise UnavailableError(f"mlcore has no {', '.join(missing)} yet")
 
 
-def make(case: Case, dtype: Any, name: str) -> FnBench:
+def make_steps(case: Case, dtype: Any) -> FnBench:
+    """The ``mlcore-steps`` row: fit cases only, as a loop of prepared NumPy train steps."""
+    if not isinstance(case, FitCase):
+        raise UnavailableError("mlcore-steps runs the fit cases only")
+    return make(case, dtype, "numpy", steps=True)
+
+
+def make(case: Case, dtype: Any, name: str, steps: bool = False) -> FnBench:
     """The mlcore competitor for ``case`` on backend ``name``."""
     reason = status(name)
     if reason:
         raise UnavailableError(reason)
     backend = mlcore.get_backend(name)
     with mlcore.use_backend(name):
+        if steps:
+            return _fit(case, dtype, backend, steps=True)  # type: ignore[arg-type]
         return _BUILDERS[case.group](case, dtype, backend)  # type: ignore[no-any-return]
 
 
@@ -178,6 +187,37 @@ def _train(case: TrainCase, dtype: Any, backend: Any) -> FnBench:
     return _bench(backend, step, lambda: list(out))
 
 
+def _fit(case: FitCase, dtype: Any, backend: Any, steps: bool = False) -> FnBench:
+    X64, y64, weights = case.data()
+    _need("MLP")
+    model = _model(case.sizes, case.hidden, weights, dtype, backend)
+    if case.loss == "softmax_ce":
+        loss, y = mlcore.loss("cross_entropy", from_logits=True), _put(backend, y64, dtype)
+    else:
+        loss = mlcore.loss("binary_cross_entropy", from_logits=True)
+        y = _put(backend, y64[:, None], dtype)
+    X = _put(backend, X64, dtype)
+    extras: dict[str, Any] = {}
+    if case.mode == "fit+metrics":
+        stop = mlcore.callbacks.EarlyStopping(monitor="loss", patience=10**6)
+        extras = {"metrics": ["accuracy", "f1"], "callbacks": [stop]}
+    batches = case.batches()
+
+    def run() -> None:
+        _load(backend, model.parameters(), weights, dtype)
+        if steps:
+            step = mlcore.make_train_step(model, loss, case.optimizer, case.lr)
+            for _ in range(case.epochs):
+                for a, b in batches:
+                    step(X[a:b, ...], y[a:b, ...])
+        else:
+            model.fit(X, y, loss=loss, optimizer=case.optimizer, lr=case.lr,
+                      epochs=case.epochs, batch_size=case.batch, shuffle=False,
+                      verbose=False, **extras)
+
+    return _bench(backend, run, lambda: [backend.to_numpy(p.value) for p in model.parameters()])
+
+
 _BUILDERS: dict[str, Callable[..., FnBench]] = {
     "activation": _activation, "loss": _loss, "dense": _dense, "mlp_step": _step,
-    "train": _train}
+    "train": _train, "fit": _fit}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import reference_numpy as ref
-from .cases import ActivationCase, Case, DenseCase, LossCase, StepCase, TrainCase
+from .cases import ActivationCase, Case, DenseCase, FitCase, LossCase, StepCase, TrainCase
 from .timing import UnavailableError
 
 __all__ = ["FnBench", "Reference", "REFERENCES", "make_hand", "make_torch", "torch_status",
@@ -95,7 +95,7 @@ def make_hand(case: Case, dtype: Any) -> FnBench:
     """The hand-written NumPy competitor for ``case``."""
     builders: dict[str, Callable[..., FnBench]] = {
         "activation": _hand_activation, "loss": _hand_loss, "dense": _hand_dense,
-        "mlp_step": _hand_step, "train": _hand_train}
+        "mlp_step": _hand_step, "train": _hand_train, "fit": _hand_fit}
     return builders[case.group](case, dtype)
 
 
@@ -161,6 +161,22 @@ def _hand_train(case: TrainCase, dtype: Any) -> FnBench:
     return FnBench(step, lambda: list(out))
 
 
+def _hand_fit(case: FitCase, dtype: Any) -> FnBench:
+    X64, y, weights = case.data()
+    X = X64.astype(dtype)
+    target = y if case.loss == "softmax_ce" else y.astype(dtype)
+    out: list[Any] = []
+
+    def step() -> None:
+        model = ref.NumpyMLP(weights, dtype, case.hidden, case.loss, case.optimizer, case.lr)
+        for _ in range(case.epochs):
+            for a, b in case.batches():
+                model.step(X[a:b], target[a:b])
+        out[:] = [p.copy() for p in model.params]
+
+    return FnBench(step, lambda: list(out))
+
+
 # ----------------------------------------------------------------------------- torch
 def torch_status(device: str) -> str:
     """Why ``torch-<device>`` cannot run here, or "" when it can."""
@@ -183,6 +199,13 @@ def make_torch(case: Case, dtype: Any, device: str) -> FnBench:
     return bench_torch.make(case, dtype, device)
 
 
+def make_mlcore_steps(case: Case, dtype: Any) -> FnBench:
+    """mlcore's own loop of prepared NumPy train steps: the floor for the fit cases."""
+    from . import bench_mlcore
+
+    return bench_mlcore.make_steps(case, dtype)
+
+
 TORCH_INSTALL = "pip install 'mlcore-bench[torch]'"
 JAX_INSTALL = "pip install 'mlcore-bench[jax]'"
 
@@ -199,6 +222,7 @@ REFERENCES: list[Reference] = [
               partial(torch_status, "cpu"), "torch", TORCH_INSTALL),
     Reference("torch-cuda", "torch", partial(make_torch, device="cuda"),
               partial(torch_status, "cuda"), "torch", TORCH_INSTALL, gpu=True),
+    Reference("mlcore-steps", "mlcore-steps", make_mlcore_steps),
     Reference("jax-hand", "jax-hand", make_jax_hand, needs="jax", install=JAX_INSTALL),
 ]
 """Every reference, in column order. The first one that ran is the equality check's

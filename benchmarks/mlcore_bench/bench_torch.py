@@ -10,7 +10,7 @@ import torch
 
 from . import reference_torch as ref
 from .bench_reference import FnBench, train_epochs
-from .cases import ActivationCase, Case, DenseCase, LossCase, StepCase, TrainCase
+from .cases import ActivationCase, Case, DenseCase, FitCase, LossCase, StepCase, TrainCase
 from .timing import UnavailableError
 
 __all__ = ["make"]
@@ -113,6 +113,23 @@ def _train(case: TrainCase, dtype: Any, put: Any, device: str) -> FnBench:
     return _bench(step, lambda: list(out), device)
 
 
+def _fit(case: FitCase, dtype: Any, put: Any, device: str) -> FnBench:
+    X64, y64, weights = case.data()
+    X, y = put(X64), put(y64)
+    batches = case.batches()
+    out: list[Any] = []
+
+    def step() -> None:
+        model = ref.TorchMLP(weights, dtype, device, case.hidden, case.loss, case.optimizer,
+                             case.lr)
+        for _ in range(case.epochs):
+            for a, b in batches:
+                model.step(X[a:b], y[a:b])
+        out[:] = [model]
+
+    return _bench(step, lambda: out[0].params(), device)
+
+
 _BUILDERS: dict[str, Callable[..., FnBench]] = {
     "activation": _activation, "loss": _loss, "dense": _dense, "mlp_step": _step,
-    "train": _train}
+    "train": _train, "fit": _fit}

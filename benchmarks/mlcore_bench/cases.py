@@ -16,7 +16,7 @@ import numpy as np
 
 from .timing import UnavailableError
 
-__all__ = ["ActivationCase", "LossCase", "DenseCase", "StepCase", "TrainCase", "Case",
+__all__ = ["ActivationCase", "LossCase", "DenseCase", "StepCase", "TrainCase", "FitCase", "Case",
            "all_cases", "select", "QUICK", "init_weights", "LOSS_VARIANTS", "MNIST_SIZES",
            "XOR_SIZES"]
 
@@ -207,7 +207,58 @@ class TrainCase:
         return [order[i:i + self.batch] for i in range(0, n, self.batch)]
 
 
-Case = ActivationCase | LossCase | DenseCase | StepCase | TrainCase
+@dataclass(frozen=True)
+class FitCase:
+    """Whole epochs of training from the same weights, batches in order (no shuffling, so
+    every competitor takes the same batches and ends with the same weights).
+
+    ``mode``: ``"fit"``, mlcore's ``model.fit`` as a user calls it; ``"fit+metrics"``, the
+    same with ``metrics=["accuracy", "f1"]`` and an ``EarlyStopping`` callback (that never
+    stops here). The references run the same loop of their own training steps; the
+    ``mlcore-steps`` row is mlcore's own loop of ``make_train_step`` calls on NumPy (the
+    floor ``fit`` is held to).
+    """
+
+    sizes: tuple[int, ...]
+    batch: int
+    epochs: int
+    samples: int
+    mode: str = "fit"
+    hidden: str = "relu"
+    loss: str = "softmax_ce"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    group: str = "fit"
+
+    @property
+    def name(self) -> str:
+        return f"fit/{'-'.join(map(str, self.sizes))}/b{self.batch}/{self.mode}"
+
+    def data(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        weights = init_weights(self.sizes, salt=6)
+        if self.sizes == XOR_SIZES:
+            x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * (self.samples // 4), np.float64)
+            return x, np.logical_xor(x[:, 0], x[:, 1]).astype(np.float64), weights
+        rng = _rng(6)
+        x = rng.normal(0, 1, (self.samples, self.sizes[0]))
+        return x, rng.integers(0, self.sizes[-1], self.samples), weights
+
+    def batches(self) -> list[tuple[int, int]]:
+        return [(s, min(s + self.batch, self.samples))
+                for s in range(0, self.samples, self.batch)]
+
+
+Case = ActivationCase | LossCase | DenseCase | StepCase | TrainCase | FitCase
+
+
+def fit_cases(quick: bool) -> list[FitCase]:
+    """XOR 2-4-1 through fit(epochs=400, batch_size=4) and as a train_step loop; the
+    784-512-512-10 network for one epoch of 2048 samples, with and without metrics."""
+    xor = {"hidden": "tanh", "loss": "sigmoid_bce", "optimizer": "sgd", "lr": 0.5}
+    out = [FitCase(XOR_SIZES, 4, 400, 4, **xor)]  # type: ignore[arg-type]
+    for b in (32,) if quick else (32, 256):
+        out += [FitCase(MNIST_SIZES, b, 1, 2048, mode=m) for m in ("fit", "fit+metrics")]
+    return out
 
 
 QUICK = ("activation/relu", "activation/softmax", "loss/cross_entropy(logits)", "loss/mse")
@@ -236,6 +287,7 @@ def all_cases(activations: list[str], losses: list[str], quick: bool,
         cases.append(StepCase(SMALL_SIZES, 32, optimizer=opt, lr=lr))
         cases.append(StepCase(XOR_SIZES, 4, hidden="tanh", loss="sigmoid_bce", optimizer=opt,
                               lr=lr))
+    cases += fit_cases(quick)
     if not quick:
         cases.append(TrainCase())
     return cases

@@ -125,6 +125,8 @@ def print_case(entry: dict[str, Any], echo: Echo, columns: dict[str, set[str]]) 
     heads = "".join(f"{'x ' + family:<20}" for family in columns)
     echo(f"  {'':<11} {'median':>9} {'IQR':>21} {'peak mem':>9}  {heads}check")
     for label, row in entry["rows"].items():
+        if label == "mlcore-steps" and entry["group"] != "fit":
+            continue  # a row of the fit cases only
         echo(_row_line(label, row, entry, columns))
 
 
@@ -178,10 +180,60 @@ def _paired(entry: dict[str, Any], a: str, b: str) -> dict[str, float] | None:
     return None
 
 
+_FIT_TARGETS = (  # (description, (case, row) a, (case, row) b, limit, op)
+    ("torch-cpu / numpy, 2-4-1 XOR through fit(epochs=400, batch_size=4)",
+     ("fit/2-4-1/b4/fit", "torch-cpu"), ("fit/2-4-1/b4/fit", "numpy"), 5.0, ">="),
+    ("numpy fit / numpy train_step loop, 2-4-1 XOR, 400 epochs",
+     ("fit/2-4-1/b4/fit", "numpy"), ("fit/2-4-1/b4/fit", "mlcore-steps"), 1.3, "<="),
+    ("numpy fit with metrics and EarlyStopping / plain fit, 784-512-512-10, batch 32",
+     ("fit/784-512-512-10/b32/fit+metrics", "numpy"), ("fit/784-512-512-10/b32/fit", "numpy"),
+     1.05, "<="),
+    ("numpy fit with metrics and EarlyStopping / plain fit, 784-512-512-10, batch 256",
+     ("fit/784-512-512-10/b256/fit+metrics", "numpy"), ("fit/784-512-512-10/b256/fit", "numpy"),
+     1.05, "<="),
+)
+
+
+def _entry(report: dict[str, Any], case: str, dtype: str) -> dict[str, Any] | None:
+    return next((e for e in report["results"] if e["case"] == case and e["dtype"] == dtype),
+                None)
+
+
+def _cross_ratio(report: dict[str, Any], a: tuple[str, str], b: tuple[str, str],
+                 dtype: str) -> tuple[dict[str, float] | None, bool]:
+    """``a / b`` between rows of one entry (interleaved) or of two (round by round)."""
+    ea, eb = _entry(report, a[0], dtype), _entry(report, b[0], dtype)
+    if ea is None or eb is None:
+        return None, False
+    checked = bool(ea["check"]["passed"] and eb["check"]["passed"])
+    if ea is eb:
+        return _paired(ea, a[1], b[1]), checked
+    ra, rb = ea["rows"].get(a[1], {}), eb["rows"].get(b[1], {})
+    if ra.get("status") != "ok" or rb.get("status") != "ok":
+        return None, checked
+    rounds = [x / y for x, y in zip(ra["round_medians_s"], rb["round_medians_s"], strict=False)]
+    return {"median": ra["median_s"] / rb["median_s"], "min": min(rounds),
+            "max": max(rounds)}, checked
+
+
+def _fit_targets(report: dict[str, Any], dtype: str) -> list[dict[str, Any]]:
+    out = []
+    for text, a, b, limit, op in _FIT_TARGETS:
+        r, checked = _cross_ratio(report, a, b, dtype)
+        if r is None and not checked:
+            continue
+        passed = None if r is None else (r["median"] <= limit if op == "<="
+                                         else r["median"] >= limit)
+        out.append({"target": f"{text}, {dtype}", "limit": limit, "op": op, "ratio": r,
+                    "passed": passed, "check_passed": checked,
+                    "reason": "" if r is not None else "a row did not run"})
+    return out
+
+
 def targets(report: dict[str, Any], dtype: str = "float32") -> list[dict[str, Any]]:
     """The performance bar, each with its measured ratio, for every optimiser; a target
     that was not measured says why in ``reason``."""
-    out = []
+    out = _fit_targets(report, dtype)
     optimizers = sorted({e["params"].get("optimizer") for e in report["results"]
                          if e["group"] == "mlp_step"})
     running = {c["label"] for c in report["competitors"] if c["available"]}

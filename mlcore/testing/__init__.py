@@ -10,7 +10,9 @@ pytest's ``pytest11`` entry point), so a plugin's own test suite can write::
         mlcore_case.run()
 
 and get one test per (activation or loss, backend, check). The same checks are plain
-functions, :func:`check_activation` and :func:`check_loss`, raising ``AssertionError``.
+functions, :func:`check_activation` and :func:`check_loss`, raising ``AssertionError``;
+metrics and optimisers have :func:`check_metric` and :func:`check_optimizer`
+(:mod:`.training`).
 
 The checks (``CHECKS``), on every installed backend that is usable here:
 
@@ -51,7 +53,7 @@ and saving and loading::
 NumPy is the host oracle here; it is imported inside functions only, so ``import mlcore``
 stays free of array libraries, and importing this kit does not import pytest. The package:
 this module (the API), :mod:`.case` (a case and its context), :mod:`.checks` (the checks),
-:mod:`.pytest_plugin` (marker and fixture).
+:mod:`.pytest_plugin` (marker and fixture), :mod:`.training` (metrics and optimisers).
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ from ..plugins import PluginRecord, registry
 from .backend_checks import BACKEND_CHECKS, check_backend
 from .case import CHECKS, KINDS, Case
 from .checks import run
+from .training import check_metric, check_optimizer
 
-__all__ = ["Case", "BoundCase", "CHECKS", "check_activation", "check_loss",
+__all__ = ["Case", "BoundCase", "CHECKS", "check_activation", "check_loss", "check_metric",
+           "check_optimizer",
            "conformance_params", "mlcore_case", "BACKEND_CHECKS", "check_backend"]
 
 _PLUGIN_NAMES = ("mlcore_case", "pytest_configure", "pytest_generate_tests")

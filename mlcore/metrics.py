@@ -1,0 +1,357 @@
+"""Built-in metrics: accuracy, binary_accuracy, precision, recall, f1, auc, mae, mse, rmse, r2.
+
+Metrics are the third plugin kind beside activations and losses, registered through the
+``mlcore_metrics`` hook exactly as a third-party plugin would (see
+:func:`mlcore.hookspecs.mlcore_metrics`). A metric object accumulates on the device:
+
+``state = m.update(state, y_pred, y_true)``
+    adds one batch (``state`` is None at the start); no value is read back to the host;
+``m.result(state) -> float``
+    reads the accumulated value back once (``fit`` calls it once per epoch);
+``m(y_pred, y_true) -> float``
+    both at once, for a whole data set.
+
+``y_pred`` is the model's output (probabilities for a sigmoid/softmax model); ``y_true`` is
+class indices (N,) or one-hot rows (N, M) for a multi-output classifier, 0/1 labels for a
+one-output classifier, targets shaped like ``y_pred`` for a regressor. Definitions follow
+scikit-learn's (the tests compare): classification thresholds probabilities at 0.5 (the
+argmax for several outputs); precision, recall and F1 of several outputs are macro averages
+over the classes (``average="macro"``), 0 where a denominator is 0 (``zero_division=0``);
+mae/mse/rmse/r2 average over the outputs with equal weight (``"uniform_average"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ._array import device_of, namespace
+from .errors import InvalidParameterError, InvalidValueError, ShapeError
+from .hookspecs import hookimpl
+from .plugins import make, registry
+
+__all__ = ["metric", "metric_names", "Metric", "Accuracy", "BinaryAccuracy", "Precision",
+           "Recall", "F1", "AUC", "MAE", "MSE", "RMSE", "R2"]
+
+
+def metric(name: str, **params: Any) -> Metric:
+    """Build the registered metric ``name`` (e.g. ``metric("binary_accuracy", threshold=0.3)``).
+
+    Raises :class:`~mlcore.errors.UnknownNameError` listing the registered names.
+    """
+    return make("metrics", name, params)  # type: ignore[no-any-return]
+
+
+def metric_names() -> list[str]:
+    """Names of every registered metric, built-in and from plugins."""
+    return registry().names("metrics")
+
+
+def _count(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _columns(xp: Any, y_pred: Any, y_true: Any, name: str) -> tuple[Any, Any]:
+    """``y_pred`` as (N, k) and ``y_true`` cast to its dtype and shape."""
+    if y_pred.ndim == 1:
+        y_pred = xp.reshape(y_pred, (y_pred.shape[0], 1))
+    if y_true.ndim == 0 or _count(y_true.shape) != _count(y_pred.shape) \
+            or y_true.shape[0] != y_pred.shape[0]:
+        raise ShapeError(f"Metric {name!r}: y_true of shape {tuple(y_true.shape)} does not fit "
+                         f"y_pred of shape {tuple(y_pred.shape)}. Pass one target per "
+                         f"output.", y_true)
+    return y_pred, xp.reshape(xp.astype(y_true, y_pred.dtype), y_pred.shape)
+
+
+class Metric:
+    """Base class: subclasses give ``update`` and ``result``; ``name`` is the history key."""
+
+    name = ""
+
+    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+        """``state`` with the batch ``(y_pred, y_true)`` added (on the device)."""
+        raise NotImplementedError
+
+    def result(self, state: Any) -> float:
+        """The metric over everything added to ``state`` (one read-back)."""
+        raise NotImplementedError
+
+    def __call__(self, y_pred: Any, y_true: Any) -> float:
+        """The metric of a whole data set; ``y_true`` (and a ``y_pred`` that is not an
+        array) may be host data such as lists or NumPy arrays, converted to the backend of
+        ``y_pred`` (the selected backend for a list) as ``fit`` converts its inputs."""
+        from .backend import backend_of, get_backend
+
+        backend = backend_of(y_pred) or get_backend()
+        y_pred, y_true = (a if backend.owns(a) else backend.asarray(a) for a in (y_pred, y_true))
+        return self.result(self.update(None, y_pred, y_true))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _add(state: Any, new: tuple[Any, ...]) -> tuple[Any, ...]:
+    return new if state is None else tuple(a + b for a, b in zip(state, new, strict=True))
+
+
+class _Classification(Metric):
+    """Predicted and true classes: argmax for several outputs, ``> threshold`` for one."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = float(threshold)
+
+    def classes(self, y_pred: Any, y_true: Any) -> tuple[Any, Any, int]:
+        """``(predicted, true, classes)``: integer indices (N,) for several outputs
+        (``classes`` = M), booleans shaped like ``y_pred`` for one (``classes`` = 0)."""
+        xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
+        if y_pred.ndim == 2 and y_pred.shape[1] > 1:
+            m = int(y_pred.shape[1])
+            true = xp.argmax(y_true, axis=1) if y_true.ndim == 2 else y_true
+            if true.ndim != 1 or true.shape[0] != y_pred.shape[0]:
+                raise ShapeError(
+                    f"Metric {self.name!r}: y_true of shape {tuple(y_true.shape)} does not fit "
+                    f"y_pred of shape {tuple(y_pred.shape)}; pass (N,) class indices or (N, "
+                    f"{m}) one-hot rows.", y_true)
+            return xp.argmax(y_pred, axis=1), xp.astype(true, xp.int64), m
+        pred, true = _columns(xp, y_pred, y_true, self.name)
+        return pred > self.threshold, true > 0.5, 0
+
+
+class Accuracy(_Classification):
+    """The fraction of correct predictions (``sklearn.metrics.accuracy_score``)."""
+
+    name = "accuracy"
+
+    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+        xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
+        pred, true, _ = self.classes(y_pred, y_true)
+        return _add(state, (xp.count_nonzero(pred == true), _count(pred.shape)))
+
+    def result(self, state: Any) -> float:
+        return int(state[0]) / int(state[1])
+
+
+class BinaryAccuracy(Accuracy):
+    """Accuracy of every output thresholded at ``threshold`` against 0/1 targets."""
+
+    name = "binary_accuracy"
+
+    def classes(self, y_pred: Any, y_true: Any) -> tuple[Any, Any, int]:
+        xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
+        pred, true = _columns(xp, y_pred, y_true, self.name)
+        return pred > self.threshold, true > 0.5, 0
+
+
+class _Counts(_Classification):
+    """True positives, false positives and false negatives, per class (on the device)."""
+
+    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+        xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
+        pred, true, m = self.classes(y_pred, y_true)
+        if m:
+            ids = xp.arange(m, device=device_of(pred))
+            pred, true = pred[:, None] == ids, true[:, None] == ids
+        else:
+            pred, true = xp.reshape(pred, (-1,)), xp.reshape(true, (-1,))
+        tp = xp.sum(xp.astype(pred & true, xp.int64), axis=0)
+        fp = xp.sum(xp.astype(pred & ~true, xp.int64), axis=0)
+        fn = xp.sum(xp.astype(~pred & true, xp.int64), axis=0)
+        return _add(state, (tp, fp, fn))
+
+    def result(self, state: Any) -> float:
+        xp = namespace(state[0])
+        tp, fp, fn = (xp.astype(a, xp.float64) for a in state)
+        values = self.score(xp, tp, fp, fn)
+        if values.ndim == 0:
+            return float(values)
+        present = xp.astype((tp + fp + fn) > 0, xp.float64)  # classes seen, as scikit-learn
+        return float(xp.sum(values * present) / xp.maximum(xp.sum(present), 1.0))
+
+    def score(self, xp: Any, tp: Any, fp: Any, fn: Any) -> Any:
+        raise NotImplementedError
+
+
+def _ratio(xp: Any, num: Any, den: Any) -> Any:
+    """num / den, 0 where den is 0 (scikit-learn's ``zero_division=0``)."""
+    return xp.where(den > 0, num / xp.where(den > 0, den, 1.0), 0.0)
+
+
+class Precision(_Counts):
+    """tp / (tp + fp) (``sklearn.metrics.precision_score``; macro for several outputs)."""
+
+    name = "precision"
+
+    def score(self, xp: Any, tp: Any, fp: Any, fn: Any) -> Any:
+        return _ratio(xp, tp, tp + fp)
+
+
+class Recall(_Counts):
+    """tp / (tp + fn) (``sklearn.metrics.recall_score``; macro for several outputs)."""
+
+    name = "recall"
+
+    def score(self, xp: Any, tp: Any, fp: Any, fn: Any) -> Any:
+        return _ratio(xp, tp, tp + fn)
+
+
+class F1(_Counts):
+    """2 tp / (2 tp + fp + fn) (``sklearn.metrics.f1_score``; macro for several outputs)."""
+
+    name = "f1"
+
+    def score(self, xp: Any, tp: Any, fp: Any, fn: Any) -> Any:
+        return _ratio(xp, 2.0 * tp, 2.0 * tp + fp + fn)
+
+
+class AUC(Metric):
+    """Area under the ROC curve of a one-output classifier (``sklearn.metrics.roc_auc_score``).
+
+    Keeps the batches' scores on the device and, at :meth:`result`, sorts them once and
+    integrates the ROC curve with the trapezoid rule over the distinct scores (ties count
+    half, as in the Mann-Whitney statistic).
+    """
+
+    name = "auc"
+
+    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+        xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
+        if y_pred.ndim == 2 and y_pred.shape[1] > 1:
+            raise ShapeError(f"Metric 'auc' is the binary ROC AUC of one output; received "
+                             f"y_pred of shape {tuple(y_pred.shape)}. Use a one-output "
+                             f"sigmoid model.", y_pred)
+        pred, true = _columns(xp, y_pred, y_true, self.name)
+        batch = (xp.reshape(pred, (-1,)), xp.reshape(true > 0.5, (-1,)))
+        return [batch] if state is None else [*state, batch]
+
+    def result(self, state: Any) -> float:
+        xp = namespace(state[0][0])
+        dt = getattr(xp, "float64", state[0][0].dtype)
+        s = xp.astype(xp.concat([b[0] for b in state]), dt)
+        t = xp.astype(xp.concat([b[1] for b in state]), dt)
+        order = xp.argsort(s, descending=True, stable=True)
+        s, t = xp.take(s, order), xp.take(t, order)
+        last = xp.ones((1,), dtype=xp.bool, device=device_of(s))
+        distinct = xp.concat([s[1:] != s[:-1], last])
+        tps, fps = xp.cumulative_sum(t)[distinct], xp.cumulative_sum(1.0 - t)[distinct]
+        pos, neg = float(tps[-1]), float(fps[-1])
+        if pos == 0.0 or neg == 0.0:
+            raise InvalidValueError(
+                "Metric 'auc' needs both classes in y_true; received only "
+                f"{'negatives' if pos == 0.0 else 'positives'}. Evaluate it on data holding "
+                f"both (a larger validation set, or stratify the split).", state)
+        zero = xp.zeros((1,), dtype=dt, device=device_of(s))
+        tpr, fpr = xp.concat([zero, tps / pos]), xp.concat([zero, fps / neg])
+        return float(xp.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1])) / 2.0)
+
+
+class _Errors(Metric):
+    """Sums of an element-wise error over the batches, divided by the count at the end."""
+
+    def error(self, xp: Any, diff: Any) -> Any:
+        raise NotImplementedError
+
+    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+        xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
+        pred, true = _columns(xp, y_pred, y_true, self.name)
+        return _add(state, (xp.sum(self.error(xp, pred - true)), _count(pred.shape)))
+
+    def result(self, state: Any) -> float:
+        return float(state[0]) / int(state[1])
+
+
+class MAE(_Errors):
+    """Mean absolute error (``sklearn.metrics.mean_absolute_error``)."""
+
+    name = "mae"
+
+    def error(self, xp: Any, diff: Any) -> Any:
+        return xp.abs(diff)
+
+
+class MSE(_Errors):
+    """Mean squared error (``sklearn.metrics.mean_squared_error``)."""
+
+    name = "mse"
+
+    def error(self, xp: Any, diff: Any) -> Any:
+        return diff * diff
+
+
+class RMSE(MSE):
+    """Root of the mean squared error over every output (``root_mean_squared_error`` for
+    one output)."""
+
+    name = "rmse"
+
+    def result(self, state: Any) -> float:
+        return math.sqrt(super().result(state))
+
+
+class R2(Metric):
+    """Coefficient of determination 1 - SS_res / SS_tot per output, averaged
+    (``sklearn.metrics.r2_score``; 1 for a constant target fitted exactly, else 0 there).
+
+    Per-output count, mean and sum of squared deviations are merged batch by batch (Chan
+    et al.'s pairwise update), so SS_tot keeps its precision in float32.
+    """
+
+    name = "r2"
+
+    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+        xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
+        pred, true = _columns(xp, y_pred, y_true, self.name)
+        nb = int(true.shape[0])
+        mb = xp.mean(true, axis=0)
+        m2b = xp.sum((true - mb) ** 2, axis=0)
+        resb = xp.sum((true - pred) ** 2, axis=0)
+        if state is None:
+            return (nb, mb, m2b, resb)
+        na, ma, m2a, resa = state
+        n = na + nb
+        delta = mb - ma
+        return (n, ma + delta * (nb / n), m2a + m2b + delta * delta * (na * nb / n), resa + resb)
+
+    def result(self, state: Any) -> float:
+        _, _, tot, res = state
+        xp = namespace(tot)
+        ok = tot > 0
+        exact = xp.astype(res == 0, tot.dtype)  # a constant target: 1 if fitted exactly
+        score = xp.where(ok, 1.0 - res / xp.where(ok, tot, 1.0), exact)
+        return float(xp.mean(score))
+
+
+def _threshold(cls: type[Metric]) -> Callable[..., Metric]:
+    def factory(threshold: float = 0.5) -> Metric:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+                or not 0.0 <= threshold <= 1.0:
+            raise InvalidParameterError(
+                f"Metric {cls.name!r}: threshold must be a number in [0, 1], received "
+                f"{threshold!r}.", threshold)
+        return cls(threshold)  # type: ignore[call-arg]
+
+    factory.__doc__ = cls.__doc__
+    return factory
+
+
+BUILTIN_METRICS: dict[str, Callable[..., Metric]] = {
+    "accuracy": _threshold(Accuracy),
+    "binary_accuracy": _threshold(BinaryAccuracy),
+    "precision": _threshold(Precision),
+    "recall": _threshold(Recall),
+    "f1": _threshold(F1),
+    "auc": AUC,
+    "mae": MAE,
+    "mse": MSE,
+    "rmse": RMSE,
+    "r2": R2,
+}
+
+
+@hookimpl
+def mlcore_metrics() -> dict[str, Callable[..., Metric]]:
+    """mlcore's own metrics, registered like any plugin's."""
+    return dict(BUILTIN_METRICS)

@@ -1,0 +1,130 @@
+"""The conformance checks for the training plugin kinds: metrics and optimisers.
+
+:func:`check_metric` and :func:`check_optimizer` raise ``AssertionError`` describing the
+first failure, on one backend or on every usable one. NumPy is the host oracle; it is
+imported inside the functions, so ``import mlcore`` stays free of array libraries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ..backend import Backend, get_backend
+from ..plugins import registry
+
+__all__ = ["check_metric", "check_optimizer"]
+
+
+def _backends(backend: Backend | str | None, every: bool) -> list[Backend]:
+    if backend is not None or not every:
+        return [backend if not isinstance(backend, str | None) else get_backend(backend)]
+    return [b for b in registry().backends.values() if b.is_available()]
+
+
+def _binary_data(rng: Any) -> tuple[Any, Any]:
+    """Probabilities (N, 1) with ties and 0/1 labels holding both classes."""
+    p = rng.random((53, 1))
+    p[::5] = 0.5
+    y = (rng.random(53) < 0.4).astype("float64")
+    y[:2] = [0.0, 1.0]
+    return p, y
+
+
+def check_metric(metric: str | Callable[..., Any], backend: Backend | str | None = None, *,
+                 data: Callable[[Any], tuple[Any, Any]] | None = None,
+                 reference: Callable[[Any, Any], float] | None = None,
+                 tol: float = 1e-6) -> None:
+    """Check a metric (a registered name or a factory) on ``backend`` (default: every
+    usable backend): a lower-case ``name``; ``update``/``result`` give a Python float;
+    seven batches give the whole set's value; float32 and float64 work; inputs are left
+    unchanged; and, with ``reference(y_pred, y_true)`` (float64 NumPy), agreement with it.
+    ``data(rng)`` returns ``(y_pred, y_true)`` host arrays (default: one-output
+    probabilities and 0/1 labels)."""
+    import numpy as np
+
+    factory = registry().get("metrics", metric) if isinstance(metric, str) else metric
+    for b in _backends(backend, True):
+        rng = np.random.default_rng(0)
+        p, y = (data or _binary_data)(rng)
+        m = factory()
+        name = getattr(m, "name", "")
+        assert isinstance(name, str) and name.isidentifier() and name == name.lower(), \
+            f"metric {m!r} needs a lower-case identifier as name, has {name!r}"
+        for dt in ("float64", "float32"):
+            pa, ya = b.asarray(p.astype(dt)), b.asarray(y if y.dtype.kind in "iub" else
+                                                      y.astype(dt))
+            whole = m.result(m.update(None, pa, ya))
+            assert isinstance(whole, float) and math.isfinite(whole), \
+                f"{name} on {b.name} {dt}: result must be a finite Python float, got {whole!r}"
+            state = None
+            n = p.shape[0]
+            for s in range(0, n, 8):
+                state = m.update(state, pa[s:min(s + 8, n), ...], ya[s:min(s + 8, n), ...])
+            batched = m.result(state)
+            scale = 1e-4 if dt == "float32" else tol
+            assert math.isclose(batched, whole, rel_tol=scale, abs_tol=scale), \
+                f"{name} on {b.name} {dt}: 7 batches give {batched}, the whole set {whole}"
+            np.testing.assert_array_equal(b.to_numpy(pa), p.astype(dt),
+                                          err_msg=f"{name} modified y_pred")
+            if reference is not None and dt == "float64":
+                want = float(reference(p, y))
+                assert math.isclose(whole, want, rel_tol=tol, abs_tol=tol), \
+                    f"{name} on {b.name}: {whole}, the reference gives {want}"
+
+
+def check_optimizer(optimizer: str | Callable[..., Any], backend: Backend | str | None = None,
+                    *, lr: float | None = None, steps: int = 60) -> None:
+    """Check an optimiser (a registered name or a factory ``f(params, lr=...)``) on
+    ``backend`` (default: every usable backend): it lowers the quadratic
+    ``0.5 ||p - t||²`` over ``steps`` steps in float32 and float64, keeps the parameters'
+    shape, dtype and backend, skips parameters without a gradient, and (when it has
+    ``state_dict``) a copy restored from its state after a few steps continues exactly."""
+    import numpy as np
+
+    from ..layers import Parameter
+
+    factory = registry().get("optimizers", optimizer) if isinstance(optimizer, str) else optimizer
+    kw = {} if lr is None else {"lr": lr}
+    for b in _backends(backend, True):
+        for dt in ("float64", "float32"):
+            rng = np.random.default_rng(1)
+            start, target = rng.standard_normal(5).astype(dt), rng.standard_normal(5).astype(dt)
+            t = b.asarray(target)
+
+            def run(params: list[Any], opt: Any, n: int, t: Any = t) -> None:
+                for _ in range(n):
+                    params[0].grad = params[0].value - t
+                    opt.step()
+
+            ps = [Parameter(b.asarray(start.copy())), Parameter(b.asarray(start.copy()))]
+            opt = factory(ps, **kw)
+            before = float(np.sum((start - target) ** 2))
+            run(ps, opt, steps)
+            after = b.to_numpy(ps[0].value)
+            assert b.owns(ps[0].value) and after.shape == (5,) and after.dtype == np.dtype(dt), \
+                f"{type(opt).__name__} on {b.name} {dt}: the parameter changed kind"
+            assert float(np.sum((after - target) ** 2)) < before, \
+                f"{type(opt).__name__} on {b.name} {dt}: {steps} steps did not lower 0.5||p - t||²"
+            np.testing.assert_array_equal(b.to_numpy(ps[1].value), start,
+                                          err_msg="a parameter without a gradient was updated")
+            if hasattr(opt, "state_dict"):
+                _check_resume(b, factory, kw, start, run)
+
+
+def _check_resume(b: Backend, factory: Callable[..., Any], kw: dict[str, Any], start: Any,
+                  run: Callable[..., None]) -> None:
+    from ..layers import Parameter
+
+    a = [Parameter(b.asarray(start.copy()))]
+    opt_a = factory(a, **kw)
+    run(a, opt_a, 4)
+    c = [Parameter(b.asarray(b.to_numpy(a[0].value).copy()))]
+    opt_c = factory(c, **kw)
+    opt_c.load_state_dict(opt_a.state_dict())
+    run(a, opt_a, 4)
+    run(c, opt_c, 4)
+    assert (b.to_numpy(a[0].value) == b.to_numpy(c[0].value)).all(), \
+        f"{type(opt_a).__name__} on {b.name}: restored from state_dict, it does not continue " \
+        f"as the original"
