@@ -11,7 +11,8 @@ graphs on CuPy, ``torch.compile``) is handed the same step written as a pure fun
 optimiser's state (:class:`SGD`: the momentum buffers; :class:`Adam`/:class:`AdamW`: the
 step count as a 0-d array, then the scaled moments ``m``, then ``v``); with ``metrics``, two
 0-d sums for an epoch's history follow (the loss times the batch size, and the correct
-predictions; ``fit`` does not use them yet: it trains eagerly). Nothing in it reads a value back to the host, so a backend may trace it once
+predictions; ``fit`` does not use them yet: it trains eagerly). Nothing in it reads a
+value back to the host, so a backend may trace it once
 per batch shape. :class:`PureStep` runs the compiled callable and writes its results back
 into the :class:`~mlcore.layers.Parameter` objects and the optimiser, so eager and compiled
 steps can follow one another and give the same weights to float tolerance.
