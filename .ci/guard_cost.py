@@ -1,11 +1,13 @@
-# ruff: noqa: N806, E501 - X is a batch, as in mlcore's training code
+# ruff: noqa: N806, E501, B023 - X is a batch; each lambda is timed inside its own iteration
 """Cost of fit's non-finite guard (mlcore._guards), measured in one process: run
 ``python .ci/guard_cost.py`` (under ``flock /tmp/mlcore-bench.lock`` on a shared machine).
 
 Cost of the non-finite guard, measured in one process: the per-batch check and the
 per-epoch copy, against the fit step they sit in (best of many repeats: robust to stalls)."""
 import timeit
+
 import numpy as np
+
 import mlcore
 from mlcore._guards import NonFiniteGuard
 from mlcore.train import make_train_step

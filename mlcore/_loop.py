@@ -225,8 +225,13 @@ def _one_batch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, da
 
 def run_stream(model: Sequential, plan: LossPlan, step: Callable[..., tuple[Any, Any]],
                batches: Iterator[Any], prepare: Callable[..., Data], bar: Any,
-               tracker: Tracker | None, hooks: CallbackList | None) -> dict[str, float]:
-    """One epoch over ``batches`` of ``(X, y)`` (or ``(X, y, sample_weight)``) pairs."""
+               tracker: Tracker | None, hooks: CallbackList | None,
+               dp: Any = None) -> dict[str, float]:
+    """One epoch over ``batches`` of ``(X, y)`` (or ``(X, y, sample_weight)``) pairs.
+
+    With ``dp`` (data-parallel training) each process streams its own batches and the
+    epoch sums are reduced over the processes.
+    """
     sums: _Sums | None = None
     xp = None
     hooked = hooks is not None and hooks.batch_hooks
@@ -253,6 +258,9 @@ def run_stream(model: Sequential, plan: LossPlan, step: Callable[..., tuple[Any,
             "The training data yielded no batches this epoch. A generator object runs once: "
             "pass the generator function itself (it is called again each epoch), or set "
             "steps_per_epoch so that one long stream is shared between epochs.", batches)
+    if dp is not None:  # every process's sums: the epoch over all of the streams
+        sums.total, sums.correct, sums.n, sums.labelled = dp.reduce_sums(
+            [sums.total, sums.correct, sums.n, sums.labelled])
     return sums.read() | ({} if tracker is None else tracker.results())
 
 

@@ -191,7 +191,12 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     weighted = (data is not None and data.weights is not None) or (
         stream and class_weight is not None)
     dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
-                        epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed)
+                        epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                        initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                        callbacks=_names(callbacks), metrics=_names(metrics))
+    if dp is not None and weighted:
+        raise InvalidParameterError(
+            "distributed=True trains without sample_weight or class_weight.", distributed)
     step = compile_step(model, plan, opt, loss, weighted,
                         None if dp is None else dp.reduce_gradients, guard)
     seed = seed if dp is None else dp.agree_seed(seed)
@@ -261,7 +266,9 @@ def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | Non
             if tracker is not None:
                 tracker.reset()
             batches = stream_batches(source, steps, shared)
-            return run_stream(model, plan, step, batches, prepare, bar, tracker, hooks)
+            if dp is not None:  # exactly steps_per_epoch batches on every process
+                batches = dp.stream(batches, steps)
+            return run_stream(model, plan, step, batches, prepare, bar, tracker, hooks, dp)
 
         return run_streamed
     xp, n = model.namespace(data.X), data.X.shape[0]
@@ -276,6 +283,8 @@ def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | Non
         epoch_data = data if rng is None else shuffled(xp, data, rng.permutation(n))
         logs = run_epoch(xp, step, plan, epoch_data, batches or [], bar, tracker, hooks, dp,
                          labelled)
+        if dp is not None:
+            dp.end_epoch(model)
         seen = model._epochs_seen = max(model._epochs_seen, initial_epoch) + 1
         if rng is not None:
             model._shuffle_state = (seed, (seen, n), rng)
@@ -290,13 +299,20 @@ def _data_parallel(distributed: Any, model: Sequential, data: Data | None, val: 
     checked, weights broadcast), or None (not asked, or a single process)."""
     if distributed is False or distributed is None:
         return None
-    if data is None:
+    if data is None and settings.get("steps_per_epoch") is None:
         raise InvalidParameterError(
-            "distributed=True needs in-memory arrays X, y (each process takes its share of "
-            "every batch); streamed batches are not split between processes.", distributed)
+            "distributed=True with streamed batches needs steps_per_epoch: each process "
+            "streams its own part of the data and takes that many batches of it per epoch.",
+            distributed)
     from .distributed.parallel import for_fit
 
-    return for_fit(distributed, model, data.X, None if val is None else val.X, settings)
+    return for_fit(distributed, model, None if data is None else data.X,
+                   None if val is None else val.X, settings)
+
+
+def _names(items: Sequence[Any] | None) -> list[str]:
+    """Names of callbacks or metrics, for the processes of a distributed fit to compare."""
+    return [x if isinstance(x, str) else type(x).__name__ for x in items or []]
 
 
 def _distributed_parts(dp: Any, model: Sequential, opt: Optimizer, hooks: Any,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import mlcore
+import mlcore.callbacks
 from mlcore import distributed
 from mlcore.errors import DistributedError
 
@@ -23,7 +24,8 @@ def data(n: int = N) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(backend: str, optimizer: str, batch_size: int, dp: object = True,
-        epochs: int = 2, dtype: str = "float64") -> tuple[mlcore.MLP, dict[str, list[float]]]:
+        epochs: int = 2, dtype: str = "float64",
+        **extra: object) -> tuple[mlcore.MLP, dict[str, list[float]]]:
     """The training every process (or the single reference process) runs."""
     with mlcore.use_backend(backend):
         model = mlcore.MLP([FEATURES, HIDDEN, CLASSES], activation="tanh",
@@ -32,8 +34,67 @@ def run(backend: str, optimizer: str, batch_size: int, dp: object = True,
         lr = 0.1 if optimizer == "sgd" else 0.01
         history = model.fit(X, y, loss="cross_entropy", optimizer=optimizer, lr=lr,
                             epochs=epochs, batch_size=batch_size, seed=3, verbose=False,
-                            validation_data=(X[:10], y[:10]), distributed=dp)
+                            validation_data=(X[:10], y[:10]), distributed=dp, **extra)
     return model, history
+
+
+class Recorder(mlcore.callbacks.Callback):
+    """Notes each epoch end in a file of its process; stops after epoch ``stop_at``;
+    halves the learning rate at each epoch end."""
+
+    def __init__(self, out: Path, stop_at: int) -> None:
+        self.out, self.stop_at = out, stop_at
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        with open(self.out / f"calls-rank{distributed.rank()}.txt", "a") as f:
+            f.write(f"{epoch}\n")
+        self.optimizer.lr *= 0.5
+        if logs is not None:
+            logs["lr"] = self.optimizer.lr
+        if epoch == self.stop_at:
+            self.model.stop_training = True
+
+
+def toolkit_callbacks(out: Path) -> list[mlcore.callbacks.Callback]:
+    return [Recorder(out, stop_at=2),
+            mlcore.callbacks.ModelCheckpoint(out / "best.safetensors", monitor="val_loss")]
+
+
+def toolkit(out: Path, batch_size: int) -> None:
+    """Callbacks (stop, lr, checkpoint) and metrics in a distributed fit."""
+    r = distributed.rank()
+    model, history = run("numpy", "adam", batch_size, epochs=6, metrics=TOOLKIT_METRICS,
+                         callbacks=toolkit_callbacks(out))
+    np.savez(out / f"toolkit-rank{r}.npz", **weights(model))
+    (out / f"toolkit-rank{r}.json").write_text(json.dumps(history))
+
+
+TOOLKIT_METRICS = ["f1", "precision", "recall"]
+
+
+def stream_fit(batch: int, rank: int, size: int, dp: object,
+               short: bool = False) -> tuple[mlcore.MLP, dict[str, list[float]]]:
+    """Each process streams its slice of every global batch of ``size · batch`` rows."""
+    X, y = data()
+    steps = N // (size * batch)
+
+    def batches() -> object:
+        for j in range(steps - (1 if short and rank == 1 else 0)):
+            lo = j * size * batch + rank * batch
+            yield X[lo:lo + batch], y[lo:lo + batch]
+
+    model = mlcore.MLP([FEATURES, HIDDEN, CLASSES], activation="tanh",
+                       output_activation="softmax", seed=rank, dtype="float64")
+    history = model.fit(batches, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=2,
+                        steps_per_epoch=steps, verbose=False, metrics=["f1"], distributed=dp)
+    return model, history
+
+
+def stream(out: Path, batch_size: int, short: bool = False) -> None:
+    r = distributed.rank()
+    model, history = stream_fit(batch_size, r, distributed.size(), True, short)
+    np.savez(out / f"stream-rank{r}.npz", **weights(model))
+    (out / f"stream-rank{r}.json").write_text(json.dumps(history))
 
 
 def weights(model: mlcore.MLP) -> dict[str, np.ndarray]:
@@ -47,7 +108,7 @@ def equivalence(out: Path, batch_size: int) -> None:
             # numpy-adam with tiny buckets: several allreduces per step
             dp = distributed.DataParallel(bucket_bytes=200) if (
                 backend, optimizer) == ("numpy", "adam") else True
-            model, history = run(backend, optimizer, batch_size, dp)
+            model, history = run(backend, optimizer, batch_size, dp, metrics=["f1"])
             np.savez(out / f"{backend}-{optimizer}-rank{r}.npz", **weights(model))
             if r == 0:
                 (out / f"{backend}-{optimizer}.json").write_text(json.dumps(history))
@@ -113,3 +174,7 @@ if __name__ == "__main__":
         uncaught(outdir)
     elif mode == "mismatch":
         mismatch(outdir)
+    elif mode in ("stream", "short-stream"):
+        stream(outdir, int(sys.argv[3]), mode == "short-stream")
+    elif mode == "toolkit":
+        toolkit(outdir, int(sys.argv[3]))

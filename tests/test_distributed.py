@@ -69,6 +69,12 @@ def test_fit_distributed_in_one_process_changes_nothing(backend: mlcore.Backend)
         np.testing.assert_array_equal(v, worker.weights(b)[k])
 
 
+def test_a_distributed_stream_needs_steps_per_epoch() -> None:
+    model = mlcore.MLP([2, 1])
+    with pytest.raises(InvalidParameterError, match="needs steps_per_epoch"):
+        model.fit([([[0.0, 1.0]], [[1.0]])], loss="mse", distributed=True, verbose=False)
+
+
 def test_fit_rejects_a_bad_distributed_value() -> None:
     model = mlcore.MLP([2, 1])
     with pytest.raises(InvalidParameterError, match="distributed must be True, False"):
@@ -151,7 +157,8 @@ def test_k_processes_match_one_process_with_k_times_the_batch(k: int, tmp_path: 
             for other in ranks[1:]:  # identical weights on every process, bit for bit
                 for key, value in ranks[0].items():
                     np.testing.assert_array_equal(other[key], value, err_msg=name)
-            model, history = worker.run(backend, optimizer, k * batch, dp=False)
+            model, history = worker.run(backend, optimizer, k * batch, dp=False,
+                                        metrics=["f1"])
             for key, value in worker.weights(model).items():
                 np.testing.assert_allclose(ranks[0][key], value, rtol=1e-9, atol=1e-12,
                                            err_msg=f"{name} {key}")
@@ -159,6 +166,48 @@ def test_k_processes_match_one_process_with_k_times_the_batch(k: int, tmp_path: 
             for key, values in history.items():
                 np.testing.assert_allclose(distributed_history[key], values, rtol=1e-9,
                                            err_msg=f"{name} {key}")
+
+
+def test_callbacks_are_decided_on_rank_0_and_metrics_see_every_batch(tmp_path: Path) -> None:
+    job = _job(2, "toolkit", str(tmp_path), "4")
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert (tmp_path / "calls-rank0.txt").read_text().split() == ["0", "1", "2"]
+    assert not (tmp_path / "calls-rank1.txt").exists()  # callbacks ran once, on rank 0
+    assert (tmp_path / "best.safetensors").is_file()
+    h0, h1 = (json.loads((tmp_path / f"toolkit-rank{r}.json").read_text()) for r in (0, 1))
+    assert h0 == h1 and len(h0["loss"]) == 3 and h0["lr"] == [0.005, 0.0025, 0.00125]
+    w0, w1 = (dict(np.load(tmp_path / f"toolkit-rank{r}.npz")) for r in (0, 1))
+    for key, value in w0.items():
+        np.testing.assert_array_equal(w1[key], value)
+    single = tmp_path / "single"
+    single.mkdir()
+    model, history = worker.run("numpy", "adam", 8, dp=False, epochs=6,
+                                metrics=worker.TOOLKIT_METRICS,
+                                callbacks=worker.toolkit_callbacks(single))
+    assert set(history) == set(h0)
+    for key, values in history.items():
+        np.testing.assert_allclose(h0[key], values, rtol=1e-9, err_msg=key)
+    for key, value in worker.weights(model).items():
+        np.testing.assert_allclose(w0[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+def test_streams_of_k_processes_match_one_stream_of_k_times_the_batch(tmp_path: Path) -> None:
+    job = _job(2, "stream", str(tmp_path), "4")
+    assert job.returncode == 0, job.stderr[-3000:]
+    w0, w1 = (dict(np.load(tmp_path / f"stream-rank{r}.npz")) for r in (0, 1))
+    model, history = worker.stream_fit(8, 0, 1, dp=False)
+    for key, value in worker.weights(model).items():
+        np.testing.assert_array_equal(w1[key], w0[key])
+        np.testing.assert_allclose(w0[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    h0 = json.loads((tmp_path / "stream-rank0.json").read_text())
+    for key, values in history.items():
+        np.testing.assert_allclose(h0[key], values, rtol=1e-9, err_msg=key)
+
+
+def test_a_stream_that_ends_early_stops_every_process(tmp_path: Path) -> None:
+    job = _job(2, "short-stream", str(tmp_path), "4", timeout=60)
+    assert job.returncode != 0
+    assert "stream of process 1 of 2 ended after 5 of steps_per_epoch=6" in job.stderr
 
 
 def test_a_failing_process_stops_every_process_with_its_error(tmp_path: Path) -> None:

@@ -191,6 +191,19 @@ class DataParallel:
             for p in buffers:
                 p.set(self.comm.broadcast(self._xp.asarray(p.value, copy=True), root=0))
 
+    def stream(self, batches: Iterator[Any], steps: int) -> Iterator[Any]:
+        """``steps`` batches of this process's stream; a stream that ends sooner raises
+        (and so stops every process: the others would wait for its gradients)."""
+        taken = 0
+        for item in batches:
+            taken += 1
+            yield item
+        if taken < steps:
+            raise DistributedError(
+                f"The training stream of process {self.rank} of {self.size} ended after "
+                f"{taken} of steps_per_epoch={steps} batches. In a distributed fit every "
+                f"process must yield steps_per_epoch batches each epoch.", taken)
+
     def reduce_sums(self, values: Sequence[Any]) -> list[Any]:
         """``values`` (0-d arrays or numbers) summed over all processes, as host floats."""
         assert self.comm is not None
@@ -269,8 +282,8 @@ def _facts(model: Any, X: Any, X_val: Any, settings: dict[str, Any]) -> dict[str
         "backend": model.backend.name,
         "model architecture": " ".join(repr(model).split()),
         "parameter dtype": str(model.dtype),
-        "number of training samples": int(X.shape[0]),
-        "sample shape": tuple(int(d) for d in X.shape[1:]),
+        "number of training samples": "streamed" if X is None else int(X.shape[0]),
+        "sample shape": None if X is None else tuple(int(d) for d in X.shape[1:]),
         "number of validation samples": None if X_val is None else int(X_val.shape[0]),
         "loss": loss if isinstance(loss, str) else type(loss).__name__,
         "optimizer": f"{type(opt).__name__}(lr={opt.lr})",
