@@ -56,12 +56,14 @@ class RMSprop(Optimizer):
             v = self.square_avg[i]
             v *= a
             v += (1.0 - a) * (g * g)
+            self.square_avg[i] = v  # in place on NumPy; a new array on immutable ones (JAX)
             if self.centered:
                 if self.grad_avg[i] is None:
                     self.grad_avg[i] = xp.zeros_like(p.value)
                 avg = self.grad_avg[i]
                 avg *= a
                 avg += (1.0 - a) * g
+                self.grad_avg[i] = avg
                 denom = xp.sqrt(v - avg * avg) + self.eps
             else:
                 denom = xp.sqrt(v) + self.eps
@@ -71,6 +73,7 @@ class RMSprop(Optimizer):
                 b = self.buffers[i]
                 b *= self.momentum
                 b += g / denom
+                self.buffers[i] = b
                 p.value -= self.lr * b
             else:
                 p.value -= self.lr * (g / denom)
@@ -114,6 +117,7 @@ class Adagrad(Optimizer):
             lr = self.lr / (1.0 + (self.steps[i] - 1) * self.lr_decay)
             s = self.sums[i]
             s += g * g
+            self.sums[i] = s  # in place on NumPy; a new array on immutable ones (JAX)
             p.value -= lr * (g / (xp.sqrt(s) + self.eps))
 
 
