@@ -14,9 +14,10 @@ dense), then trained on the chosen mlcore ``backend`` (``None``: the current cho
 from __future__ import annotations
 
 from contextlib import nullcontext
+from numbers import Integral
 from typing import Any
 
-import numpy as np
+from array_api_compat import array_namespace
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
@@ -63,7 +64,7 @@ class _MLPEstimator(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 f"{self.random_state!r}, seed={self.seed!r}); they are the same setting.",
                 self.seed)
         chosen = self.seed if self.random_state is None else self.random_state
-        if isinstance(chosen, (int, np.integer)) and not isinstance(chosen, bool):
+        if isinstance(chosen, Integral) and not isinstance(chosen, bool):
             return int(chosen)
         return int(check_random_state(chosen).randint(2**31 - 1))
 
@@ -72,7 +73,7 @@ class _MLPEstimator(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
 
     def _hidden(self) -> list[Any]:
         sizes = self.hidden_layer_sizes
-        return [sizes] if isinstance(sizes, (int, np.integer)) else list(sizes)
+        return [sizes] if isinstance(sizes, Integral) else list(sizes)
 
     def _train(self, X: Any, y: Any, n_out: int) -> None:
         """Build a fresh MLP for ``X`` and train it on ``y`` (already in the loss's form)."""
@@ -91,10 +92,10 @@ class _MLPEstimator(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
     def _output(self, X: Any) -> Any:
         """The network's output for ``X`` as a 2-D NumPy array (after the usual checks)."""
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = validate_data(self, X, reset=False, dtype="float64")
         model = self.model_
         out = model.predict(X, batch_size=None)
-        return np.asarray(model.backend.to_numpy(out), dtype=np.float64).reshape(X.shape[0], -1)
+        return model.backend.to_numpy(out).astype("float64").reshape(X.shape[0], -1)
 
 
 class MLPClassifier(ClassifierMixin, _MLPEstimator):  # type: ignore[misc]  # sklearn ships no types
@@ -111,7 +112,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):  # type: ignore[misc]  # sk
     """
 
     def fit(self, X: Any, y: Any) -> MLPClassifier:
-        X, y = validate_data(self, X, y, dtype=np.float64)
+        X, y = validate_data(self, X, y, dtype="float64")
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
@@ -123,19 +124,21 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):  # type: ignore[misc]  # sk
         binary = len(self.classes_) == 2
         self._output_activation = "sigmoid" if binary else "softmax"
         self._loss = "binary_cross_entropy" if binary else "cross_entropy"
-        target = codes.astype(np.float64) if binary else codes.astype(np.int64)
+        target = codes.astype("float64" if binary else "int64")
         self._train(X, target, 1 if binary else len(self.classes_))
         return self
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, one column per entry of ``classes_`` (rows sum to 1)."""
         out = self._output(X)
-        return np.hstack([1.0 - out, out]) if out.shape[1] == 1 else out
+        if out.shape[1] > 1:
+            return out
+        return array_namespace(out).concat([1.0 - out, out], axis=1)
 
     def predict(self, X: Any) -> Any:
         """The most probable class of each row, as a label of ``classes_``."""
         proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        return self.classes_[proba.argmax(axis=1)]
 
 
 class MLPRegressor(RegressorMixin, _MLPEstimator):  # type: ignore[misc]  # sklearn ships no types
@@ -146,8 +149,8 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):  # type: ignore[misc]  # skle
     """
 
     def fit(self, X: Any, y: Any) -> MLPRegressor:
-        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
-        y = np.asarray(y, dtype=np.float64)
+        X, y = validate_data(self, X, y, dtype="float64", multi_output=True, y_numeric=True)
+        y = y.astype("float64")
         self._y_1d = y.ndim == 1
         target = y.reshape(len(y), -1)
         self._train(X, target, target.shape[1])
