@@ -118,3 +118,20 @@ def agree() -> Any:
             f"ours {ours[worst]!r}, torch {theirs[worst]!r}")
 
     return check
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per skip reason with its count, instead of one line per skipped test.
+
+    The suite skips hundreds of cases for the same reason (CuPy without a GPU); ``-ra``
+    listed each of them. Failures and errors are still reported in full (``-rfE``).
+    """
+    from collections import Counter
+
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"skipped {count}: {reason}")
