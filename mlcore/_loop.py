@@ -52,7 +52,7 @@ def compile_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any,
     value_and_grad = weighted_loss(plan, loss) if weighted else None
     settle = settler(model.backend, params, opt)  # a lazy backend's per-step hook
 
-    def step(X: Any, T: Any, xp: Any) -> tuple[Any, Any]:
+    def step(X: Any, T: Any, xp: Any, w: Any = None) -> tuple[Any, Any]:
         for p in params:
             p.grad = None
         if sync is not None and X.shape[0] == 0:
@@ -60,7 +60,10 @@ def compile_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any,
             opt.step()
             return xp.zeros((), dtype=X.dtype), None
         out, backprop = chain(layers, X, xp, False)
-        value, grad = plan.value_and_grad(xp, out, T)
+        if w is None:
+            value, grad = plan.value_and_grad(xp, out, T)
+        else:
+            value, grad = value_and_grad(xp, out, T, w)  # type: ignore[misc]
         if guard is not None:
             guard(value)
         backprop(grad)
@@ -71,26 +74,7 @@ def compile_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any,
             settle()
         return value, out
 
-    def weighted_step(X: Any, T: Any, xp: Any, w: Any) -> tuple[Any, Any]:
-        for p in params:
-            p.grad = None
-        if sync is not None and X.shape[0] == 0:
-            sync(params, 0)
-            opt.step()
-            return xp.zeros((), dtype=X.dtype), None
-        out, backprop = chain(layers, X, xp, False)
-        value, grad = value_and_grad(xp, out, T, w)  # type: ignore[misc]
-        if guard is not None:
-            guard(value)
-        backprop(grad)
-        if sync is not None:
-            sync(params, X.shape[0])
-        opt.step()
-        if settle is not None:
-            settle()
-        return value, out
-
-    return weighted_step if weighted else step
+    return step
 
 
 def resolve_metrics(metrics: Sequence[Any] | None) -> list[Metric]:
