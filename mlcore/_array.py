@@ -183,6 +183,15 @@ def device_scope(*arrays: Any, names: Sequence[str] = ()) -> Iterator[Any]:
         yield dev
 
 
+def count_dtype(xp: Any) -> Any:
+    """The namespace's default integer dtype, for counts and class indices: int64 on NumPy,
+    int32 on JAX without 64-bit mode (where asking for int64 warns and truncates)."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is None:
+        return xp.int64
+    return info().default_dtypes()["integral"]
+
+
 def check_floating(xp: Any, x: Any, name: str) -> None:
     """Raise :class:`DTypeError` unless ``x`` has a real floating dtype.
 
@@ -203,7 +212,7 @@ def check_floating(xp: Any, x: Any, name: str) -> None:
 def check_finite(xp: Any, x: Any, name: str) -> None:
     """Raise :class:`InvalidValueError` when ``x`` holds NaN or infinity."""
     if not bool(xp.all(xp.isfinite(x))):
-        bad = int(xp.sum(xp.astype(~xp.isfinite(x), xp.int64)))
+        bad = int(xp.sum(xp.astype(~xp.isfinite(x), count_dtype(xp))))
         raise InvalidValueError(
             f"{name} contains {bad} NaN or infinite value(s); expected finite numbers. "
             f"Clean or impute the data first.",

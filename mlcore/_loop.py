@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from ._array import count_dtype
 from ._lossplan import LossPlan
 from ._materialize import settler
 from ._weights import weighted_loss
@@ -146,7 +147,7 @@ class _Sums:
         if self.total is None:
             self.total = xp.zeros((), dtype=dtype)
         if self.correct is None:
-            self.correct = xp.zeros((), dtype=xp.int64)
+            self.correct = xp.zeros((), dtype=count_dtype(xp))
         self.total, self.correct = dp.reduce_sums([self.total, self.correct])
 
     def read(self) -> dict[str, float]:

@@ -9,13 +9,19 @@ graphs on CuPy, ``torch.compile``) is handed the same step written as a pure fun
 
 ``params`` are the parameters' arrays in ``model.parameters()`` order; ``state`` is the
 optimiser's state (:class:`SGD`: the momentum buffers; :class:`Adam`/:class:`AdamW`: the
-step count as a 0-d array, then the scaled moments ``m``, then ``v``); with ``metrics``, two
-0-d sums for an epoch's history follow (the loss times the batch size, and the correct
-predictions; ``fit`` does not use them yet: it trains eagerly). Nothing in it reads a
-value back to the host, so a backend may trace it once
-per batch shape. :class:`PureStep` runs the compiled callable and writes its results back
-into the :class:`~mlcore.layers.Parameter` objects and the optimiser, so eager and compiled
-steps can follow one another and give the same weights to float tolerance.
+step count as a 0-d array, then the scaled moments ``m``, then ``v``). For ``fit``, the new
+state ends with one more array: the batch's model output (before a fused softmax or
+sigmoid), from which ``fit`` counts the correct predictions and updates its metrics. Nothing
+in the step reads a value back to the host, so a backend may trace it once per batch shape.
+:class:`PureStep` runs the compiled callable and writes its results back into the
+:class:`~mlcore.layers.Parameter` objects and the optimiser, so eager and compiled steps can
+follow one another and give the same weights to float tolerance.
+
+The optimiser's hyperparameters (``lr``, momentum, betas, ``eps``, weight decay) are
+constants of a compiled step. When one changes (a learning-rate schedule or
+``ReduceLROnPlateau`` sets ``optimizer.lr``), :class:`PureStep` asks the backend to compile
+the step again before the next update: on JAX a schedule that changes ``lr`` every epoch
+costs one trace per epoch, never a stale learning rate.
 
 Only the built-in optimisers have a pure form (:func:`optimizer_rule`); a subclass that
 overrides the update runs eagerly.
@@ -63,6 +69,11 @@ class _SGDRule:
                 g = g + mu * b if opt.nesterov else b
             new_p.append(p - lr * g)
         return tuple(new_p), tuple(new_b)
+
+    def hyper(self) -> tuple[Any, ...]:
+        """The hyperparameters the compiled step holds as constants."""
+        opt = self.opt
+        return (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay)
 
     def write(self, state: tuple[Any, ...]) -> None:
         if self.opt.momentum:
@@ -115,6 +126,11 @@ class _AdamRule:
             new_v.append(v)
         return tuple(new_p), (t, *new_m, *new_v)
 
+    def hyper(self) -> tuple[Any, ...]:
+        """The hyperparameters the compiled step holds as constants."""
+        opt = self.opt
+        return (opt.lr, tuple(opt.betas), opt.eps, opt.weight_decay, opt.decoupled)
+
     def write(self, state: tuple[Any, ...]) -> None:
         opt, n = self.opt, len(self.opt.params)
         opt.m[:], opt.v[:] = list(state[1:1 + n]), list(state[1 + n:])
@@ -136,51 +152,52 @@ class PureStep:
 
     Reads the parameters and optimiser state, runs the backend's compiled function and
     writes the results back (the arrays passed in may have been donated to the compiled
-    function). With ``metrics``, the state also carries the epoch's two sums, read with
-    :meth:`take_sums`.
+    function). With ``outputs``, the step's last state entry is the batch's model output,
+    kept as :attr:`output`. ``recompile()`` returns the backend's compiled step anew; it
+    is called when the optimiser's hyperparameters change (see the module).
     """
 
     def __init__(self, params: Sequence[Any], rule: Any, compiled: Pure, xp: Any,
-                 metrics: bool) -> None:
+                 outputs: bool, recompile: Callable[[], Pure | None]) -> None:
         self.params, self.rule, self.compiled, self.xp = list(params), rule, compiled, xp
-        self.metrics = metrics
-        self._sums: tuple[Any, ...] = ()
+        self.outputs, self.recompile = outputs, recompile
+        self.output: Any = None
+        self._hyper = rule.hyper()
 
     def __call__(self, X: Any, y: Any) -> Any:
+        hyper = self.rule.hyper()
+        if hyper != self._hyper:
+            self._recompile(hyper)
         values = tuple(p.value for p in self.params)
-        state = self.rule.state(self.xp) + self._sums
-        new_params, new_state, loss = self.compiled(values, state, X, y)
+        new_params, new_state, loss = self.compiled(values, self.rule.state(self.xp), X, y)
         for p, v in zip(self.params, new_params, strict=True):
             p.value, p.grad = v, None
-        if self.metrics:
-            self._sums, new_state = tuple(new_state[-2:]), tuple(new_state[:-2])
+        if self.outputs:
+            self.output, new_state = new_state[-1], tuple(new_state[:-1])
         self.rule.write(new_state)
         return loss
 
-    def run_epoch(self, data: Any, batches: Sequence[tuple[int, int]], bar: Any,
-                  guard: Callable[[Any], None] | None, count_dtype: Any) -> tuple[Any, Any]:
-        """One epoch over ``batches`` of ``data`` (``fit``'s ``_Data``); returns the sums
-        (loss times rows, correct predictions). ``guard(loss)`` checks each step's loss."""
-        self.start_sums(data.X, count_dtype)
-        for start, stop in batches:
-            value = self(data.X[start:stop, ...], data.targets[start:stop, ...])
+    def _recompile(self, hyper: tuple[Any, ...]) -> None:
+        compiled = self.recompile()
+        if compiled is None:
+            raise RuntimeError("the backend compiled this training step once but declined to "
+                               "compile it again after a hyperparameter change")
+        self.compiled, self._hyper = compiled, hyper
+
+    def fit_step(self, guard: Callable[[Any], None] | None) -> Callable[..., tuple[Any, Any]]:
+        """``fit``'s step, ``step(X, T, xp) -> (loss, output)`` (as the eager
+        :func:`mlcore._loop.compile_step`); ``guard(loss)`` checks each loss after the
+        update (the guard then puts back the last weights known to be finite)."""
+        def step(X: Any, T: Any, xp: Any) -> tuple[Any, Any]:
+            loss = self(X, T)
             if guard is not None:
-                guard(value)
-            bar.update(1)
-        return self.take_sums()
+                guard(loss)
+            return loss, self.output
 
-    def start_sums(self, like: Any, count_dtype: Any) -> None:
-        """Start the epoch's sums at zero (``fit`` does, before each epoch)."""
-        dev = getattr(like, "device", None)
-        self._sums = (self.xp.zeros((), dtype=like.dtype, device=dev),
-                      self.xp.zeros((), dtype=count_dtype, device=dev))
-
-    def take_sums(self) -> tuple[Any, Any]:
-        """The epoch's (loss times rows, correct predictions) so far."""
-        return self._sums[0], self._sums[1]
+        return step
 
 
-def compiled_step(model: Any, plan: Any, opt: Optimizer, metrics: bool,
+def compiled_step(model: Any, plan: Any, opt: Optimizer, outputs: bool,
                   jit_compile: bool | None) -> PureStep | None:
     """The backend's compiled training step for ``model`` (see :func:`build`), or None."""
     if jit_compile is False:
@@ -188,11 +205,11 @@ def compiled_step(model: Any, plan: Any, opt: Optimizer, metrics: bool,
     from .model import chain
     from .plugins import registry
 
-    return build(model, plan, opt, metrics, jit_compile, chain,
+    return build(model, plan, opt, outputs, jit_compile, chain,
                  registry().pm.hook.mlcore_compile_step)
 
 
-def build(model: Any, plan: Any, opt: Optimizer, metrics: bool, jit_compile: bool | None,
+def build(model: Any, plan: Any, opt: Optimizer, outputs: bool, jit_compile: bool | None,
           chain: Callable[..., Any], compile_hook: Callable[..., Any]) -> PureStep | None:
     """The model's compiled training step, or None to keep the eager one.
 
@@ -203,8 +220,13 @@ def build(model: Any, plan: Any, opt: Optimizer, metrics: bool, jit_compile: boo
         return None
     rule = optimizer_rule(opt)
     backend = model.backend
-    compiled = None if rule is None else _ask(
-        compile_hook, backend, _pure(model, plan, opt.xp, rule, metrics, chain))
+
+    def compile_anew() -> Pure | None:
+        # A new function each time: a tracing compiler may cache traces by the function
+        # (JAX does), and the old trace holds the old hyperparameters.
+        return _ask(compile_hook, backend, _pure(model, plan, opt.xp, rule, outputs, chain))
+
+    compiled = None if rule is None else compile_anew()
     if compiled is None and jit_compile:
         why = (f"the {type(opt).__name__} optimiser has no pure form (only SGD, Adam and "
                f"AdamW do)" if rule is None else
@@ -212,8 +234,9 @@ def build(model: Any, plan: Any, opt: Optimizer, metrics: bool, jit_compile: boo
         raise InvalidParameterError(
             f"jit_compile=True but {why}. Leave jit_compile unset to use the eager step "
             f"where no compiled one exists.", jit_compile)
-    return None if compiled is None else PureStep(model.parameters(), rule, compiled, opt.xp,
-                                                  metrics)
+    if compiled is None:
+        return None
+    return PureStep(model.parameters(), rule, compiled, opt.xp, outputs, compile_anew)
 
 
 def _ask(compile_hook: Callable[..., Any], backend: Any, step: Pure) -> Pure | None:
@@ -227,13 +250,14 @@ def _ask(compile_hook: Callable[..., Any], backend: Any, step: Pure) -> Pure | N
     return compiled if callable(compiled) else None
 
 
-def _pure(model: Any, plan: Any, xp: Any, rule: Any, metrics: bool,
+def _pure(model: Any, plan: Any, xp: Any, rule: Any, outputs: bool,
           chain: Callable[..., Any]) -> Pure:
     """The pure step: forward, loss, backward through the layers, then ``rule``'s update.
 
     The layers read their parameters' ``value``; the step sets them to its arguments for
     the forward and backward passes (once per trace, for a tracing backend) and puts the
-    stored arrays back before returning.
+    stored arrays back before returning. With ``outputs`` the new state ends with the
+    batch's output.
     """
     layers = model.layers[: len(model.layers) - plan.trim]
     params = model.parameters()
@@ -251,23 +275,7 @@ def _pure(model: Any, plan: Any, xp: Any, rule: Any, metrics: bool,
         finally:
             for p, (v, g) in zip(params, saved, strict=True):
                 p.value, p.grad = v, g
-        opt_state = state[:-2] if metrics else state
-        new_values, new_state = rule.update(xp, values, grads, opt_state)
-        if metrics:
-            total, correct = state[-2:]
-            if plan.task is not None:
-                correct = correct + _correct(xp, plan, out, y)
-            new_state = (*new_state, total + loss * X.shape[0], correct)
-        return new_values, new_state, loss
+        new_values, new_state = rule.update(xp, values, grads, state)
+        return new_values, ((*new_state, out) if outputs else new_state), loss
 
     return step
-
-
-def _correct(xp: Any, plan: Any, out: Any, y: Any) -> Any:
-    """Correct predictions, with the labels read from the loss targets (fit's targets keep
-    them: class indices, or rows whose argmax is the label; binary targets above 0.5)."""
-    if plan.task == "multiclass":
-        labels = y if y.ndim == 1 else xp.argmax(y, axis=1)
-    else:
-        labels = y > 0.5
-    return plan.correct(xp, out, labels)

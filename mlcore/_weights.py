@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._array import check_finite, device_of
+from ._array import check_finite, count_dtype, device_of
 from ._lossplan import LossPlan
 from .errors import InvalidParameterError, InvalidValueError, ShapeError
 from .losses import loss as make_loss
@@ -60,7 +60,7 @@ def _class_weights(xp: Any, plan: LossPlan, labels: Any, dtype: Any, class_weigh
             raise InvalidParameterError(
                 "class_weight needs one label per sample; this binary model has several "
                 "outputs. Use sample_weight instead.", class_weight)
-        labels = xp.astype(xp.reshape(labels, (-1,)), xp.int64)
+        labels = xp.astype(xp.reshape(labels, (-1,)), count_dtype(xp))
     return xp.take(table, labels, axis=0)
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._array import count_dtype
 from .backend import Backend, get_backend
 from .layers import Activation, Dense, on_device
 from .model import MLP, Sequential
@@ -108,7 +109,7 @@ def best_line_accuracy(gate: str, *, steps: int = 9, limit: float = 2.0) -> floa
     bias.value = backend.asarray([b for _, _, b in units], dtype=xp.float32)
     y = Sequential([layer, Activation("step")])(X)  # (4, units)
     with on_device(backend.device):
-        correct = xp.sum(xp.astype(y == t, xp.int64), axis=0)
+        correct = xp.sum(xp.astype(y == t, count_dtype(xp)), axis=0)
         return int(xp.max(correct)) / 4
 
 

@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ._array import device_of, namespace
+from ._array import count_dtype, device_of, namespace
 from .errors import InvalidParameterError, InvalidValueError, ShapeError
 from .hookspecs import hookimpl
 from .plugins import make, registry
@@ -116,7 +116,7 @@ class _Classification(Metric):
                     f"Metric {self.name!r}: y_true of shape {tuple(y_true.shape)} does not fit "
                     f"y_pred of shape {tuple(y_pred.shape)}; pass (N,) class indices or (N, "
                     f"{m}) one-hot rows.", y_true)
-            return xp.argmax(y_pred, axis=1), xp.astype(true, xp.int64), m
+            return xp.argmax(y_pred, axis=1), xp.astype(true, count_dtype(xp)), m
         pred, true = _columns(xp, y_pred, y_true, self.name)
         return pred > self.threshold, true > 0.5, 0
 
@@ -157,9 +157,9 @@ class _Counts(_Classification):
             pred, true = pred[:, None] == ids, true[:, None] == ids
         else:
             pred, true = xp.reshape(pred, (-1,)), xp.reshape(true, (-1,))
-        tp = xp.sum(xp.astype(pred & true, xp.int64), axis=0)
-        fp = xp.sum(xp.astype(pred & ~true, xp.int64), axis=0)
-        fn = xp.sum(xp.astype(~pred & true, xp.int64), axis=0)
+        tp = xp.sum(xp.astype(pred & true, count_dtype(xp)), axis=0)
+        fp = xp.sum(xp.astype(pred & ~true, count_dtype(xp)), axis=0)
+        fn = xp.sum(xp.astype(~pred & true, count_dtype(xp)), axis=0)
         return _add(state, (tp, fp, fn))
 
     def result(self, state: Any) -> float:

@@ -133,7 +133,7 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
         sample_weight: Any = None, class_weight: dict[int, float] | None = None,
         initial_epoch: int = 0, steps_per_epoch: int | None = None,
         verbose: bool | str = "auto", distributed: Any = False,
-        on_nonfinite: str = "raise") -> dict[str, list[float]]:
+        on_nonfinite: str = "raise", jit_compile: bool | None = None) -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
     ``loss``: a registered loss name or loss object; ``optimizer``: a registered name
@@ -166,6 +166,13 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     naming the epoch, the batch and the likely cause, the model left at its last finite
     weights (:mod:`mlcore._guards`); ``on_nonfinite="warn"`` warns once and trains on,
     ``"ignore"`` does not check.
+
+    ``jit_compile``: ``None`` (default) trains with the whole step compiled where the
+    backend compiles steps (jax: ``jax.jit``; see :mod:`mlcore._purestep`), the optimiser is
+    SGD, Adam or AdamW, and the fit is neither weighted, nor distributed, nor of a model
+    with train/eval modes (Dropout, BatchNorm); else eagerly. ``False``: always eagerly.
+    ``True``: compiled, or an :class:`~mlcore.errors.InvalidParameterError` saying why not.
+    The two give the same weights to float tolerance.
     """
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     initial_epoch = _non_negative(initial_epoch, "initial_epoch")
@@ -197,8 +204,7 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     if dp is not None and weighted:
         raise InvalidParameterError(
             "distributed=True trains without sample_weight or class_weight.", distributed)
-    step = compile_step(model, plan, opt, loss, weighted,
-                        None if dp is None else dp.reduce_gradients, guard)
+    step = _fit_step(model, plan, opt, loss, weighted, dp, guard, jit_compile)
     seed = seed if dp is None else dp.agree_seed(seed)
     verbose = verbose if dp is None or dp.rank == 0 else False
     model.last_loss, model.stop_training = loss, False
@@ -242,6 +248,28 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
         if hooks:
             hooks.call("on_train_end", logs)
     return history
+
+
+def _fit_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any, weighted: bool,
+              dp: Any, guard: Any, jit_compile: bool | None) -> Callable[..., tuple[Any, Any]]:
+    """``fit``'s training step: compiled by the backend where it can be, else eager."""
+    if jit_compile not in (None, True, False):
+        raise InvalidParameterError(
+            f"jit_compile must be None (compile where the backend can), True or False, "
+            f"received {jit_compile!r}.", jit_compile)
+    why = ("sample_weight or class_weight is given" if weighted else
+           "the fit is distributed" if dp is not None else
+           "the model has train/eval modes (Dropout, BatchNorm)" if model.has_modes() else "")
+    if why and jit_compile:
+        raise InvalidParameterError(
+            f"jit_compile=True but {why}: such a fit trains with the eager step. Leave "
+            f"jit_compile unset to compile where possible.", jit_compile)
+    if not why:
+        compiled = compiled_step(model, plan, opt, True, jit_compile)
+        if compiled is not None:
+            return compiled.fit_step(guard)
+    return compile_step(model, plan, opt, loss, weighted,
+                        None if dp is None else dp.reduce_gradients, guard)
 
 
 def _validate(model: Sequential, plan: LossPlan, val: Data,

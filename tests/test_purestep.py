@@ -162,3 +162,91 @@ def test_jax_jit_step_equals_eager(dtype: str, name: str, kw: dict[str, Any]) ->
             np.testing.assert_allclose(float(jitted(X, y)), float(eager(X, y)), rtol=tol)
     for want, got in zip(_host(eager_model), _host(jit_model), strict=True):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def _fit(backend: Any, jit_compile: bool | None, optimizer: str = "adam",
+         **options: Any) -> tuple[dict[str, list[float]], list[np.ndarray]]:
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(50, 3)), rng.integers(0, 4, size=50)
+    model = _model()
+    history = model.fit(X, y, loss="cross_entropy", optimizer=optimizer, lr=0.05, epochs=3,
+                        batch_size=16, seed=2, jit_compile=jit_compile, **options)
+    return history, _host(model)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fit_with_a_compiled_step_gives_the_eager_history_and_weights(
+        backend: Any, identity: Any, optimizer: str) -> None:
+    """History (loss, accuracy, a metric, validation) and weights as the eager fit, with a
+    learning-rate schedule that changes lr every epoch: the compiled step follows it."""
+    schedule = mlcore.callbacks.LearningRateScheduler(lambda epoch: 0.05 / (1 + epoch))
+    options = {"metrics": ["f1"], "validation_split": 0.2}
+    eager = _fit(backend, False, optimizer, callbacks=[schedule], **options)
+    asked = len(identity.asked)
+    compiled = _fit(backend, True, optimizer, callbacks=[schedule], **options)
+    assert len(identity.asked) - asked == 3  # compiled once, then again for each new lr
+    assert eager[0].keys() == compiled[0].keys() >= {"loss", "accuracy", "f1", "val_loss"}
+    for key, values in eager[0].items():
+        np.testing.assert_allclose(compiled[0][key], values, rtol=1e-10, err_msg=key)
+    for want, got in zip(eager[1], compiled[1], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_fit_compiles_by_default_where_the_backend_does(backend: Any, identity: Any) -> None:
+    _fit(backend, None)
+    assert identity.asked == [backend.name]
+    _fit(backend, False)
+    assert identity.asked == [backend.name]  # jit_compile=False never asks
+
+
+def test_fit_stays_eager_where_a_step_cannot_be_compiled(backend: Any, identity: Any) -> None:
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), rng.integers(0, 4, size=20)
+    weighted = {"sample_weight": np.ones(20)}
+    for options, why in [(weighted, "sample_weight or class_weight is given")]:
+        _model().fit(X, y, loss="cross_entropy", epochs=1, **options)
+        assert identity.asked == []
+        with pytest.raises(InvalidParameterError, match=f"jit_compile=True but {why}"):
+            _model().fit(X, y, loss="cross_entropy", jit_compile=True, **options)
+    dropout = mlcore.MLP([3, 5, 4], output_activation="softmax", dropout=0.5, seed=0,
+                         dtype="float64")
+    with pytest.raises(InvalidParameterError, match="train/eval modes"):
+        dropout.fit(X, y, loss="cross_entropy", jit_compile=True)
+    with pytest.raises(InvalidParameterError, match="jit_compile must be None.*'yes'"):
+        _model().fit(X, y, loss="cross_entropy", jit_compile="yes")
+
+
+def test_a_compiled_step_follows_a_changed_learning_rate(backend: Any, identity: Any) -> None:
+    ref_model, model = _model(), _model()
+    ref_opt, opt = mlcore.Adam(ref_model.parameters()), mlcore.Adam(model.parameters())
+    ref = mlcore.make_train_step(ref_model, "cross_entropy", ref_opt, jit_compile=False)
+    step = mlcore.make_train_step(model, "cross_entropy", opt, jit_compile=True)
+    X, y = _batch(backend, backend.xp.float64)
+    for lr in (0.001, 0.01, 0.01, 0.1):  # Adam starts at lr=0.001
+        ref_opt.lr = opt.lr = lr
+        ref(X, y)
+        step(X, y)
+    assert len(identity.asked) == 3  # built at 0.001, compiled again for 0.01 and 0.1
+    for want, got in zip(_host(ref_model), _host(model), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_jax_fit_compiled_equals_eager() -> None:
+    """The real jax.jit step in fit: the same history and weights as JAX's eager fit."""
+    pytest.importorskip("jax")
+    b = mlcore.get_backend("jax")
+    dtype, tol = ("float64", 1e-9) if b.x64 else ("float32", 2e-5)
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(50, 3)), rng.integers(0, 4, size=50)
+    results = []
+    for jit_compile in (False, True):
+        with mlcore.use_backend("jax"):
+            model = _model(dtype)
+            history = model.fit(X, y, loss="cross_entropy", lr=0.05, epochs=2, batch_size=16,
+                                seed=2, jit_compile=jit_compile)
+        results.append((history, _host(model)))
+    (h0, w0), (h1, w1) = results
+    np.testing.assert_allclose(h1["loss"], h0["loss"], rtol=tol)
+    assert h1["accuracy"] == h0["accuracy"]
+    for want, got in zip(w0, w1, strict=True):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)

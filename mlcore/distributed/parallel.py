@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import DistributedError, InvalidParameterError
-from ..layers import Parameter
+from ..layers import Parameter, dtype_name
 from ._world import abort
 from .comm import Communicator, communicator
 
@@ -281,7 +281,7 @@ def _facts(model: Any, X: Any, X_val: Any, settings: dict[str, Any]) -> dict[str
     return {
         "backend": model.backend.name,
         "model architecture": " ".join(repr(model).split()),
-        "parameter dtype": str(model.dtype),
+        "parameter dtype": dtype_name(model.backend.xp, model.dtype),
         "number of training samples": "streamed" if X is None else int(X.shape[0]),
         "sample shape": None if X is None else tuple(int(d) for d in X.shape[1:]),
         "number of validation samples": None if X_val is None else int(X_val.shape[0]),

@@ -26,14 +26,13 @@ and copied to the device, so the same seed gives the same initial weights as on 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pluggy
-from mlcore_numpy import HostRandom
+from mlcore_numpy import LibraryBackend
 
 __all__ = ["JaxBackend", "mlcore_backends", "mlcore_compile_step", "parse_device"]
 __version__ = "0.1.0"
@@ -69,19 +68,7 @@ def _index_on_platform(device: Any) -> int:
     return list(jax.devices(device.platform)).index(device)
 
 
-def _import_reason() -> str:
-    try:
-        import jax  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name in ("jax", "jaxlib"):
-            return f"JAX is not installed. Install it with {INSTALL_HINT}."
-        return f"JAX is installed but failed to import: {exc}. Reinstall it: {INSTALL_HINT}."
-    except Exception as exc:  # noqa: BLE001 - a broken install raises anything
-        return f"JAX is installed but failed to import: {exc}. Reinstall it: {INSTALL_HINT}."
-    return ""
-
-
-class JaxBackend:
+class JaxBackend(LibraryBackend):
     """Arrays are ``jax.Array`` on one device; ``xp`` is ``jax.numpy`` (Array API standard).
 
     ``device`` is ``None`` (``MLCORE_DEVICE``, read when needed, else JAX's default device),
@@ -90,11 +77,13 @@ class JaxBackend:
 
     name = "jax"
     inplace = False  # JAX arrays are immutable: the core never writes into them
+    library, array_type, label, install_hint = "jax", "Array", "JAX", INSTALL_HINT
+    import_names = ("jax", "jaxlib")
+    shape_errors = (TypeError,)  # what JAX raises for shapes that do not broadcast
+    parse_device = staticmethod(parse_device)
 
     def __init__(self, device: object = None) -> None:
-        if device is not None:
-            parse_device(device)  # fail early, with the argument's name
-        self._device_spec = device
+        super().__init__(device)
         self._last: Any = None  # the last compiled step's loss, for synchronize()
 
     # -- what JAX is, loaded lazily -----------------------------------------------------
@@ -125,11 +114,6 @@ class JaxBackend:
         if wanted is None:
             return self._jax.devices()[0]
         return self._jax.devices(wanted[0])[wanted[1]]
-
-    def on_device(self, device: object) -> JaxBackend:
-        """This backend bound to another device (``"cpu"``); parse errors are ValueError."""
-        parse_device(device)
-        return JaxBackend(device)
 
     @property
     def x64(self) -> bool:
@@ -174,28 +158,9 @@ class JaxBackend:
         if self._last is not None:
             self._jax.block_until_ready(self._last)
 
-    def rng(self, seed: int | None = None) -> HostRandom:
-        """Numbers drawn on the host (NumPy PCG64) and copied to the device: NumPy's stream."""
-        return HostRandom(seed, self.asarray)
-
-    def owns(self, x: Any) -> bool:
-        jax = sys.modules.get("jax")  # an array exists only once JAX is imported
-        return jax is not None and isinstance(x, jax.Array)
-
-    @property
-    def shape_errors(self) -> tuple[type[BaseException], ...]:
-        """What JAX raises for operands whose shapes do not broadcast (not ValueError)."""
-        return (TypeError,)
-
     # -- availability -------------------------------------------------------------------
-    @cached_property
-    def _import_reason(self) -> str:
-        return _import_reason()
-
-    def unavailable_reason(self) -> str:
-        """Why this backend cannot run here (JAX missing, device absent), or ""."""
-        if self._import_reason:
-            return self._import_reason
+    def device_reason(self) -> str:
+        """"" when the chosen device exists here (JAX imports), else why not."""
         try:
             wanted, where = self._wanted()
         except ValueError as exc:
@@ -212,18 +177,11 @@ class JaxBackend:
                     f"{platform} device(s).")
         return ""
 
-    def is_available(self) -> bool:
-        return self.unavailable_reason() == ""
-
     def kernel_info(self) -> str:
         """One line for ``mlcore info``: JAX's version, 64-bit mode and step compilation."""
         jax = self._jax
         return (f"jax {jax.__version__} ({jax.default_backend()}), 64-bit mode "
                 f"{'on' if self.x64 else 'off'}; training step compiled with jax.jit")
-
-    def __repr__(self) -> str:
-        spec = self._device_spec if self._device_spec is not None else "MLCORE_DEVICE or default"
-        return f"<mlcore backend jax {spec}>"
 
 
 def _narrow(dtype: np.dtype[Any]) -> Any:

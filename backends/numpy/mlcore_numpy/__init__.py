@@ -3,7 +3,8 @@
 Registered through the ``mlcore`` entry-point group exactly as a third-party backend would
 be. It does not import mlcore: pluggy matches the hook marker by project name.
 :class:`HostRandom` is reused by the other first-party backends so that the same seed gives
-the same numbers everywhere.
+the same numbers everywhere; :class:`~mlcore_numpy.library.LibraryBackend` is what the torch
+and JAX backends share.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 import pluggy
 
-__all__ = ["NumpyBackend", "HostBackend", "HostRandom", "mlcore_backends", "mlcore_kernel"]
+__all__ = ["NumpyBackend", "HostBackend", "HostRandom", "LibraryBackend", "mlcore_backends",
+           "mlcore_kernel"]
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("mlcore")
@@ -109,3 +111,6 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     from .kernels import kernel
 
     return kernel(name, xp)
+
+
+from .library import LibraryBackend  # noqa: E402 - it uses HostRandom, defined above

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import pluggy
-from mlcore_numpy import HostRandom
+from mlcore_numpy import LibraryBackend
 
 __all__ = ["TorchBackend", "mlcore_backends", "mlcore_kernel", "parse_device"]
 __version__ = "0.1.0"
@@ -63,19 +63,6 @@ def parse_device(spec: object, source: str = "device") -> str:
         f"number; 'cuda' for device 0) or 'mps', for example {source}=cuda:0.")
 
 
-def _import_reason() -> str:
-    """"" when torch imports, else why not and how to install it."""
-    try:
-        import torch  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name == "torch":
-            return f"PyTorch is not installed. Install it with {INSTALL_HINT}."
-        return f"PyTorch is installed but failed to import: {exc}. Reinstall it: {INSTALL_HINT}."
-    except Exception as exc:  # noqa: BLE001 - a broken install raises anything
-        return f"PyTorch is installed but failed to import: {exc}. Reinstall it: {INSTALL_HINT}."
-    return ""
-
-
 def _device_reason(torch: Any, text: str, where: str) -> str:
     """"" when ``text`` names a device torch can use here, else why not."""
     if text.startswith("cuda:"):
@@ -93,7 +80,7 @@ def _device_reason(torch: Any, text: str, where: str) -> str:
     return ""
 
 
-class TorchBackend:
+class TorchBackend(LibraryBackend):
     """Arrays are ``torch.Tensor`` on one device, seen through array-api-compat.
 
     ``device`` is ``None`` (``MLCORE_DEVICE``, read when needed, else ``cpu``), ``"cpu"``,
@@ -103,11 +90,10 @@ class TorchBackend:
 
     name = "torch"
     inplace = True  # the core may write into its arrays (optimiser updates, Parameter.set)
-
-    def __init__(self, device: object = None) -> None:
-        if device is not None:
-            parse_device(device)  # fail early, with the argument's name
-        self._device_spec = device
+    library, array_type, label, install_hint = "torch", "Tensor", "PyTorch", INSTALL_HINT
+    default_device = "MLCORE_DEVICE or cpu"
+    shape_errors = (RuntimeError,)  # what torch raises for shapes that do not broadcast
+    parse_device = staticmethod(parse_device)
 
     # -- what torch is, loaded lazily ---------------------------------------------------
     @cached_property
@@ -173,28 +159,9 @@ class TorchBackend:
         elif text == "mps":
             torch.mps.synchronize()
 
-    def rng(self, seed: int | None = None) -> HostRandom:
-        """Numbers drawn on the host (NumPy PCG64) and copied to the device: NumPy's stream."""
-        return HostRandom(seed, self.asarray)
-
-    def owns(self, x: Any) -> bool:
-        torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
-        return torch is not None and isinstance(x, torch.Tensor)
-
-    @property
-    def shape_errors(self) -> tuple[type[BaseException], ...]:
-        """What torch raises for operands whose shapes do not broadcast (not ValueError)."""
-        return (RuntimeError,)
-
     # -- availability -------------------------------------------------------------------
-    @cached_property
-    def _import_reason(self) -> str:
-        return _import_reason()
-
-    def unavailable_reason(self) -> str:
-        """Why this backend cannot run here (torch missing, device absent), or ""."""
-        if self._import_reason:
-            return self._import_reason
+    def device_reason(self) -> str:
+        """"" when the chosen device exists here (torch imports), else why not."""
         try:
             text = self.device_name
         except ValueError as exc:
@@ -202,18 +169,11 @@ class TorchBackend:
         where = "MLCORE_DEVICE" if self._device_spec is None else "device"
         return _device_reason(self._torch, text, where)
 
-    def is_available(self) -> bool:
-        return self.unavailable_reason() == ""
-
     def kernel_info(self) -> str:
         """One line for ``mlcore info``: torch's version and thread count."""
         torch = self._torch
         return (f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s) "
                 f"(torch.set_num_threads); fused SGD and Adam updates")
-
-    def __repr__(self) -> str:
-        spec = self._device_spec if self._device_spec is not None else "MLCORE_DEVICE or cpu"
-        return f"<mlcore backend torch {spec}>"
 
 
 @hookimpl
