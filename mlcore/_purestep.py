@@ -9,9 +9,12 @@ graphs on CuPy, ``torch.compile``) is handed the same step written as a pure fun
 
 ``params`` are the parameters' arrays in ``model.parameters()`` order; ``state`` is the
 optimiser's state (:class:`SGD`: the momentum buffers; :class:`Adam`/:class:`AdamW`: the
-step count as a 0-d array, then the scaled moments ``m``, then ``v``). For ``fit``, the new
-state ends with one more array: the batch's model output (before a fused softmax or
-sigmoid), from which ``fit`` counts the correct predictions and updates its metrics. Nothing
+step count as a 0-d array, then the scaled moments ``m``, then ``v``). For ``fit``, the state
+ends with one more array, an output buffer of shape ``(rows, outputs)``, and the new state
+with the batch's model output in its place (before a fused softmax or sigmoid): ``fit``
+counts the correct predictions and updates its metrics from it. The state keeps its
+structure from call to call (a CUDA graph replays into the same buffers; JAX may reuse the
+donated buffer). Nothing
 in the step reads a value back to the host, so a backend may trace it once per batch shape.
 :class:`PureStep` runs the compiled callable and writes its results back into the
 :class:`~mlcore.layers.Parameter` objects and the optimiser, so eager and compiled steps can
@@ -152,30 +155,45 @@ class PureStep:
 
     Reads the parameters and optimiser state, runs the backend's compiled function and
     writes the results back (the arrays passed in may have been donated to the compiled
-    function). With ``outputs``, the step's last state entry is the batch's model output,
-    kept as :attr:`output`. ``recompile()`` returns the backend's compiled step anew; it
-    is called when the optimiser's hyperparameters change (see the module).
+    function). With ``outputs`` (the model's output width, or 0), the step's last state
+    entry is the batch's model output, kept as :attr:`output`. ``recompile()`` returns the
+    backend's compiled step anew; it is called when the optimiser's hyperparameters change
+    (see the module).
     """
 
     def __init__(self, params: Sequence[Any], rule: Any, compiled: Pure, xp: Any,
-                 outputs: bool, recompile: Callable[[], Pure | None]) -> None:
+                 outputs: int, recompile: Callable[[], Pure | None]) -> None:
         self.params, self.rule, self.compiled, self.xp = list(params), rule, compiled, xp
         self.outputs, self.recompile = outputs, recompile
         self.output: Any = None
         self._hyper = rule.hyper()
 
     def __call__(self, X: Any, y: Any) -> Any:
-        hyper = self.rule.hyper()
+        rule, params = self.rule, self.params  # per-step Python: a few µs, kept lean
+        hyper = rule.hyper()
         if hyper != self._hyper:
             self._recompile(hyper)
-        values = tuple(p.value for p in self.params)
-        new_params, new_state, loss = self.compiled(values, self.rule.state(self.xp), X, y)
-        for p, v in zip(self.params, new_params, strict=True):
-            p.value, p.grad = v, None
+        state = rule.state(self.xp)
         if self.outputs:
-            self.output, new_state = new_state[-1], tuple(new_state[:-1])
-        self.rule.write(new_state)
+            state = (*state, self._output_buffer(X))
+        new_params, new_state, loss = self.compiled(tuple([p.value for p in params]), state,
+                                                    X, y)
+        for p, v in zip(params, new_params):  # as many: the step returns one per parameter
+            p.value = v
+            p.grad = None
+        if self.outputs:
+            self.output, new_state = new_state[-1], new_state[:-1]
+        rule.write(new_state)
         return loss
+
+    def _output_buffer(self, X: Any) -> Any:
+        """The last output when it has this batch's shape (a buffer the step may reuse), else
+        zeros of ``(rows, outputs)``."""
+        rows = X.shape[0]
+        if self.output is None or self.output.shape != (rows, self.outputs):
+            self.output = self.xp.zeros((rows, self.outputs), dtype=X.dtype,
+                                        device=getattr(X, "device", None))
+        return self.output
 
     def _recompile(self, hyper: tuple[Any, ...]) -> None:
         compiled = self.recompile()
@@ -220,23 +238,26 @@ def build(model: Any, plan: Any, opt: Optimizer, outputs: bool, jit_compile: boo
         return None
     rule = optimizer_rule(opt)
     backend = model.backend
+    width = (model.out_features or 0) if outputs else 0  # fit's output buffer: (rows, width)
 
     def compile_anew() -> Pure | None:
         # A new function each time: a tracing compiler may cache traces by the function
         # (JAX does), and the old trace holds the old hyperparameters.
-        return _ask(compile_hook, backend, _pure(model, plan, opt.xp, rule, outputs, chain))
+        return _ask(compile_hook, backend, _pure(model, plan, opt.xp, rule, width > 0, chain))
 
-    compiled = None if rule is None else compile_anew()
+    why = (f"the {type(opt).__name__} optimiser has no pure form (only SGD, Adam and AdamW "
+           f"do)" if rule is None else
+           "the model ends in no Dense layer (fit needs the output width)"
+           if outputs and not width else "")
+    compiled = None if why else compile_anew()
     if compiled is None and jit_compile:
-        why = (f"the {type(opt).__name__} optimiser has no pure form (only SGD, Adam and "
-               f"AdamW do)" if rule is None else
-               f"backend {backend.name!r} does not compile training steps")
+        why = why or f"backend {backend.name!r} does not compile training steps"
         raise InvalidParameterError(
             f"jit_compile=True but {why}. Leave jit_compile unset to use the eager step "
             f"where no compiled one exists.", jit_compile)
     if compiled is None:
         return None
-    return PureStep(model.parameters(), rule, compiled, opt.xp, outputs, compile_anew)
+    return PureStep(model.parameters(), rule, compiled, opt.xp, width, compile_anew)
 
 
 def _ask(compile_hook: Callable[..., Any], backend: Any, step: Pure) -> Pure | None:
@@ -256,8 +277,8 @@ def _pure(model: Any, plan: Any, xp: Any, rule: Any, outputs: bool,
 
     The layers read their parameters' ``value``; the step sets them to its arguments for
     the forward and backward passes (once per trace, for a tracing backend) and puts the
-    stored arrays back before returning. With ``outputs`` the new state ends with the
-    batch's output.
+    stored arrays back before returning. With ``outputs`` the state ends with an output
+    buffer (ignored) and the new state with the batch's output in its place.
     """
     layers = model.layers[: len(model.layers) - plan.trim]
     params = model.parameters()
@@ -275,7 +296,7 @@ def _pure(model: Any, plan: Any, xp: Any, rule: Any, outputs: bool,
         finally:
             for p, (v, g) in zip(params, saved, strict=True):
                 p.value, p.grad = v, g
-        new_values, new_state = rule.update(xp, values, grads, state)
+        new_values, new_state = rule.update(xp, values, grads, state[:-1] if outputs else state)
         return new_values, ((*new_state, out) if outputs else new_state), loss
 
     return step

@@ -51,6 +51,18 @@ def test_round_trip_is_exact_across_backends(backend: Any, tmp_path: pathlib.Pat
                        loaded.backend.to_numpy(loaded.predict(X)), rtol=1e-6, atol=1e-7)
 
 
+def test_a_trained_model_pickles_with_its_backend(backend: Any) -> None:
+    """pickle (scikit-learn's check_estimators_pickle, joblib, multiprocessing): the backend
+    travels as its class and device, never as the library's modules."""
+    model = mlcore.MLP([4, 5, 3], output_activation="softmax", seed=0)
+    X = np.random.default_rng(0).standard_normal((6, 4))
+    model.fit(X, [0, 1, 2, 0, 1, 2], loss="cross_entropy", epochs=2, verbose=False)
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.backend.name == backend.name and repr(copy.backend) == repr(model.backend)
+    np.testing.assert_array_equal(copy.backend.to_numpy(copy.predict(X)),
+                                  model.backend.to_numpy(model.predict(X)))
+
+
 def test_load_defaults_to_the_selected_backend(backend: Any, tmp_path: pathlib.Path) -> None:
     path = tmp_path / "m.safetensors"
     mlcore.MLP([2, 2], seed=0).save(path)
