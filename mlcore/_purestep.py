@@ -178,7 +178,7 @@ class PureStep:
             state = (*state, self._output_buffer(X))
         new_params, new_state, loss = self.compiled(tuple([p.value for p in params]), state,
                                                     X, y)
-        for p, v in zip(params, new_params):  # as many: the step returns one per parameter
+        for p, v in zip(params, new_params, strict=True):
             p.value = v
             p.grad = None
         if self.outputs:
