@@ -34,7 +34,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 import pluggy
-from mlcore_numpy import HostRandom
+from mlcore_numpy import LibraryBackend
 
 __all__ = ["CupyBackend", "mlcore_backends", "mlcore_kernel", "mlcore_compile_step",
            "parse_device"]
@@ -100,7 +100,7 @@ def _driver_probe() -> tuple[str, int]:
     return "", count
 
 
-class CupyBackend:
+class CupyBackend(LibraryBackend):
     """Arrays are CuPy ndarrays on one CUDA device, seen through array-api-compat.
 
     ``device`` is ``None`` (``MLCORE_DEVICE``, read when needed, else ``cuda:0``), ``"cuda:N"``,
@@ -109,11 +109,9 @@ class CupyBackend:
 
     name = "cupy"
     inplace = True  # the core may write into its arrays (optimiser updates, Parameter.set)
-
-    def __init__(self, device: object = None) -> None:
-        if device is not None:
-            parse_device(device)  # fail early, with the argument's name
-        self._device_spec = device
+    library, array_type, label, install_hint = "cupy", "ndarray", "CuPy", INSTALL_HINT
+    default_device = "MLCORE_DEVICE or cuda:0"
+    parse_device = staticmethod(parse_device)
 
     # -- what CuPy is, loaded lazily ----------------------------------------------------
     @cached_property
@@ -132,6 +130,11 @@ class CupyBackend:
     @cached_property
     def _probe(self) -> tuple[str, int]:
         return _driver_probe()
+
+    @cached_property
+    def _import_reason(self) -> str:
+        """CuPy missing or broken, or no usable driver or device (the probe), or ""."""
+        return self._probe[0]
 
     # -- devices ------------------------------------------------------------------------
     @property
@@ -179,31 +182,22 @@ class CupyBackend:
         """Wait until every kernel queued on this backend's device has finished."""
         self.device.synchronize()
 
-    def rng(self, seed: int | None = None) -> HostRandom:
-        """Numbers drawn on the host (NumPy PCG64) and copied to the device: NumPy's stream."""
-        return HostRandom(seed, self.asarray)
-
     def owns(self, x: Any) -> bool:
         return array_api_compat.is_cupy_array(x)
 
     # -- availability and memory ---------------------------------------------------------
-    def unavailable_reason(self) -> str:
-        """Why this backend cannot run here (CuPy missing, no driver, no such device), or ""."""
-        reason, count = self._probe
-        if reason:
-            return reason
+    def device_reason(self) -> str:
+        """"" when the chosen CUDA device exists (CuPy and the driver work), else why not."""
         try:
             wanted = self.device_id
         except ValueError as exc:
             return str(exc)
+        count = self._probe[1]
         if wanted >= count:
             where = "MLCORE_DEVICE" if self._device_spec is None else "device"
             return (f"{where} asks for cuda:{wanted} but only {count} CUDA device(s) exist "
                     f"(cuda:0 to cuda:{count - 1}).")
         return ""
-
-    def is_available(self) -> bool:
-        return self.unavailable_reason() == ""
 
     def communicator(self, world: Any) -> Any:
         """NCCL between GPUs for ``mlcore.distributed`` with ``MLCORE_CUPY_NCCL=1`` (see
@@ -248,10 +242,6 @@ class CupyBackend:
         off = graph.disabled_reason()
         return (f"{', '.join(kernels.KERNEL_NAMES)}; training step as a CUDA graph: "
                 f"{'off, ' + off if off else 'on (MLCORE_CUPY_GRAPH=0 turns it off)'}")
-
-    def __repr__(self) -> str:
-        spec = self._device_spec if self._device_spec is not None else "MLCORE_DEVICE or cuda:0"
-        return f"<mlcore backend cupy {spec}>"
 
 
 @hookimpl
