@@ -14,6 +14,7 @@ from .errors import (
     BackendMismatchError,
     BackendNotFoundError,
     BackendUnavailableError,
+    CompiledStepWarning,
     DeviceMismatchError,
     DistributedError,
     DTypeError,
@@ -101,6 +102,7 @@ __all__ = [
     "PluginConflictError",
     "PluginLoadError",
     "PluginWarning",
+    "CompiledStepWarning",
     "ShapeError",
     "UnknownNameError",
 ]

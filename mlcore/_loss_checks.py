@@ -1,12 +1,17 @@
 """Input validation and parameter checks for the built-in losses (:mod:`mlcore.losses`).
 
 Each check raises a typed error saying what, expected, received and the fix. Checks that
-need a value from the arrays cost one host round trip each, noted where they are.
+need a value from the arrays cost one host round trip each, noted where they are; they are
+skipped inside :func:`values_unchecked` (a compiled training step: a tracer or a CUDA graph
+capture has no values to read; :mod:`mlcore._purestep` checks the first batch eagerly).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from ._array import check_finite, check_floating, check_same_shape
@@ -35,7 +40,20 @@ __all__ = [
     "eps_param",
     "bool_param",
     "smoothing_param",
+    "values_unchecked",
 ]
+
+_CHECK_VALUES: ContextVar[bool] = ContextVar("mlcore_check_values", default=True)
+
+
+@contextmanager
+def values_unchecked() -> Iterator[None]:
+    """Skip the checks that read values (label range, [0, 1], probability rows) inside."""
+    token = _CHECK_VALUES.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_VALUES.reset(token)
 
 NAMES = ("pred", "target")
 PROBABILITY_TOLERANCE = 1e-3
@@ -80,6 +98,8 @@ def check_unit_interval(xp: Any, x: Any, label: str, owner: str,
                                    "output_activation='sigmoid'.") -> None:
     """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1] (NaN
     never does: the test is written so that a NaN fails it)."""
+    if not _CHECK_VALUES.get():
+        return
     lo, hi = xp.min(x), xp.max(x)
     if not bool((lo >= 0.0) & (hi <= 1.0)):
         raise InvalidValueError(
@@ -158,6 +178,8 @@ def check_labels(xp: Any, labels: Any, m: int, where: str, prefix: str = "") -> 
     """Integer ``labels`` must be class indices in [0, m): a min and a max over the N labels
     (not the N x M scores), one host round trip. ``where`` names what has the m classes
     ("pred with 4 classes", "a model with 3 outputs"); ``prefix`` starts the message."""
+    if not _CHECK_VALUES.get():
+        return
     lo, hi = xp.min(labels), xp.max(labels)
     if bool((lo < 0) | (hi >= m)):
         raise InvalidValueError(
@@ -183,6 +205,8 @@ def check_distribution(xp: Any, target: Any, owner: str, label: str = "target",
                        tolerance: float = PROBABILITY_TOLERANCE,
                        fix: str = "Normalise each row, or pass integer class indices.") -> None:
     """Rows must be non-negative and sum to 1 within ``tolerance`` (NaN fails)."""
+    if not _CHECK_VALUES.get():
+        return
     err, lo = xp.max(xp.abs(xp.sum(target, axis=1) - 1.0)), xp.min(target)
     if not bool((err <= tolerance) & (lo >= 0.0)):
         found = "NaN" if math.isnan(float(err)) else (

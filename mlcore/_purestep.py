@@ -37,7 +37,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import InvalidParameterError, PluginWarning
+from ._loss_checks import values_unchecked
+from .errors import (
+    CompiledStepWarning,
+    InvalidParameterError,
+    MlcoreError,
+    NonFiniteError,
+    PluginWarning,
+)
 from .optim import SGD, Adam, AdamW, Optimizer
 
 __all__ = ["PureStep", "build", "compiled_step", "optimizer_rule"]
@@ -81,6 +88,9 @@ class _SGDRule:
     def write(self, state: tuple[Any, ...]) -> None:
         if self.opt.momentum:
             self.opt.buffers[:] = list(state)
+
+    def undo(self) -> None:
+        """A step that changed nothing (a non-finite loss): no count to take back."""
 
 
 class _AdamRule:
@@ -140,6 +150,12 @@ class _AdamRule:
         opt.steps[:] = [s + 1 for s in opt.steps]  # the host's count, never read back
         self._t = (opt.steps[0], state[0])
 
+    def undo(self) -> None:
+        """Take back the count of a step that changed nothing (a non-finite loss)."""
+        opt = self.opt
+        opt.steps[:] = [s - 1 for s in opt.steps]
+        self._t = (-1, None)  # rebuild t from the count next time
+
 
 def optimizer_rule(opt: Optimizer) -> _SGDRule | _AdamRule | None:
     """The pure form of a built-in optimiser, or None (a subclass, or uneven step counts)."""
@@ -159,32 +175,78 @@ class PureStep:
     entry is the batch's model output, kept as :attr:`output`. ``recompile()`` returns the
     backend's compiled step anew; it is called when the optimiser's hyperparameters change
     (see the module).
+
+    ``check(X, y)`` runs once, eagerly, before the first compiled step: the value checks of
+    a loss that validates its inputs (the compiled step cannot read values). ``guard(loss)``
+    (fit's non-finite guard) checks each loss after the step. ``eager(X, y) -> (loss,
+    output)`` is the eager step: when the compiled one fails with an error that is not
+    mlcore's (a loss or activation reading a value with ``float()`` under a tracer), a
+    :class:`~mlcore.errors.CompiledStepWarning` says so and ``eager`` trains from then on,
+    unless ``strict`` (``jit_compile=True``), where the error propagates.
     """
 
     def __init__(self, params: Sequence[Any], rule: Any, compiled: Pure, xp: Any,
-                 outputs: int, recompile: Callable[[], Pure | None]) -> None:
-        self.params, self.rule, self.compiled, self.xp = list(params), rule, compiled, xp
+                 outputs: int, recompile: Callable[[], Pure | None], *,
+                 check: Callable[[Any, Any], Any] | None = None,
+                 guard: Callable[[Any], None] | None = None,
+                 eager: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+                 strict: bool = False) -> None:
+        self.params, self.rule, self.xp = list(params), rule, xp
+        self.compiled: Pure | None = compiled
         self.outputs, self.recompile = outputs, recompile
+        self.check, self.guard, self.eager, self.strict = check, guard, eager, strict
         self.output: Any = None
         self._hyper = rule.hyper()
 
     def __call__(self, X: Any, y: Any) -> Any:
-        rule, params = self.rule, self.params  # per-step Python: a few µs, kept lean
+        return self.run(X, y)[0]
+
+    def run(self, X: Any, y: Any) -> tuple[Any, Any]:
+        """One step: ``(loss, output)`` (output None without ``outputs``)."""
+        compiled, rule, params = self.compiled, self.rule, self.params  # per-step: a few µs
+        if compiled is None:  # fell back to the eager step
+            return self.eager(X, y)  # type: ignore[misc]
+        if self.check is not None:
+            self.check(X, y)
+            self.check = None
         hyper = rule.hyper()
         if hyper != self._hyper:
-            self._recompile(hyper)
+            compiled = self._recompile(hyper)
         state = rule.state(self.xp)
         if self.outputs:
             state = (*state, self._output_buffer(X))
-        new_params, new_state, loss = self.compiled(tuple([p.value for p in params]), state,
-                                                    X, y)
+        try:
+            new_params, new_state, loss = compiled(tuple([p.value for p in params]), state,
+                                                   X, y)
+        except MlcoreError:
+            raise
+        except Exception as exc:
+            if self.strict or self.eager is None:
+                raise
+            return self._fall_back(exc, X, y)
         for p, v in zip(params, new_params, strict=True):
             p.value = v
             p.grad = None
         if self.outputs:
             self.output, new_state = new_state[-1], new_state[:-1]
         rule.write(new_state)
-        return loss
+        if self.guard is not None:
+            try:
+                self.guard(loss)
+            except NonFiniteError:
+                rule.undo()  # the step kept the weights and state (finite_only): not counted
+                raise
+        return loss, self.output
+
+    def _fall_back(self, exc: Exception, X: Any, y: Any) -> tuple[Any, Any]:
+        self.compiled = None
+        warnings.warn(CompiledStepWarning(
+            f"The compiled training step failed ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); training goes on with the eager "
+            f"step. A loss, activation or layer that reads a value back to the host (float(), "
+            f"bool(), int() of an array) cannot be compiled. Pass jit_compile=False to skip "
+            f"compiling, or jit_compile=True to raise instead."), stacklevel=4)
+        return self.eager(X, y)  # type: ignore[misc]
 
     def _output_buffer(self, X: Any) -> Any:
         """The last output when it has this batch's shape (a buffer the step may reuse), else
@@ -195,55 +257,60 @@ class PureStep:
                                         device=getattr(X, "device", None))
         return self.output
 
-    def _recompile(self, hyper: tuple[Any, ...]) -> None:
+    def _recompile(self, hyper: tuple[Any, ...]) -> Pure:
         compiled = self.recompile()
         if compiled is None:
             raise RuntimeError("the backend compiled this training step once but declined to "
                                "compile it again after a hyperparameter change")
         self.compiled, self._hyper = compiled, hyper
+        return compiled
 
-    def fit_step(self, guard: Callable[[Any], None] | None) -> Callable[..., tuple[Any, Any]]:
+    def fit_step(self) -> Callable[..., tuple[Any, Any]]:
         """``fit``'s step, ``step(X, T, xp) -> (loss, output)`` (as the eager
-        :func:`mlcore._loop.compile_step`); ``guard(loss)`` checks each loss after the
-        update (the guard then puts back the last weights known to be finite)."""
+        :func:`mlcore._loop.compile_step`)."""
         def step(X: Any, T: Any, xp: Any) -> tuple[Any, Any]:
-            loss = self(X, T)
-            if guard is not None:
-                guard(loss)
-            return loss, self.output
+            return self.run(X, T)
 
         return step
 
 
-def compiled_step(model: Any, plan: Any, opt: Optimizer, outputs: bool,
-                  jit_compile: bool | None) -> PureStep | None:
+def compiled_step(model: Any, plan: Any, opt: Optimizer, jit_compile: bool | None, *,
+                  eager: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+                  outputs: bool = False, guard: Any = None) -> PureStep | None:
     """The backend's compiled training step for ``model`` (see :func:`build`), or None."""
     if jit_compile is False:
         return None
     from .model import chain
     from .plugins import registry
 
-    return build(model, plan, opt, outputs, jit_compile, chain,
-                 registry().pm.hook.mlcore_compile_step)
+    return build(model, plan, opt, jit_compile, chain, registry().pm.hook.mlcore_compile_step,
+                 eager=eager, outputs=outputs, guard=guard)
 
 
-def build(model: Any, plan: Any, opt: Optimizer, outputs: bool, jit_compile: bool | None,
-          chain: Callable[..., Any], compile_hook: Callable[..., Any]) -> PureStep | None:
+def build(model: Any, plan: Any, opt: Optimizer, jit_compile: bool | None,
+          chain: Callable[..., Any], compile_hook: Callable[..., Any], *,
+          eager: Callable[[Any, Any], tuple[Any, Any]] | None = None, outputs: bool = False,
+          guard: Any = None) -> PureStep | None:
     """The model's compiled training step, or None to keep the eager one.
 
     ``jit_compile=False`` never compiles; ``None`` compiles when the backend offers it and
     the optimiser has a pure form; ``True`` requires both (else InvalidParameterError).
+    ``eager`` is the fallback step (see :class:`PureStep`); ``outputs``: fit's form, the
+    batch's output in the state, and a batch whose loss is not finite leaves the weights
+    and state as they were; ``guard``: fit's non-finite guard, run after each step.
     """
     if jit_compile is False:
         return None
     rule = optimizer_rule(opt)
     backend = model.backend
     width = (model.out_features or 0) if outputs else 0  # fit's output buffer: (rows, width)
+    finite_only = outputs  # fit: one program whatever on_nonfinite says (see _pure)
 
     def compile_anew() -> Pure | None:
         # A new function each time: a tracing compiler may cache traces by the function
         # (JAX does), and the old trace holds the old hyperparameters.
-        return _ask(compile_hook, backend, _pure(model, plan, opt.xp, rule, width > 0, chain))
+        pure = _pure(model, plan, opt.xp, rule, width > 0, finite_only, chain)
+        return _ask(compile_hook, backend, pure)
 
     why = (f"the {type(opt).__name__} optimiser has no pure form (only SGD, Adam and AdamW "
            f"do)" if rule is None else
@@ -257,7 +324,20 @@ def build(model: Any, plan: Any, opt: Optimizer, outputs: bool, jit_compile: boo
             f"where no compiled one exists.", jit_compile)
     if compiled is None:
         return None
-    return PureStep(model.parameters(), rule, compiled, opt.xp, width, compile_anew)
+    return PureStep(model.parameters(), rule, compiled, opt.xp, width, compile_anew,
+                    check=None if plan.fused else _first_batch_check(model, plan, chain),
+                    guard=guard, eager=eager, strict=bool(jit_compile))
+
+
+def _first_batch_check(model: Any, plan: Any, chain: Callable[..., Any]) -> Callable[..., Any]:
+    """The loss's value checks on the first batch, eagerly (a forward pass and the loss)."""
+    layers = model.layers[: len(model.layers) - plan.trim]
+
+    def check(X: Any, y: Any) -> None:
+        xp = model.namespace(X)
+        plan.value(xp, chain(layers, X, xp, False)[0], y)
+
+    return check
 
 
 def _ask(compile_hook: Callable[..., Any], backend: Any, step: Pure) -> Pure | None:
@@ -271,14 +351,19 @@ def _ask(compile_hook: Callable[..., Any], backend: Any, step: Pure) -> Pure | N
     return compiled if callable(compiled) else None
 
 
-def _pure(model: Any, plan: Any, xp: Any, rule: Any, outputs: bool,
+def _pure(model: Any, plan: Any, xp: Any, rule: Any, outputs: bool, finite_only: bool,
           chain: Callable[..., Any]) -> Pure:
     """The pure step: forward, loss, backward through the layers, then ``rule``'s update.
 
     The layers read their parameters' ``value``; the step sets them to its arguments for
     the forward and backward passes (once per trace, for a tracing backend) and puts the
     stored arrays back before returning. With ``outputs`` the state ends with an output
-    buffer (ignored) and the new state with the batch's output in its place.
+    buffer (ignored) and the new state with the batch's output in its place. With
+    ``finite_only`` a batch whose loss is not finite leaves the parameters and state as they
+    were (a select per array): ``on_nonfinite="raise"`` then stops with the weights before
+    that batch, as the eager step's guard does before its update; ``"warn"`` and
+    ``"ignore"`` skip the batch (the eager step would write its non-finite update). The
+    loss's value checks are off inside (:func:`mlcore._loss_checks.values_unchecked`).
     """
     layers = model.layers[: len(model.layers) - plan.trim]
     params = model.parameters()
@@ -289,14 +374,22 @@ def _pure(model: Any, plan: Any, xp: Any, rule: Any, outputs: bool,
         try:
             for p, v in zip(params, values, strict=True):
                 p.value, p.grad = v, None
-            out, backprop = chain(layers, X, xp, False)
-            loss, grad = plan.value_and_grad(xp, out, y)
-            backprop(grad)
+            with values_unchecked():
+                out, backprop = chain(layers, X, xp, False)
+                loss, grad = plan.value_and_grad(xp, out, y)
+                backprop(grad)
             grads = [p.grad for p in params]
         finally:
             for p, (v, g) in zip(params, saved, strict=True):
                 p.value, p.grad = v, g
-        new_values, new_state = rule.update(xp, values, grads, state[:-1] if outputs else state)
+        opt_state = state[:-1] if outputs else state
+        new_values, new_state = rule.update(xp, values, grads, opt_state)
+        if finite_only:
+            ok = xp.isfinite(loss)
+            new_values = tuple(xp.where(ok, a, b) for a, b in zip(new_values, values,
+                                                                    strict=True))
+            new_state = tuple(xp.where(ok, a, b) for a, b in zip(new_state, opt_state,
+                                                                   strict=True))
         return new_values, ((*new_state, out) if outputs else new_state), loss
 
     return step

@@ -25,6 +25,7 @@ __all__ = [
     "NonFiniteError",
     "DistributedError",
     "PluginWarning",
+    "CompiledStepWarning",
 ]
 
 
@@ -100,3 +101,10 @@ class DistributedError(MlcoreError, RuntimeError):
 class PluginWarning(UserWarning):
     """A plugin failed to load or register and was skipped (``MLCORE_STRICT_PLUGINS=1``
     turns this into :class:`PluginLoadError`)."""
+
+
+class CompiledStepWarning(UserWarning):
+    """The backend's compiled training step could not run this model, loss or optimiser (a
+    loss that reads a value back with ``float()``, for example), so training goes on with
+    the eager step. ``jit_compile=False`` skips compiling; ``jit_compile=True`` raises
+    instead of warning."""

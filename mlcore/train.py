@@ -73,15 +73,16 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     """
     plan = resolve_loss(model, loss)
     opt = get_optimizer(optimizer, model.parameters(), lr)
-    if not model.has_modes():
-        compiled = compiled_step(model, plan, opt, False, jit_compile)
-        if compiled is not None:
-            return compiled  # type: ignore[no-any-return]
     step = compile_step(model, plan, opt, loss, weighted=False)
     first = model.parameters()[0].value
     device = device_of(first)
     names = ("X", "y", "model parameters")
     modal = model.has_modes()
+    if not modal:
+        compiled = compiled_step(model, plan, opt, jit_compile, eager=scoped(
+            device, lambda X, y: step(X, y, namespace(X, y, first, names=names))))
+        if compiled is not None:
+            return compiled  # type: ignore[no-any-return]
 
     def train_step(X: Any, y: Any) -> Any:
         if modal:
@@ -264,12 +265,14 @@ def _fit_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any, weig
         raise InvalidParameterError(
             f"jit_compile=True but {why}: such a fit trains with the eager step. Leave "
             f"jit_compile unset to compile where possible.", jit_compile)
+    eager = compile_step(model, plan, opt, loss, weighted,
+                         None if dp is None else dp.reduce_gradients, guard)
     if not why:
-        compiled = compiled_step(model, plan, opt, True, jit_compile)
+        compiled = compiled_step(model, plan, opt, jit_compile, outputs=True, guard=guard,
+                                 eager=lambda X, T: eager(X, T, model.namespace(X)))
         if compiled is not None:
-            return compiled.fit_step(guard)
-    return compile_step(model, plan, opt, loss, weighted,
-                        None if dp is None else dp.reduce_gradients, guard)
+            return compiled.fit_step()
+    return eager
 
 
 def _validate(model: Sequential, plan: LossPlan, val: Data,

@@ -250,3 +250,58 @@ def test_jax_fit_compiled_equals_eager() -> None:
     assert h1["accuracy"] == h0["accuracy"]
     for want, got in zip(w0, w1, strict=True):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+class Untraceable:
+    """A "compiler" whose step fails the way a tracer does on ``float(array)``."""
+
+    @hookimpl
+    def mlcore_compile_step(self, backend: Any, step: Any) -> Any:
+        def run(*args: Any) -> Any:
+            raise RuntimeError("cannot read a traced value")
+        return run
+
+
+def test_a_step_that_cannot_be_compiled_trains_eagerly_with_a_warning(backend: Any) -> None:
+    plugin = Untraceable()
+    registry().pm.register(plugin, name="test-untraceable-compile")
+    try:
+        with pytest.warns(mlcore.CompiledStepWarning, match=r"RuntimeError: cannot read a "
+                          r"traced value\); training goes on with the eager step"):
+            got = _fit(backend, None)
+        with pytest.raises(RuntimeError, match="cannot read a traced value"):
+            _fit(backend, True)  # jit_compile=True: no fallback
+    finally:
+        registry().pm.unregister(plugin)
+    want = _fit(backend, False)
+    assert got[0] == want[0]
+    for a, b in zip(got[1], want[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_compiled_fit_checks_the_loss_inputs_on_the_first_batch(backend: Any,
+                                                                 identity: Any) -> None:
+    """The compiled step cannot read values; the first batch is checked eagerly, so
+    probabilities asked of a logits model are refused as in the eager fit."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), rng.integers(0, 4, size=20)
+    model = mlcore.MLP([3, 5, 4], seed=0)  # logits out
+    with pytest.raises(mlcore.InvalidValueError, match="pred rows must be probability"):
+        model.fit(X, y, loss=mlcore.loss("cross_entropy", from_logits=False),
+                  jit_compile=True, verbose=False)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+def test_a_compiled_fit_stops_at_a_non_finite_loss_before_the_update(backend: Any,
+                                                                    identity: Any) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3)) * 1e200  # squared errors overflow float64
+    model = mlcore.MLP([3, 5, 1], seed=0, dtype="float64")
+    opt = mlcore.Adam(model.parameters())
+    before = _host(model)
+    with pytest.raises(mlcore.NonFiniteError, match="epoch 1, batch 1, before any update"):
+        model.fit(X, X[:, :1], loss="mse", optimizer=opt, jit_compile=True, verbose=False)
+    assert identity.asked and opt.steps == [0] * len(model.parameters())
+    for a, b in zip(before, _host(model), strict=True):
+        np.testing.assert_array_equal(a, b)
