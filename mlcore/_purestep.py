@@ -32,8 +32,10 @@ overrides the update runs eagerly.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,16 +69,19 @@ class _SGDRule:
                      for p, b in zip(opt.params, opt.buffers, strict=True))
 
     def update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
-               state: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        opt, new_p, new_b = self.opt, [], []
-        lr, mu, wd = opt.lr, opt.momentum, opt.weight_decay
+               state: tuple[Any, ...], hyper: tuple[Any, ...],
+               ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The new parameters and state, with the hyperparameters ``hyper`` (:meth:`hyper`
+        when the step was built: a traced step holds them as constants)."""
+        new_p, new_b = [], []
+        lr, mu, nesterov, wd = hyper
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             if wd:
                 g = g + wd * p
             if mu:
                 b = mu * state[i] + g
                 new_b.append(b)
-                g = g + mu * b if opt.nesterov else b
+                g = g + mu * b if nesterov else b
             new_p.append(p - lr * g)
         return tuple(new_p), tuple(new_b)
 
@@ -120,16 +125,18 @@ class _AdamRule:
         return (t, *m, *v)
 
     def update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
-               state: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        opt, n = self.opt, len(params)
-        (b1, b2), lr, wd, eps = opt.betas, opt.lr, opt.weight_decay, opt.eps
+               state: tuple[Any, ...], hyper: tuple[Any, ...],
+               ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The new parameters and state, with the hyperparameters ``hyper``."""
+        n = len(params)
+        lr, (b1, b2), eps, wd, decoupled = hyper
         t = state[0] + 1.0
         c1, c2 = -xp.expm1(t * math.log(b1)), -xp.expm1(t * math.log(b2))  # 1 - β^t
         s = xp.sqrt((1.0 - b2) / c2)  # √(v/(1-β2ᵗ)) = s·√v_scaled, as Adam._scalars
         eps_t, scale = eps / s, c1 * s / (lr * (1.0 - b1))
         new_p, new_m, new_v = [], [], []
         for p, g, m, v in zip(params, grads, state[1:1 + n], state[1 + n:], strict=True):
-            if wd and opt.decoupled:
+            if wd and decoupled:
                 p = p * (1.0 - lr * wd)
             elif wd:
                 g = g + wd * p
@@ -307,10 +314,23 @@ def build(model: Any, plan: Any, opt: Optimizer, jit_compile: bool | None,
     finite_only = outputs  # fit: one program whatever on_nonfinite says (see _pure)
 
     def compile_anew() -> Pure | None:
-        # A new function each time: a tracing compiler may cache traces by the function
-        # (JAX does), and the old trace holds the old hyperparameters.
-        pure = _pure(model, plan, opt.xp, rule, width > 0, finite_only, chain)
-        return _ask(compile_hook, backend, pure)
+        # A new function for new hyperparameters: a tracing compiler may cache traces by
+        # the function (JAX does), and an old trace holds the old ones. The same model
+        # structure, loss, optimiser kind and hyperparameters find their compiled step in
+        # _COMPILED (a later fit, a scikit-learn clone): no second trace.
+        hyper = rule.hyper()  # type: ignore[union-attr]  # only called with a rule
+        key = _cache_key(model, plan, rule, hyper, width, finite_only, compile_hook)
+        hit = None if key is None else _COMPILED.get(key)
+        if key is not None and hit is not None:
+            _COMPILED.move_to_end(key)
+            return hit[0]
+        pure = _pure(model, plan, opt.xp, rule, hyper, width > 0, finite_only, chain)
+        compiled = _ask(compile_hook, backend, pure)
+        if compiled is not None and key is not None:
+            _COMPILED[key] = (compiled, _keep_alive(plan, compile_hook))
+            while len(_COMPILED) > CACHE_SIZE:
+                _COMPILED.popitem(last=False)
+        return compiled
 
     why = (f"the {type(opt).__name__} optimiser has no pure form (only SGD, Adam and AdamW "
            f"do)" if rule is None else
@@ -327,6 +347,45 @@ def build(model: Any, plan: Any, opt: Optimizer, jit_compile: bool | None,
     return PureStep(model.parameters(), rule, compiled, opt.xp, width, compile_anew,
                     check=None if plan.fused else _first_batch_check(model, plan, chain),
                     guard=guard, eager=eager, strict=bool(jit_compile))
+
+
+CACHE_SIZE = 32
+"""Compiled steps kept (least recently used first out): each holds its trace and, on JAX,
+its XLA executables; the parameters are arguments, never kept."""
+
+_COMPILED: OrderedDict[tuple[Any, ...], tuple[Pure, tuple[Any, ...]]] = OrderedDict()
+
+
+def _cache_key(model: Any, plan: Any, rule: Any, hyper: tuple[Any, ...], width: int,
+               finite_only: bool, compile_hook: Any) -> tuple[Any, ...] | None:
+    """What a traced step depends on, or None (a layer without ``config()``: not cached).
+
+    The step's arithmetic is fixed by the architecture and dtype (``model.config()``), the
+    loss and how training meets it (its ``repr`` holds its parameters; a plugin loss's
+    default ``repr`` holds its ``id``, kept alive with the entry), the optimiser kind and
+    hyperparameters, fit's form, the backend and device, and which plugins compile steps
+    (their objects, kept alive too). Shapes and dtypes of the arguments are the compiler's
+    own cache (one trace per batch shape).
+    """
+    try:
+        arch = json.dumps(model.config(), sort_keys=True, default=repr)
+    except Exception:  # noqa: BLE001 - a custom layer without config(): compile per fit
+        return None
+    first = model.parameters()[0].value
+    compilers = tuple(id(impl.plugin) for impl in _impls(compile_hook))
+    return (model.backend.name, repr(model.backend), str(getattr(first, "device", "")), arch,
+            plan.name, repr(plan.fn), plan.trim, plan.fused, type(rule).__name__, hyper,
+            width, finite_only, compilers)
+
+
+def _impls(compile_hook: Any) -> list[Any]:
+    get = getattr(compile_hook, "get_hookimpls", None)
+    return list(get()) if get is not None else []
+
+
+def _keep_alive(plan: Any, compile_hook: Any) -> tuple[Any, ...]:
+    """Objects whose ``id`` is in a key, held so that no new object reuses it."""
+    return (plan.fn, *(impl.plugin for impl in _impls(compile_hook)))
 
 
 def _first_batch_check(model: Any, plan: Any, chain: Callable[..., Any]) -> Callable[..., Any]:
@@ -351,8 +410,8 @@ def _ask(compile_hook: Callable[..., Any], backend: Any, step: Pure) -> Pure | N
     return compiled if callable(compiled) else None
 
 
-def _pure(model: Any, plan: Any, xp: Any, rule: Any, outputs: bool, finite_only: bool,
-          chain: Callable[..., Any]) -> Pure:
+def _pure(model: Any, plan: Any, xp: Any, rule: Any, hyper: tuple[Any, ...], outputs: bool,
+          finite_only: bool, chain: Callable[..., Any]) -> Pure:
     """The pure step: forward, loss, backward through the layers, then ``rule``'s update.
 
     The layers read their parameters' ``value``; the step sets them to its arguments for
@@ -383,7 +442,7 @@ def _pure(model: Any, plan: Any, xp: Any, rule: Any, outputs: bool, finite_only:
             for p, (v, g) in zip(params, saved, strict=True):
                 p.value, p.grad = v, g
         opt_state = state[:-1] if outputs else state
-        new_values, new_state = rule.update(xp, values, grads, opt_state)
+        new_values, new_state = rule.update(xp, values, grads, opt_state, hyper)
         if finite_only:
             ok = xp.isfinite(loss)
             new_values = tuple(xp.where(ok, a, b) for a, b in zip(new_values, values,

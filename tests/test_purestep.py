@@ -193,10 +193,15 @@ def test_fit_with_a_compiled_step_gives_the_eager_history_and_weights(
 
 
 def test_fit_compiles_by_default_where_the_backend_does(backend: Any, identity: Any) -> None:
-    _fit(backend, None)
+    first = _fit(backend, None)
     assert identity.asked == [backend.name]
     _fit(backend, False)
     assert identity.asked == [backend.name]  # jit_compile=False never asks
+    again = _fit(backend, None)  # a new model of the same structure, the same settings:
+    assert identity.asked == [backend.name]  # the compiled step is reused, not rebuilt
+    assert again[0] == first[0]
+    _fit(backend, None, "sgd")  # another optimiser: compiled anew
+    assert identity.asked == [backend.name] * 2
 
 
 def test_fit_stays_eager_where_a_step_cannot_be_compiled(backend: Any, identity: Any) -> None:
