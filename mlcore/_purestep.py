@@ -7,24 +7,27 @@ graphs on CuPy, ``torch.compile``) is handed the same step written as a pure fun
 
     step(params: tuple, state: tuple, X, y) -> (new_params: tuple, new_state: tuple, loss)
 
-``params`` are the parameters' arrays in ``model.parameters()`` order; ``state`` is the
+``params`` are the parameters' arrays in ``model.parameters()`` order; ``state`` starts
+with the learning rate ``optimizer.lr`` as a 0-d array of the parameters' dtype, then the
 optimiser's state (:class:`SGD`: the momentum buffers; :class:`Adam`/:class:`AdamW`: the
-step count as a 0-d array, then the scaled moments ``m``, then ``v``). For ``fit``, the state
-ends with one more array, an output buffer of shape ``(rows, outputs)``, and the new state
-with the batch's model output in its place (before a fused softmax or sigmoid): ``fit``
-counts the correct predictions and updates its metrics from it. The state keeps its
-structure from call to call (a CUDA graph replays into the same buffers; JAX may reuse the
-donated buffer). Nothing
-in the step reads a value back to the host, so a backend may trace it once per batch shape.
-:class:`PureStep` runs the compiled callable and writes its results back into the
-:class:`~mlcore.layers.Parameter` objects and the optimiser, so eager and compiled steps can
-follow one another and give the same weights to float tolerance.
+step count as a 0-d array, then the scaled moments ``m``, then ``v``); the new state echoes
+the learning rate back. For ``fit``, the state ends with one more array, an output buffer
+of shape ``(rows, outputs)``, and the new state with the batch's model output in its place
+(before a fused softmax or sigmoid): ``fit`` counts the correct predictions and updates its
+metrics from it. The state keeps its structure from call to call (a CUDA graph replays into
+the same buffers; JAX may reuse a donated buffer). Nothing in the step reads a value back
+to the host, so a backend may trace it once per batch shape. :class:`PureStep` runs the
+compiled callable and writes its results back into the :class:`~mlcore.layers.Parameter`
+objects and the optimiser, so eager and compiled steps can follow one another and give the
+same weights to float tolerance.
 
-The optimiser's hyperparameters (``lr``, momentum, betas, ``eps``, weight decay) are
-constants of a compiled step. When one changes (a learning-rate schedule or
-``ReduceLROnPlateau`` sets ``optimizer.lr``), :class:`PureStep` asks the backend to compile
-the step again before the next update: on JAX a schedule that changes ``lr`` every epoch
-costs one trace per epoch, never a stale learning rate.
+The learning rate is an argument, so a schedule (``LearningRateScheduler``,
+``ReduceLROnPlateau``, ``optimizer.lr = ...``) costs one small host-to-device copy when it
+changes, never a new trace. The other hyperparameters (momentum, Nesterov, betas, ``eps``,
+weight decay) are constants of a compiled step: when one changes, :class:`PureStep` asks the
+backend to compile the step again before the next update, so no step runs with stale ones.
+Compiled steps are kept (:data:`CACHE_SIZE`) by what their trace depends on, so a later
+``fit`` of a model of the same structure and settings reuses one instead of tracing again.
 
 Only the built-in optimisers have a pure form (:func:`optimizer_rule`); a subclass that
 overrides the update runs eagerly.
@@ -69,12 +72,13 @@ class _SGDRule:
                      for p, b in zip(opt.params, opt.buffers, strict=True))
 
     def update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
-               state: tuple[Any, ...], hyper: tuple[Any, ...],
+               state: tuple[Any, ...], hyper: tuple[Any, ...], lr: Any,
                ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The new parameters and state, with the hyperparameters ``hyper`` (:meth:`hyper`
-        when the step was built: a traced step holds them as constants)."""
+        when the step was built: a traced step holds them as constants) and the learning
+        rate ``lr`` (a 0-d array: an argument of the step)."""
         new_p, new_b = [], []
-        lr, mu, nesterov, wd = hyper
+        mu, nesterov, wd = hyper
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             if wd:
                 g = g + wd * p
@@ -86,9 +90,9 @@ class _SGDRule:
         return tuple(new_p), tuple(new_b)
 
     def hyper(self) -> tuple[Any, ...]:
-        """The hyperparameters the compiled step holds as constants."""
+        """The hyperparameters the compiled step holds as constants (all but ``lr``)."""
         opt = self.opt
-        return (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay)
+        return (opt.momentum, opt.nesterov, opt.weight_decay)
 
     def write(self, state: tuple[Any, ...]) -> None:
         if self.opt.momentum:
@@ -125,11 +129,11 @@ class _AdamRule:
         return (t, *m, *v)
 
     def update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
-               state: tuple[Any, ...], hyper: tuple[Any, ...],
+               state: tuple[Any, ...], hyper: tuple[Any, ...], lr: Any,
                ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        """The new parameters and state, with the hyperparameters ``hyper``."""
+        """The new parameters and state, with the hyperparameters ``hyper`` and ``lr``."""
         n = len(params)
-        lr, (b1, b2), eps, wd, decoupled = hyper
+        (b1, b2), eps, wd, decoupled = hyper
         t = state[0] + 1.0
         c1, c2 = -xp.expm1(t * math.log(b1)), -xp.expm1(t * math.log(b2))  # 1 - β^t
         s = xp.sqrt((1.0 - b2) / c2)  # √(v/(1-β2ᵗ)) = s·√v_scaled, as Adam._scalars
@@ -147,9 +151,9 @@ class _AdamRule:
         return tuple(new_p), (t, *new_m, *new_v)
 
     def hyper(self) -> tuple[Any, ...]:
-        """The hyperparameters the compiled step holds as constants."""
+        """The hyperparameters the compiled step holds as constants (all but ``lr``)."""
         opt = self.opt
-        return (opt.lr, tuple(opt.betas), opt.eps, opt.weight_decay, opt.decoupled)
+        return (tuple(opt.betas), opt.eps, opt.weight_decay, opt.decoupled)
 
     def write(self, state: tuple[Any, ...]) -> None:
         opt, n = self.opt, len(self.opt.params)
@@ -204,6 +208,7 @@ class PureStep:
         self.check, self.guard, self.eager, self.strict = check, guard, eager, strict
         self.output: Any = None
         self._hyper = rule.hyper()
+        self._lr: tuple[float, Any] = (math.nan, None)  # (optimizer.lr, its 0-d array)
 
     def __call__(self, X: Any, y: Any) -> Any:
         return self.run(X, y)[0]
@@ -219,7 +224,7 @@ class PureStep:
         hyper = rule.hyper()
         if hyper != self._hyper:
             compiled = self._recompile(hyper)
-        state = rule.state(self.xp)
+        state = (self._lr_array(params[0].value), *rule.state(self.xp))
         if self.outputs:
             state = (*state, self._output_buffer(X))
         try:
@@ -236,7 +241,8 @@ class PureStep:
             p.grad = None
         if self.outputs:
             self.output, new_state = new_state[-1], new_state[:-1]
-        rule.write(new_state)
+        self._lr = (self._lr[0], new_state[0])  # the step's own array (the old one donated)
+        rule.write(new_state[1:])
         if self.guard is not None:
             try:
                 self.guard(loss)
@@ -254,6 +260,15 @@ class PureStep:
             f"bool(), int() of an array) cannot be compiled. Pass jit_compile=False to skip "
             f"compiling, or jit_compile=True to raise instead."), stacklevel=4)
         return self.eager(X, y)  # type: ignore[misc]
+
+    def _lr_array(self, like: Any) -> Any:
+        """``optimizer.lr`` as a 0-d array of the parameters' dtype, made when it changes (a
+        schedule's new value is one small host-to-device copy, never a new trace)."""
+        lr = self.rule.opt.lr
+        if lr != self._lr[0] or self._lr[1] is None:
+            self._lr = (lr, self.xp.asarray(lr, dtype=like.dtype,
+                                            device=getattr(like, "device", None)))
+        return self._lr[1]
 
     def _output_buffer(self, X: Any) -> Any:
         """The last output when it has this batch's shape (a buffer the step may reuse), else
@@ -441,14 +456,14 @@ def _pure(model: Any, plan: Any, xp: Any, rule: Any, hyper: tuple[Any, ...], out
         finally:
             for p, (v, g) in zip(params, saved, strict=True):
                 p.value, p.grad = v, g
-        opt_state = state[:-1] if outputs else state
-        new_values, new_state = rule.update(xp, values, grads, opt_state, hyper)
+        lr, opt_state = state[0], (state[1:-1] if outputs else state[1:])
+        new_values, new_state = rule.update(xp, values, grads, opt_state, hyper, lr)
         if finite_only:
             ok = xp.isfinite(loss)
             new_values = tuple(xp.where(ok, a, b) for a, b in zip(new_values, values,
                                                                     strict=True))
             new_state = tuple(xp.where(ok, a, b) for a, b in zip(new_state, opt_state,
                                                                    strict=True))
-        return new_values, ((*new_state, out) if outputs else new_state), loss
+        return new_values, ((lr, *new_state, out) if outputs else (lr, *new_state)), loss
 
     return step
