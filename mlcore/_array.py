@@ -192,6 +192,16 @@ def count_dtype(xp: Any) -> Any:
     return info().default_dtypes()["integral"]
 
 
+def wide_float(xp: Any) -> Any:
+    """float64 where the namespace has it (JAX has it only in 64-bit mode), else float32:
+    for metric results computed from counts."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is not None:
+        found = info().dtypes(kind="real floating")
+        return found.get("float64", found.get("float32", xp.float32))
+    return xp.float64
+
+
 def check_floating(xp: Any, x: Any, name: str) -> None:
     """Raise :class:`DTypeError` unless ``x`` has a real floating dtype.
 

@@ -52,7 +52,7 @@ from .errors import (
 )
 from .optim import SGD, Adam, AdamW, Optimizer
 
-__all__ = ["PureStep", "build", "compiled_step", "optimizer_rule"]
+__all__ = ["PureStep", "build", "compiled_step", "check_jit_compile", "optimizer_rule"]
 
 Pure = Callable[[tuple[Any, ...], tuple[Any, ...], Any, Any], tuple[Any, Any, Any]]
 
@@ -296,10 +296,19 @@ class PureStep:
         return step
 
 
+def check_jit_compile(value: Any) -> None:
+    """``jit_compile`` must be None, True or False (1 or "yes" would mean something else)."""
+    if value is not None and not isinstance(value, bool):
+        raise InvalidParameterError(
+            f"jit_compile must be None (compile where the backend can), True or False, "
+            f"received {value!r}.", value)
+
+
 def compiled_step(model: Any, plan: Any, opt: Optimizer, jit_compile: bool | None, *,
                   eager: Callable[[Any, Any], tuple[Any, Any]] | None = None,
                   outputs: bool = False, guard: Any = None) -> PureStep | None:
     """The backend's compiled training step for ``model`` (see :func:`build`), or None."""
+    check_jit_compile(jit_compile)
     if jit_compile is False:
         return None
     from .model import chain

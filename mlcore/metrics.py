@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ._array import count_dtype, device_of, namespace
+from ._array import count_dtype, device_of, namespace, wide_float
 from .errors import InvalidParameterError, InvalidValueError, ShapeError
 from .hookspecs import hookimpl
 from .plugins import make, registry
@@ -164,11 +164,12 @@ class _Counts(_Classification):
 
     def result(self, state: Any) -> float:
         xp = namespace(state[0])
-        tp, fp, fn = (xp.astype(a, xp.float64) for a in state)
+        wide = wide_float(xp)
+        tp, fp, fn = (xp.astype(a, wide) for a in state)
         values = self.score(xp, tp, fp, fn)
         if values.ndim == 0:
             return float(values)
-        present = xp.astype((tp + fp + fn) > 0, xp.float64)  # classes seen, as scikit-learn
+        present = xp.astype((tp + fp + fn) > 0, wide)  # classes seen, as scikit-learn
         return float(xp.sum(values * present) / xp.maximum(xp.sum(present), 1.0))
 
     def score(self, xp: Any, tp: Any, fp: Any, fn: Any) -> Any:
@@ -229,7 +230,7 @@ class AUC(Metric):
 
     def result(self, state: Any) -> float:
         xp = namespace(state[0][0])
-        dt = getattr(xp, "float64", state[0][0].dtype)
+        dt = wide_float(xp)
         s = xp.astype(xp.concat([b[0] for b in state]), dt)
         t = xp.astype(xp.concat([b[1] for b in state]), dt)
         order = xp.argsort(s, descending=True, stable=True)

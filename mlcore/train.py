@@ -41,7 +41,7 @@ from ._loop import (
 )
 from ._lossplan import LossPlan, resolve_loss
 from ._progress import progress
-from ._purestep import compiled_step
+from ._purestep import check_jit_compile, compiled_step
 from ._weights import sample_weights
 from .callbacks import Callback, CallbackList
 from .errors import (
@@ -254,10 +254,7 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
 def _fit_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any, weighted: bool,
               dp: Any, guard: Any, jit_compile: bool | None) -> Callable[..., tuple[Any, Any]]:
     """``fit``'s training step: compiled by the backend where it can be, else eager."""
-    if jit_compile not in (None, True, False):
-        raise InvalidParameterError(
-            f"jit_compile must be None (compile where the backend can), True or False, "
-            f"received {jit_compile!r}.", jit_compile)
+    check_jit_compile(jit_compile)
     why = ("sample_weight or class_weight is given" if weighted else
            "the fit is distributed" if dp is not None else
            "the model has train/eval modes (Dropout, BatchNorm)" if model.has_modes() else "")

@@ -219,6 +219,8 @@ def test_fit_stays_eager_where_a_step_cannot_be_compiled(backend: Any, identity:
         dropout.fit(X, y, loss="cross_entropy", jit_compile=True)
     with pytest.raises(InvalidParameterError, match="jit_compile must be None.*'yes'"):
         _model().fit(X, y, loss="cross_entropy", jit_compile="yes")
+    with pytest.raises(InvalidParameterError, match="jit_compile must be None.*received 1"):
+        mlcore.make_train_step(_model(), "cross_entropy", jit_compile=1)  # type: ignore[arg-type]
 
 
 def test_a_compiled_step_follows_changed_hyperparameters(backend: Any, identity: Any) -> None:
