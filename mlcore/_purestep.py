@@ -81,7 +81,7 @@ class PureStep:
                  outputs: int, recompile: Callable[[], Pure | None], *,
                  check: Callable[[Any, Any], Any] | None = None,
                  guard: Callable[[Any], None] | None = None,
-                 eager: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+                 eager: Callable[[Any, Any], tuple[Any, Any]],
                  strict: bool = False) -> None:
         self.params, self.rule, self.xp = list(params), rule, xp
         self.compiled: Pure | None = compiled
@@ -98,7 +98,7 @@ class PureStep:
         """One step: ``(loss, output)`` (output None without ``outputs``)."""
         compiled, rule, params = self.compiled, self.rule, self.params  # per-step: a few µs
         if compiled is None:  # fell back to the eager step
-            return self.eager(X, y)  # type: ignore[misc]
+            return self.eager(X, y)
         if self.check is not None:
             self.check(X, y)
             self.check = None
@@ -114,7 +114,7 @@ class PureStep:
         except MlcoreError:
             raise
         except Exception as exc:
-            if self.strict or self.eager is None:
+            if self.strict:
                 raise
             return self._fall_back(exc, X, y)
         for p, v in zip(params, new_params, strict=True):
@@ -140,7 +140,7 @@ class PureStep:
             f"step. A loss, activation or layer that reads a value back to the host (float(), "
             f"bool(), int() of an array) cannot be compiled. Pass jit_compile=False to skip "
             f"compiling, or jit_compile=True to raise instead."), stacklevel=4)
-        return self.eager(X, y)  # type: ignore[misc]
+        return self.eager(X, y)
 
     def _lr_array(self, like: Any) -> Any:
         """``optimizer.lr`` as a 0-d array of the parameters' dtype, made when it changes (a
@@ -186,7 +186,7 @@ def check_jit_compile(value: Any) -> None:
 
 
 def compiled_step(model: Any, plan: Any, opt: Optimizer, jit_compile: bool | None, *,
-                  eager: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+                  eager: Callable[[Any, Any], tuple[Any, Any]],
                   outputs: bool = False, guard: Any = None) -> PureStep | None:
     """The backend's compiled training step for ``model`` (see :func:`build`), or None."""
     check_jit_compile(jit_compile)
@@ -201,7 +201,7 @@ def compiled_step(model: Any, plan: Any, opt: Optimizer, jit_compile: bool | Non
 
 def build(model: Any, plan: Any, opt: Optimizer, jit_compile: bool | None,
           chain: Callable[..., Any], compile_hook: Callable[..., Any], *,
-          eager: Callable[[Any, Any], tuple[Any, Any]] | None = None, outputs: bool = False,
+          eager: Callable[[Any, Any], tuple[Any, Any]], outputs: bool = False,
           guard: Any = None) -> PureStep | None:
     """The model's compiled training step, or None to keep the eager one.
 
