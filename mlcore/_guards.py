@@ -14,7 +14,9 @@ in-place copy of the parameters per eight batches.
 The error (:class:`~mlcore.errors.NonFiniteError`) names the epoch, the batch and the likely
 cause: inputs of a large magnitude, a learning rate too large for them, or (before any
 update) data outside the loss's domain. ``fit(..., on_nonfinite="warn")`` warns once and
-trains on; ``"ignore"`` turns the guard off.
+skips every update whose loss is not finite; ``"ignore"`` turns the guard off (the updates
+are applied). The eager and the compiled step follow the same policy
+(:mod:`mlcore._trainstep`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class NonFiniteGuard:
         self._saved: list[list[Any]] = []  # the newest copy first, then the one before
         self._saved_at: list[int] = []  # the epoch each copy was taken at
         self._since = 0  # batches since the newest copy
+        self._warned = False
 
     def start_epoch(self, epoch: int) -> None:
         """Before epoch ``epoch`` (0-based): count batches from 1, refresh a copy when due."""
@@ -62,22 +65,23 @@ class NonFiniteGuard:
                 older[i] = self.model.namespace(v).asarray(v, copy=True)
         self._saved.insert(0, older)
 
-    def __call__(self, value: Any) -> None:
-        if self.mode == "off":
-            return
+    def __call__(self, value: Any) -> bool:
+        """Check one batch's loss: True to apply its update; False to skip it (a non-finite
+        loss under ``"warn"``, which warns once per fit); raises under ``"raise"``."""
         self.batch += 1
         self._since += 1
         loss = float(value)
         if math.isfinite(loss):
             self.updates += 1
-            return
-        message = self._message(loss)
+            return True
         if self.mode == "warn":
-            warnings.warn(message + " Training goes on (on_nonfinite='warn').",
-                          RuntimeWarning, stacklevel=2)
-            self.mode = "off"
-            return
-        raise NonFiniteError(message, loss)
+            if not self._warned:
+                self._warned = True
+                warnings.warn(self._message(loss) + " Training goes on, skipping every update "
+                              "whose loss is not finite (on_nonfinite='warn').",
+                              RuntimeWarning, stacklevel=2)
+            return False
+        raise NonFiniteError(self._message(loss), loss)
 
     def check_validation(self, val_loss: float) -> None:
         """After an epoch: a non-finite validation loss stops training too."""

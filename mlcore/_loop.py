@@ -14,16 +14,13 @@ from typing import Any, NamedTuple
 
 from ._array import count_dtype
 from ._lossplan import LossPlan
-from ._materialize import settler
-from ._weights import weighted_loss
 from .activations import activation
 from .callbacks import CallbackList
 from .errors import InvalidParameterError
 from .metrics import Metric, metric
 from .model import Sequential, chain
-from .optim import Optimizer
 
-__all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "compile_step", "shuffle_source",
+__all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "shuffle_source",
            "eval_mode", "resolve_metrics", "shuffled", "split", "is_stream", "stream_batches",
            "run_stream", "batch_ranges", "label_count"]
 
@@ -33,49 +30,6 @@ class Data(NamedTuple):
     targets: Any
     labels: Any  # for accuracy and classification metrics, or None
     weights: Any = None  # (N,) sample weights, or None
-
-
-def compile_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any,
-                 weighted: bool, sync: Callable[[list[Any], int], None] | None = None,
-                 guard: Callable[[Any], None] | None = None,
-                 ) -> Callable[..., tuple[Any, Any]]:
-    """``step(X, T, xp[, w]) -> (loss, output)``: one update (weighted when asked).
-
-    ``guard(loss)`` runs before the backward pass and the update (it raises on a
-    non-finite loss, see :mod:`mlcore._guards`). ``sync(params, rows)`` runs between
-    backward and the update (data-parallel training averages the gradients over the
-    processes there); with it, a batch of no rows contributes zero gradients and returns no
-    output. A lazy backend's ``materialize`` runs after each update
-    (:mod:`mlcore._materialize`).
-    """
-    layers = model.layers[: len(model.layers) - plan.trim]
-    params = model.parameters()
-    value_and_grad = weighted_loss(plan, loss) if weighted else None
-    settle = settler(model.backend, params, opt)  # a lazy backend's per-step hook
-
-    def step(X: Any, T: Any, xp: Any, w: Any = None) -> tuple[Any, Any]:
-        for p in params:
-            p.grad = None
-        if sync is not None and X.shape[0] == 0:
-            sync(params, 0)
-            opt.step()
-            return xp.zeros((), dtype=X.dtype), None
-        out, backprop = chain(layers, X, xp, False)
-        if w is None:
-            value, grad = plan.value_and_grad(xp, out, T)
-        else:
-            value, grad = value_and_grad(xp, out, T, w)  # type: ignore[misc]
-        if guard is not None:
-            guard(value)
-        backprop(grad)
-        if sync is not None:
-            sync(params, X.shape[0])
-        opt.step()
-        if settle is not None:
-            settle()
-        return value, out
-
-    return step
 
 
 def resolve_metrics(metrics: Sequence[Any] | None) -> list[Metric]:

@@ -3,7 +3,7 @@
 Each check raises a typed error saying what, expected, received and the fix. Checks that
 need a value from the arrays cost one host round trip each, noted where they are; they are
 skipped inside :func:`values_unchecked` (a compiled training step: a tracer or a CUDA graph
-capture has no values to read; :mod:`mlcore._purestep` checks the first batch eagerly).
+capture has no values to read; :mod:`mlcore._trainstep` checks the first batch eagerly).
 """
 
 from __future__ import annotations

@@ -1,33 +1,55 @@
-"""Gradient-descent optimisers: SGD (momentum, Nesterov, weight decay), Adam and AdamW.
+"""Optimisers: one update rule each, run eagerly by ``step()`` and compiled by the training step.
 
-Every optimiser clips gradients when asked (``clip_value=``: each element into
-``[-clip_value, clip_value]``, as ``torch.nn.utils.clip_grad_value_``; then ``clip_norm=``:
-all gradients scaled together so their global L2 norm is at most ``clip_norm``, as
-``torch.nn.utils.clip_grad_norm_``), on the device, and saves and restores its state
-(:meth:`Optimizer.state_dict`, :meth:`Optimizer.load_state_dict`). RMSprop and Adagrad live
-in :mod:`mlcore.optimizers`, which registers all of them through ``mlcore_optimizers``.
+An optimiser *is* its update rule, a pure function written once against the Array API::
 
-Each follows PyTorch's ``torch.optim`` update rule exactly (the tests compare several steps
-in float64). Updates are written as augmented assignments on the stored arrays
-(``p.value -= u``): on writeable arrays (NumPy, CuPy, array-api-strict) they run in place,
-with no new parameter-sized buffers; on an immutable array type Python falls back to
-``p.value = p.value - u``, so the same code serves both. The namespace is resolved once, from
-the parameters, when the optimiser is built.
+    new_params, new_state = opt.update(xp, params, grads, state, lr)
+
+``params`` and ``grads`` are sequences of arrays, ``state`` a dict holding one tuple of
+arrays per declared slot (:attr:`Optimizer.slots`: Adam's moments ``"m"`` and ``"v"``,
+SGD's momentum ``"buffers"``) and, for optimisers that count their steps
+(:attr:`Optimizer.counted`), ``"step"``: the number of updates so far, a Python int when run
+eagerly or a 0-d array inside a compiled step. ``update`` first clips the gradients
+(``clip_value=``: each element into ``[-clip_value, clip_value]``, as
+``torch.nn.utils.clip_grad_value_``; then ``clip_norm=``: all gradients scaled together so
+their global L2 norm is at most ``clip_norm``, as ``torch.nn.utils.clip_grad_norm_``), then
+applies :meth:`Optimizer.rule`, which holds the optimiser's arithmetic, weight decay
+included, and nothing else. The rule never writes into its inputs (a traced JAX step would
+break), and its hyperparameters other than ``lr`` (:meth:`Optimizer.hyper`) are constants
+of a compiled step.
+
+Two executors run the same rule (:mod:`mlcore._trainstep`): ``step()`` here (eager: the
+new arrays written back into the :class:`~mlcore.layers.Parameter` objects and
+:attr:`Optimizer.state`), and the compiled training step, which hands the rule to the
+backend's compiler. Where a backend offers an in-place kernel for the rule (hook
+``mlcore_kernel``: NumPy's blocked passes or Numba loop, torch's ``_foreach``-free in-place
+ops, CuPy's fused kernels), the eager step runs it instead: a fast path of the rule, tested
+against it (:meth:`Optimizer.fast_update`).
+
+Each built-in follows PyTorch's ``torch.optim`` update rule (the tests compare several steps
+in float64). RMSprop and Adagrad live in :mod:`mlcore.optimizers`, which registers all of
+them through ``mlcore_optimizers``. The state is saved and restored by
+:meth:`Optimizer.state_dict` and :meth:`Optimizer.load_state_dict`, which read the same
+declaration.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._array import device_of, namespace
+from ._array import device_of, namespace, writes_in_place
 from .errors import InvalidParameterError, UnknownNameError
-from .layers import Parameter, on_device
+from .parameter import Parameter, on_device
 from .plugins import canonical_name, kernel, registry
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "optimizer_names"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "optimizer_names",
+           "clip_gradients", "State"]
+
+State = dict[str, Any]
+"""An optimiser's state: ``{slot: tuple of arrays (one per parameter), "step": count}``."""
 
 
 def _check_range(name: str, value: Any, low: float, high: float = math.inf, *,
@@ -37,21 +59,22 @@ def _check_range(name: str, value: Any, low: float, high: float = math.inf, *,
     Python and NumPy numbers are accepted; strings, bools and arrays are refused.
     """
     interval = f"{'(' if open_low else '['}{low:g}, {high:g})"
+    example = _EXAMPLE.get(name, f"{max(low, 0.0) + (0.1 if open_low else 0.0):g}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidParameterError(
             f"{name} must be a number in {interval}, received {value!r} of type "
-            f"{type(value).__name__}. Pass a Python float, such as {_EXAMPLE[name]}.",
-            value)
+            f"{type(value).__name__}. Pass a Python float, such as {example}.", value)
     v = float(value)
     if not (math.isfinite(v) and (low < v if open_low else low <= v) and v < high):
         raise InvalidParameterError(
             f"{name} must be a finite number in {interval}, received {value!r}. "
-            f"A typical value is {_EXAMPLE[name]}.", value)
+            f"A typical value is {example}.", value)
     return v
 
 
 _EXAMPLE = {"lr": "0.001", "momentum": "0.9", "weight_decay": "0.0001", "eps": "1e-08",
-            "betas[0]": "0.9", "betas[1]": "0.999"}
+            "betas[0]": "0.9", "betas[1]": "0.999", "alpha": "0.99", "lr_decay": "0.0",
+            "initial_accumulator_value": "0.0"}
 
 
 def _check_betas(betas: Any) -> tuple[float, float]:
@@ -63,24 +86,64 @@ def _check_betas(betas: Any) -> tuple[float, float]:
             _check_range("betas[1]", betas[1], 0.0, 1.0))
 
 
-def _check_clip(name: str, value: float | None) -> float | None:
+def _check_clip(name: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            math.isfinite(float(value)) and float(value) > 0):
         raise InvalidParameterError(
-            f"{name} must be a positive number or None, received {value!r}.", value)
+            f"{name} must be a positive number or None (finite), received {value!r}. "
+            f"Pass, for example, {name}=1.0.", value)
     return float(value)
 
 
-class Optimizer:
-    """Base class: holds the parameters, ``step()`` updates them from their ``grad``.
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidParameterError(
+            f"{name} must be True or False, received {value!r} of type "
+            f"{type(value).__name__}.", value)
+    return value
 
-    Subclasses name their per-parameter state in ``slots`` (lists of arrays, None until the
-    first step) and ``counters`` (lists of ints); :meth:`state_dict` saves exactly those.
+
+def clip_gradients(xp: Any, grads: Sequence[Any], clip_norm: float | None,
+                   clip_value: float | None) -> list[Any]:
+    """``grads`` clipped elementwise to ``[-clip_value, clip_value]``, then scaled together
+    to a global L2 norm of at most ``clip_norm`` (PyTorch's ``clip_grad_value_`` and
+    ``clip_grad_norm_``, with its ``1e-6``); new arrays, nothing read back to the host."""
+    out = list(grads)
+    if clip_value is not None:
+        out = [xp.clip(g, -clip_value, clip_value) for g in out]
+    if clip_norm is not None and out:
+        total = xp.sqrt(sum(xp.sum(g * g) for g in out))
+        coef = xp.minimum(clip_norm / (total + 1e-6), 1.0)
+        out = [g * coef for g in out]
+    return out
+
+
+def _one_minus_power(num: Any, beta: float, t: Any) -> Any:
+    """``1 - beta**t`` as ``-expm1(t log beta)`` (accurate in float32 too); ``num`` is
+    ``math`` for a Python count or the array namespace for a 0-d array."""
+    return 1.0 if beta == 0.0 else -num.expm1(t * math.log(beta))
+
+
+class Optimizer:
+    """The base of every optimiser: the parameters, the state and the eager ``step()``.
+
+    A subclass declares its state and writes its rule (see the module)::
+
+        slots = ("m",)              # per-parameter state arrays (zeros unless init_slot)
+        counted = True              # keeps a step count, state["step"]
+        hyperparameters = ("beta",) # attributes the rule reads, besides lr
+
+        def rule(self, xp, params, grads, state, lr): ...  # -> (new_params, new_state)
+
+    and gets eager, compiled and data-parallel training, ``state_dict`` and checkpoints
+    from the base (see :mod:`mlcore.plugin` and ``docs/plugins.md``).
     """
 
     slots: tuple[str, ...] = ()
-    counters: tuple[str, ...] = ()
+    counted: bool = False
+    hyperparameters: tuple[str, ...] = ()
 
     def __init__(self, params: Iterable[Parameter], lr: float, *, clip_norm: float | None = None,
                  clip_value: float | None = None) -> None:
@@ -94,42 +157,178 @@ class Optimizer:
         self._on_device = on_device(device_of(self.params[0].value))
         self.clip_norm = _check_clip("clip_norm", clip_norm)
         self.clip_value = _check_clip("clip_value", clip_value)
+        self.state: dict[str, Any] = {"step": 0} if self.counted else {}
+        """The live state: one list per slot (None for a parameter not updated yet) and the
+        step count as a Python int (never read back from a device)."""
+        self._fused: Any = None  # the backend's in-place kernel for this rule, if any
 
+    # -- the rule ------------------------------------------------------------------------
+    def init_slot(self, xp: Any, name: str, p: Any) -> Any:
+        """The initial value of slot ``name`` for a parameter array ``p`` (zeros)."""
+        return xp.zeros_like(p)
+
+    def init(self, xp: Any, params: Sequence[Any]) -> State:
+        """The state of a fresh optimiser over the arrays ``params``."""
+        state: State = {name: tuple(self.init_slot(xp, name, p) for p in params)
+                        for name in self.slots}
+        if self.counted:
+            state["step"] = 0
+        return state
+
+    def update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
+               lr: Any) -> tuple[tuple[Any, ...], State]:
+        """The whole update: gradients clipped as asked, then :meth:`rule`. Pure."""
+        grads = clip_gradients(xp, grads, self.clip_norm, self.clip_value)
+        return self.rule(xp, params, grads, state, lr)
+
+    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
+             lr: Any) -> tuple[tuple[Any, ...], State]:
+        """The optimiser's arithmetic: new parameters and state from (clipped) gradients.
+
+        ``lr`` is a Python float (eager) or a 0-d array (compiled); ``state["step"]`` the
+        count before this update. Must return new arrays and leave its inputs unchanged."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no update rule: define rule(self, xp, params, grads, "
+            f"state, lr) -> (new_params, new_state) (see mlcore.plugin.OptimizerBase).")
+
+    def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
+                    state: State, lr: float) -> tuple[tuple[Any, ...], State] | None:
+        """The rule run in place by the backend's kernel (:attr:`_fused`), or None when
+        there is none: the eager step's fast path. ``grads`` are already clipped."""
+        return None
+
+    def hyper(self) -> tuple[Any, ...]:
+        """What a compiled step holds as constants: the kind, the clipping settings and
+        every declared hyperparameter (a change makes the step compile again)."""
+        return (type(self).__qualname__, self.clip_norm, self.clip_value,
+                *(_frozen(getattr(self, n)) for n in self.hyperparameters))
+
+    @property
+    def has_rule(self) -> bool:
+        """Whether this optimiser is written as a rule (every built-in; a subclass that only
+        overrides the old ``_step`` trains eagerly and never compiles)."""
+        return type(self)._step is Optimizer._step and type(self).rule is not Optimizer.rule
+
+    # -- the eager executor ---------------------------------------------------------------
     def zero_grad(self) -> None:
         """Clear the gradients of the parameters."""
         for p in self.params:
             p.grad = None
 
     def step(self) -> None:
-        """Update every parameter that has a gradient (on the parameters' device)."""
+        """Update every parameter that has a gradient, by the rule (on their device)."""
         with self._on_device:
-            if self.clip_value is not None or self.clip_norm is not None:
-                self._clip()
-            self._step()
+            if not self.has_rule:
+                self._legacy_step()
+                return
+            chosen = [i for i, p in enumerate(self.params) if p.grad is not None]
+            if not chosen:
+                return
+            self.apply([self.params[i].grad for i in chosen], chosen)
+
+    def apply(self, grads: Sequence[Any], chosen: Sequence[int] | None = None) -> None:
+        """Update the parameters ``chosen`` (default: all) from ``grads`` in place: the
+        eager half of the training step."""
+        chosen = range(len(self.params)) if chosen is None else chosen
+        xp, lr = self.xp, float(self.lr)  # a NumPy scalar would promote float32 arithmetic
+        values = [self.params[i].value for i in chosen]
+        state = self.gather(chosen)
+        grads = clip_gradients(xp, grads, self.clip_norm, self.clip_value)
+        result = self.fast_update(xp, values, grads, state, lr) if self._fused is not None \
+            else None
+        if result is None:
+            result = self.rule(xp, values, grads, state, lr)
+        self.scatter(chosen, *result)
 
     def _step(self) -> None:
+        """The old subclass protocol (update ``p.value`` from ``p.grad`` in place)."""
         raise NotImplementedError
 
-    def _clip(self) -> None:
-        """Clip the gradients in place of ``grad`` (no value is read back to the host)."""
-        xp, grads = self.xp, [p for p in self.params if p.grad is not None]
-        if self.clip_value is not None:
-            for p in grads:
-                p.grad = xp.clip(p.grad, -self.clip_value, self.clip_value)
-        if self.clip_norm is not None and grads:
-            total = xp.sqrt(sum(xp.sum(p.grad * p.grad) for p in grads))
-            coef = xp.minimum(self.clip_norm / (total + 1e-6), 1.0)  # PyTorch's 1e-6
-            for p in grads:
-                p.grad = p.grad * coef
+    def _legacy_step(self) -> None:
+        if self.clip_value is not None or self.clip_norm is not None:
+            grads = [p for p in self.params if p.grad is not None]
+            for p, g in zip(grads, clip_gradients(self.xp, [p.grad for p in grads],
+                                                  self.clip_norm, self.clip_value),
+                            strict=True):
+                p.grad = g
+        self._step()
 
-    def state_dict(self) -> dict[str, Any]:
-        """The optimiser's state: ``lr``, its ``counters`` (lists of ints) and one entry
-        ``"<slot>.<i>"`` per state array of parameter ``i`` (the arrays themselves)."""
-        state: dict[str, Any] = {"type": type(self).__name__, "lr": self.lr}
-        for name in self.counters:
-            state[name] = list(getattr(self, name))
+    # -- the live state ------------------------------------------------------------------
+    def gather(self, chosen: Sequence[int] | None = None) -> State:
+        """The live state of the parameters ``chosen`` as the rule takes it (a slot not
+        made yet starts at :meth:`init_slot`)."""
+        chosen = range(len(self.params)) if chosen is None else chosen
+        state: State = {}
         for name in self.slots:
-            for i, value in enumerate(getattr(self, name)):
+            live = self._slot_list(name)
+            for i in chosen:
+                if live[i] is None:
+                    live[i] = self.init_slot(self.xp, name, self.params[i].value)
+            state[name] = tuple(live[i] for i in chosen)
+        if self.counted:
+            state["step"] = self.state["step"]
+        return state
+
+    def scatter(self, chosen: Sequence[int] | None, values: Sequence[Any],
+                state: State) -> None:
+        """Write a rule's results back: parameters into their own storage where it can be
+        written (its layout kept), the state into :attr:`state`."""
+        chosen = range(len(self.params)) if chosen is None else chosen
+        for i, v in zip(chosen, values, strict=True):
+            p = self.params[i]
+            if v is not p.value:
+                if writes_in_place(p.value) and _writeable(p.value):
+                    p.value[...] = v
+                else:
+                    p.value = v
+        for name in self.slots:
+            live = self._slot_list(name)
+            for i, v in zip(chosen, state[name], strict=True):
+                live[i] = v
+        if self.counted:
+            step = state["step"]
+            self.state["step"] = step if isinstance(step, int) else self.state["step"] + 1
+
+    def _slot_list(self, name: str) -> list[Any]:
+        live = self.state.get(name)
+        if live is None:
+            live = self.state[name] = [None] * len(self.params)
+        return live  # type: ignore[no-any-return]
+
+    def state_arrays(self) -> list[Any]:
+        """Every live state array (for a lazy backend's ``materialize``)."""
+        return [a for name in self.slots for a in self._slot_list(name) if a is not None]
+
+    def replace_state_arrays(self, arrays: Sequence[Any]) -> None:
+        """Put ``arrays`` (as :meth:`state_arrays` listed them) in place."""
+        it = iter(arrays)
+        for name in self.slots:
+            live = self._slot_list(name)
+            for i, a in enumerate(live):
+                if a is not None:
+                    live[i] = next(it)
+
+    def __getattr__(self, name: str) -> Any:
+        # The slots by name (opt.m, opt.buffers) and the per-parameter counts (opt.steps),
+        # as lists: the attributes earlier versions kept.
+        if name.startswith("_") or name in ("state", "params"):
+            raise AttributeError(name)
+        if name in getattr(type(self), "_all_slots", ()) or name in self.slots:
+            return self._slot_list(name)
+        if name == "steps" and self.counted:
+            return [self.state["step"]] * len(self.params)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # -- saving ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's state: ``type``, ``lr``, ``steps`` (one count per parameter, for
+        counting optimisers) and one entry ``"<slot>.<i>"`` per state array of parameter
+        ``i`` (the arrays themselves)."""
+        state: dict[str, Any] = {"type": type(self).__name__, "lr": self.lr}
+        if self.counted:
+            state["steps"] = [self.state["step"]] * len(self.params)
+        for name in self.slots:
+            for i, value in enumerate(self._slot_list(name)):
                 if value is not None:
                     state[f"{name}.{i}"] = value
         return state
@@ -141,17 +340,26 @@ class Optimizer:
                 f"This state is from a {state.get('type')!r} optimiser; this one is a "
                 f"{type(self).__name__}. Build the optimiser the state came from.", state)
         n = len(self.params)
-        for name in self.counters:
-            values = [int(v) for v in state.get(name, [0] * n)]
-            if len(values) != n:
+        for key in state:
+            found = re.fullmatch(r"(\w+)\.(\d+)", key)
+            if found and (found[1] not in self.slots or int(found[2]) >= n):
                 raise InvalidParameterError(
-                    f"Optimizer state {name!r} covers {len(values)} parameters; this "
-                    f"optimiser has {n}.", state)
-            setattr(self, name, values)
-        for name in self.slots:
-            setattr(self, name, [self._slot(state, f"{name}.{i}", p) for i, p in
-                                 enumerate(self.params)])
-        self.lr = _check_range("lr", state["lr"], 0.0)
+                    f"Optimizer state entry {key!r} does not fit this {type(self).__name__}: "
+                    f"it has {n} parameters and the state slots {list(self.slots)}. Load the "
+                    f"state into an optimiser over the same model it was saved from.", state)
+        step = 0
+        if self.counted:
+            counts = [int(v) for v in state.get("steps", [0] * n)]
+            if len(counts) != n or len(set(counts)) > 1:
+                raise InvalidParameterError(
+                    f"Optimizer state 'steps' is {counts}; this optimiser has {n} parameters, "
+                    f"updated together (one count each, all equal).", state)
+            step = counts[0] if counts else 0
+        lr = _check_range("lr", state["lr"], 0.0)
+        slots = {name: [self._slot(state, f"{name}.{i}", p) for i, p in enumerate(self.params)]
+                 for name in self.slots}
+        self.state = {**slots, **({"step": step} if self.counted else {})}
+        self.lr = lr
 
     def _slot(self, state: dict[str, Any], key: str, p: Parameter) -> Any:
         value = state.get(key)
@@ -168,14 +376,28 @@ class Optimizer:
         return f"{type(self).__name__}(lr={self.lr}, {len(self.params)} parameters)"
 
 
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _writeable(a: Any) -> bool:
+    return bool(getattr(getattr(a, "flags", None), "writeable", True))
+
+
+def _decayed(p: Any, g: Any, weight_decay: float) -> Any:
+    """L2 weight decay on the gradient, ``g + weight_decay·p`` (PyTorch's ``weight_decay``)."""
+    return g + weight_decay * p if weight_decay else g
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent: p ← p - lr·g, with PyTorch's momentum and Nesterov.
 
-    ``g = grad + weight_decay·p``; with momentum μ: ``b ← μ b + g`` (``b = g`` at the first
-    step), then ``g = b``, or ``g = g + μ b`` with ``nesterov=True``.
+    ``g = grad + weight_decay·p``; with momentum μ: ``b ← μ b + g`` (``b`` starts at zeros,
+    so the first step gives PyTorch's ``b = g`` exactly), then ``g = b``, or ``g = g + μ b``
+    with ``nesterov=True``.
     """
 
-    slots = ("buffers",)
+    hyperparameters = ("momentum", "nesterov", "weight_decay")
 
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *,
@@ -183,34 +405,45 @@ class SGD(Optimizer):
         super().__init__(params, lr, clip_norm=clip_norm, clip_value=clip_value)
         self.momentum = _check_range("momentum", momentum, 0.0, 1.0)
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
-        if not isinstance(nesterov, bool):
-            raise InvalidParameterError(f"nesterov must be True or False, received {nesterov!r}.",
-                                        nesterov)
+        self.nesterov = _check_bool("nesterov", nesterov)
         if nesterov and self.momentum == 0.0:
-            raise InvalidParameterError("nesterov=True needs momentum > 0.", nesterov)
-        self.nesterov = nesterov
-        self.buffers: list[Any] = [None] * len(self.params)
-        self._fused = kernel("sgd_update", self.xp)  # the backend's fused update, if any
+            raise InvalidParameterError("nesterov=True needs momentum > 0 (such as "
+                                        "momentum=0.9).", nesterov)
+        self._fused = kernel("sgd_update", self.xp)  # the backend's p -= lr·d, if any
 
-    def _step(self) -> None:
-        lr, mu, wd, bufs = self.lr, self.momentum, self.weight_decay, self.buffers
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if wd:
-                g = g + wd * p.value
-            if mu:
-                if bufs[i] is None:
-                    bufs[i] = self.xp.asarray(g, copy=True)
-                else:
-                    bufs[i] *= mu
-                    bufs[i] += g
-                g = g + mu * bufs[i] if self.nesterov else bufs[i]
-            if self._fused is not None:
-                self._fused(p.value, g, lr)
-            else:
-                p.value -= lr * g
+    _all_slots = ("buffers",)
+
+    @property
+    def slots(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("buffers",) if self.momentum else ()
+
+    def directions(self, params: Sequence[Any], grads: Sequence[Any],
+                   state: State) -> tuple[list[Any], State]:
+        """The step directions ``d`` (``p ← p - lr·d``) and the new momentum buffers."""
+        mu, nesterov, wd = self.momentum, self.nesterov, self.weight_decay
+        if not mu:
+            return [_decayed(p, g, wd) for p, g in zip(params, grads, strict=True)], {}
+        out, bufs = [], []
+        for p, g, b in zip(params, grads, state["buffers"], strict=True):
+            g = _decayed(p, g, wd)
+            b = mu * b + g
+            bufs.append(b)
+            out.append(g + mu * b if nesterov else b)
+        return out, {"buffers": tuple(bufs)}
+
+    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
+             lr: Any) -> tuple[tuple[Any, ...], State]:
+        d, new_state = self.directions(params, grads, state)
+        return tuple(p - lr * u for p, u in zip(params, d, strict=True)), new_state
+
+    def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
+                    state: State, lr: float) -> tuple[tuple[Any, ...], State] | None:
+        if not all(writes_in_place(p) and _writeable(p) for p in params):
+            return None
+        d, new_state = self.directions(params, grads, state)
+        for p, u in zip(params, d, strict=True):
+            self._fused(p, u, lr)
+        return tuple(params), new_state
 
 
 class Adam(Optimizer):
@@ -219,14 +452,15 @@ class Adam(Optimizer):
     m ← β1 m + (1-β1) g; v ← β2 v + (1-β2) g²;
     p ← p - lr/(1-β1ᵗ) · m / (√v / √(1-β2ᵗ) + ε), with ``g = grad + weight_decay·p`` (L2).
 
-    Computed in ten passes over each parameter (three temporaries): the moments are kept
-    scaled, ``m = m/(1-β1)`` and ``v = v/(1-β2)`` (so ``m ← β1 m + g``), and the bias
-    corrections fold into two scalars; equal to PyTorch's formula in exact arithmetic.
+    The moments are kept scaled, ``m = m/(1-β1)`` and ``v = v/(1-β2)`` (so ``m ← β1 m + g``),
+    and the bias corrections fold into two scalars (:meth:`scalars`); equal to PyTorch's
+    formula in exact arithmetic.
     """
 
     decoupled = False
     slots = ("m", "v")
-    counters = ("steps",)
+    counted = True
+    hyperparameters = ("betas", "eps", "weight_decay")
 
     def __init__(self, params: Iterable[Parameter], lr: float = 0.001,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -236,53 +470,58 @@ class Adam(Optimizer):
         self.betas = _check_betas(betas)
         self.eps = _check_range("eps", eps, 0.0, open_low=True)
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
-        n = len(self.params)
-        self.steps = [0] * n
-        self.m: list[Any] = [None] * n  # first moments, scaled by 1/(1-β1)
-        self.v: list[Any] = [None] * n  # second moments, scaled by 1/(1-β2)
-        self._cached: tuple[int, float, float, float] = (0, 0.0, 0.0, 0.0)
-        self._fused = kernel("adam_update", self.xp)  # the backend's fused update, if any
+        self._fused = kernel("adam_update", self.xp)  # the backend's in-place update, if any
 
-    def _step(self) -> None:
-        (b1, b2), wd, m, v, steps = self.betas, self.weight_decay, self.m, self.v, self.steps
-        sqrt, fused = self.xp.sqrt, self._fused
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if m[i] is None:
-                m[i], v[i] = self.xp.zeros_like(p.value), self.xp.zeros_like(p.value)
-            g = self._decay(p, g) if wd else g
-            steps[i] += 1
-            eps, scale = self._scalars(steps[i])
-            if fused is not None:  # the same passes, fused by the backend (hookspecs)
-                fused(p.value, g, m[i], v[i], b1, b2, eps, scale)
-                continue
-            m[i] *= b1
-            m[i] += g
-            v[i] *= b2
-            v[i] += g * g
-            r = sqrt(v[i])
-            r += eps
-            r *= scale
-            p.value -= m[i] / r
+    def scalars(self, num: Any, t: Any, lr: Any) -> tuple[Any, Any]:
+        """``(eps_t, scale)`` at step ``t`` (1 for the first update): the update is
+        ``p - m / ((√v + eps_t)·scale)`` on the scaled moments. ``num`` is ``math`` for
+        Python numbers, the array namespace for 0-d arrays; ``lr = 0`` gives an infinite
+        scale (no change to ``p``)."""
+        b1, b2 = self.betas
+        s = (1.0 - b2) / _one_minus_power(num, b2, t)
+        s = math.sqrt(s) if isinstance(s, float) else num.sqrt(s)  # √(v/(1-β2ᵗ)) = s·√v
+        top = _one_minus_power(num, b1, t) * s
+        if num is math:
+            return self.eps / s, (top / (lr * (1.0 - b1)) if lr else math.inf)
+        positive = lr > 0.0
+        safe = num.where(positive, lr, num.ones_like(lr))
+        return self.eps / s, num.where(positive, top / (safe * (1.0 - b1)),
+                                       num.full_like(lr, math.inf))
 
-    def _decay(self, p: Parameter, g: Any) -> Any:
-        """Weight decay: decoupled (AdamW, on the parameter) or L2 (Adam, on the gradient)."""
-        if self.decoupled:
-            p.value *= 1.0 - self.lr * self.weight_decay
-            return g
-        return g + self.weight_decay * p.value
+    def decay(self, p: Any, g: Any, lr: Any) -> tuple[Any, Any]:
+        """Weight decay: decoupled (AdamW: ``p (1 - lr·wd)``) or L2 (Adam: on ``g``)."""
+        if self.decoupled and self.weight_decay:
+            return p * (1.0 - lr * self.weight_decay), g
+        return p, _decayed(p, g, self.weight_decay)
 
-    def _scalars(self, t: int) -> tuple[float, float]:
-        """ε and the step scale for the scaled moments at step ``t`` (cached for the last t
-        and lr: a schedule may change ``lr`` between steps)."""
-        cached = self._cached
-        if cached[0] != t or cached[1] != self.lr:
-            (b1, b2), lr = self.betas, self.lr
-            s = math.sqrt((1.0 - b2) / (1.0 - b2**t))  # √(v/(1-β2ᵗ)) = s·√v_scaled
-            cached = self._cached = (t, lr, self.eps / s, (1.0 - b1**t) * s / (lr * (1.0 - b1)))
-        return cached[2], cached[3]
+    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
+             lr: Any) -> tuple[tuple[Any, ...], State]:
+        b1, b2 = self.betas
+        t = state["step"] + 1
+        eps, scale = self.scalars(math if isinstance(t, int) else xp, t, lr)
+        new_p, new_m, new_v = [], [], []
+        for p, g, m, v in zip(params, grads, state["m"], state["v"], strict=True):
+            p, g = self.decay(p, g, lr)
+            m, v = b1 * m + g, b2 * v + g * g
+            new_p.append(p - m / ((xp.sqrt(v) + eps) * scale))
+            new_m.append(m)
+            new_v.append(v)
+        return tuple(new_p), {"step": t, "m": tuple(new_m), "v": tuple(new_v)}
+
+    def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
+                    state: State, lr: float) -> tuple[tuple[Any, ...], State] | None:
+        arrays = (*params, *state["m"], *state["v"])
+        if not all(writes_in_place(a) and _writeable(a) for a in arrays):
+            return None
+        t = state["step"] + 1
+        eps, scale = self.scalars(math, t, lr)
+        b1, b2 = self.betas
+        for p, g, m, v in zip(params, grads, state["m"], state["v"], strict=True):
+            q, g = self.decay(p, g, lr)
+            if q is not p:
+                p[...] = q
+            self._fused(p, g, m, v, b1, b2, eps, scale)
+        return tuple(params), {"step": t, "m": state["m"], "v": state["v"]}
 
 
 class AdamW(Adam):

@@ -1,19 +1,20 @@
 """RMSprop and Adagrad, and the registration of every built-in optimiser.
 
-Both follow ``torch.optim`` exactly (the tests compare several steps in float64). The
-built-ins (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``) are registered through the
-``mlcore_optimizers`` hook, as a plugin's optimiser would be; ``fit(optimizer="rmsprop")``
-and :func:`mlcore.optim.get_optimizer` look them up by name.
+Both follow ``torch.optim`` exactly (the tests compare several steps in float64), written
+as update rules (:class:`mlcore.optim.Optimizer`). The built-ins (``sgd``, ``adam``,
+``adamw``, ``rmsprop``, ``adagrad``) are registered through the ``mlcore_optimizers`` hook,
+as a plugin's optimiser would be; ``fit(optimizer="rmsprop")`` and
+:func:`mlcore.optim.get_optimizer` look them up by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .hookspecs import hookimpl
-from .layers import Parameter
-from .optim import SGD, Adam, AdamW, Optimizer, _check_range
+from .optim import SGD, Adam, AdamW, Optimizer, State, _check_bool, _check_range, _decayed
+from .parameter import Parameter
 
 __all__ = ["RMSprop", "Adagrad"]
 
@@ -26,7 +27,8 @@ class RMSprop(Optimizer):
     p ← p - lr·g / (√v̂ + ε); ``g = grad + weight_decay·p``.
     """
 
-    slots = ("square_avg", "grad_avg", "buffers")
+    hyperparameters = ("alpha", "eps", "weight_decay", "momentum", "centered")
+    _all_slots = ("square_avg", "grad_avg", "buffers")
 
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
@@ -34,49 +36,38 @@ class RMSprop(Optimizer):
                  clip_value: float | None = None) -> None:
         super().__init__(params, lr, clip_norm=clip_norm, clip_value=clip_value)
         self.alpha = _check_range("alpha", alpha, 0.0, 1.0)
-        self.eps = _check_range("eps", eps, 0.0)
+        self.eps = _check_range("eps", eps, 0.0, open_low=True)
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
         self.momentum = _check_range("momentum", momentum, 0.0, 1.0)
-        self.centered = bool(centered)
-        n = len(self.params)
-        self.square_avg: list[Any] = [None] * n
-        self.grad_avg: list[Any] = [None] * n
-        self.buffers: list[Any] = [None] * n
+        self.centered = _check_bool("centered", centered)
 
-    def _step(self) -> None:
-        xp, a = self.xp, self.alpha
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if self.weight_decay:
-                g = g + self.weight_decay * p.value
-            if self.square_avg[i] is None:
-                self.square_avg[i] = xp.zeros_like(p.value)
-            v = self.square_avg[i]
-            v *= a
-            v += (1.0 - a) * (g * g)
-            self.square_avg[i] = v  # in place on NumPy; a new array on immutable ones (JAX)
+    @property
+    def slots(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (("square_avg",) + (("grad_avg",) if self.centered else ())
+                + (("buffers",) if self.momentum else ()))
+
+    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
+             lr: Any) -> tuple[tuple[Any, ...], State]:
+        a, mu, eps = self.alpha, self.momentum, self.eps
+        new_p: list[Any] = []
+        new: dict[str, list[Any]] = {name: [] for name in self.slots}
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            g = _decayed(p, g, self.weight_decay)
+            v = a * state["square_avg"][i] + (1.0 - a) * (g * g)
+            new["square_avg"].append(v)
             if self.centered:
-                if self.grad_avg[i] is None:
-                    self.grad_avg[i] = xp.zeros_like(p.value)
-                avg = self.grad_avg[i]
-                avg *= a
-                avg += (1.0 - a) * g
-                self.grad_avg[i] = avg
-                denom = xp.sqrt(v - avg * avg) + self.eps
+                avg = a * state["grad_avg"][i] + (1.0 - a) * g
+                new["grad_avg"].append(avg)
+                denom = xp.sqrt(v - avg * avg) + eps
             else:
-                denom = xp.sqrt(v) + self.eps
-            if self.momentum:
-                if self.buffers[i] is None:
-                    self.buffers[i] = xp.zeros_like(p.value)
-                b = self.buffers[i]
-                b *= self.momentum
-                b += g / denom
-                self.buffers[i] = b
-                p.value -= self.lr * b
+                denom = xp.sqrt(v) + eps
+            if mu:
+                b = mu * state["buffers"][i] + g / denom
+                new["buffers"].append(b)
+                new_p.append(p - lr * b)
             else:
-                p.value -= self.lr * (g / denom)
+                new_p.append(p - lr * (g / denom))
+        return tuple(new_p), {name: tuple(arrays) for name, arrays in new.items()}
 
 
 class Adagrad(Optimizer):
@@ -87,7 +78,8 @@ class Adagrad(Optimizer):
     """
 
     slots = ("sums",)
-    counters = ("steps",)
+    counted = True
+    hyperparameters = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
@@ -98,27 +90,22 @@ class Adagrad(Optimizer):
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
         self.initial_accumulator_value = _check_range(
             "initial_accumulator_value", initial_accumulator_value, 0.0)
-        self.eps = _check_range("eps", eps, 0.0)
-        n = len(self.params)
-        self.sums: list[Any] = [None] * n
-        self.steps = [0] * n
+        self.eps = _check_range("eps", eps, 0.0, open_low=True)
 
-    def _step(self) -> None:
-        xp = self.xp
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if self.weight_decay:
-                g = g + self.weight_decay * p.value
-            if self.sums[i] is None:
-                self.sums[i] = xp.full_like(p.value, self.initial_accumulator_value)
-            self.steps[i] += 1
-            lr = self.lr / (1.0 + (self.steps[i] - 1) * self.lr_decay)
-            s = self.sums[i]
-            s += g * g
-            self.sums[i] = s  # in place on NumPy; a new array on immutable ones (JAX)
-            p.value -= lr * (g / (xp.sqrt(s) + self.eps))
+    def init_slot(self, xp: Any, name: str, p: Any) -> Any:
+        return xp.full_like(p, self.initial_accumulator_value)
+
+    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
+             lr: Any) -> tuple[tuple[Any, ...], State]:
+        t = state["step"] + 1
+        lr_t = lr / (1.0 + (t - 1) * self.lr_decay)
+        new_p, new_s = [], []
+        for p, g, s in zip(params, grads, state["sums"], strict=True):
+            g = _decayed(p, g, self.weight_decay)
+            s = s + g * g
+            new_s.append(s)
+            new_p.append(p - lr_t * (g / (xp.sqrt(s) + self.eps)))
+        return tuple(new_p), {"step": t, "sums": tuple(new_s)}
 
 
 BUILTIN_OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {

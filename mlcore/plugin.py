@@ -15,6 +15,13 @@ takes exactly the path a built-in takes, inside a model as well as called direct
   twins (protocol :class:`mlcore.hookspecs.LossKernels`).
 * :class:`ElementwiseLoss`: a loss that is the mean over each sample's values of one term
   per element: write ``terms`` and ``terms_gradient`` only.
+* :class:`OptimizerBase` (:class:`mlcore.optim.Optimizer`): declare the state
+  (``slots``, ``counted``, ``hyperparameters``) and write the update rule
+  ``rule(xp, params, grads, state, lr) -> (new_params, new_state)``, pure (new arrays, the
+  inputs untouched). The base gives clipping (``clip_norm``, ``clip_value``), the eager
+  ``step()``, the compiled training step, data-parallel training, ``state_dict`` and
+  checkpoints; :func:`mlcore.testing.check_optimizer` proves eager == compiled, the state
+  round trip and purity. ``State`` is the state's type; ``clip_gradients`` the clipping.
 
 The helpers keep the input's dtype and device and are finite for every finite input; they
 take the namespace first (``xp = array_api_compat.array_namespace(x)``, or the ``xp`` handed
@@ -50,11 +57,16 @@ from ._numerics import (
 )
 from .errors import InvalidParameterError
 from .hookspecs import hookimpl
+from .optim import Optimizer as OptimizerBase
+from .optim import State, clip_gradients
 
 __all__ = [
     "ActivationBase",
     "LossBase",
     "ElementwiseLoss",
+    "OptimizerBase",
+    "State",
+    "clip_gradients",
     "REDUCTIONS",
     "PROBABILITY_TOLERANCE",
     "hookimpl",

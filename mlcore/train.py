@@ -26,7 +26,6 @@ from ._loop import (
     Data,
     Tracker,
     batch_ranges,
-    compile_step,
     eval_mode,
     evaluate_data,
     is_stream,
@@ -41,7 +40,7 @@ from ._loop import (
 )
 from ._lossplan import LossPlan, resolve_loss
 from ._progress import progress
-from ._purestep import check_jit_compile, compiled_step
+from ._trainstep import EagerStep, TrainStep, check_jit_compile, compiled_executor
 from ._weights import sample_weights
 from .callbacks import Callback, CallbackList
 from .errors import (
@@ -61,33 +60,34 @@ def make_train_step(model: Sequential, loss: Any, optimizer: str | Optimizer = "
     ``X`` and ``y`` must already be arrays of the model's backend and dtype (``y``: class
     indices or rows for cross-entropy, targets shaped like the output otherwise); they are
     not converted or validated, which is what makes the step cheap (use :func:`fit` for
-    checked input). Each call clears the gradients, runs forward and backward once (in
-    training mode: Dropout drops, BatchNorm uses batch statistics) and updates the
-    parameters with ``optimizer`` (a name or an :class:`~mlcore.optim.Optimizer` over
-    ``model.parameters()``). This is what benchmarks time.
+    checked input). Each call runs forward and backward once (in training mode: Dropout
+    drops, BatchNorm uses batch statistics) and updates the parameters with ``optimizer``
+    (a name or an :class:`~mlcore.optim.Optimizer` over ``model.parameters()``), applying
+    whatever loss comes (no non-finite check: see :func:`fit`). This is what benchmarks
+    time. The step is the one :func:`fit` runs (:mod:`mlcore._trainstep`).
 
     ``jit_compile``: ``None`` (default) runs the whole step compiled where the backend
-    offers it (jax: ``jax.jit``; see :mod:`mlcore._purestep`) and the model has no
-    train/eval modes, else eagerly; ``False`` always eagerly; ``True`` compiled or an
-    :class:`~mlcore.errors.InvalidParameterError`.
+    compiles steps (jax: ``jax.jit``; cupy: a CUDA graph), else eagerly; ``False`` always
+    eagerly; ``True`` compiled, or an :class:`~mlcore.errors.InvalidParameterError` when the
+    backend cannot compile (or the optimiser overrides the old ``_step`` instead of
+    writing a rule).
     """
     plan = resolve_loss(model, loss)
     opt = get_optimizer(optimizer, model.parameters(), lr)
-    step = compile_step(model, plan, opt, loss, weighted=False)
+    ts = TrainStep(model, plan, opt, loss)
+    eager = EagerStep(ts)
+    modal = model.has_modes()
     first = model.parameters()[0].value
     device = device_of(first)
+    compiled = compiled_executor(ts, jit_compile, eager=eager, modal=modal)
+    if compiled is not None:
+        return scoped(device, compiled)  # type: ignore[no-any-return]
     names = ("X", "y", "model parameters")
-    modal = model.has_modes()
-    if not modal:
-        compiled = compiled_step(model, plan, opt, jit_compile, eager=scoped(
-            device, lambda X, y: step(X, y, namespace(X, y, first, names=names))))
-        if compiled is not None:
-            return compiled  # type: ignore[no-any-return]
 
     def train_step(X: Any, y: Any) -> Any:
         if modal:
             model.train()
-        return step(X, y, namespace(X, y, first, names=names))[0]
+        return eager(X, y, namespace(X, y, first, names=names))[0]
 
     return scoped(device, train_step)  # type: ignore[no-any-return]
 
@@ -165,15 +165,17 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
 
     A NaN or infinite loss stops training with :class:`~mlcore.errors.NonFiniteError`
     naming the epoch, the batch and the likely cause, the model left at its last finite
-    weights (:mod:`mlcore._guards`); ``on_nonfinite="warn"`` warns once and trains on,
+    weights (:mod:`mlcore._guards`); ``on_nonfinite="warn"`` warns once and skips every
+    update whose loss is not finite,
     ``"ignore"`` does not check.
 
     ``jit_compile``: ``None`` (default) trains with the whole step compiled where the
-    backend compiles steps (jax: ``jax.jit``; see :mod:`mlcore._purestep`), the optimiser is
-    SGD, Adam or AdamW, and the fit is neither weighted, nor distributed, nor of a model
-    with train/eval modes (Dropout, BatchNorm); else eagerly. ``False``: always eagerly.
-    ``True``: compiled, or an :class:`~mlcore.errors.InvalidParameterError` saying why not.
-    The two give the same weights to float tolerance.
+    backend compiles steps (jax: ``jax.jit``; cupy: a CUDA graph; see
+    :mod:`mlcore._trainstep`): every optimiser written as a rule, Dropout and BatchNorm,
+    sample and class weights, clipping and schedules; else eagerly. A distributed fit runs
+    the step's two halves eagerly. ``False``: always eagerly. ``True``: compiled, or an
+    :class:`~mlcore.errors.InvalidParameterError` saying why not. The two give the same
+    weights to float tolerance, and the same non-finite policy.
     """
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     initial_epoch = _non_negative(initial_epoch, "initial_epoch")
@@ -253,23 +255,20 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
 
 def _fit_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any, weighted: bool,
               dp: Any, guard: Any, jit_compile: bool | None) -> Callable[..., tuple[Any, Any]]:
-    """``fit``'s training step: compiled by the backend where it can be, else eager."""
+    """``fit``'s training step: the one step (:mod:`mlcore._trainstep`), compiled by the
+    backend where it compiles steps, else eager."""
     check_jit_compile(jit_compile)
-    why = ("sample_weight or class_weight is given" if weighted else
-           "the fit is distributed" if dp is not None else
-           "the model has train/eval modes (Dropout, BatchNorm)" if model.has_modes() else "")
-    if why and jit_compile:
-        raise InvalidParameterError(
-            f"jit_compile=True but {why}: such a fit trains with the eager step. Leave "
-            f"jit_compile unset to compile where possible.", jit_compile)
-    eager = compile_step(model, plan, opt, loss, weighted,
-                         None if dp is None else dp.reduce_gradients, guard)
-    if not why:
-        compiled = compiled_step(model, plan, opt, jit_compile, outputs=True, guard=guard,
-                                 eager=lambda X, T: eager(X, T, model.namespace(X)))
-        if compiled is not None:
-            return compiled.fit_step()
-    return eager
+    ts = TrainStep(model, plan, opt, loss, weighted=weighted)
+    eager = EagerStep(ts, guard=guard, sync=None if dp is None else dp.reduce_gradients)
+    if dp is not None:
+        if jit_compile:
+            raise InvalidParameterError(
+                "jit_compile=True but the fit is distributed: a distributed fit runs the "
+                "step's two halves eagerly, the gradients averaged between them. Leave "
+                "jit_compile unset.", jit_compile)
+        return eager
+    compiled = compiled_executor(ts, jit_compile, eager=eager, outputs=True, guard=guard)
+    return eager if compiled is None else compiled.fit_step()
 
 
 def _validate(model: Sequential, plan: LossPlan, val: Data,
