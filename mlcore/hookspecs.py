@@ -141,27 +141,6 @@ KERNELS: Mapping[str, KernelSpec] = {
         "gradient (softmax(z) - y) / N, as mlcore.losses.CrossEntropy(from_logits=True) "
         "computes them; t is (N,) class indices (smoothed to (1 - s) one-hot + s / M) or "
         "(N, M) rows taken as they are. Asked for by that loss in training."),
-    # Offered by mlcore-cupy; not asked for by the core yet:
-    "adam_update_many": KernelSpec(
-        "kernel(ps, gs, ms, vs, b1, b2, eps, scale, decay=1.0) -> None",
-        "adam_update over lists of parameters, gradients and moments (one launch for "
-        "many); decay != 1 first multiplies each p by it (AdamW's 1 - lr weight_decay)."),
-    "adam_step_many": KernelSpec(
-        "kernel(ps, gs, ms, vs, t, lr, b1, b2, eps, decay=1.0) -> None",
-        "adam_update_many with the bias corrections computed on the device from t, the "
-        "step count (already advanced) as a 0-d array, as mlcore.optim.Adam computes eps "
-        "and scale: for a training step captured or compiled as a whole."),
-    "sgd_update_many": KernelSpec(
-        "kernel(ps, gs, lr) -> None", "sgd_update over lists of parameters and gradients."),
-    "bias_activation": KernelSpec(
-        "kernel(z, b, name, params) -> y or None",
-        "z += b in place (Dense's bias, z of shape (N, F), b of (F,)) and y = f(z) for the "
-        "activation name with its params, as a new array; None when it has no fused form "
-        "for that activation (the caller then runs the plain path)."),
-    "activation_backward": KernelSpec(
-        "kernel(name, params, x, y, dy) -> dx or None",
-        "dx = dy f'(x) for the activation name (y = f(x)), as its backward computes it; "
-        "None when there is no fused form."),
 }
 """Every kernel name the core asks for or a backend offers, with its signature: the one
 table the core (which asks for kernels only by these names) and the backends (tested
