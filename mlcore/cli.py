@@ -286,7 +286,7 @@ Example:
   mlcore demo digits --epochs 30 --backend numpy""")
 @click.option("--backend", default=None, help="Backend to run on (default: the selected one).")
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
               help="Seed of the initial weights and the shuffling.")
 def digits(backend: str | None, epochs: int, seed: int) -> None:
     """Train an MLP on scikit-learn's handwritten digits; print test accuracy and time."""
