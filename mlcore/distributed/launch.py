@@ -73,7 +73,7 @@ def _check_module(name: str) -> None:
             f"path without -m.", param_hint="-m SCRIPT")
 
 
-_HOST_LINE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+?(:\d+)?(\s+slots=\d+)?(\s+max_slots=\d+)?$")
+_HOST_LINE = re.compile(r"^[A-Za-z0-9_.\-\[\]]+(:\d+)?(\s+slots=\d+)?(\s+max_slots=\d+)?$")
 
 
 def _check_hostfile(path: str) -> None:
