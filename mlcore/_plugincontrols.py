@@ -68,14 +68,15 @@ def disabled_reason(ep_name: str, dist: str) -> str:
 
 
 def unmatched_controls(installed: set[str]) -> list[str]:
-    """A message for each name in ``MLCORE_DISABLE_PLUGINS`` or ``MLCORE_PLUGINS`` that no
-    installed plugin or distribution has: a typo would otherwise leave the plugin loaded (or
-    off) without a word."""
+    """A message for each name in ``MLCORE_DISABLE_PLUGINS`` that no installed plugin or
+    distribution has: a typo would otherwise leave the plugin loaded without a word. (A
+    name missing from ``MLCORE_PLUGINS`` already shows: looking the plugin's names up says
+    it is "not in MLCORE_PLUGINS".)"""
     import difflib
 
     known = sorted({norm(n) for n in installed})
     out = []
-    for var in ("MLCORE_DISABLE_PLUGINS", "MLCORE_PLUGINS"):
+    for var in ("MLCORE_DISABLE_PLUGINS",):
         for name in sorted(_listed(var) or ()):
             if name in known:
                 continue
