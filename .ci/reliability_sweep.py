@@ -845,6 +845,323 @@ def _() -> tuple[str, str]:
                  "relative", kinds=(AssertionError,))
 
 
+# == round 3 (issue 27): surfaces added since the last round ==================================
+def _cb() -> Any:
+    from mlcore import callbacks
+
+    return callbacks
+
+
+def _fit(m: Any, X: Any, y: Any, **kw: Any) -> Any:
+    return m.fit(X, y, loss="cross_entropy", verbose=False, **kw)
+
+
+@case("EarlyStopping(min_delta=nan)")
+def _() -> tuple[str, str]:
+    return error(lambda: _cb().EarlyStopping(min_delta=float("nan")), "min_delta")
+
+
+@case("ReduceLROnPlateau(patience='2') refused when built")
+def _() -> tuple[str, str]:
+    return error(lambda: _cb().ReduceLROnPlateau(patience="2"), "patience")
+
+
+@case("CSVLogger(separator=';;') refused when built")
+def _() -> tuple[str, str]:
+    return error(lambda: _cb().CSVLogger(tmpfile("l.csv"), separator=";;"), "separator")
+
+
+@case("callbacks=<one object>")
+def _() -> tuple[str, str]:
+    X, y = data()
+    return error(lambda: _fit(mlcore.MLP([4, 2], seed=0), X, y,
+                              callbacks=_cb().EarlyStopping()), "callbacks=[")
+
+
+@case("ModelCheckpoint path field fit does not report")
+def _() -> tuple[str, str]:
+    X, y = data()
+    ck = _cb().ModelCheckpoint(str(tmpfile("c-{val_auc}.st")), monitor="loss")
+    return error(lambda: _fit(mlcore.MLP([4, 2], seed=0), X, y, callbacks=[ck]), "val_auc")
+
+
+@case("CSVLogger(append=True) with other columns keeps every column")
+def _() -> tuple[str, str]:
+    import csv
+
+    X, y = data()
+    path, m = tmpfile("log.csv"), mlcore.MLP([4, 2], seed=0)
+    _fit(m, X, y, epochs=1, callbacks=[_cb().CSVLogger(path)])
+    _fit(m, X, y, epochs=2, initial_epoch=1, validation_data=(X, y),
+         callbacks=[_cb().CSVLogger(path, append=True)])
+    rows = list(csv.DictReader(open(path, newline="")))
+    return ok(lambda: rows, lambda r: len(r) == 2 and r[1]["val_loss"] != "" and
+              r[0]["val_loss"] == "")
+
+
+@case("metrics on all-NaN predictions")
+def _() -> tuple[str, str]:
+    p, y = np.full((6, 1), np.nan, np.float32), np.array([0, 1, 0, 1, 1, 0])
+    for name in ("auc", "accuracy"):
+        verdict = error(lambda n=name: mlcore.metric(n)(p, y), "NaN")
+        if verdict[0] != "clean":
+            return verdict
+    return verdict
+
+
+@case("classification metrics on a continuous target")
+def _() -> tuple[str, str]:
+    p = np.random.default_rng(0).random((6, 1)).astype(np.float32)
+    return error(lambda: mlcore.metric("precision")(p, p[:, 0] * 3), "not class labels")
+
+
+@case("guard names the scheduled lr at the failing batch", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    sched = _cb().LearningRateScheduler(lambda e: 0.01 if e < 2 else 1e4)
+    return error(lambda: _fit(mlcore.MLP([4, 16, 2], seed=0), X, y, optimizer="sgd",
+                              lr=0.01, epochs=10, callbacks=[sched]), "lr=10000")
+
+
+@case("class_weight={0: inf} refused, not blamed on the data", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    return error(lambda: _fit(mlcore.MLP([4, 2], seed=0), X, y, class_weight={0: np.inf}),
+                 "class_weight")
+
+
+@case("one-shot generator that runs out warns and stops")
+def _() -> tuple[str, str]:
+    X, y = data()
+    gen = ((X[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        h = _fit(mlcore.MLP([4, 2], seed=0), gen, None, steps_per_epoch=2, epochs=4)
+    said = any("ran out" in str(w.message) for w in seen)
+    return ok(lambda: h, lambda r: said and len(r["loss"]) == 2)
+
+
+@case("all-zero sample_weight", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    return error(lambda: _fit(mlcore.MLP([4, 2], seed=0), X, y, sample_weight=np.zeros(200)),
+                 "0 for every training sample")
+
+
+@case("initial_epoch >= epochs")
+def _() -> tuple[str, str]:
+    X, y = data()
+    return error(lambda: _fit(mlcore.MLP([4, 2], seed=0), X, y, epochs=3, initial_epoch=3),
+                 "initial_epoch")
+
+
+@case("MLCORE_DISABLE_PLUGINS typo")
+def _() -> tuple[str, str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import warnings, mlcore; warnings.simplefilter('error', "
+         "mlcore.PluginWarning); mlcore.backend_names()"], capture_output=True, text=True,
+        timeout=120, env=dict(os.environ, MLCORE_DISABLE_PLUGINS="strictt"))
+    return _said(proc, "Did you mean 'strict'")
+
+
+@case("mlcore bench --cases ','")
+def _() -> tuple[str, str]:
+    from click.testing import CliRunner
+
+    from mlcore.cli import main as cli
+
+    r = CliRunner().invoke(cli, ["bench", "--cases", ","])
+    return ("clean", r.output.strip()[-80:]) if r.exit_code == 2 and "--cases" in r.output \
+        else ("unclear", r.output[-160:])
+
+
+@case("mlcore.load() of a ModelCheckpoint file")
+def _() -> tuple[str, str]:
+    from mlcore.checkpoint import save_checkpoint
+
+    m, path = mlcore.MLP([4, 2], seed=0), tmpfile("ck.safetensors")
+    save_checkpoint(path, m, mlcore.Adam(m.parameters()), epoch=1)
+    X, _ = data()
+    return ok(lambda: mlcore.load(path), lambda r: np.array_equal(
+        np.asarray(r.predict(X)), np.asarray(m.predict(X))))
+
+
+@case("checkpoint with an optimiser option it does not know")
+def _() -> tuple[str, str]:
+    from mlcore import checkpoint
+
+    m, path = mlcore.MLP([4, 2], seed=0), tmpfile("ck.safetensors")
+    real = checkpoint._options
+    checkpoint._options = lambda o: {**real(o), "warp": 9}  # type: ignore[assignment]
+    try:
+        checkpoint.save_checkpoint(path, m, mlcore.Adam(m.parameters()), epoch=1)
+    finally:
+        checkpoint._options = real  # type: ignore[assignment]
+    return error(lambda: checkpoint.load_checkpoint(path), "'warp'")
+
+
+@case("temp files of killed saves are cleaned up")
+def _() -> tuple[str, str]:
+    from mlcore import io
+
+    path = tmpfile("m.safetensors")
+    stale = path.parent / ".m.safetensors.deadbeef.tmp"
+    stale.write_bytes(b"0" * 4096)
+    past = os.path.getmtime(stale) - io.STALE_SECONDS - 5
+    os.utime(stale, (past, past))
+    mlcore.MLP([4, 2], seed=0).save(path)
+    return ok(lambda: stale.exists(), lambda r: r is False)
+
+
+@case("NumPy scalars: class_weight keys, schedule values, validation_split, batches()")
+def _() -> tuple[str, str]:
+    X, y = data()
+    m = mlcore.MLP([4, 2], seed=0)
+    cw = dict(zip(np.unique(y), np.array([1.0, 2.0], np.float32), strict=True))
+    sched = _cb().LearningRateScheduler(lambda e: np.float32(0.01))
+    h = _fit(m, X, y, class_weight=cw, validation_split=np.float32(0.2), epochs=1,
+             callbacks=[sched])
+    b = mlcore.data.batches(X, y, batch_size=np.int64(50))
+    return ok(lambda: (h, len(b)), lambda r: "val_loss" in r[0] and r[1] == 4)
+
+
+@case("mlcore launch -m missing.module, a malformed host file")
+def _() -> tuple[str, str]:
+    from click.testing import CliRunner
+
+    from mlcore.cli import main as cli
+
+    hosts = tmpfile("hosts")
+    hosts.write_text("node1:x\n")
+    a = CliRunner().invoke(cli, ["launch", "-n", "2", "--dry-run", "-m", "missing.module"])
+    b = CliRunner().invoke(cli, ["launch", "-n", "2", "--dry-run", "--hostfile", str(hosts),
+                                 "-m", "mlcore"])
+    good = a.exit_code == 2 and "no module named" in a.output and b.exit_code == 2 \
+        and "line 1" in b.output
+    return ("clean", "both named") if good else ("unclear", (a.output + b.output)[-160:])
+
+
+@case("PReLU(init=nan), PReLU(init='abc')")
+def _() -> tuple[str, str]:
+    v = error(lambda: mlcore.PReLU(init=float("nan")), "init")
+    return v if v[0] != "clean" else error(lambda: mlcore.PReLU(init="abc"), "init")
+
+
+@case("softmax(axis=5)", per_backend=True)
+def _() -> tuple[str, str]:
+    x = mlcore.get_backend().asarray(np.ones((2, 3), np.float32))
+    return error(lambda: mlcore.activation("softmax", axis=5).forward(x), "axis=5")
+
+
+@case("negative seed (MLP, fit, demo digits --seed -1)")
+def _() -> tuple[str, str]:
+    from click.testing import CliRunner
+
+    from mlcore.cli import main as cli
+
+    X, y = data()
+    v = error(lambda: mlcore.MLP([4, 2], seed=-1), "seed")
+    if v[0] == "clean":
+        v = error(lambda: _fit(mlcore.MLP([4, 2], seed=0), X, y, seed=-1), "seed")
+    r = CliRunner().invoke(cli, ["demo", "digits", "--seed", "-1"])
+    return v if r.exit_code == 2 and "--seed" in r.output else ("unclear", r.output[-160:])
+
+
+@case("values beyond float32's range named as overflow", per_backend=True)
+def _() -> tuple[str, str]:
+    return error(lambda: mlcore.MLP([4, 2], seed=0).predict(np.full((2, 4), 1e39)),
+                 "beyond the range")
+
+
+@case("binary cross-entropy, 3 outputs, 1-D labels", per_backend=True)
+def _() -> tuple[str, str]:
+    X, y = data()
+    m = mlcore.MLP([4, 3], output_activation="sigmoid", seed=0)
+    return error(lambda: m.fit(X, y, loss="binary_cross_entropy", verbose=False), "3 outputs")
+
+
+@case("layers of two backends in one Sequential")
+def _() -> tuple[str, str]:
+    a = mlcore.Dense(4, 3)
+    with mlcore.use_backend("strict"):
+        b = mlcore.Dense(3, 2)
+    return error(lambda: mlcore.Sequential([a, b]), "share one backend")
+
+
+@case("a torch tensor on another device")
+def _() -> tuple[str, str]:
+    try:
+        import torch
+    except ImportError:
+        return "clean", "torch not installed: nothing to check"
+    with mlcore.use_backend("torch"):
+        m = mlcore.MLP([4, 2], seed=0)
+    return error(lambda: m.predict(torch.zeros((2, 4), device="meta")), "device")
+
+
+@case("a Python list given to a loss or Parameter.set")
+def _() -> tuple[str, str]:
+    v = error(lambda: mlcore.loss("mse").forward([1.0], [2.0]), "not an array")
+    if v[0] != "clean":
+        return v
+    return error(lambda: mlcore.Dense(2, 1).weight.set([[1.0, 2.0]]), "not an array")
+
+
+@case("one use_backend object entered twice and in another thread")
+def _() -> tuple[str, str]:
+    import threading
+
+    ctx, seen = mlcore.use_backend("strict"), []
+    with ctx:
+        pass
+    with ctx:
+        seen.append(mlcore.get_backend().name)
+    t = threading.Thread(target=lambda: seen.append(_entered(ctx)))
+    t.start()
+    t.join()
+    return ok(lambda: seen, lambda r: r == ["strict", "strict"])
+
+
+def _entered(ctx: Any) -> str:
+    with ctx:
+        return str(mlcore.get_backend().name)
+
+
+@case("distributed fit that process 1 never reaches ends naming it")
+def _() -> tuple[str, str]:
+    try:
+        import mpi4py  # noqa: F401
+
+        from mlcore.distributed.launch import find_mpiexec
+
+        mpiexec = find_mpiexec()
+    except Exception:  # noqa: BLE001 - no MPI here: nothing to check
+        return "clean", "MPI not installed: nothing to check"
+    code = textwrap.dedent("""
+        import numpy as np, mlcore
+        from mlcore import distributed
+        if distributed.is_main():
+            X = np.ones((8, 2), np.float32); y = np.zeros(8, np.int64)
+            mlcore.MLP([2, 2], seed=0).fit(X, y, loss="cross_entropy", distributed=True,
+                                           verbose=False)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PMI")}
+    env |= {"MLCORE_DISTRIBUTED_TIMEOUT": "3", "OMP_NUM_THREADS": "1"}
+    try:
+        proc = subprocess.run([mpiexec, "-n", "2", sys.executable, "-c", code], env=env,
+                              capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        return "crash", "hung"
+    return _said(proc, "process 1 of 2 never reached")
+
+
+def _said(proc: subprocess.CompletedProcess[str], want: str) -> tuple[str, str]:
+    """Clean when the process failed and its stderr says ``want``."""
+    if proc.returncode == 0:
+        return "silent", "exit status 0"
+    return ("clean", want) if want in proc.stderr else ("unclear", proc.stderr[-200:])
+
+
 def main() -> int:
     verbose = "-v" in sys.argv
     counts: dict[str, int] = {}

@@ -18,6 +18,7 @@ from .errors import (
     BackendMismatchError,
     DeviceMismatchError,
     DTypeError,
+    InvalidParameterError,
     InvalidValueError,
     ShapeError,
 )
@@ -69,6 +70,13 @@ def namespace(*arrays: Any, names: Sequence[str] = ()) -> Any:
         xp = array_namespace(*arrays)
     except TypeError as exc:
         labels = list(names) + [f"argument {i}" for i in range(len(names), len(arrays))]
+        for label, a in zip(labels, arrays, strict=False):
+            if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+                raise InvalidParameterError(
+                    f"{label} is a {type(a).__name__}, not an array: this function takes "
+                    f"arrays of one backend. Convert it first with "
+                    f"mlcore.get_backend().asarray(...) (fit, predict, evaluate and metrics "
+                    f"convert their inputs themselves).", a) from exc
         parts = [f"{label} is a {describe(a)}" for label, a in zip(labels, arrays, strict=False)]
         raise BackendMismatchError(
             "Arrays from different backends met in one call: " + "; ".join(parts) + ". "

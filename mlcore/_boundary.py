@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._array import check_finite, describe, namespace
+from ._array import check_finite, check_same_device, describe, namespace
 from ._loop import Data
 from ._lossplan import LossPlan, prepare_targets
 from .backend import get_backend
@@ -56,11 +56,32 @@ def _convert(backend: Any, data: Any, name: str) -> Any:
 def to_model_input(model: Sequential, X: Any, name: str = "X") -> Any:
     """``X`` as a finite array of the model's backend and dtype (the conversion boundary)."""
     X = _convert(model.backend, X, name)
+    params = model.parameters()
+    if params:  # before any value is read: a tensor on another device fails in the read
+        check_same_device(X, params[0].value, names=(name, "model parameters"))
     xp = model.namespace(X)
+    source = X
     if X.dtype != model.dtype:
         X = xp.astype(X, model.dtype)
-    check_finite(xp, X, name)
+    try:
+        check_finite(xp, X, name)
+    except InvalidValueError:
+        if source is not X:
+            _check_overflow(xp, source, model.dtype, name)
+        raise
     return X
+
+
+def _check_overflow(xp: Any, source: Any, dtype: Any, name: str) -> None:
+    """Finite data that became infinite in the conversion to the model's dtype: say so (the
+    user's data had no NaN or inf)."""
+    if not xp.isdtype(source.dtype, "real floating") or not bool(xp.all(xp.isfinite(source))):
+        return
+    biggest, limit = float(xp.max(xp.abs(source))), float(xp.finfo(dtype).max)
+    raise InvalidValueError(
+        f"{name} holds values up to |{name}| = {biggest:.3g}, beyond the range of the model's "
+        f"dtype {dtype} (largest {limit:.3g}): they overflow to infinity in the conversion. "
+        f"Scale {name} (standardise it), or build the model with dtype='float64'.", source)
 
 
 def to_layer_input(layer: Any, X: Any) -> Any:

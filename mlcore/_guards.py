@@ -32,6 +32,7 @@ __all__ = ["NonFiniteGuard", "make_guard", "MODES"]
 MODES = ("raise", "warn", "ignore")
 SNAPSHOT_BATCHES = 8
 _LARGE_INPUT = 1e4  # |X| beyond this, the input scale is named as a likely cause
+_MODERATE_WEIGHT = 1e3  # finite weights below this did not diverge
 
 
 class NonFiniteGuard:
@@ -39,7 +40,10 @@ class NonFiniteGuard:
 
     def __init__(self, model: Any, X: Any, lr: float | None, mode: str) -> None:
         self.model, self.X, self.lr, self.mode = model, X, lr, mode
+        self.optimizer: Any = None  # when set, its lr and eps are read for the message
+        self.weighted = False  # sample or class weights scale the loss
         self.epoch, self.batch, self.updates = 0, 0, 0
+        self.first_loss = self.last_loss = math.nan  # the first and last finite losses
         self._saved: list[list[Any]] = []  # the newest copy first, then the one before
         self._saved_at: list[int] = []  # the epoch each copy was taken at
         self._since = 0  # batches since the newest copy
@@ -72,7 +76,10 @@ class NonFiniteGuard:
         self._since += 1
         loss = float(value)
         if math.isfinite(loss):
+            if not self.updates:
+                self.first_loss = loss
             self.updates += 1
+            self.last_loss = loss
             return True
         if self.mode == "warn":
             if not self._warned:
@@ -95,11 +102,13 @@ class NonFiniteGuard:
     def _message(self, loss: float) -> str:
         where = f"epoch {self.epoch + 1}, batch {self.batch}"
         if self.updates == 0:
+            weights = (" and the sample or class weights are moderate" if self.weighted
+                       else "")
             return (f"The loss is {loss} at {where}, before any update: the data give a "
                     f"non-finite loss with the initial weights. {self._input_hint()}Check "
-                    f"that the targets suit the loss and the inputs are finite and scaled. "
-                    f"The model is unchanged.")
-        return f"The loss became {loss} at {where}. {self._cause()} {self._restore()}"
+                    f"that the targets suit the loss, the inputs are finite and scaled"
+                    f"{weights}. The model is unchanged.")
+        return f"The loss became {loss} at {where}. {self._cause(loss)} {self._restore()}"
 
     def _input_hint(self) -> str:
         xp = self.model.namespace(self.X)
@@ -109,10 +118,39 @@ class NonFiniteGuard:
                     f"divide by the standard deviation). ")
         return ""
 
-    def _cause(self) -> str:
-        lr = f"lr={self.lr:g}" if self.lr is not None else "the learning rate"
-        return (f"Likely cause: {self._input_hint()}{lr} is too large for this model and "
-                f"data; try a learning rate 10 times smaller.")
+    def _current_lr(self) -> float | None:
+        """The rate in use now (a schedule or ReduceLROnPlateau may have changed it)."""
+        lr = getattr(self.optimizer, "lr", self.lr)
+        return None if lr is None else float(lr)
+
+    def _cause(self, loss: float = math.inf) -> str:
+        eps = getattr(self.optimizer, "eps", None)
+        if eps is not None and float(eps) == 0.0:
+            return ("Likely cause: the optimiser's eps=0: its update divides by a running "
+                    "gradient magnitude that is 0 wherever a gradient has been 0 (0/0 = "
+                    "NaN), whatever the learning rate. Pass eps=1e-8 (the default).")
+        if math.isnan(loss) and self.last_loss <= 10.0 * abs(self.first_loss) \
+                and self._nan_in_moderate_weights():
+            return (f"Likely cause: a 0/0 or inf - inf in the step. The loss turned NaN "
+                    f"without growing first (last finite loss {self.last_loss:.4g}, first "
+                    f"{self.first_loss:.4g}), which a too-large learning rate does not do: "
+                    f"check divisions in a custom loss, layer or optimiser (an eps of 0).")
+        lr = self._current_lr()
+        rate = f"lr={lr:g}" if lr is not None else "the learning rate"
+        return (f"Likely cause: {self._input_hint()}{rate} is too large for this model and "
+                f"data; try a learning rate 10 times smaller (this is the rate in use at "
+                f"the failing batch, after any schedule).")
+
+    def _nan_in_moderate_weights(self) -> bool:
+        """Some weight is NaN while every finite one stays moderate: a NaN made from finite
+        values (0/0), not weights that a too-large step blew up."""
+        nan, biggest = False, 0.0
+        for p in self.model.parameters():
+            xp = self.model.namespace(p.value)
+            finite = xp.isfinite(p.value)
+            nan = nan or bool(xp.any(xp.isnan(p.value)))
+            biggest = max(biggest, float(xp.max(xp.where(finite, xp.abs(p.value), 0.0))))
+        return nan and biggest < _MODERATE_WEIGHT
 
     def _restore(self) -> str:
         """Put back the last weights known to give finite losses; say which."""
@@ -127,11 +165,16 @@ class NonFiniteGuard:
                 f"{self._saved_at[back] + 1}, the last known to give finite losses.")
 
 
-def make_guard(model: Any, X: Any, opt: Any, mode: Any) -> NonFiniteGuard | None:
-    """The guard for ``fit(on_nonfinite=mode)``, or None when it is off."""
+def make_guard(model: Any, X: Any, opt: Any, mode: Any,
+               weighted: bool = False) -> NonFiniteGuard | None:
+    """The guard for ``fit(on_nonfinite=mode)``, or None when it is off; its messages read
+    ``opt``'s learning rate and eps when they are written."""
     if mode not in MODES:
         raise InvalidParameterError(
             f"on_nonfinite must be one of {', '.join(map(repr, MODES))}, received {mode!r}.",
             mode)
-    return None if mode == "ignore" else NonFiniteGuard(model, X, getattr(opt, "lr", None),
-                                                        mode)
+    if mode == "ignore":
+        return None
+    guard = NonFiniteGuard(model, X, getattr(opt, "lr", None), mode)
+    guard.optimizer, guard.weighted = opt, weighted
+    return guard

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ._array import check_finite, check_floating, check_same_shape
+from ._checks import is_real
 from .errors import DTypeError, InvalidParameterError, InvalidValueError, ShapeError
 
 __all__ = [
@@ -127,7 +128,7 @@ def number_param(owner: str, name: str, value: Any, above: float | None = None) 
     """``value`` as a finite float (greater than ``above`` when given), else
     :class:`InvalidParameterError`. ``owner`` starts the message: ``"Loss 'huber'"``,
     ``"Activation 'elu'"``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = is_real(value)
     if not ok or not math.isfinite(value) or (above is not None and value <= above):
         bound = f" greater than {above:g}" if above is not None else ""
         raise InvalidParameterError(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._loss_checks import training_target
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, ShapeError
 from .layers import Activation
 from .losses import loss as make_loss
 
@@ -110,6 +110,23 @@ def resolve_loss(model: Any, loss: Any) -> LossPlan:
     return LossPlan(name, task, fn=fn, threshold=threshold)
 
 
+def _check_outputs(plan: LossPlan, y: Any, targets: Any, n_out: int | None) -> None:
+    """One target per output for every loss but cross-entropy (whose targets are indices)."""
+    per_row = 1
+    for d in targets.shape[1:]:
+        per_row *= int(d)
+    if n_out is None or per_row == n_out:
+        return
+    n = int(targets.shape[0])
+    hint = (" For one 0/1 label per sample, build the model with one sigmoid output; for "
+            f"{n_out} exclusive classes, use cross_entropy with a softmax output."
+            if plan.task == "binary" else "")
+    raise ShapeError(
+        f"y of shape {tuple(y.shape)} does not fit the model's {n_out} outputs: loss "
+        f"{plan.name or type(plan.fn).__name__!r} needs one target per output, shape "
+        f"({n}, {n_out}).{hint}", y)
+
+
 def prepare_targets(xp: Any, plan: LossPlan, y: Any, n_out: int | None,
                     dtype: Any) -> tuple[Any, Any]:
     """Check ``y`` once (the loss's ``prepare_target``) and return ``(targets for the loss,
@@ -119,6 +136,7 @@ def prepare_targets(xp: Any, plan: LossPlan, y: Any, n_out: int | None,
         xp, y, n_out, dtype)
     if plan.task == "multiclass":
         return targets, targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
+    _check_outputs(plan, y, targets, n_out)
     if plan.task == "binary":
         return targets, targets > 0.5
     return targets, None

@@ -21,7 +21,7 @@ import os
 from typing import Any
 
 __all__ = ["FIRST_PARTY", "SINGULAR", "truthy", "norm", "canonical_name", "disabled_reason",
-           "validated"]
+           "validated", "unmatched_controls"]
 
 FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy", "mlcore-torch",
                          "mlcore-jax"})
@@ -65,6 +65,26 @@ def disabled_reason(ep_name: str, dist: str) -> str:
     if allowed is not None and not names & allowed:
         return f"not loaded: not in MLCORE_PLUGINS={os.environ['MLCORE_PLUGINS']!r}"
     return ""
+
+
+def unmatched_controls(installed: set[str]) -> list[str]:
+    """A message for each name in ``MLCORE_DISABLE_PLUGINS`` that no installed plugin or
+    distribution has: a typo would otherwise leave the plugin loaded without a word. (A
+    name missing from ``MLCORE_PLUGINS`` already shows: looking the plugin's names up says
+    it is "not in MLCORE_PLUGINS".)"""
+    import difflib
+
+    known = sorted({norm(n) for n in installed})
+    out = []
+    for var in ("MLCORE_DISABLE_PLUGINS",):
+        for name in sorted(_listed(var) or ()):
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            out.append(f"{var} names {name!r}, which is no installed plugin or distribution, "
+                       f"so it changes nothing.{hint} Installed: {', '.join(known)}.")
+    return out
 
 
 _BACKEND_ATTRS = ("name", "xp", "device", "asarray", "to_numpy", "synchronize", "rng",

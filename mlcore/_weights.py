@@ -10,14 +10,16 @@ the sample's outputs. For the fused sigmoid/softmax forms (eq. 1.15/1.16) the gr
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ._array import check_finite, count_dtype, device_of
+from ._checks import is_integer, is_real
 from ._lossplan import LossPlan
 from .errors import InvalidParameterError, InvalidValueError, ShapeError
 from .losses import loss as make_loss
 
-__all__ = ["sample_weights", "weighted_loss"]
+__all__ = ["sample_weights", "weighted_loss", "check_some_weight"]
 
 
 def sample_weights(xp: Any, backend: Any, plan: LossPlan, labels: Any, n: int, dtype: Any,
@@ -40,6 +42,20 @@ def sample_weights(xp: Any, backend: Any, plan: LossPlan, labels: Any, n: int, d
     return w
 
 
+def check_some_weight(xp: Any, w: Any, class_weight: Any) -> None:
+    """Refuse training weights that are 0 for every sample: the loss and its gradient would
+    be 0, so fit would change nothing while reporting a loss of 0 (scikit-learn refuses
+    all-zero sample_weight too)."""
+    if w is not None and w.shape[0] and not bool(xp.any(w > 0.0)):
+        what = "sample_weight" if class_weight is None else (
+            "the sample weights (sample_weight times class_weight)")
+        verb = "is" if class_weight is None else "are"
+        raise InvalidValueError(
+            f"{what} {verb} 0 for every training sample, so the loss and its gradient are 0 and "
+            f"fit would train nothing. Give some samples a weight > 0 (check that class_weight "
+            f"does not zero every class present in y).", w)
+
+
 def _class_weights(xp: Any, plan: LossPlan, labels: Any, dtype: Any, class_weight: Any,
                    n_out: int | None) -> Any:
     if plan.task is None or labels is None:
@@ -47,12 +63,16 @@ def _class_weights(xp: Any, plan: LossPlan, labels: Any, dtype: Any, class_weigh
             "class_weight applies to classification (cross_entropy or binary_cross_entropy "
             "losses); use sample_weight for other losses.", class_weight)
     m = int(n_out or 1) if plan.task == "multiclass" else 2
+    # NumPy keys and weights too: the usual dict(zip(np.unique(y), weights))
     if not isinstance(class_weight, dict) or not all(
-            isinstance(k, int) and not isinstance(k, bool) and 0 <= k < m
-            and isinstance(v, (int, float)) and v >= 0 for k, v in class_weight.items()):
+            is_integer(k) and 0 <= int(k) < m and is_real(v) and math.isfinite(float(v))
+            and float(v) >= 0 for k, v in class_weight.items()):
         raise InvalidParameterError(
-            f"class_weight must be a dict {{class index in 0..{m - 1}: weight >= 0}}, received "
-            f"{class_weight!r}.", class_weight)
+            f"class_weight must be a dict {{class index in 0..{m - 1}: finite weight >= 0}}, "
+            f"received {class_weight!r}. Keys are integer class indices (Python or NumPy), "
+            f"weights finite numbers; an infinite weight makes the loss infinite.",
+            class_weight)
+    class_weight = {int(k): float(v) for k, v in class_weight.items()}
     table = xp.asarray([float(class_weight.get(c, 1.0)) for c in range(m)], dtype=dtype,
                        device=device_of(labels))
     if plan.task == "binary":

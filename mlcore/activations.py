@@ -16,7 +16,7 @@ from typing import Any
 from . import _numerics as nm
 from ._array import check_floating, namespace
 from ._loss_checks import number_param
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, ShapeError
 from .hookspecs import ActivationFn, hookimpl
 from .plugin import ActivationBase
 from .plugins import make, registry
@@ -148,6 +148,7 @@ class Softmax(ActivationBase):
         self.axis = _axis_param("softmax", axis)
 
     def forward_unchecked(self, xp: Any, x: Any) -> Any:
+        _check_axis("softmax", self.axis, x)
         return nm.softmax(xp, x, self.axis)
 
     def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
@@ -167,6 +168,7 @@ class LogSoftmax(ActivationBase):
         self.axis = _axis_param("log_softmax", axis)
 
     def forward_unchecked(self, xp: Any, x: Any) -> Any:
+        _check_axis("log_softmax", self.axis, x)
         return nm.log_softmax(xp, x, self.axis)
 
     def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
@@ -198,6 +200,15 @@ def _axis_param(owner: str, value: Any) -> int:
             value,
         )
     return value
+
+
+def _check_axis(owner: str, axis: int, x: Any) -> None:
+    """The axis against the input's dimensions (known only when called)."""
+    if not -x.ndim <= axis < x.ndim:
+        raise ShapeError(
+            f"Activation {owner!r}: axis={axis} is out of range for an input of "
+            f"{x.ndim} dimensions, shape {tuple(x.shape)}; pass an axis in "
+            f"[{-x.ndim}, {x.ndim - 1}] (axis=-1: over the features).", x)
 
 
 _BUILTIN: dict[str, Any] = {

@@ -231,10 +231,16 @@ class use_backend:  # noqa: N801 - used like a function, as contextlib helpers a
                 device = name.device
             chosen = str(name.name)
         self.backend = get_backend(chosen, device=device)
-        self._token = _context_choice.set(self.backend.name)
-        self._device_token = _context_device.set(device)
+        self.device = device
+        # the plain call: in force from here; a with block restores what came before it
+        self._called: Any = (_context_choice.set(self.backend.name), _context_device.set(device))
+        self._entered: list[Any] = []
 
     def __enter__(self) -> Backend:
+        # set again on every entry: the same object may be entered twice, or in another
+        # thread or task (whose context the constructor's call never touched)
+        self._entered.append((_context_choice.set(self.backend.name),
+                              _context_device.set(self.device)))
         return self.backend
 
     def __exit__(
@@ -243,8 +249,15 @@ class use_backend:  # noqa: N801 - used like a function, as contextlib helpers a
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _context_choice.reset(self._token)
-        _context_device.reset(self._device_token)
+        for token in reversed(self._entered.pop()):
+            token.var.reset(token)
+        if self._called is not None and not self._entered:
+            called, self._called = self._called, None
+            try:  # undo the constructor's call too, where it was made (this context)
+                for token in reversed(called):
+                    token.var.reset(token)
+            except (ValueError, RuntimeError):  # made in another context, or reset already
+                pass
 
 
 def backend_of(x: Any, backends: Sequence[Backend] | None = None) -> Backend | None:

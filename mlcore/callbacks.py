@@ -16,9 +16,11 @@ import csv
 import inspect
 import math
 import os
+import string
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._checks import integer, is_real, real
 from .errors import InvalidParameterError
 
 __all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
@@ -58,16 +60,32 @@ def _overrides(cb: Callback, hook: str) -> bool:
     return getattr(type(cb), hook) is not getattr(Callback, hook)
 
 
+def check_callbacks(callbacks: Any) -> list[Callback]:
+    """``fit``'s ``callbacks=`` as a list of :class:`Callback` objects, checked before
+    training starts."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback) or isinstance(callbacks, (str, bytes, dict)) \
+            or not isinstance(callbacks, Iterable):
+        raise InvalidParameterError(
+            f"callbacks must be a list of mlcore.callbacks.Callback objects, received "
+            f"{type(callbacks).__name__} {callbacks!r:.80}. Pass callbacks=[...] (a list, "
+            f"even of one callback).", callbacks)
+    found = list(callbacks)
+    for cb in found:
+        if not isinstance(cb, Callback):
+            raise InvalidParameterError(
+                f"callbacks must be mlcore.callbacks.Callback objects; received "
+                f"{type(cb).__name__}. Subclass Callback and override its hooks.", cb)
+    return found
+
+
 class CallbackList:
     """The callbacks of one ``fit`` call, called in order."""
 
     def __init__(self, callbacks: Iterable[Callback] | None, model: Any, optimizer: Any) -> None:
-        self.callbacks = list(callbacks or [])
+        self.callbacks = check_callbacks(callbacks)
         for cb in self.callbacks:
-            if not isinstance(cb, Callback):
-                raise InvalidParameterError(
-                    f"callbacks must be mlcore.callbacks.Callback objects; received "
-                    f"{type(cb).__name__}. Subclass Callback and override its hooks.", cb)
             cb.set_context(model, optimizer)
         self.batch_hooks = any(_overrides(cb, h) for cb in self.callbacks
                                for h in ("on_batch_begin", "on_batch_end"))
@@ -84,6 +102,10 @@ _MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "r2")
 
 
 def _mode(monitor: str, mode: str) -> str:
+    if not isinstance(monitor, str) or not monitor:
+        raise InvalidParameterError(
+            f"monitor must be the name of a history key (such as 'val_loss' or 'loss'), "
+            f"received {monitor!r}.", monitor)
     if mode not in ("auto", "min", "max"):
         raise InvalidParameterError(f"mode must be 'auto', 'min' or 'max', received {mode!r}.",
                                     mode)
@@ -97,7 +119,9 @@ class _Monitor(Callback):
 
     def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
         self.monitor, self.mode = monitor, _mode(monitor, mode)
-        self.min_delta = abs(float(min_delta))
+        # NaN would make every comparison false: no epoch would ever count as an improvement
+        self.min_delta = abs(real("min_delta", min_delta, owner=type(self).__name__,
+                                  example="min_delta=0.001"))
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def current(self, logs: dict[str, float] | None) -> float:
@@ -130,10 +154,10 @@ class EarlyStopping(_Monitor):
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = False) -> None:
         super().__init__(monitor, mode, min_delta)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise InvalidParameterError(
-                f"patience must be an integer >= 0, received {patience!r}.", patience)
-        self.patience, self.restore_best_weights = patience, restore_best_weights
+        self.patience = integer("patience", patience, 0, owner="EarlyStopping",
+                                example="patience=5")
+        self.restore_best_weights = _flag("restore_best_weights", restore_best_weights,
+                                          "EarlyStopping")
         self.wait, self.stopped_epoch, self.best_epoch = 0, 0, 0
         self.best_state: dict[str, Any] | None = None
 
@@ -175,7 +199,9 @@ class ModelCheckpoint(_Monitor):
     def __init__(self, path: str | os.PathLike[str], monitor: str = "val_loss",
                  save_best_only: bool = False, mode: str = "auto") -> None:
         super().__init__(monitor, mode, 0.0)
-        self.path, self.save_best_only = os.fspath(path), save_best_only
+        self.path = _path("ModelCheckpoint", path)
+        self.save_best_only = _flag("save_best_only", save_best_only, "ModelCheckpoint")
+        self.fields = _fields(self.path)
         self.last_saved: str | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -183,7 +209,20 @@ class ModelCheckpoint(_Monitor):
             return
         from .checkpoint import save_checkpoint
 
-        target = self.path.format(epoch=epoch + 1, **(logs or {}))
+        values = {"epoch": epoch + 1, **(logs or {})}
+        missing = [f for f in self.fields if f not in values]
+        if missing:
+            raise InvalidParameterError(
+                f"ModelCheckpoint path {self.path!r} has the field {{{missing[0]}}}, which fit "
+                f"does not report; available: {', '.join(sorted(values))}. Pass validation "
+                f"data for 'val_' keys, or list the metric in metrics=.", self.path)
+        try:
+            target = self.path.format(**values)
+        except (ValueError, TypeError) as exc:
+            raise InvalidParameterError(
+                f"ModelCheckpoint path {self.path!r} could not be formatted with this epoch's "
+                f"values ({exc}). Use format specs for numbers, such as {{val_loss:.3f}}.",
+                self.path) from exc
         save_checkpoint(target, self.model, self.optimizer, epoch=epoch + 1)
         self.last_saved = target
 
@@ -199,11 +238,12 @@ class ReduceLROnPlateau(_Monitor):
                  min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
                  mode: str = "auto") -> None:
         super().__init__(monitor, mode, min_delta)
-        if not 0.0 < factor < 1.0:
-            raise InvalidParameterError(f"factor must be in (0, 1), received {factor!r}.",
-                                        factor)
-        self.factor, self.patience, self.cooldown = float(factor), patience, cooldown
-        self.min_lr = float(min_lr)
+        who = "ReduceLROnPlateau"
+        self.factor = real("factor", factor, 0.0, 1.0, open_low=True, open_high=True,
+                           owner=who, example="factor=0.5")
+        self.patience = integer("patience", patience, 0, owner=who, example="patience=10")
+        self.cooldown = integer("cooldown", cooldown, 0, owner=who, example="cooldown=0")
+        self.min_lr = real("min_lr", min_lr, 0.0, owner=who, example="min_lr=1e-6")
         self.wait = self.cooling = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -247,10 +287,10 @@ class LearningRateScheduler(Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         lr = (self.schedule(epoch, self.optimizer.lr) if self.two_args
               else self.schedule(epoch))
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0:
+        if not is_real(lr) or not (math.isfinite(float(lr)) and float(lr) >= 0):
             raise InvalidParameterError(
-                f"The schedule returned {lr!r} for epoch {epoch}; it must return a learning "
-                f"rate >= 0.", lr)
+                f"The schedule returned {lr!r} (type {type(lr).__name__}) for epoch {epoch}; "
+                f"it must return a finite learning rate >= 0 (a Python or NumPy number).", lr)
         self.optimizer.lr = float(lr)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -267,7 +307,13 @@ class CSVLogger(Callback):
 
     def __init__(self, path: str | os.PathLike[str], separator: str = ",",
                  append: bool = False) -> None:
-        self.path, self.separator, self.append = os.fspath(path), separator, append
+        self.path = _path("CSVLogger", path)
+        if not isinstance(separator, str) or len(separator) != 1 or separator in "\r\n\"":
+            raise InvalidParameterError(
+                f"CSVLogger: separator must be one character (not a quote or a line break), "
+                f"received {separator!r}. Pass separator=',' or separator='\\t'.", separator)
+        self.separator = separator
+        self.append = _flag("append", append, "CSVLogger")
         self._file: Any = None
         self._writer: Any = None
 
@@ -279,14 +325,74 @@ class CSVLogger(Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         row = {"epoch": epoch, **(logs or {})}
         if self._writer is None:
-            self._writer = csv.DictWriter(self._file, fieldnames=list(row),
+            columns = list(row)
+            if self._header_done:  # appending: keep every column of the file and of this run
+                columns = self._widen(columns)
+            self._writer = csv.DictWriter(self._file, fieldnames=columns,
                                           delimiter=self.separator, extrasaction="ignore")
             if not self._header_done:
                 self._writer.writeheader()
         self._writer.writerow(row)
         self._file.flush()
 
+    def _widen(self, columns: list[str]) -> list[str]:
+        """The existing file's columns, then this run's new ones; when there are new ones,
+        the file is rewritten (atomically) under the wider header, old rows left blank
+        there, so every row sits under its own column names."""
+        self._file.close()
+        with open(self.path, newline="") as f:
+            reader = csv.DictReader(f, delimiter=self.separator)
+            old, rows = list(reader.fieldnames or []), list(reader)
+        wide = old + [c for c in columns if c not in old]
+        if wide != old:
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=wide, delimiter=self.separator)
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, self.path)
+        self._file = open(self.path, "a", newline="")  # noqa: SIM115
+        return wide
+
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _flag(name: str, value: Any, owner: str) -> bool:
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise InvalidParameterError(
+            f"{owner}: {name} must be True or False, received {value!r} of type "
+            f"{type(value).__name__}.", value)
+    return bool(value)
+
+
+def _path(owner: str, path: Any) -> str:
+    try:
+        return os.fsdecode(path)
+    except TypeError as exc:
+        raise InvalidParameterError(
+            f"{owner}: path must be a file path (str or pathlib.Path), received "
+            f"{type(path).__name__} {path!r:.60}.", path) from exc
+
+
+def _fields(path: str) -> list[str]:
+    """The ``str.format`` fields of a ModelCheckpoint path, checked for syntax now."""
+    try:
+        parts = list(string.Formatter().parse(path))
+    except ValueError as exc:
+        raise InvalidParameterError(
+            f"ModelCheckpoint path {path!r} is not a valid format string ({exc}). Write "
+            f"fields as {{epoch:03d}} or {{val_loss:.3f}}, and a literal brace as {{{{ or }}}}.",
+            path) from exc
+    fields = []
+    for _, field, _, _ in parts:
+        if field is None:
+            continue
+        if not field or not field.isidentifier():
+            raise InvalidParameterError(
+                f"ModelCheckpoint path {path!r} has the field {{{field}}}; fields must name "
+                f"'epoch' or a history key, such as {{epoch:03d}} or {{val_loss:.3f}}.", path)
+        fields.append(field)
+    return fields

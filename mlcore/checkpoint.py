@@ -24,13 +24,13 @@ from typing import Any, NamedTuple
 from ._modelfile import FORMAT, FORMAT_VERSION, check_tensors, parse, seal
 from .backend import get_backend, use_backend
 from .errors import ModelFileError
-from .io import _c_order, _read, _safetensors, _tensors, _where, _write
+from .io import CHECKPOINT_KEY, _c_order, _read, _safetensors, _tensors, _where, _write
 from .model import Sequential, layer_from_config
 from .optim import Optimizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
 
-_KEY = "mlcore.checkpoint"  # the metadata entry that makes a model file a checkpoint
+_KEY = CHECKPOINT_KEY  # the metadata entry that makes a model file a checkpoint
 
 
 class Checkpoint(NamedTuple):
@@ -77,6 +77,29 @@ def save_checkpoint(path: str | os.PathLike[str], model: Sequential, optimizer: 
     _write(seal(st.save(tensors, metadata=metadata)), where)
 
 
+def _rebuild(cls: type[Optimizer], model: Sequential, opt: dict[str, Any],
+             where: str) -> Optimizer:
+    """The optimiser with the file's options; an option this mlcore's class does not take
+    (a file from another version, or a plugin's optimiser that changed) is named."""
+    accepted = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    unknown = [k for k in opt["options"] if k not in accepted and not takes_any]
+    if unknown:
+        raise ModelFileError(
+            f"{where!r} saved optimiser {opt['name']!r} with the option "
+            f"{', '.join(map(repr, unknown))}, which {cls.__name__} here does not take "
+            f"(it takes {', '.join(list(accepted)[2:])}). The file comes from another "
+            f"version of mlcore or of the plugin providing {opt['name']!r}: load it there, "
+            f"or load just the model with mlcore.load({where!r}).", where)
+    try:
+        return cls(model.parameters(), **opt["options"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(
+            f"{where!r}: optimiser {opt['name']!r} could not be rebuilt from the saved "
+            f"options {opt['options']!r}: {exc}. Load just the model with "
+            f"mlcore.load({where!r}).", where) from exc
+
+
 def load_checkpoint(path: str | os.PathLike[str], backend: str | None = None) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (or ``ModelCheckpoint``),
     checked as a model file is (checksum over the whole file, tensors against the
@@ -99,7 +122,7 @@ def load_checkpoint(path: str | os.PathLike[str], backend: str | None = None) ->
         from .optim import get_optimizer
 
         cls = type(get_optimizer(opt["name"], model.parameters()))
-        optimizer = cls(model.parameters(), **opt["options"])
+        optimizer = _rebuild(cls, model, opt, where)
         state = dict(opt["state"])
         state.update({k[10:]: v for k, v in arrays.items() if k.startswith("optimizer.")})
         optimizer.load_state_dict(state)

@@ -218,8 +218,13 @@ def bench(quick: bool, json_path: str | None, plot_path: str | None,
     the PyTorch reference and the charts). Prints a table per case, the performance
     targets and a backend recommendation; the options are checked before anything runs.
     """
-    runner = _bench_runner()
     patterns = [p.strip() for text in case_patterns for p in text.split(",") if p.strip()]
+    if case_patterns and not patterns:  # "--cases ," would otherwise run every case
+        raise click.BadParameter(
+            f"names no case ({', '.join(map(repr, case_patterns))}); pass a case name or "
+            f"pattern, such as --cases mlp_step, or leave --cases out to run every case.",
+            param_hint="--cases")
+    runner = _bench_runner()
     chosen = list(dtypes) or (["float32"] if quick else ["float32", "float64"])
     opts = runner.Options(quick=quick, backends=list(backends), dtypes=chosen,
                           cases=patterns, rounds=rounds, threads=threads, echo=click.echo,
@@ -286,7 +291,7 @@ Example:
   mlcore demo digits --epochs 30 --backend numpy""")
 @click.option("--backend", default=None, help="Backend to run on (default: the selected one).")
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
               help="Seed of the initial weights and the shuffling.")
 def digits(backend: str | None, epochs: int, seed: int) -> None:
     """Train an MLP on scikit-learn's handwritten digits; print test accuracy and time."""

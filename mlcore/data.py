@@ -12,7 +12,8 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import InvalidParameterError, ShapeError
+from ._checks import integer
+from .errors import ShapeError
 
 __all__ = ["Batches", "batches"]
 
@@ -28,9 +29,7 @@ class Batches:
 
     def __init__(self, X: Any, y: Any, batch_size: int = 32, shuffle: bool = True,
                  seed: int | None = None) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidParameterError(
-                f"batch_size must be a positive integer, received {batch_size!r}.", batch_size)
+        batch_size = integer("batch_size", batch_size, 1, example="batch_size=32")
         n, m = len(X), len(y)
         if n != m or n == 0:
             raise ShapeError(f"X and y must hold the same number (>= 1) of samples; received "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._array import namespace
+from ._checks import seed as check_seed
 from .backend import Backend, get_backend
 from .errors import InvalidParameterError
 from .layers import Backprop, Layer
@@ -31,7 +32,7 @@ class Dropout(Layer):
                 f"Dropout rate must be a probability in [0, 1), received {rate!r}.", rate)
         self.rate, self.seed, self.dtype = float(rate), seed, dtype
         self.backend: Backend = get_backend()
-        self.rng = self.backend.rng(seed)
+        self.rng = self.backend.rng(check_seed(seed))
         self.noise: Any = None  # uniform noise for the next forward pass, set by the step
 
     @property

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import stat
+import time
 from typing import Any
 
 from ._modelfile import FORMAT, FORMAT_VERSION, check_tensors, parse, seal, tensor_digest
@@ -33,7 +35,10 @@ from .backend import get_backend, use_backend
 from .errors import InvalidParameterError, MlcoreError, ModelFileError
 from .model import Sequential, layer_from_config, layer_types
 
-__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION", "CHECKPOINT_KEY"]
+
+CHECKPOINT_KEY = "mlcore.checkpoint"
+"""The metadata entry that makes a model file a training checkpoint (:mod:`mlcore.checkpoint`)."""
 
 
 def _safetensors() -> Any:
@@ -133,10 +138,12 @@ def _write(blob: bytes, where: str) -> None:
     """Write ``blob`` to a temporary file beside the destination, fsync, rename over it."""
     target, mode = _destination(where)
     folder = os.path.dirname(target)
+    _remove_stale(folder, os.path.basename(target))
     tmp = os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(4)}.tmp")
     try:
         # a new file: 0o666 less the umask (the kernel applies it); else the old bits
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600)
+        _hold(fd)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(blob)
@@ -153,6 +160,56 @@ def _write(blob: bytes, where: str) -> None:
         raise ModelFileError(f"Could not save to {where!r}: {exc.strerror or exc}.",
                              where) from exc
     _fsync_folder(folder)
+
+
+STALE_SECONDS = 600.0
+"""A temporary file of a save older than this, unlocked, was left by a killed writer."""
+
+
+def _remove_stale(folder: str, name: str) -> None:
+    """Delete what killed saves of ``name`` left behind (``.name.<hex>.tmp``): a temporary
+    file older than :data:`STALE_SECONDS` whose writer holds no lock on it. A live writer
+    holds an exclusive ``flock`` from creation to rename (POSIX); where flock is missing,
+    age alone decides."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.[0-9a-f]{{8}}\.tmp$")
+    try:
+        entries = [e for e in os.scandir(folder) if pattern.match(e.name)]
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_SECONDS \
+                    or not entry.is_file(follow_symlinks=False) or _locked(entry.path):
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+
+
+def _locked(path: str) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the age test alone applies
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False
+
+
+def _hold(fd: int) -> None:
+    """Lock a temporary file for as long as this process writes it (see _remove_stale)."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass
 
 
 def _fsync_folder(folder: str) -> None:
@@ -196,6 +253,9 @@ def _tensors(st: Any, blob: bytes, meta: dict[str, str], where: str) -> dict[str
 def load(path: str | os.PathLike[str], backend: str | None = None) -> Sequential:
     """Read a model saved by :func:`save` onto ``backend`` (default: the selected one).
 
+    A checkpoint (:func:`mlcore.save_checkpoint`, ``ModelCheckpoint``) loads too: its model
+    (use :func:`mlcore.load_checkpoint` for the optimiser and the epoch as well).
+
     Everything is checked before a layer is built (see the module); any fault is a
     :class:`~mlcore.errors.ModelFileError` naming ``path``.
     """
@@ -203,8 +263,13 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Sequential
     where = _where(path, "load")
     blob = _read(where)
     table, meta, config = parse(blob, where)
+    checkpoint = CHECKPOINT_KEY in meta  # ModelCheckpoint's file: the model it holds, as
+    if checkpoint:  # Keras' load_model reads what ModelCheckpoint wrote
+        table = {k[6:]: v for k, v in table.items() if k.startswith("model.")}
     check_tensors(table, config, where)
     tensors = _tensors(st, blob, meta, where)
+    if checkpoint:
+        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     chosen = get_backend(backend)
     with use_backend(chosen):
         model = layer_from_config(config)

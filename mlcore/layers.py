@@ -26,6 +26,8 @@ from ._array import (
     namespace,
     writes_in_place,
 )
+from ._checks import real
+from ._checks import seed as check_seed
 from .activations import activation
 from .backend import Backend, RandomSource, get_backend
 from .errors import DTypeError, InvalidParameterError, ShapeError
@@ -159,7 +161,7 @@ class Dense(Layer):
         backend = get_backend()
         self.backend: Backend = backend
         dt = resolve_dtype(backend.xp, dtype)
-        source = rng if rng is not None else backend.rng(seed)
+        source = rng if rng is not None else backend.rng(check_seed(seed))
         shape = (self.out_features, self.in_features)
         with on_device(backend.device):
             w = get_initializer(init)(shape, dt, source, backend)
@@ -221,6 +223,7 @@ class PReLU(Layer):
     def __init__(self, num_parameters: int = 1, init: float = 0.25, *,
                  dtype: Any = None) -> None:
         self.num_parameters = positive_int(num_parameters, "num_parameters")
+        init = real("init", init, owner="PReLU", example="init=0.25")
         backend = get_backend()
         self.backend: Backend = backend
         dt = resolve_dtype(backend.xp, dtype)

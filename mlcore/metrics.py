@@ -98,11 +98,47 @@ def _add(state: Any, new: tuple[Any, ...]) -> tuple[Any, ...]:
     return new if state is None else tuple(a + b for a, b in zip(state, new, strict=True))
 
 
+def _faults(xp: Any, y_pred: Any, true: Any, m: int) -> tuple[Any, Any]:
+    """Counts (0-d, on the device) of non-finite predictions and of targets that are no
+    class label: not 0/1 for one output or one-hot rows, not an integer in [0, m) for class
+    indices. Read back once, in ``result``."""
+    bad_pred = xp.sum(xp.astype(~xp.isfinite(y_pred), count_dtype(xp)))
+    if xp.isdtype(true.dtype, "bool"):
+        return bad_pred, xp.sum(xp.zeros((1,), dtype=count_dtype(xp), device=device_of(true)))
+    if m and true.ndim == 1:
+        t = xp.astype(true, wide_float(xp)) if not xp.isdtype(true.dtype, "integral") else true
+        ok = (t >= 0) & (t < m) & (t == xp.floor(t)) if not xp.isdtype(t.dtype, "integral") \
+            else (t >= 0) & (t < m)
+    else:
+        ok = (true == 0) | (true == 1)
+    return bad_pred, xp.sum(xp.astype(~ok, count_dtype(xp)))
+
+
+def _refuse(name: str, faults: tuple[Any, Any]) -> None:
+    """Refuse, as scikit-learn does, a classification metric of garbage: a NaN prediction
+    thresholds to a confident class, a continuous target to an arbitrary one."""
+    bad_pred, bad_true = int(faults[0]), int(faults[1])
+    if bad_pred:
+        raise InvalidValueError(
+            f"Metric {name!r}: y_pred holds {bad_pred} NaN or infinite values; a "
+            f"classification metric of them would be meaningless. Check the model's "
+            f"outputs (a diverged fit gives NaN).", bad_pred)
+    if bad_true:
+        raise InvalidValueError(
+            f"Metric {name!r}: y_true holds {bad_true} values that are not class labels (0/1 "
+            f"for one output or one-hot rows, integers in [0, M) for class indices), as a "
+            f"continuous regression target does. Classification metrics need labels; for a "
+            f"regressor use 'mae', 'mse', 'rmse' or 'r2'.", bad_true)
+
+
 class _Classification(Metric):
     """Predicted and true classes: argmax for several outputs, ``> threshold`` for one."""
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = float(threshold)
+
+    def faults(self, xp: Any, y_pred: Any, y_true: Any, m: int) -> tuple[Any, Any]:
+        return _faults(xp, y_pred, y_true, m)
 
     def classes(self, y_pred: Any, y_true: Any) -> tuple[Any, Any, int]:
         """``(predicted, true, classes)``: integer indices (N,) for several outputs
@@ -128,10 +164,12 @@ class Accuracy(_Classification):
 
     def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
         xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
-        pred, true, _ = self.classes(y_pred, y_true)
-        return _add(state, (xp.count_nonzero(pred == true), _count(pred.shape)))
+        pred, true, m = self.classes(y_pred, y_true)
+        return _add(state, (xp.count_nonzero(pred == true), _count(pred.shape),
+                            *self.faults(xp, y_pred, y_true, m)))
 
     def result(self, state: Any) -> float:
+        _refuse(self.name, state[2:])
         return int(state[0]) / int(state[1])
 
 
@@ -160,9 +198,11 @@ class _Counts(_Classification):
         tp = xp.sum(xp.astype(pred & true, count_dtype(xp)), axis=0)
         fp = xp.sum(xp.astype(pred & ~true, count_dtype(xp)), axis=0)
         fn = xp.sum(xp.astype(~pred & true, count_dtype(xp)), axis=0)
-        return _add(state, (tp, fp, fn))
+        return _add(state, (tp, fp, fn, *self.faults(xp, y_pred, y_true, m)))
 
     def result(self, state: Any) -> float:
+        _refuse(self.name, state[3:])
+        state = state[:3]
         xp = namespace(state[0])
         wide = wide_float(xp)
         tp, fp, fn = (xp.astype(a, wide) for a in state)
@@ -225,10 +265,13 @@ class AUC(Metric):
                              f"y_pred of shape {tuple(y_pred.shape)}. Use a one-output "
                              f"sigmoid model.", y_pred)
         pred, true = _columns(xp, y_pred, y_true, self.name)
-        batch = (xp.reshape(pred, (-1,)), xp.reshape(true > 0.5, (-1,)))
+        batch = (xp.reshape(pred, (-1,)), xp.reshape(true > 0.5, (-1,)),
+                 _faults(xp, pred, true, 0))
         return [batch] if state is None else [*state, batch]
 
     def result(self, state: Any) -> float:
+        for batch in state:
+            _refuse(self.name, batch[2])
         xp = namespace(state[0][0])
         dt = wide_float(xp)
         s = xp.astype(xp.concat([b[0] for b in state]), dt)

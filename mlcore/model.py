@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._array import device_scope, namespace
+from ._checks import seed as check_seed
 from .backend import Backend, get_backend
 from .dropout import Dropout
 from .errors import InvalidParameterError, MlcoreError, ModelFileError, ShapeError
@@ -36,6 +37,24 @@ def chain(layers: Sequence[Layer], X: Any, xp: Any, input_grad: bool) -> tuple[A
     return X, backprop
 
 
+def _one_backend(layers: list[Layer]) -> None:
+    """Refuse layers built under two backends (their weights could never meet in one step)."""
+    seen: dict[str, int] = {}
+    for i, layer in enumerate(layers):
+        params = layer.parameters()
+        if not params:
+            continue
+        b = getattr(layer, "backend", None)
+        name = str(getattr(b, "name", None) or type(params[0].value).__module__.split(".")[0])
+        seen.setdefault(name, i)
+        if len(seen) > 1:
+            (a, ia), (c, ic) = sorted(seen.items(), key=lambda kv: kv[1])[:2]
+            raise InvalidParameterError(
+                f"Sequential: layer {ia} was built on the {a!r} backend and layer {ic} on "
+                f"{c!r}; a model's layers must share one backend. Build them all inside one "
+                f"mlcore.use_backend({a!r}) block (or with MLCORE_BACKEND set once).", layers)
+
+
 class Sequential(Layer):
     """Layers applied one after the other; parameters named ``layers.<i>.<name>``.
 
@@ -50,6 +69,7 @@ class Sequential(Layer):
                 raise InvalidParameterError(
                     f"Sequential expects mlcore layers; item {i} is {type(layer).__name__}. "
                     f"Wrap activations as mlcore.Activation(name).", layer)
+        _one_backend(self.layers)
         self.last_loss: Any = None  # the loss of the last fit, used by evaluate()
         self.stop_training = False  # a callback sets it to end fit after this epoch
         self._epochs_seen = 0  # epochs fit has run (the shuffling stream's position)
@@ -256,7 +276,7 @@ class MLP(Sequential):
         if norm not in (None, "layer", "batch"):
             raise InvalidParameterError(
                 f"norm must be None, 'layer' or 'batch', received {norm!r}.", norm)
-        rng = get_backend().rng(seed)
+        rng = get_backend().rng(check_seed(seed))
         layers: list[Layer] = []
         pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
         for i, (n_in, n_out) in enumerate(pairs):

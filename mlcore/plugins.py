@@ -44,6 +44,7 @@ from ._plugincontrols import (
     disabled_reason,
     norm,
     truthy,
+    unmatched_controls,
     validated,
 )
 from .errors import PluginConflictError, PluginLoadError, PluginWarning, UnknownNameError
@@ -103,6 +104,9 @@ class Registry:
         first = [ep for ep in eps if norm(_dist_name(ep)) in FIRST_PARTY]
         for ep in first + [ep for ep in eps if ep not in first]:
             self._load_entry_point(ep, protect=ep in first)
+        for problem in unmatched_controls({name for ep in eps
+                                           for name in (ep.name, _dist_name(ep))}):
+            self._problem(problem)
         self._find_clashes()
 
     def _add(self, plugin: object, rec: PluginRecord, protect: bool = True) -> None:

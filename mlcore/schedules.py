@@ -14,19 +14,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ._checks import integer, real
 from .errors import InvalidParameterError
 
 __all__ = ["Schedule", "step", "exponential", "cosine"]
 
 
-def _positive(name: str, value: float, *, integer: bool = False, zero: bool = False) -> float:
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or value < 0 or (value == 0 and not zero):
-        kind = "integer" if integer else "number"
-        bound = ">= 0" if zero else "> 0"
-        raise InvalidParameterError(f"{name} must be a {kind} {bound}, received {value!r}.",
-                                    value)
-    return value
+def _positive(name: str, value: float, *, whole: bool = False, zero: bool = False) -> float:
+    """``value`` (a Python or NumPy number) checked: finite, > 0 (>= 0 with ``zero``)."""
+    if whole:
+        return integer(name, value, 0 if zero else 1)
+    return real(name, value, 0.0, open_low=not zero)
 
 
 class Schedule:
@@ -73,7 +71,7 @@ class _Cosine(Schedule):
 def step(lr: float, gamma: float = 0.1, every: int = 10) -> Schedule:
     """``lr`` multiplied by ``gamma`` every ``every`` epochs."""
     return _Step(_positive("lr", lr), _positive("gamma", gamma),
-                 int(_positive("every", every, integer=True)))
+                 int(_positive("every", every, whole=True)))
 
 
 def exponential(lr: float, gamma: float = 0.95) -> Schedule:
@@ -83,8 +81,8 @@ def exponential(lr: float, gamma: float = 0.95) -> Schedule:
 
 def cosine(lr: float, epochs: int, *, warmup: int = 0, min_lr: float = 0.0) -> Schedule:
     """Linear warm-up over ``warmup`` epochs, then cosine decay to ``min_lr`` at ``epochs``."""
-    total = int(_positive("epochs", epochs, integer=True))
-    warm = int(_positive("warmup", warmup, integer=True, zero=True))
+    total = int(_positive("epochs", epochs, whole=True))
+    warm = int(_positive("warmup", warmup, whole=True, zero=True))
     if warm >= total:
         raise InvalidParameterError(
             f"warmup ({warm}) must be smaller than epochs ({total}): the cosine part needs at "

@@ -21,6 +21,8 @@ from typing import Any
 
 from ._array import device_of, device_scope, namespace, scoped
 from ._boundary import prepare, prepare_validation, to_model_input
+from ._checks import is_real
+from ._checks import seed as check_seed
 from ._guards import make_guard
 from ._loop import (
     Data,
@@ -41,8 +43,8 @@ from ._loop import (
 from ._lossplan import LossPlan, resolve_loss
 from ._progress import progress
 from ._trainstep import EagerStep, TrainStep, check_jit_compile, compiled_executor
-from ._weights import sample_weights
-from .callbacks import Callback, CallbackList
+from ._weights import check_some_weight, sample_weights
+from .callbacks import Callback, CallbackList, check_callbacks
 from .errors import (
     InvalidParameterError,
 )
@@ -179,6 +181,15 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     """
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     initial_epoch = _non_negative(initial_epoch, "initial_epoch")
+    if initial_epoch >= epochs:
+        raise InvalidParameterError(
+            f"initial_epoch={initial_epoch} is not below epochs={epochs}, so fit would train "
+            f"no epoch. epochs is the index of the last epoch plus one (as in Keras), not a "
+            f"count: to train k more epochs from epoch {initial_epoch}, pass "
+            f"epochs={initial_epoch} + k.", initial_epoch)
+    callbacks, seed = check_callbacks(callbacks), check_seed(seed)
+    if is_real(validation_split):  # a NumPy float, as a Python one
+        validation_split = float(validation_split)
     if steps_per_epoch is not None:
         positive_int(steps_per_epoch, "steps_per_epoch")
     plan = resolve_loss(model, loss)
@@ -195,11 +206,13 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
             raise InvalidParameterError(
                 "Pass validation_data or validation_split, not both.", validation_split)
         data, val = split(model.namespace(data.X), data, validation_split)
+    if data is not None:
+        check_some_weight(model.namespace(data.X), data.weights, class_weight)
     opt = get_optimizer(optimizer, model.parameters(), lr)
-    opts["guard"] = guard = make_guard(model, None if data is None else data.X, opt,
-                                       on_nonfinite)
     weighted = (data is not None and data.weights is not None) or (
         stream and class_weight is not None)
+    opts["guard"] = guard = make_guard(model, None if data is None else data.X, opt,
+                                       on_nonfinite, weighted)
     dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
                         epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
                         initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
@@ -235,7 +248,11 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
                 hooks.call("on_epoch_begin", epoch, None)
             if guard is not None:
                 guard.start_epoch(epoch)
-            logs = run(epoch, bar)
+            try:
+                logs = run(epoch, bar)
+            except _StreamEndedError as end:  # before any batch of this epoch: nothing to log
+                _stream_ended(end)
+                break
             if val is not None:
                 logs |= _validate(model, plan, val, val_tracker)
                 if guard is not None:
@@ -295,6 +312,15 @@ def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | Non
             batches = stream_batches(source, steps, shared)
             if dp is not None:  # exactly steps_per_epoch batches on every process
                 batches = dp.stream(batches, steps)
+            elif shared and steps is not None:  # a one-shot stream: it may run out
+                counted = _Counted(batches)
+                if epoch > initial_epoch and counted.empty():
+                    raise _StreamEndedError(epoch, 0, steps)
+                logs = run_stream(model, plan, step, counted, prepare, bar, tracker, hooks)
+                if counted.taken < steps:
+                    _stream_ended(_StreamEndedError(epoch, counted.taken, steps))
+                    model.stop_training = True
+                return logs
             return run_stream(model, plan, step, batches, prepare, bar, tracker, hooks, dp)
 
         return run_streamed
@@ -318,6 +344,52 @@ def _epoch_runner(model: Sequential, plan: LossPlan, step: Any, data: Data | Non
         return logs
 
     return run_in_memory
+
+
+class _Counted:
+    """An iterator that counts what it yields, and can look at its first item ahead."""
+
+    _END = object()
+
+    def __init__(self, items: Any) -> None:
+        self.items, self.taken = iter(items), 0
+        self.ahead: list[Any] = []
+
+    def empty(self) -> bool:
+        if not self.ahead:
+            item = next(self.items, self._END)
+            self.ahead = [] if item is self._END else [item]
+        return not self.ahead
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        item = self.ahead.pop() if self.ahead else next(self.items)
+        self.taken += 1
+        return item
+
+
+class _StreamEndedError(Exception):
+    """A one-shot stream ran out at ``epoch`` after ``taken`` of ``steps`` batches."""
+
+    def __init__(self, epoch: int, taken: int, steps: int) -> None:
+        super().__init__(epoch, taken, steps)
+        self.epoch, self.taken, self.steps = epoch, taken, steps
+
+
+def _stream_ended(end: _StreamEndedError) -> None:
+    """Say that a one-shot stream ran out, as Keras does, and that training stops there."""
+    import warnings
+
+    got = (f"had no batch left for epoch {end.epoch + 1}" if end.taken == 0 else
+           f"ran out after {end.taken} of steps_per_epoch={end.steps} batches in epoch "
+           f"{end.epoch + 1} (that epoch's values cover those {end.taken} batches)")
+    warnings.warn(
+        f"The training stream {got}; training stops here. A generator object runs once: "
+        f"make it yield at least steps_per_epoch * (epochs - initial_epoch) batches, or pass "
+        f"the generator function itself (it is called again each epoch).", RuntimeWarning,
+        stacklevel=3)
 
 
 def _data_parallel(distributed: Any, model: Sequential, data: Data | None, val: Data | None,

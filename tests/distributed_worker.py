@@ -164,6 +164,18 @@ def mismatch(out: Path) -> None:
     (out / f"mismatch-rank{r}.json").write_text(json.dumps(messages))
 
 
+def absent(out: Path, timeout: str, missing: int) -> None:
+    """Every process but ``missing`` calls a distributed fit (the ``if is_main(): fit``
+    slip); the job must end with an error naming it, after ``timeout`` seconds."""
+    import os
+
+    os.environ["MLCORE_DISTRIBUTED_TIMEOUT"] = timeout
+    r = distributed.rank()
+    if r != missing:
+        run("numpy", "sgd", 8)
+    (out / f"finished-rank{r}").write_text("done")
+
+
 if __name__ == "__main__":
     mode, outdir = sys.argv[1], Path(sys.argv[2])
     if mode == "equivalence":
@@ -176,5 +188,7 @@ if __name__ == "__main__":
         mismatch(outdir)
     elif mode in ("stream", "short-stream"):
         stream(outdir, int(sys.argv[3]), mode == "short-stream")
+    elif mode == "absent":
+        absent(outdir, sys.argv[3], int(sys.argv[4]))
     elif mode == "toolkit":
         toolkit(outdir, int(sys.argv[3]))

@@ -326,3 +326,9 @@ def test_results_stay_on_a_non_default_device(name: str) -> None:
     fn = mlcore.activation(name)
     y = fn.forward(x)
     assert y.device == fn.backward(x, y, y).device == dev
+
+
+def test_softmax_axis_out_of_range_is_named() -> None:
+    for name in ("softmax", "log_softmax"):
+        with pytest.raises(mlcore.ShapeError, match=r"axis=5 is out of range for an input of 2"):
+            mlcore.activation(name, axis=5).forward(np.ones((2, 3), np.float32))

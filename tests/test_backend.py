@@ -192,3 +192,25 @@ def test_rng_same_seed_same_numbers_across_backends(backend: Any) -> None:
     np.testing.assert_array_equal(a, ref)
     perm = backend.to_numpy(backend.rng(1).permutation(10))
     assert sorted(perm.tolist()) == list(range(10))
+
+
+def test_one_use_backend_object_entered_twice_and_in_a_thread() -> None:
+    before = get_backend().name
+    ctx = use_backend("strict")
+    with ctx:
+        assert get_backend().name == "strict"
+    assert get_backend().name == before
+    with ctx:  # a second entry selects it again
+        assert get_backend().name == "strict"
+    assert get_backend().name == before
+    seen: list[str] = []
+
+    def worker() -> None:
+        with ctx:
+            seen.append(get_backend().name)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == ["strict"]
+    assert get_backend().name == before

@@ -202,3 +202,60 @@ def test_csv_logger_writes_one_row_per_epoch(backend: Any, tmp_path: Any) -> Non
     rows = list(csv.DictReader(path.open()))
     assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4"]
     assert float(rows[2]["auc"]) == pytest.approx(h["auc"][2])
+
+
+# -- round 3: arguments checked when built, late errors made early and clear -------------------
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: cb.EarlyStopping(min_delta=float("nan")), "min_delta must be a finite number"),
+    (lambda: cb.ReduceLROnPlateau(patience="2"), "patience must be an integer >= 0"),
+    (lambda: cb.ReduceLROnPlateau(cooldown=-1), "cooldown must be an integer >= 0"),
+    (lambda: cb.ReduceLROnPlateau(min_lr=float("inf")), "min_lr must be in"),
+    (lambda: cb.CSVLogger("log.csv", separator=";;"), "separator must be one character"),
+    (lambda: cb.ModelCheckpoint("ck-{epoch"), "not a valid format string"),
+    (lambda: cb.ModelCheckpoint("ck-{0}"), "fields must name 'epoch'"),
+    (lambda: cb.EarlyStopping(restore_best_weights="yes"), "must be True or False"),
+])
+def test_callback_arguments_are_checked_when_built(make: Any, match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=match):
+        make()
+
+
+def test_numpy_numbers_are_accepted_by_callbacks_and_schedules() -> None:
+    assert cb.ReduceLROnPlateau(factor=np.float32(0.5), patience=np.int64(2)).patience == 2
+    assert cb.EarlyStopping(patience=np.int64(3), min_delta=np.float32(0.1)).patience == 3
+    assert schedules.step(np.float32(0.1), every=np.int64(2))(2) == pytest.approx(0.01)
+    model = _model()
+    h = model.fit(X, Y, epochs=2, callbacks=[cb.LearningRateScheduler(
+        lambda e: np.float32(0.01))], **FIT)
+    assert h["lr"] == [pytest.approx(0.01)] * 2
+
+
+def test_one_callback_not_in_a_list_is_named() -> None:
+    with pytest.raises(InvalidParameterError, match=r"callbacks must be a list.*callbacks=\["):
+        _model().fit(X, Y, epochs=1, callbacks=cb.EarlyStopping(monitor="loss"), **FIT)
+
+
+def test_early_stopping_min_delta_nan_no_longer_stops_early() -> None:
+    with pytest.raises(InvalidParameterError, match="min_delta"):
+        cb.EarlyStopping(monitor="loss", min_delta=math.nan)
+
+
+def test_a_checkpoint_path_field_fit_does_not_report_is_named(tmp_path: Any) -> None:
+    ck = cb.ModelCheckpoint(tmp_path / "ck-{val_auc:.3f}.safetensors", monitor="loss")
+    with pytest.raises(InvalidParameterError, match=r"\{val_auc\}, which fit does not report; "
+                                                    r"available: .*loss"):
+        _model().fit(X, Y, epochs=1, callbacks=[ck], **FIT)
+
+
+def test_csv_logger_append_with_other_columns_keeps_every_column(tmp_path: Any) -> None:
+    path = tmp_path / "log.csv"
+    model = _model()
+    model.fit(X, Y, epochs=2, callbacks=[cb.CSVLogger(path)], **FIT)
+    model.fit(X, Y, epochs=4, initial_epoch=2, validation_data=(X, Y),
+              callbacks=[cb.CSVLogger(path, append=True)], **FIT)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+    assert rows[0]["val_loss"] == "" and rows[3]["val_loss"] != ""
+    assert all(r["loss"] for r in rows)
+    assert float(rows[3]["loss"]) == pytest.approx(model.evaluate(X, Y)["loss"], rel=0.5)

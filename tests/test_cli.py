@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import click
 import pytest
@@ -85,3 +86,30 @@ def test_bench_without_the_suite_says_how_to_install_it(monkeypatch: pytest.Monk
     assert result.exit_code == 1
     assert result.stderr == ("Error: mlcore bench needs the benchmark suite, which is not "
                              "installed. Install it with: pip install mlcore-bench\n")
+
+
+def test_bench_refuses_cases_that_name_nothing() -> None:
+    result = CliRunner().invoke(main, ["bench", "--cases", ","])
+    assert result.exit_code == 2
+    assert "--cases" in result.output and "names no case" in result.output
+
+
+def test_demo_digits_names_a_negative_seed() -> None:
+    result = CliRunner().invoke(main, ["demo", "digits", "--seed", "-1"])
+    assert result.exit_code == 2 and "--seed" in result.output
+
+
+def test_launch_checks_the_module_and_the_host_file(tmp_path: Any) -> None:
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    base = ["launch", "-n", "2", "--mpiexec", str(fake), "--dry-run"]
+    result = CliRunner().invoke(main, [*base, "-m", "missing.module"])
+    assert result.exit_code == 2 and "no module named 'missing.module'" in result.output
+    hosts = tmp_path / "hosts"
+    hosts.write_text("node1:4\nnode2 :x\n")
+    result = CliRunner().invoke(main, [*base, "--hostfile", str(hosts), "-m", "mlcore"])
+    assert result.exit_code == 2 and "line 2" in result.output
+    hosts.write_text("# two hosts\nnode1:4\nnode2 slots=2\n")
+    result = CliRunner().invoke(main, [*base, "--hostfile", str(hosts), "-m", "mlcore"])
+    assert result.exit_code == 0, result.output

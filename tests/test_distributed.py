@@ -231,6 +231,36 @@ def test_an_uncaught_exception_after_init_ends_the_job(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("finished-*"))
 
 
+@pytest.mark.parametrize("missing", [1, 0])
+def test_a_process_that_never_reaches_fit_ends_the_job_naming_it(missing: int,
+                                                                 tmp_path: Path) -> None:
+    began = time.monotonic()
+    job = _job(2, "absent", str(tmp_path), "3", str(missing), timeout=60)
+    assert job.returncode != 0
+    assert time.monotonic() - began < 40
+    if missing == 1:
+        assert "process 1 of 2 never reached fit(..., distributed=True) within 3 s" in job.stderr
+    else:
+        assert "process 1 of 2 waited 3 s for process 0 to reach fit" in job.stderr
+    assert "MLCORE_DISTRIBUTED_TIMEOUT" in job.stderr
+
+
+def test_the_distributed_timeout_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlcore.distributed._world import DEFAULT_TIMEOUT, timeout_seconds
+
+    monkeypatch.delenv("MLCORE_DISTRIBUTED_TIMEOUT", raising=False)
+    assert timeout_seconds() == DEFAULT_TIMEOUT
+    monkeypatch.setenv("MLCORE_DISTRIBUTED_TIMEOUT", "off")
+    assert timeout_seconds() is None
+    monkeypatch.setenv("MLCORE_DISTRIBUTED_TIMEOUT", "2.5")
+    assert timeout_seconds() == 2.5
+    monkeypatch.setenv("MLCORE_DISTRIBUTED_TIMEOUT", "soon")
+    with pytest.raises(mlcore.DistributedError, match="MLCORE_DISTRIBUTED_TIMEOUT='soon'"):
+        timeout_seconds()
+    with pytest.raises(mlcore.DistributedError, match="timeout=-1"):
+        DataParallel(timeout=-1)
+
+
 def test_processes_that_disagree_are_stopped_before_the_first_step(tmp_path: Path) -> None:
     job = _job(2, "mismatch", str(tmp_path))
     assert job.returncode == 0, job.stderr[-3000:]

@@ -199,3 +199,55 @@ def test_batches_repeat_with_a_seed_and_cover_every_row() -> None:
     assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
     assert sorted(np.concatenate(a).tolist()) == list(range(40))
     assert [len(x) for x in a] == [16, 16, 8]
+
+
+# -- round 3: no silent early end or no-op ---------------------------------------------------
+def test_initial_epoch_at_or_past_epochs_is_refused() -> None:
+    model = _model([3, 4, 1], "sigmoid")
+    with pytest.raises(InvalidParameterError, match=r"initial_epoch=3 is not below epochs=3.*"
+                                                    r"epochs=3 \+ k"):
+        model.fit(X, Y_BIN, loss="binary_cross_entropy", epochs=3, initial_epoch=3,
+                  verbose=False)
+
+
+def test_all_zero_sample_weights_are_refused() -> None:
+    model = _model([3, 4, 1], "sigmoid")
+    with pytest.raises(mlcore.InvalidValueError, match="0 for every training sample"):
+        model.fit(X, Y_BIN, loss="binary_cross_entropy", sample_weight=np.zeros(40),
+                  verbose=False)
+    with pytest.raises(mlcore.InvalidValueError, match="sample_weight times class_weight"):
+        model.fit(X, Y_BIN, loss="binary_cross_entropy", class_weight={0: 0.0, 1: 0.0},
+                  verbose=False)
+
+
+def test_class_weight_takes_numpy_keys_and_refuses_infinity() -> None:
+    model = _model([3, 4, 1], "sigmoid")
+    classes = np.unique(Y_BIN.astype(np.int64))
+    weights = dict(zip(classes, np.array([1.0, 2.0], np.float32), strict=True))
+    model.fit(X, Y_BIN, loss="binary_cross_entropy", class_weight=weights, verbose=False)
+    with pytest.raises(InvalidParameterError, match="finite weight"):
+        model.fit(X, Y_BIN, loss="binary_cross_entropy", class_weight={0: np.inf},
+                  verbose=False)
+
+
+def test_validation_split_takes_a_numpy_float() -> None:
+    h = _model([3, 4, 1], "sigmoid").fit(X, Y_BIN, loss="binary_cross_entropy",
+                                         validation_split=np.float32(0.25), verbose=False)
+    assert "val_loss" in h
+
+
+def test_a_one_shot_stream_that_runs_out_warns_and_stops() -> None:
+    def gen(k: int) -> Any:
+        for i in range(k):
+            yield X[2 * i:2 * i + 2], Y_BIN[2 * i:2 * i + 2]
+
+    model = _model([3, 4, 1], "sigmoid")
+    with pytest.warns(RuntimeWarning, match=r"ran out after 1 of steps_per_epoch=2 batches "
+                                            r"in epoch 2.*training stops here"):
+        h = model.fit(gen(3), loss="binary_cross_entropy", steps_per_epoch=2, epochs=5,
+                      verbose=False)
+    assert len(h["loss"]) == 2
+    with pytest.warns(RuntimeWarning, match="had no batch left for epoch 3"):
+        h = model.fit(gen(4), loss="binary_cross_entropy", steps_per_epoch=2, epochs=5,
+                      verbose=False)
+    assert len(h["loss"]) == 2

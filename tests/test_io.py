@@ -158,3 +158,47 @@ def test_missing_safetensors_says_how_to_install(tmp_path: pathlib.Path,
     with pytest.raises(ModuleNotFoundError,
                        match=r"dependency of mlcore .*pip install safetensors"):
         mlcore.MLP([2, 2], seed=0).save(tmp_path / "m.safetensors")
+
+
+# -- round 3: checkpoints through mlcore.load, unknown options, leftovers of killed saves -------
+def test_load_reads_the_model_of_a_checkpoint(tmp_path: pathlib.Path) -> None:
+    from mlcore.checkpoint import save_checkpoint
+
+    model = mlcore.MLP([3, 5, 2], seed=1)
+    save_checkpoint(tmp_path / "ck.safetensors", model, mlcore.Adam(model.parameters()), epoch=2)
+    loaded = mlcore.load(tmp_path / "ck.safetensors")
+    X = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(loaded.backend.to_numpy(loaded.predict(X)),
+                                  model.backend.to_numpy(model.predict(X)))
+
+
+def test_a_checkpoint_with_an_unknown_optimiser_option_is_named(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlcore import checkpoint
+
+    model = mlcore.MLP([3, 5, 2], seed=1)
+    real = checkpoint._options
+    monkeypatch.setattr(checkpoint, "_options", lambda opt: {**real(opt), "warp": 9})
+    checkpoint.save_checkpoint(tmp_path / "ck.safetensors", model,
+                               mlcore.Adam(model.parameters()), epoch=1)
+    with pytest.raises(ModelFileError, match=r"option 'warp', which Adam here does not take"):
+        checkpoint.load_checkpoint(tmp_path / "ck.safetensors")
+
+
+def test_saving_removes_what_killed_saves_left(tmp_path: pathlib.Path) -> None:
+    import os
+    import time
+
+    from mlcore import io
+
+    path = tmp_path / "m.safetensors"
+    old, fresh = tmp_path / ".m.safetensors.deadbeef.tmp", tmp_path / ".m.safetensors.0badf00d.tmp"
+    other = tmp_path / ".n.safetensors.deadbeef.tmp"
+    for f in (old, fresh, other):
+        f.write_bytes(b"x" * 64)
+    past = time.time() - io.STALE_SECONDS - 5
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    mlcore.MLP([2, 2], seed=0).save(path)
+    assert not old.exists()  # left by a dead writer
+    assert fresh.exists() and other.exists()  # maybe a live writer; another file's

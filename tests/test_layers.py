@@ -298,3 +298,25 @@ def test_dense_weight_is_stored_transposed_with_the_same_values(backend: Any) ->
     np.testing.assert_array_equal(host(backend, moved), host(backend, plain))
     if backend.name == "numpy":
         assert moved.flags.f_contiguous and moved.T.flags.c_contiguous
+
+
+# -- round 3 ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("init", "match"), [(math.nan, "finite"), ("abc", "type str")])
+def test_prelu_init_is_checked(init: Any, match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=f"PReLU: init.*{match}"):
+        mlcore.PReLU(init=init)
+
+
+def test_layers_of_two_backends_in_one_sequential_are_refused() -> None:
+    first = mlcore.Dense(3, 4)
+    with mlcore.use_backend("strict" if first.backend.name != "strict" else "numpy"):
+        second = mlcore.Dense(4, 2)
+    with pytest.raises(InvalidParameterError, match="must share one backend"):
+        mlcore.Sequential([first, mlcore.Activation("relu"), second])
+
+
+def test_a_negative_seed_is_named() -> None:
+    with pytest.raises(InvalidParameterError, match="seed must be an integer >= 0"):
+        mlcore.MLP([2, 3, 1], seed=-1)
+    with pytest.raises(InvalidParameterError, match="seed must be an integer >= 0"):
+        mlcore.Dropout(0.5, seed=-1)

@@ -158,3 +158,20 @@ def test_the_kit_catches_a_metric_that_forgets_batches(backend: Any) -> None:
 
     with pytest.raises(AssertionError, match="7 batches give"):
         check_metric(LastBatchOnly, backend)
+
+
+# -- round 3: garbage in is refused, as scikit-learn refuses it --------------------------------
+@pytest.mark.parametrize("name", ["accuracy", "precision", "recall", "f1", "auc",
+                                  "binary_accuracy"])
+def test_classification_metrics_refuse_nan_predictions(name: str) -> None:
+    p = np.full((N, 1), np.nan)
+    with pytest.raises(InvalidValueError, match="y_pred holds 97 NaN or infinite"):
+        mlcore.metric(name)(p, Y_BIN)
+
+
+@pytest.mark.parametrize("name", ["accuracy", "precision", "auc", "f1"])
+def test_classification_metrics_refuse_a_continuous_target(name: str) -> None:
+    with pytest.raises(InvalidValueError, match=r"not class labels.*'mae', 'mse'"):
+        mlcore.metric(name)(P_BIN, P_BIN[:, 0] * 3.0)
+    with pytest.raises(InvalidValueError, match="not class labels"):
+        mlcore.metric("accuracy")(P_MULTI, Y_MULTI + 0.5)

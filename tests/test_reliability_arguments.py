@@ -138,3 +138,40 @@ def test_arrays_of_another_backend_are_still_refused() -> None:
     model = mlcore.MLP([2, 1], seed=0)
     with pytest.raises(BackendMismatchError):
         model.forward(strict.asarray([[1.0, 2.0]], dtype=strict.xp.float32))
+
+
+# -- round 3: raw errors made clear ------------------------------------------------------------
+def test_a_python_list_given_to_a_loss_or_parameter_set_is_named() -> None:
+    with pytest.raises(mlcore.InvalidParameterError, match="pred is a list, not an array"):
+        mlcore.loss("mse").forward([1.0, 2.0], [1.0, 2.0])
+    p = mlcore.Dense(2, 1).weight
+    with pytest.raises(mlcore.InvalidParameterError, match="value is a list, not an array"):
+        p.set([[1.0, 2.0]])
+
+
+def test_values_beyond_float32_are_named_as_overflow() -> None:
+    model = mlcore.MLP([3, 2], seed=0)
+    with pytest.raises(mlcore.InvalidValueError, match=r"beyond the range of the model's "
+                                                       r"dtype float32"):
+        model.predict(np.full((2, 3), 1e39))
+
+
+def test_binary_cross_entropy_on_several_outputs_with_one_label_each() -> None:
+    model = mlcore.MLP([3, 4, 3], output_activation="sigmoid", seed=0)
+    X = np.ones((4, 3), np.float32)
+    with pytest.raises(mlcore.ShapeError, match=r"y of shape \(4,\) does not fit the model's "
+                                                r"3 outputs"):
+        model.fit(X, np.array([0, 1, 0, 1]), loss="binary_cross_entropy", verbose=False)
+
+
+def test_a_torch_tensor_on_another_device_is_named() -> None:
+    torch = pytest.importorskip("torch")
+    with mlcore.use_backend("torch"):
+        model = mlcore.MLP([3, 2], seed=0)
+    with pytest.raises(mlcore.DeviceMismatchError, match="X is on meta"):
+        model.predict(torch.zeros((2, 3), device="meta"))
+
+
+def test_batches_take_a_numpy_batch_size() -> None:
+    X = np.ones((10, 2), np.float32)
+    assert len(mlcore.data.batches(X, np.zeros(10), batch_size=np.int64(4))) == 3

@@ -3,6 +3,7 @@ naming the epoch, the batch and the likely cause, and the model keeps finite wei
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -103,3 +104,50 @@ def test_a_nonfinite_validation_loss_stops_training(backend: Any) -> None:
 def test_adam_with_eps_zero_is_refused_not_nan() -> None:
     with pytest.raises(InvalidParameterError, match=r"eps must be a finite number in \(0"):
         mlcore.Adam(mlcore.MLP([2, 2], seed=0).parameters(), eps=0.0)
+
+
+# -- round 3: the guard's advice ------------------------------------------------------------
+class _Opt:
+    def __init__(self, lr: float, eps: float | None = None) -> None:
+        self.lr = lr
+        if eps is not None:
+            self.eps = eps
+
+
+def _guard_message(opt: Any, losses: list[float], nan_weight: bool = False) -> str:
+    from mlcore._guards import NonFiniteGuard
+
+    X, _ = _data()
+    model = mlcore.MLP([4, 8, 2], seed=0)
+    guard = NonFiniteGuard(model, model.backend.asarray(X.astype(np.float32)), 0.01, "raise")
+    guard.optimizer = opt
+    guard.start_epoch(0)
+    for value in losses:
+        guard(value)
+    if nan_weight:
+        xp = model.namespace(model.parameters()[0].value)
+        p = model.parameters()[-1]
+        p.set(xp.full(p.shape, math.nan, dtype=p.value.dtype))
+    with pytest.raises(NonFiniteError) as info:
+        guard(math.nan)
+    return str(info.value)
+
+
+def test_the_guard_names_the_scheduled_rate_at_the_failing_batch() -> None:
+    opt = _Opt(0.01)
+    from mlcore._guards import NonFiniteGuard
+
+    assert NonFiniteGuard.__init__.__code__.co_varnames[1:5] == ("model", "X", "lr", "mode")
+    opt.lr = 1e4  # a schedule raised it after fit started
+    text = _guard_message(opt, [0.7, 5.0, 900.0])
+    assert "lr=10000 is too large" in text and "lr=0.01" not in text
+
+
+def test_the_guard_blames_eps_zero_not_the_rate() -> None:
+    text = _guard_message(_Opt(0.01, eps=0.0), [0.7, 0.6])
+    assert "eps=0" in text and "too large" not in text
+
+
+def test_a_nan_from_moderate_weights_is_not_blamed_on_the_rate() -> None:
+    text = _guard_message(_Opt(0.01), [0.7, 0.6, 0.5], nan_weight=True)
+    assert "0/0" in text and "too large" not in text

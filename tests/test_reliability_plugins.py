@@ -197,3 +197,12 @@ def test_names_are_normalised_everywhere(kind: str, name: str) -> None:
         getattr(mlcore, kind)(name)
     assert mlcore.MLP([2, 3, 2], activation=" TanH ", output_activation="Softmax",
                       seed=0).config()["activation"] == "tanh"
+
+
+def test_a_typo_in_the_plugin_controls_is_reported(fresh_registry: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLCORE_DISABLE_PLUGINS", "strictt")
+    fresh_registry.reset()
+    with pytest.warns(PluginWarning, match=r"MLCORE_DISABLE_PLUGINS names 'strictt'.*"
+                                           r"Did you mean 'strict'\?"):
+        mlcore.backend_names()

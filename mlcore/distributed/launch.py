@@ -10,6 +10,7 @@ of leaving the rest waiting.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,51 @@ def launch_command(processes: int, script: str, args: tuple[str, ...] = (),
     return [*cmd, sys.executable, "-m", "mpi4py", *target, *args]
 
 
+def _check_module(name: str) -> None:
+    """``-m NAME``: the module must be importable here (each process imports it)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:  # a missing parent package, an empty name
+        found, why = None, f" ({exc})"
+    else:
+        why = ""
+    if found is None:
+        raise click.BadParameter(
+            f"no module named {name!r}{why} for {Path(sys.executable).name} "
+            f"({sys.executable}). Check the name, install the package, or pass a script "
+            f"path without -m.", param_hint="-m SCRIPT")
+
+
+_HOST_LINE = re.compile(r"^[A-Za-z0-9_.\-\[\]]+(:\d+)?(\s+slots=\d+)?(\s+max_slots=\d+)?$")
+
+
+def _check_hostfile(path: str) -> None:
+    """One host per line: ``name``, ``name:4`` (MPICH) or ``name slots=4`` (Open MPI);
+    ``#`` starts a comment. MPICH's launcher exits with status 248 and no message on a
+    malformed line, so lines are checked here first."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path!r}: {exc}.",
+                                 param_hint="--hostfile") from exc
+    hosts = 0
+    for number, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if not _HOST_LINE.match(line) or line.endswith(":0"):
+            raise click.BadParameter(
+                f"{path!r} line {number} is {raw.strip()!r}; expected one host per line, "
+                f"as 'node1', 'node1:4' (4 processes there) or 'node1 slots=4'.",
+                param_hint="--hostfile")
+        hosts += 1
+    if hosts == 0:
+        raise click.BadParameter(f"{path!r} names no host; write one per line, such as "
+                                 f"'node1:4'.", param_hint="--hostfile")
+
+
 @click.command(context_settings={"ignore_unknown_options": True,
                                  "allow_interspersed_args": False}, epilog="""\b
 Examples:
@@ -83,6 +129,10 @@ def launch(processes: int, hostfile: str | None, threads: int | None, mpiexec: s
     if not module and not Path(script).is_file():
         raise click.BadParameter(f"no such file: {script!r} (pass -m for a module).",
                                  param_hint="SCRIPT")
+    if module:
+        _check_module(script)
+    if hostfile:
+        _check_hostfile(hostfile)
     cmd = launch_command(processes, script, args, hostfile, mpiexec, module)
     env = dict(os.environ, MLCORE_DISTRIBUTED="mpi")
     if threads is not None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import DistributedError, InvalidParameterError
 from ..layers import Parameter, dtype_name
-from ._world import abort
+from ._world import abort, rendezvous, timeout_seconds
 from .comm import Communicator, communicator
 
 __all__ = ["DataParallel", "DEFAULT_BUCKET_BYTES", "for_fit"]
@@ -39,18 +39,22 @@ class DataParallel:
     """Options of data-parallel training; ``fit(..., distributed=DataParallel(...))``.
 
     ``distributed=True`` is ``DataParallel()``. ``bucket_bytes`` caps one gradient message.
+    ``timeout``: seconds every process waits for the others to reach ``fit`` before the job
+    stops with an error naming the missing ones (default: ``MLCORE_DISTRIBUTED_TIMEOUT``,
+    else 1800; see :func:`mlcore.distributed._world.rendezvous`).
     After ``fit``, ``stats`` holds ``steps`` and ``allreduce_seconds`` (time in the gradient
     collectives, staging included) of that fit.
     """
 
     def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 comm: Communicator | None = None) -> None:
+                 comm: Communicator | None = None, timeout: float | None = None) -> None:
         if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) \
                 or bucket_bytes < 1:
             raise DistributedError(
                 f"bucket_bytes must be a positive integer, received {bucket_bytes!r}.",
                 bucket_bytes)
         self.bucket_bytes, self.comm = bucket_bytes, comm
+        self.timeout = None if timeout is None else timeout_seconds(timeout)
         self.stats: dict[str, float] = {"steps": 0, "allreduce_seconds": 0.0}
         self._buckets: list[list[int]] = []
         self._xp: Any = None
@@ -61,6 +65,10 @@ class DataParallel:
         weights, plan the buckets. Returns self."""
         if self.comm is None:
             self.comm = communicator(model.backend)
+        wait = self.timeout if self.timeout is not None else timeout_seconds()
+        job = getattr(self.comm, "world", None)
+        if job is not None:
+            rendezvous(job, wait, "fit(..., distributed=True)")
         self.check(facts)
         params = model.parameters()
         self._xp = model.namespace(params[0].value)
