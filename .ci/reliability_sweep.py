@@ -1162,6 +1162,95 @@ def _said(proc: subprocess.CompletedProcess[str], want: str) -> tuple[str, str]:
     return ("clean", want) if want in proc.stderr else ("unclear", proc.stderr[-200:])
 
 
+
+# -- round 3, the optimiser items (issue 21's rules) -----------------------------------------
+
+@case("Adam/AdamW at lr=0 (warm-up, cosine past its end) train on", per_backend=True)
+def _() -> tuple[str, str]:
+    for name in ("adam", "adamw"):
+        m = mlcore.MLP([2, 3, 1], seed=0)
+        sched = mlcore.callbacks.LearningRateScheduler(lambda epoch: 0.01 * epoch)
+        got = ok(lambda m=m, name=name, sched=sched: m.fit(
+            [[0.0, 1.0], [1.0, 0.0]], [0.0, 1.0], loss="mse", optimizer=name, epochs=2,
+            callbacks=[sched], verbose=False), lambda h: len(h["loss"]) == 2)
+        if got[0] != "clean":
+            return got
+    return got
+
+
+@case("RMSprop/Adagrad argument errors name the argument")
+def _() -> tuple[str, str]:
+    p = [mlcore.layers.Parameter(np.ones(2))]
+    for cls, kw, match in ((mlcore.RMSprop, {"alpha": 2.0}, "alpha must be"),
+                           (mlcore.Adagrad, {"lr_decay": -1.0}, "lr_decay must be"),
+                           (mlcore.Adagrad, {"initial_accumulator_value": "x"},
+                            "initial_accumulator_value must be")):
+        got = error(lambda cls=cls, kw=kw: cls(p, **kw), match)
+        if got[0] != "clean":
+            return got
+    return got
+
+
+@case("RMSprop(centered='False') refused")
+def _() -> tuple[str, str]:
+    p = [mlcore.layers.Parameter(np.ones(2))]
+    return error(lambda: mlcore.RMSprop(p, centered="False"), "centered must be True or False")
+
+
+@case("RMSprop/Adagrad eps=0 refused (was NaN)")
+def _() -> tuple[str, str]:
+    p = [mlcore.layers.Parameter(np.ones(2))]
+    got = error(lambda: mlcore.RMSprop(p, eps=0.0), "eps must be")
+    return got if got[0] != "clean" else error(lambda: mlcore.Adagrad(p, eps=0.0), "eps must be")
+
+
+@case("SGD/RMSprop load_state_dict of a longer model refused")
+def _() -> tuple[str, str]:
+    big = [mlcore.layers.Parameter(np.ones(2)) for _ in range(3)]
+    for cls, kw in ((mlcore.SGD, {"momentum": 0.9}), (mlcore.RMSprop, {})):
+        opt = cls(big, **kw)
+        for q in big:
+            q.grad = np.ones(2)
+        opt.step()
+        got = error(lambda cls=cls, kw=kw, opt=opt: cls(big[:2], **kw).load_state_dict(
+            opt.state_dict()), "does not fit")
+        if got[0] != "clean":
+            return got
+    return got
+
+
+@case("clip_norm/clip_value take NumPy scalars")
+def _() -> tuple[str, str]:
+    p = [mlcore.layers.Parameter(np.ones(2))]
+    return ok(lambda: mlcore.SGD(p, clip_norm=np.float32(1.0), clip_value=np.int64(2)),
+              lambda o: (o.clip_norm, o.clip_value) == (1.0, 2.0))
+
+
+@case("fit(jit_compile=True) clips on the compiled step as eagerly", per_backend=True)
+def _() -> tuple[str, str]:
+    from mlcore.plugins import registry
+
+    class Identity:
+        @mlcore.hookimpl
+        def mlcore_compile_step(self, backend: Any, step: Any) -> Any:
+            return step
+
+    weights = []
+    registry().pm.register(plugin := Identity(), name="sweep-identity")
+    try:
+        for jit in (False, True):
+            m = mlcore.MLP([2, 3, 1], seed=0, dtype="float64")
+            m.fit([[0.0, 1.0], [1.0, 0.0]], [0.0, 1.0], loss="mse", verbose=False,
+                  optimizer=mlcore.SGD(m.parameters(), lr=0.5, clip_norm=0.01),
+                  epochs=3, jit_compile=jit)
+            weights.append(m.backend.to_numpy(m.parameters()[0].value))
+    finally:
+        registry().pm.unregister(plugin)
+    if np.allclose(weights[0], weights[1], rtol=1e-12, atol=1e-14):
+        return "clean", "eager and compiled clip alike"
+    return "silent", f"differ by {np.max(np.abs(weights[0] - weights[1]))}"
+
+
 def main() -> int:
     verbose = "-v" in sys.argv
     counts: dict[str, int] = {}

@@ -107,4 +107,13 @@ def test_a_lazy_backend_materialises_parameters_and_state_each_step(with_templat
         model.fit(rng.normal(size=(12, 3)), rng.integers(0, 2, size=12), loss="cross_entropy",
                   optimizer="adam", epochs=2, batch_size=4, verbose=False)
     n = len(model.parameters())
-    assert sys.modules["lazy_backend"].CALLS == [3 * n] * 6  # params, m, v; 6 steps
+    calls = sys.modules["lazy_backend"].CALLS
+    assert calls == [3 * n] * 6  # params, m, v; 6 steps
+    for optimizer, arrays in ((mlcore.RMSprop(model.parameters(), momentum=0.9, centered=True),
+                               4 * n), (mlcore.Adagrad(model.parameters()), 2 * n)):
+        calls.clear()  # every declared slot goes through materialize (was: Adam's and SGD's)
+        with mlcore.use_backend("lazy"):
+            model.fit(rng.normal(size=(12, 3)), rng.integers(0, 2, size=12),
+                      loss="cross_entropy", optimizer=optimizer, epochs=1, batch_size=4,
+                      verbose=False)
+        assert calls == [arrays] * 3, type(optimizer).__name__

@@ -133,3 +133,80 @@ def test_the_kit_catches_an_optimiser_going_uphill(backend: Any) -> None:
 
     with pytest.raises(AssertionError, match="did not lower"):
         check_optimizer(Uphill, backend)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_trains_on_through_a_zero_learning_rate(backend: Any, name: str) -> None:
+    """A warm-up from 0 or a cosine schedule past its end: lr = 0 changes no weight (the
+    moments still advance), as torch; was a ZeroDivisionError."""
+    params, opt, grads = _run(backend, name, 3, lr=0.01)
+    opt.lr = 0.0
+    before = [host(backend, p.value).copy() for p in params]
+    for p, g in zip(params, grads[0], strict=True):
+        p.grad = backend.asarray(g)
+    opt.step()
+    for b, p in zip(before, params, strict=True):
+        np.testing.assert_array_equal(host(backend, p.value), b)
+    assert opt.state["step"] == 1 and all(m is not None for m in opt.m)
+    opt.lr = 0.01
+    opt.step()
+    assert not np.array_equal(host(backend, params[0].value), before[0])
+
+
+@pytest.mark.parametrize(("cls", "kw", "match"), [
+    ("RMSprop", {"alpha": 1.5}, "alpha must be a finite number in [0, 1)"),
+    ("RMSprop", {"alpha": "x"}, "alpha must be a number"),
+    ("RMSprop", {"centered": "False"}, "centered must be True or False"),
+    ("RMSprop", {"eps": 0.0}, "eps must be a finite number in (0, inf)"),
+    ("Adagrad", {"lr_decay": -1.0}, "lr_decay must be a finite number in [0, inf)"),
+    ("Adagrad", {"initial_accumulator_value": -0.1}, "initial_accumulator_value must be"),
+    ("Adagrad", {"eps": 0.0}, "eps must be a finite number in (0, inf)"),
+    ("SGD", {"nesterov": 1}, "nesterov must be True or False"),
+    ("SGD", {"clip_norm": float("nan")}, "clip_norm must be a positive number"),
+])
+def test_optimiser_arguments_are_named_when_wrong(cls: str, kw: dict[str, Any],
+                                                  match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=re_escape(match)):
+        getattr(mlcore, cls)([Parameter(np.ones(2))], **kw)
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_numpy_scalars_are_taken_for_clipping() -> None:
+    opt = mlcore.SGD([Parameter(np.ones(2))], clip_norm=np.float32(1.5),
+                     clip_value=np.int64(2))
+    assert (opt.clip_norm, opt.clip_value) == (1.5, 2.0)
+
+
+@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam"])
+def test_state_of_a_longer_model_is_refused(name: str) -> None:
+    big = [Parameter(np.ones(2)) for _ in range(3)]
+    kw = {"momentum": 0.9} if name == "SGD" else {}
+    opt = getattr(mlcore, name)(big, **kw)
+    for p in big:
+        p.grad = np.ones(2)
+    opt.step()
+    small = getattr(mlcore, name)(big[:2], **kw)
+    with pytest.raises(InvalidParameterError, match="does not fit this|covers 3 parameters|"
+                       r"'steps' is \[1, 1, 1\]"):
+        small.load_state_dict(opt.state_dict())
+
+
+def test_state_declaration_drives_materialize_and_state_dict(backend: Any) -> None:
+    """Every slot (RMSprop's and Adagrad's too) is listed once, for a lazy backend's
+    materialize, state_dict and the compiled step alike."""
+    for opt in (mlcore.RMSprop([Parameter(backend.asarray(np.ones(3)))], momentum=0.9,
+                               centered=True),
+                mlcore.Adagrad([Parameter(backend.asarray(np.ones(3)))])):
+        opt.params[0].grad = backend.asarray(np.full(3, 0.5))
+        opt.step()
+        arrays = opt.state_arrays()
+        assert len(arrays) == len(opt.slots) >= 1
+        saved = opt.state_dict()
+        assert sorted(k for k in saved if "." in k) == sorted(f"{s}.0" for s in opt.slots)
+        opt.replace_state_arrays([a * 0 for a in arrays])
+        assert all(float(host(backend, a).sum()) == 0.0 for a in opt.state_arrays())

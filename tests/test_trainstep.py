@@ -405,6 +405,8 @@ def test_eager_and_compiled_fits_agree(backend: Any, identity: Any, name: str,
     identity compiler: the pure step itself; on jax, jax.jit)."""
     if backend.name == "torch" and (dtype == "float64" or clip):
         pytest.skip("torch runs a slice of the matrix (numpy and strict run all of it)")
+    if backend.name == "jax":
+        pytest.skip("on jax the matrix runs with jax.jit (test_eager_and_jax_jit_fits_agree)")
     _compare(backend, form, dtype, name, kw | clip)
 
 
