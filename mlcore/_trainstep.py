@@ -47,7 +47,6 @@ import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from typing import Any, NamedTuple
 
 from ._array import namespace
@@ -94,6 +93,7 @@ class TrainStep:
         self.value_and_grad = weighted_loss(plan, loss) if weighted else None
         self.noisy = [i for i, layer in enumerate(self.layers)
                       if callable(getattr(layer, "draw", None))]
+        self._grad: Any = None  # the loss gradient between the forward and backward pass
 
     # -- the noise, drawn outside the step -----------------------------------------------
     def draw(self, X: Any) -> tuple[Any, ...]:
@@ -111,31 +111,59 @@ class TrainStep:
         return tuple(noise)
 
     # -- the two halves ------------------------------------------------------------------
+    def backward(self, xp: Any, batch: Batch, *, checked: bool = True) -> tuple[Any, Any]:
+        """Forward, loss and backward on the layers' current arrays: ``(loss, output)``,
+        each parameter's gradient in its ``grad`` (BatchNorm's new running statistics in
+        its buffers). ``checked=False`` skips the loss's value checks (a traced step has
+        no values to read)."""
+        for p in self.params:
+            p.grad = None
+        if not self.noisy and checked and batch.w is None:  # the plain step, inline
+            out, backprop = chain(self.layers, batch.X, xp, False)
+            loss, grad = self.plan.value_and_grad(xp, out, batch.y)
+            backprop(grad)
+            return loss, out
+        if not self.noisy:
+            loss, out, backprop = self._forward(xp, batch, checked)
+        else:
+            active = [self.layers[i] for i in self.noisy if self.layers[i].active]
+            for layer, u in zip(active, batch.noise, strict=True):
+                layer.noise = u
+            try:
+                loss, out, backprop = self._forward(xp, batch, checked)
+            finally:
+                for layer in active:
+                    layer.noise = None
+        backprop(self._grad)
+        self._grad = None
+        return loss, out
+
+    def _forward(self, xp: Any, batch: Batch, checked: bool) -> tuple[Any, Any, Any]:
+        if not checked:
+            with values_unchecked():
+                return self._forward(xp, batch, True)
+        out, backprop = chain(self.layers, batch.X, xp, False)
+        if batch.w is None:
+            loss, self._grad = self.plan.value_and_grad(xp, out, batch.y)
+        else:
+            loss, self._grad = self.value_and_grad(xp, out, batch.y,  # type: ignore[misc]
+                                                   batch.w)
+        return loss, out, backprop
+
     def gradients(self, xp: Any, values: Sequence[Any], buffers: Sequence[Any], batch: Batch,
                   *, checked: bool = True) -> tuple[list[Any], list[Any], Any, Any]:
-        """Forward, loss and backward at parameter arrays ``values`` and buffer arrays
-        ``buffers``: ``(grads, new_buffers, loss, output)``. Pure: the layers' parameters
-        and buffers are set to the arguments for the passes and put back afterwards.
-        ``checked=False`` skips the loss's value checks (a traced step has no values)."""
+        """:meth:`backward` as a pure function of the parameter arrays ``values`` and the
+        buffer arrays ``buffers``: ``(grads, new_buffers, loss, output)``. The layers'
+        parameters and buffers are set to the arguments for the passes and put back."""
         params, holders = self.params, self.holders
         saved = [(p.value, p.grad) for p in params]
         saved_buffers = [h.value for h in holders]
-        active = [self.layers[i] for i in self.noisy if self.layers[i].active]
         try:
             for p, v in zip(params, values, strict=True):
-                p.value, p.grad = v, None
+                p.value = v
             for h, v in zip(holders, buffers, strict=True):
                 h.value = v
-            for layer, u in zip(active, batch.noise, strict=True):
-                layer.noise = u
-            with values_unchecked() if not checked else nullcontext():
-                out, backprop = chain(self.layers, batch.X, xp, False)
-                if batch.w is None:
-                    loss, grad = self.plan.value_and_grad(xp, out, batch.y)
-                else:
-                    loss, grad = self.value_and_grad(xp, out, batch.y,  # type: ignore[misc]
-                                                     batch.w)
-            backprop(grad)
+            loss, out = self.backward(xp, batch, checked=checked)
             grads = [xp.zeros_like(p.value) if p.grad is None else p.grad for p in params]
             new_buffers = [h.value for h in holders]
         finally:
@@ -143,8 +171,6 @@ class TrainStep:
                 p.value, p.grad = v, g
             for h, v in zip(holders, saved_buffers, strict=True):
                 h.value = v
-            for layer in active:
-                layer.noise = None
         return grads, new_buffers, loss, out
 
     def step(self, xp: Any, values: Sequence[Any], state: dict[str, Any], batch: Batch, *,
@@ -169,7 +195,7 @@ class EagerStep:
 
     def __init__(self, ts: TrainStep, *, guard: Any = None,
                  sync: Callable[[list[Any], int], None] | None = None) -> None:
-        self.ts, self.guard, self.sync = ts, guard, sync
+        self.ts, self.opt, self.guard, self.sync = ts, ts.opt, guard, sync
         self.settle = settler(ts.model.backend, ts.params, ts.opt)
         self.names = ("X", "y", "model parameters")
 
@@ -179,29 +205,41 @@ class EagerStep:
         if xp is None:
             xp = namespace(X, y, params[0].value, names=self.names)
         if self.sync is not None and X.shape[0] == 0:  # this process's share is empty
-            grads = [xp.zeros_like(p.value) for p in params]
-            self._apply(xp, grads, 0)
+            for p in params:
+                p.grad = xp.zeros_like(p.value)
+            self._apply(0)
             return xp.zeros((), dtype=X.dtype), None
-        grads, buffers, loss, out = ts.gradients(
-            xp, [p.value for p in params], [h.value for h in ts.holders],
-            Batch(X, y, w, ts.draw(X)))
-        if self.guard is not None and self.guard(loss) is False:
-            return loss, out  # a non-finite loss under on_nonfinite="warn": skipped
-        for h, v in zip(ts.holders, buffers, strict=True):
-            h.value = v
-        self._apply(xp, grads, X.shape[0])
+        batch = Batch(X, y, w, ts.draw(X) if ts.noisy else ())
+        if self.guard is None and not ts.holders and self.sync is None:  # the plain path
+            loss, out = ts.backward(xp, batch)
+            self.opt.step()
+            if self.settle is not None:
+                self.settle()
+            return loss, out
+        buffers = [h.value for h in ts.holders]
+        try:
+            loss, out = ts.backward(xp, batch)
+            applied = self.guard is None or self.guard(loss) is not False
+        except NonFiniteError:
+            self._restore(buffers)
+            raise
+        if applied:
+            self._apply(X.shape[0])
+        else:  # a non-finite loss under on_nonfinite="warn": the batch is skipped
+            self._restore(buffers)
         return loss, out
 
-    def _apply(self, xp: Any, grads: list[Any], rows: int) -> None:
-        """The update: the gradients in ``grad`` (averaged over the processes with
-        ``sync``), then ``optimizer.step()`` (its rule, in place through the backend's
-        kernel where offered; a subclass's own ``step`` is honoured)."""
-        params = self.ts.params
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g
+    def _restore(self, buffers: list[Any]) -> None:
+        for h, v in zip(self.ts.holders, buffers, strict=True):
+            h.value = v
+
+    def _apply(self, rows: int) -> None:
+        """The update from the gradients in ``grad`` (averaged over the processes with
+        ``sync``): ``optimizer.step()``, the rule, in place through the backend's kernel
+        where offered (a subclass's own ``step`` is honoured)."""
         if self.sync is not None:
-            self.sync(params, rows)
-        self.ts.opt.step()
+            self.sync(self.ts.params, rows)
+        self.opt.step()
         if self.settle is not None:
             self.settle()
 

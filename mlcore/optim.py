@@ -121,9 +121,12 @@ def clip_gradients(xp: Any, grads: Sequence[Any], clip_norm: float | None,
 
 
 def _one_minus_power(num: Any, beta: float, t: Any) -> Any:
-    """``1 - beta**t`` as ``-expm1(t log beta)`` (accurate in float32 too); ``num`` is
-    ``math`` for a Python count or the array namespace for a 0-d array."""
-    return 1.0 if beta == 0.0 else -num.expm1(t * math.log(beta))
+    """``1 - beta**t``: in Python floats (float64) for a Python count (``num`` is
+    ``math``), else as ``-expm1(t log beta)`` on the 0-d array ``t`` (accurate in float32
+    too; ``num`` is the array namespace)."""
+    if num is math or beta == 0.0:
+        return 1.0 - beta**t
+    return -num.expm1(t * math.log(beta))
 
 
 class Optimizer:
@@ -161,6 +164,8 @@ class Optimizer:
         """The live state: one list per slot (None for a parameter not updated yet) and the
         step count as a Python int (never read back from a device)."""
         self._fused: Any = None  # the backend's in-place kernel for this rule, if any
+        self._filled: set[str] = set()  # slots every parameter has (no None left)
+        self._ruled = _has_rule(type(self))
 
     # -- the rule ------------------------------------------------------------------------
     def init_slot(self, xp: Any, name: str, p: Any) -> Any:
@@ -192,9 +197,11 @@ class Optimizer:
             f"state, lr) -> (new_params, new_state) (see mlcore.plugin.OptimizerBase).")
 
     def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
-                    state: State, lr: float) -> tuple[tuple[Any, ...], State] | None:
-        """The rule run in place by the backend's kernel (:attr:`_fused`), or None when
-        there is none: the eager step's fast path. ``grads`` are already clipped."""
+                    state: State, lr: float) -> State | None:
+        """The rule run in place by the backend's kernel (:attr:`_fused`): the parameters
+        ``params`` updated where they are, the new state returned (only the entries that
+        changed identity), or None when there is no such path (the eager step then runs
+        :meth:`rule`). ``grads`` are already clipped. Tested against :meth:`rule`."""
         return None
 
     def hyper(self) -> tuple[Any, ...]:
@@ -207,7 +214,7 @@ class Optimizer:
     def has_rule(self) -> bool:
         """Whether this optimiser is written as a rule (every built-in; a subclass that only
         overrides the old ``_step`` trains eagerly and never compiles)."""
-        return type(self)._step is Optimizer._step and type(self).rule is not Optimizer.rule
+        return _has_rule(type(self))
 
     # -- the eager executor ---------------------------------------------------------------
     def zero_grad(self) -> None:
@@ -218,27 +225,39 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter that has a gradient, by the rule (on their device)."""
         with self._on_device:
-            if not self.has_rule:
+            if not self._ruled:
                 self._legacy_step()
                 return
-            chosen = [i for i, p in enumerate(self.params) if p.grad is not None]
-            if not chosen:
-                return
-            self.apply([self.params[i].grad for i in chosen], chosen)
+            grads = [p.grad for p in self.params]
+            for g in grads:
+                if g is None:  # only the parameters that have a gradient
+                    chosen = [i for i, g in enumerate(grads) if g is not None]
+                    if chosen:
+                        self.apply([grads[i] for i in chosen], chosen)
+                    return
+            self.apply(grads)
 
     def apply(self, grads: Sequence[Any], chosen: Sequence[int] | None = None) -> None:
         """Update the parameters ``chosen`` (default: all) from ``grads`` in place: the
-        eager half of the training step."""
-        chosen = range(len(self.params)) if chosen is None else chosen
+        eager half of the training step (the backend's kernel where one is offered, else
+        the rule, whose results are written back)."""
         xp, lr = self.xp, float(self.lr)  # a NumPy scalar would promote float32 arithmetic
-        values = [self.params[i].value for i in chosen]
-        state = self.gather(chosen)
-        grads = clip_gradients(xp, grads, self.clip_norm, self.clip_value)
-        result = self.fast_update(xp, values, grads, state, lr) if self._fused is not None \
-            else None
-        if result is None:
-            result = self.rule(xp, values, grads, state, lr)
-        self.scatter(chosen, *result)
+        params = self.params if chosen is None else [self.params[i] for i in chosen]
+        values = [p.value for p in params]
+        slots = self.slots
+        if chosen is None and len(self._filled) == len(slots):  # the live lists, as they are
+            state: State = {name: self.state[name] for name in slots}
+            if self.counted:
+                state["step"] = self.state["step"]
+        else:
+            state = self.gather(chosen)
+        if self.clip_norm is not None or self.clip_value is not None:
+            grads = clip_gradients(xp, grads, self.clip_norm, self.clip_value)
+        done = None if self._fused is None else self.fast_update(xp, values, grads, state, lr)
+        if done is not None:
+            self.store(chosen, done)
+            return
+        self.scatter(chosen, *self.rule(xp, values, grads, state, lr))
 
     def _step(self) -> None:
         """The old subclass protocol (update ``p.value`` from ``p.grad`` in place)."""
@@ -255,16 +274,18 @@ class Optimizer:
 
     # -- the live state ------------------------------------------------------------------
     def gather(self, chosen: Sequence[int] | None = None) -> State:
-        """The live state of the parameters ``chosen`` as the rule takes it (a slot not
-        made yet starts at :meth:`init_slot`)."""
-        chosen = range(len(self.params)) if chosen is None else chosen
+        """The live state of the parameters ``chosen`` (default: all) as the rule takes it
+        (a slot not made yet starts at :meth:`init_slot`)."""
         state: State = {}
         for name in self.slots:
             live = self._slot_list(name)
-            for i in chosen:
-                if live[i] is None:
-                    live[i] = self.init_slot(self.xp, name, self.params[i].value)
-            state[name] = tuple(live[i] for i in chosen)
+            if name not in self._filled:
+                for i in (range(len(live)) if chosen is None else chosen):
+                    if live[i] is None:
+                        live[i] = self.init_slot(self.xp, name, self.params[i].value)
+                if all(a is not None for a in live):
+                    self._filled.add(name)  # every parameter has it from now on
+            state[name] = tuple(live) if chosen is None else tuple(live[i] for i in chosen)
         if self.counted:
             state["step"] = self.state["step"]
         return state
@@ -273,21 +294,29 @@ class Optimizer:
                 state: State) -> None:
         """Write a rule's results back: parameters into their own storage where it can be
         written (its layout kept), the state into :attr:`state`."""
-        chosen = range(len(self.params)) if chosen is None else chosen
-        for i, v in zip(chosen, values, strict=True):
-            p = self.params[i]
+        params = self.params if chosen is None else [self.params[i] for i in chosen]
+        for p, v in zip(params, values, strict=True):
             if v is not p.value:
                 if writes_in_place(p.value) and _writeable(p.value):
                     p.value[...] = v
                 else:
                     p.value = v
-        for name in self.slots:
+        self.store(chosen, state)
+
+    def store(self, chosen: Sequence[int] | None, state: State) -> None:
+        """Put the entries of a new ``state`` into :attr:`state` (the step count as a
+        Python int: the host's count, never read back from a device)."""
+        for name, arrays in state.items():
+            if name == "step":
+                self.state["step"] = arrays if isinstance(arrays, int) else \
+                    self.state["step"] + 1
+                continue
             live = self._slot_list(name)
-            for i, v in zip(chosen, state[name], strict=True):
-                live[i] = v
-        if self.counted:
-            step = state["step"]
-            self.state["step"] = step if isinstance(step, int) else self.state["step"] + 1
+            if chosen is None:
+                live[:] = arrays
+            else:
+                for i, v in zip(chosen, arrays, strict=True):
+                    live[i] = v
 
     def _slot_list(self, name: str) -> list[Any]:
         live = self.state.get(name)
@@ -359,6 +388,7 @@ class Optimizer:
         slots = {name: [self._slot(state, f"{name}.{i}", p) for i, p in enumerate(self.params)]
                  for name in self.slots}
         self.state = {**slots, **({"step": step} if self.counted else {})}
+        self._filled = set()
         self.lr = lr
 
     def _slot(self, state: dict[str, Any], key: str, p: Parameter) -> Any:
@@ -374,6 +404,17 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lr={self.lr}, {len(self.params)} parameters)"
+
+
+_RULED: dict[type, bool] = {}
+
+
+def _has_rule(cls: type) -> bool:
+    found = _RULED.get(cls)
+    if found is None:
+        found = _RULED[cls] = (getattr(cls, "_step", None) is Optimizer._step
+                               and getattr(cls, "rule", None) is not Optimizer.rule)
+    return found
 
 
 def _frozen(value: Any) -> Any:
@@ -437,13 +478,11 @@ class SGD(Optimizer):
         return tuple(p - lr * u for p, u in zip(params, d, strict=True)), new_state
 
     def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
-                    state: State, lr: float) -> tuple[tuple[Any, ...], State] | None:
-        if not all(writes_in_place(p) and _writeable(p) for p in params):
-            return None
+                    state: State, lr: float) -> State | None:
         d, new_state = self.directions(params, grads, state)
         for p, u in zip(params, d, strict=True):
             self._fused(p, u, lr)
-        return tuple(params), new_state
+        return new_state
 
 
 class Adam(Optimizer):
@@ -470,6 +509,7 @@ class Adam(Optimizer):
         self.betas = _check_betas(betas)
         self.eps = _check_range("eps", eps, 0.0, open_low=True)
         self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
+        self._scalar_cache: tuple[Any, ...] = (None, None, None, None)
         self._fused = kernel("adam_update", self.xp)  # the backend's in-place update, if any
 
     def scalars(self, num: Any, t: Any, lr: Any) -> tuple[Any, Any]:
@@ -478,11 +518,17 @@ class Adam(Optimizer):
         Python numbers, the array namespace for 0-d arrays; ``lr = 0`` gives an infinite
         scale (no change to ``p``)."""
         b1, b2 = self.betas
+        if num is math:  # Python numbers: cached for the step's count and rate
+            cached = self._scalar_cache
+            if cached[0] == t and cached[1] == lr and cached[2] == (b1, b2, self.eps):
+                return cached[3]  # type: ignore[no-any-return]
         s = (1.0 - b2) / _one_minus_power(num, b2, t)
         s = math.sqrt(s) if isinstance(s, float) else num.sqrt(s)  # √(v/(1-β2ᵗ)) = s·√v
         top = _one_minus_power(num, b1, t) * s
         if num is math:
-            return self.eps / s, (top / (lr * (1.0 - b1)) if lr else math.inf)
+            found = (self.eps / s, (top / (lr * (1.0 - b1)) if lr else math.inf))
+            self._scalar_cache = (t, lr, (b1, b2, self.eps), found)
+            return found
         positive = lr > 0.0
         safe = num.where(positive, lr, num.ones_like(lr))
         return self.eps / s, num.where(positive, top / (safe * (1.0 - b1)),
@@ -509,19 +555,18 @@ class Adam(Optimizer):
         return tuple(new_p), {"step": t, "m": tuple(new_m), "v": tuple(new_v)}
 
     def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
-                    state: State, lr: float) -> tuple[tuple[Any, ...], State] | None:
-        arrays = (*params, *state["m"], *state["v"])
-        if not all(writes_in_place(a) and _writeable(a) for a in arrays):
-            return None
+                    state: State, lr: float) -> State | None:
         t = state["step"] + 1
         eps, scale = self.scalars(math, t, lr)
         b1, b2 = self.betas
+        decay = self.weight_decay
         for p, g, m, v in zip(params, grads, state["m"], state["v"], strict=True):
-            q, g = self.decay(p, g, lr)
-            if q is not p:
-                p[...] = q
+            if decay:
+                q, g = self.decay(p, g, lr)
+                if q is not p:
+                    p[...] = q
             self._fused(p, g, m, v, b1, b2, eps, scale)
-        return tuple(params), {"step": t, "m": state["m"], "v": state["v"]}
+        return {"step": t}  # m and v updated where they are
 
 
 class AdamW(Adam):
