@@ -64,7 +64,8 @@ from .model import chain
 from .optim import Optimizer
 from .plugins import registry
 
-__all__ = ["Batch", "TrainStep", "EagerStep", "CompiledStep", "compiled_executor",
+__all__ = ["Batch", "TrainStep", "EagerStep", "CompiledStep", "CompiledHalves",
+           "compiled_executor", "flat_step", "flat_halves",
            "check_jit_compile", "compiles", "CACHE_SIZE"]
 
 Pure = Callable[[tuple[Any, ...], tuple[Any, ...], Any, Any], tuple[Any, Any, Any]]
@@ -244,21 +245,34 @@ class EagerStep:
             self.settle()
 
 
+def _unpack_opt(opt: Optimizer, flat: Sequence[Any], at: int,
+                n: int) -> tuple[dict[str, Any], int]:
+    """The optimiser state laid out flat from ``flat[at]`` on, and the index after it."""
+    state: dict[str, Any] = {}
+    for name in opt.slots:
+        state[name], at = tuple(flat[at: at + n]), at + n
+    if opt.counted:
+        state["step"], at = flat[at], at + 1
+    return state, at
+
+
+def _pack_opt(opt: Optimizer, state: dict[str, Any]) -> list[Any]:
+    """The optimiser state as flat arrays: each slot's arrays, then the step count."""
+    flat = [a for name in opt.slots for a in state[name]]
+    if opt.counted:
+        flat.append(state["step"])
+    return flat
+
+
 def flat_step(ts: TrainStep, xp: Any, *, outputs: bool, finite_only: bool) -> Pure:
     """:meth:`TrainStep.step` in the hook's calling convention (see the module): flat
     tuples in and out, nothing read back to the host."""
     opt = ts.opt
-    slots, counted = tuple(opt.slots), opt.counted
     n, n_buf = len(ts.params), len(ts.holders)
 
     def step(values: tuple[Any, ...], flat: tuple[Any, ...], X: Any,
              y: Any) -> tuple[Any, Any, Any]:
-        at = 1
-        opt_state: dict[str, Any] = {}
-        for name in slots:
-            opt_state[name], at = tuple(flat[at: at + n]), at + n
-        if counted:
-            opt_state["step"], at = flat[at], at + 1
+        opt_state, at = _unpack_opt(opt, flat, 1, n)
         buffers, at = tuple(flat[at: at + n_buf]), at + n_buf
         w = None
         if ts.weighted:
@@ -267,11 +281,7 @@ def flat_step(ts: TrainStep, xp: Any, *, outputs: bool, finite_only: bool) -> Pu
         state = {"lr": flat[0], "opt": opt_state, "buffers": buffers}
         new_values, new, loss, out = ts.step(xp, values, state, Batch(X, y, w, noise),
                                              checked=False)
-        new_opt = [a for name in slots for a in new["opt"][name]]
-        old_opt = [a for name in slots for a in opt_state[name]]
-        if counted:
-            new_opt.append(new["opt"]["step"])
-            old_opt.append(opt_state["step"])
+        new_opt, old_opt = _pack_opt(opt, new["opt"]), _pack_opt(opt, opt_state)
         new_buffers = list(new["buffers"])
         if finite_only:
             ok = xp.isfinite(loss)
@@ -286,6 +296,39 @@ def flat_step(ts: TrainStep, xp: Any, *, outputs: bool, finite_only: bool) -> Pu
         return tuple(new_values), (flat[0], *rest), loss
 
     return step
+
+
+def flat_halves(ts: TrainStep, xp: Any, *, outputs: bool) -> tuple[Pure, Pure]:
+    """The step's two halves in the hook's calling convention, for a distributed fit (the
+    gradients are averaged over the processes between them):
+
+    ``gradients(params, (lr, *buffers, [w], *noise, *grads, [output]), X, y)`` gives the
+    parameters unchanged and ``(lr, *new_buffers, [w], *noise, *grads, [output])``;
+    ``apply(params, (lr, *optimizer_state, *grads), X, y)`` gives the new parameters and
+    ``(lr, *new_optimizer_state, *grads)`` (its loss is a zero: the first half had it).
+    """
+    opt = ts.opt
+    n, n_buf = len(ts.params), len(ts.holders)
+
+    def gradients(values: tuple[Any, ...], flat: tuple[Any, ...], X: Any,
+                  y: Any) -> tuple[Any, Any, Any]:
+        end = len(flat) - n - (1 if outputs else 0)
+        at = 1 + n_buf
+        w = flat[at] if ts.weighted else None
+        noise = tuple(flat[at + (1 if ts.weighted else 0): end])
+        grads, buffers, loss, out = ts.gradients(xp, values, flat[1: 1 + n_buf],
+                                                 Batch(X, y, w, noise), checked=False)
+        rest = (*buffers, *flat[1 + n_buf: end], *grads, *((out,) if outputs else ()))
+        return tuple(values), (flat[0], *rest), loss
+
+    def apply(values: tuple[Any, ...], flat: tuple[Any, ...], X: Any,
+              y: Any) -> tuple[Any, Any, Any]:
+        opt_state, at = _unpack_opt(opt, flat, 1, n)
+        grads = flat[at:]
+        new_values, new = opt.update(xp, values, grads, opt_state, flat[0])
+        return tuple(new_values), (flat[0], *_pack_opt(opt, new), *grads), flat[0] * 0.0
+
+    return gradients, apply
 
 
 class CompiledStep:
@@ -374,11 +417,19 @@ class CompiledStep:
         return arrays
 
     def _write(self, new_params: Sequence[Any], new_flat: Sequence[Any]) -> None:
-        ts, opt = self.ts, self.opt
-        for p, v in zip(ts.params, new_params, strict=True):
+        self._write_params(new_params)
+        self._write_buffers(new_flat, self._write_opt(new_flat, 1))
+        self._lr = (self._lr[0], new_flat[0])  # the step's own array (the old one donated)
+        if self.outputs:
+            self.output = new_flat[-1]
+
+    def _write_params(self, new_params: Sequence[Any]) -> None:
+        for p, v in zip(self.ts.params, new_params, strict=True):
             p.value = v
             p.grad = None
-        at, n = 1, len(ts.params)
+
+    def _write_opt(self, new_flat: Sequence[Any], at: int) -> int:
+        opt, n = self.opt, len(self.ts.params)
         for name in opt.slots:
             opt.state[name] = list(new_flat[at: at + n])
             at += n
@@ -386,12 +437,13 @@ class CompiledStep:
             opt.state["step"] += 1  # the host's count, never read back
             self._t = (opt.state["step"], new_flat[at])
             at += 1
-        for h in ts.holders:
+        return at
+
+    def _write_buffers(self, new_flat: Sequence[Any], at: int) -> int:
+        for h in self.ts.holders:
             h.value = new_flat[at]
             at += 1
-        self._lr = (self._lr[0], new_flat[0])  # the step's own array (the old one donated)
-        if self.outputs:
-            self.output = new_flat[-1]
+        return at
 
     def _undo(self) -> None:
         if self.opt.counted:
@@ -440,6 +492,72 @@ class CompiledStep:
         return step
 
 
+class CompiledHalves(CompiledStep):
+    """The compiled executor of a distributed fit: the two halves (:func:`flat_halves`)
+    compiled, the gradients averaged over the processes between them (``sync``, as in the
+    eager step). A process whose batch gives a non-finite loss under
+    ``on_nonfinite="warn"`` is left out of that average (it contributes no rows), so every
+    process takes the same update and none waits on another. A process with no rows (an
+    empty share) runs the eager step."""
+
+    def __init__(self, ts: TrainStep, halves: tuple[Pure, Pure], xp: Any, outputs: int,
+                 recompile: Callable[[], Any], *, sync: Callable[[list[Any], int], None],
+                 **kw: Any) -> None:
+        super().__init__(ts, halves[0], xp, outputs, recompile, **kw)
+        self.halves, self.sync = halves, sync
+        self._grads: list[Any] | None = None  # the last gradients: the next input buffers
+
+    def run(self, X: Any, y: Any, w: Any = None) -> tuple[Any, Any]:
+        if self.compiled is None or X.shape[0] == 0:
+            return self.eager(X, y, None, w)
+        if self.check is not None:
+            self.check(X, y)
+            self.check = None
+        hyper = self.opt.hyper()
+        if hyper != self._hyper:
+            found: Any = self.recompile()
+            if found is None:
+                raise RuntimeError("the backend declined to compile the training step again "
+                                   "after a hyperparameter change")
+            self.halves, self._hyper = found, hyper
+        ts, params, n = self.ts, self.ts.params, len(self.ts.params)
+        grads_in = self._grads or [self.xp.zeros_like(p.value) for p in params]
+        flat = (self._lr_array(params[0].value), *[h.value for h in ts.holders],
+                *((w,) if ts.weighted else ()), *ts.draw(X), *grads_in,
+                *((self._output_buffer(X),) if self.outputs else ()))
+        try:
+            values, gflat, loss = self.halves[0](tuple([p.value for p in params]), flat, X, y)
+        except MlcoreError:
+            raise
+        except Exception as exc:
+            if self.strict:
+                raise
+            return self._fall_back(exc, X, y, w)
+        self._write_params(values)
+        end = len(gflat) - (1 if self.outputs else 0)
+        grads = list(gflat[end - n: end])
+        if self.outputs:
+            self.output = gflat[-1]
+        rows = X.shape[0]
+        if self.guard is None or self.guard(loss) is not False:
+            self._write_buffers(gflat, 1)
+        else:  # this process's non-finite batch is left out of the average
+            grads, rows = [self.xp.zeros_like(g) for g in grads], 0
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        self.sync(params, rows)
+        grads = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        aflat = (gflat[0], *self._opt_state(), *grads)
+        values, new_flat, _ = self.halves[1](tuple([p.value for p in params]), aflat, X, y)
+        self._write_params(values)
+        self._write_opt(new_flat, 1)
+        self._lr = (self._lr[0], new_flat[0])
+        self._grads = list(new_flat[len(new_flat) - n:])
+        return loss, self.output
+
+
 def check_jit_compile(value: Any) -> None:
     """``jit_compile`` must be None, True or False (1 or "yes" would mean something else)."""
     if value is not None and not isinstance(value, bool):
@@ -469,14 +587,16 @@ def compiles(backend: Any, compile_hook: Any = None) -> bool:
 
 
 def compiled_executor(ts: TrainStep, jit_compile: bool | None, *, eager: EagerStep,
-                      outputs: bool = False, guard: Any = None,
-                      modal: bool = False) -> CompiledStep | None:
+                      outputs: bool = False, guard: Any = None, modal: bool = False,
+                      sync: Callable[[list[Any], int], None] | None = None,
+                      ) -> CompiledStep | None:
     """The backend's compiled executor for ``ts``, or None to keep the eager one.
 
     ``jit_compile=False`` never compiles; ``None`` compiles when the backend does (and the
     optimiser is written as a rule); ``True`` requires it (else InvalidParameterError).
     ``outputs``: fit's form (the batch's output comes back); ``guard``: fit's non-finite
-    policy (a non-finite batch leaves the arrays as they were unless it is None).
+    policy (a non-finite batch leaves the arrays as they were unless it is None);
+    ``sync``: a distributed fit's gradient average (the two halves are compiled).
     """
     check_jit_compile(jit_compile)
     if jit_compile is False:
@@ -499,18 +619,24 @@ def compiled_executor(ts: TrainStep, jit_compile: bool | None, *, eager: EagerSt
         return None
     finite_only = guard is not None
 
-    def compile_anew() -> Pure | None:
+    def compile_anew() -> Any:
         # A new function for new hyperparameters: a tracing compiler may cache traces by
         # the function (JAX does), and an old trace holds the old ones. The same model
         # structure, loss, optimiser and settings find their compiled step in _COMPILED
         # (a later fit, a scikit-learn clone): no second trace.
         key = _cache_key(ts, width, finite_only, hook)
+        key = None if key is None else (*key, sync is not None)
         hit = None if key is None else _COMPILED.get(key)
         if key is not None and hit is not None:
             _COMPILED.move_to_end(key)
             return hit[0]
-        compiled = _ask(hook, backend, flat_step(ts, opt.xp, outputs=bool(width),
-                                                 finite_only=finite_only))
+        if sync is None:
+            compiled: Any = _ask(hook, backend, flat_step(ts, opt.xp, outputs=bool(width),
+                                                          finite_only=finite_only))
+        else:
+            parts = [_ask(hook, backend, half)
+                     for half in flat_halves(ts, opt.xp, outputs=bool(width))]
+            compiled = None if None in parts else tuple(parts)
         if compiled is not None and key is not None:
             _COMPILED[key] = (compiled, _keep_alive(ts, hook))
             while len(_COMPILED) > CACHE_SIZE:
@@ -524,8 +650,11 @@ def compiled_executor(ts: TrainStep, jit_compile: bool | None, *, eager: EagerSt
                 f"jit_compile=True but backend {backend.name!r} declined to compile this "
                 f"training step. Leave jit_compile unset to use the eager step.", jit_compile)
         return None
-    return CompiledStep(ts, compiled, opt.xp, width, compile_anew, eager=eager,
-                        check=None if ts.plan.fused else _first_batch_check(ts),
+    check = None if ts.plan.fused else _first_batch_check(ts)
+    if sync is not None:
+        return CompiledHalves(ts, compiled, opt.xp, width, compile_anew, sync=sync,
+                              eager=eager, check=check, guard=guard, strict=bool(jit_compile))
+    return CompiledStep(ts, compiled, opt.xp, width, compile_anew, eager=eager, check=check,
                         guard=guard, strict=bool(jit_compile), modal=modal)
 
 
@@ -533,7 +662,7 @@ CACHE_SIZE = 32
 """Compiled steps kept (least recently used first out): each holds its trace and, on JAX,
 its XLA executables; the parameters are arguments, never kept."""
 
-_COMPILED: OrderedDict[tuple[Any, ...], tuple[Pure, tuple[Any, ...]]] = OrderedDict()
+_COMPILED: OrderedDict[tuple[Any, ...], tuple[Any, tuple[Any, ...]]] = OrderedDict()
 
 
 def _cache_key(ts: TrainStep, width: int, finite_only: bool,

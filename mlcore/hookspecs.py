@@ -232,13 +232,17 @@ def mlcore_compile_step(backend: Backend, step: Callable[..., Any]) -> Callable[
     """Return a compiled version of the training step ``step`` for ``backend``, or None.
 
     ``step(params: tuple, state: tuple, X, y) -> (new_params: tuple, new_state: tuple,
-    loss)`` is a pure function the core builds from the model, the loss and the optimiser:
-    ``params`` are the parameters' arrays, ``state`` the optimiser's (its step count
-    included, as a 0-d array, so a compiled step computes the bias corrections from it on
-    every call), ``X`` and ``y`` one batch; ``loss`` is a 0-d array. The callable returned
-    has the same signature and gives the same results to float tolerance (JAX: ``jax.jit``
-    with buffer donation; CuPy: one CUDA graph per input shape). It may specialise to the
-    shapes and dtypes it sees. Asked once, when the training step is built; None (every
-    plugin's answer by default) keeps the eager step.
+    loss)`` is a pure function the core builds from the model, the loss and the optimiser
+    (:mod:`mlcore._trainstep`, where the layout of ``state`` is described): ``params`` are
+    the parameters' arrays, ``state`` the learning rate, the optimiser's state (its step
+    count included, as a 0-d array), the model's buffers and what the batch brings beyond
+    ``X`` and ``y`` (sample weights, Dropout noise); ``loss`` is a 0-d array. The new state
+    has the structure of the old. A distributed fit hands over its two halves (the
+    gradients, then the update) as two such functions. The callable returned has the same
+    signature and gives the same results to float tolerance (JAX: ``jax.jit`` with buffer
+    donation; CuPy: one CUDA graph per input shape). It may specialise to the shapes and
+    dtypes it sees. Asked once per backend with a step that is never run (whether the
+    plugin compiles at all), then once per training step built; None (every plugin's
+    answer by default) keeps the eager step.
     """
     raise NotImplementedError

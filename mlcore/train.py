@@ -174,10 +174,10 @@ def fit(model: Sequential, X: Any, y: Any = None, *, loss: Any,
     ``jit_compile``: ``None`` (default) trains with the whole step compiled where the
     backend compiles steps (jax: ``jax.jit``; cupy: a CUDA graph; see
     :mod:`mlcore._trainstep`): every optimiser written as a rule, Dropout and BatchNorm,
-    sample and class weights, clipping and schedules; else eagerly. A distributed fit runs
-    the step's two halves eagerly. ``False``: always eagerly. ``True``: compiled, or an
-    :class:`~mlcore.errors.InvalidParameterError` saying why not. The two give the same
-    weights to float tolerance, and the same non-finite policy.
+    sample and class weights, clipping and schedules, and a distributed fit's two halves
+    (the gradients averaged between them); else eagerly. ``False``: always eagerly.
+    ``True``: compiled, or an :class:`~mlcore.errors.InvalidParameterError` saying why
+    not. The two give the same weights to float tolerance, and the same non-finite policy.
     """
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     initial_epoch = _non_negative(initial_epoch, "initial_epoch")
@@ -276,15 +276,10 @@ def _fit_step(model: Sequential, plan: LossPlan, opt: Optimizer, loss: Any, weig
     backend where it compiles steps, else eager."""
     check_jit_compile(jit_compile)
     ts = TrainStep(model, plan, opt, loss, weighted=weighted)
-    eager = EagerStep(ts, guard=guard, sync=None if dp is None else dp.reduce_gradients)
-    if dp is not None:
-        if jit_compile:
-            raise InvalidParameterError(
-                "jit_compile=True but the fit is distributed: a distributed fit runs the "
-                "step's two halves eagerly, the gradients averaged between them. Leave "
-                "jit_compile unset.", jit_compile)
-        return eager
-    compiled = compiled_executor(ts, jit_compile, eager=eager, outputs=True, guard=guard)
+    sync = None if dp is None else dp.reduce_gradients
+    eager = EagerStep(ts, guard=guard, sync=sync)
+    compiled = compiled_executor(ts, jit_compile, eager=eager, outputs=True, guard=guard,
+                                 sync=sync)
     return eager if compiled is None else compiled.fit_step()
 
 
