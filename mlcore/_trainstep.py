@@ -192,6 +192,8 @@ class EagerStep:
     the update, an error stops before it. ``sync(params, rows)`` (a distributed fit)
     replaces each parameter's ``grad`` by the mean over the processes, between the halves.
     A lazy backend's ``materialize`` runs after the update (:mod:`mlcore._materialize`).
+    In a distributed fit a process whose loss is skipped under ``"warn"`` still takes part
+    in the average, with no rows: every process takes the same update.
     """
 
     def __init__(self, ts: TrainStep, *, guard: Any = None,
@@ -226,8 +228,12 @@ class EagerStep:
             raise
         if applied:
             self._apply(X.shape[0])
-        else:  # a non-finite loss under on_nonfinite="warn": the batch is skipped
-            self._restore(buffers)
+            return loss, out
+        self._restore(buffers)  # a non-finite loss under on_nonfinite="warn": skipped
+        if self.sync is not None:  # left out of the processes' average: no rows, no gradient
+            for p in params:
+                p.grad = xp.zeros_like(p.value)
+            self._apply(0)
         return loss, out
 
     def _restore(self, buffers: list[Any]) -> None:
