@@ -538,3 +538,40 @@ def test_the_kit_checks_a_plugin_rule() -> None:
     from mlcore.testing import check_optimizer
 
     check_optimizer(lambda params, **kw: Lion(params, **kw), lr=0.01)
+
+
+class _Impure(Lion):
+    def rule(self, xp: Any, params: Any, grads: Any, state: Any, lr: Any) -> Any:
+        for m, g in zip(state["exp_avg"], grads, strict=True):
+            m *= 0.5  # writes into its input: a traced JAX step cannot
+            m += g
+        return super().rule(xp, params, grads, state, lr)
+
+
+class _NoDecay(Lion):
+    def rule(self, xp: Any, params: Any, grads: Any, state: Any, lr: Any) -> Any:
+        self.weight_decay, wd = 0.0, self.weight_decay
+        try:
+            return super().rule(xp, params, grads, state, lr)
+        finally:
+            self.weight_decay = wd
+
+
+class _ScalesGrad(mlcore.SGD):
+    def step(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.grad *= 0.5  # the caller's array, in place
+        super().step()
+
+
+@pytest.mark.parametrize(("cls", "match"), [
+    (_Impure, "the rule wrote into its input 'exp_avg'"),
+    (_NoDecay, "is weight_decay ignored"),
+    (_ScalesGrad, "changed the caller's gradient array in place"),
+])
+def test_the_kit_catches_a_broken_rule(cls: Any, match: str) -> None:
+    from mlcore.testing import check_optimizer
+
+    with pytest.raises(AssertionError, match=match):
+        check_optimizer(lambda params, **kw: cls(params, **kw), "numpy", lr=0.01)

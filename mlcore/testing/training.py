@@ -79,8 +79,15 @@ def check_optimizer(optimizer: str | Callable[..., Any], backend: Backend | str 
     """Check an optimiser (a registered name or a factory ``f(params, lr=...)``) on
     ``backend`` (default: every usable backend): it lowers the quadratic
     ``0.5 ||p - t||²`` over ``steps`` steps in float32 and float64, keeps the parameters'
-    shape, dtype and backend, skips parameters without a gradient, and (when it has
-    ``state_dict``) a copy restored from its state after a few steps continues exactly."""
+    shape, dtype and backend, skips parameters without a gradient, leaves the caller's
+    ``grad`` arrays as they were, and (when it has ``state_dict``) a copy restored from its
+    state after a few steps continues exactly.
+
+    For an optimiser written as a rule (:class:`mlcore.plugin.OptimizerBase`), also: the
+    rule is pure (it writes into none of its inputs, which a traced JAX step requires);
+    training a small model with the step compiled (an identity compiler; ``jax.jit`` on the
+    jax backend) gives the eager weights and state; and, when it takes ``weight_decay``, a
+    positive decay with zero gradients moves the parameters towards zero."""
     import numpy as np
 
     from ..layers import Parameter
@@ -109,8 +116,137 @@ def check_optimizer(optimizer: str | Callable[..., Any], backend: Backend | str 
                 f"{type(opt).__name__} on {b.name} {dt}: {steps} steps did not lower 0.5||p - t||²"
             np.testing.assert_array_equal(b.to_numpy(ps[1].value), start,
                                           err_msg="a parameter without a gradient was updated")
+            _check_grad_untouched(b, factory, kw, start, dt)
             if hasattr(opt, "state_dict"):
                 _check_resume(b, factory, kw, start, run)
+            if getattr(opt, "has_rule", False):
+                _check_pure(b, opt, start, dt)
+                _check_weight_decay(b, factory, kw, start)
+                if dt == "float64" or b.name == "jax":
+                    _check_compiled(b, factory, kw, dt)
+
+
+def _name(opt: Any, b: Backend, dt: str = "") -> str:
+    return f"{type(opt).__name__} on {b.name}{' ' + dt if dt else ''}"
+
+
+def _check_grad_untouched(b: Backend, factory: Callable[..., Any], kw: dict[str, Any],
+                          start: Any, dt: str) -> None:
+    import numpy as np
+
+    from ..layers import Parameter
+
+    ps = [Parameter(b.asarray(start.copy()))]
+    opt = factory(ps, **kw)
+    grad = (start * 0.5 + 1.0).astype(dt)
+    ps[0].grad = b.asarray(grad.copy())
+    held = ps[0].grad
+    opt.step()
+    np.testing.assert_array_equal(
+        b.to_numpy(held), grad,
+        err_msg=f"{_name(opt, b, dt)}: step() changed the caller's gradient array in place "
+                f"(clip or scale a copy)")
+
+
+def _check_pure(b: Backend, opt: Any, start: Any, dt: str) -> None:
+    """The rule writes into none of its inputs (values compared before and after)."""
+    import numpy as np
+
+    xp = opt.xp
+    values = [b.asarray(start.copy()), b.asarray(start.copy() * 2.0)]
+    grads = [b.asarray(start.copy() + 1.0), b.asarray(start.copy() - 1.0)]
+    state = opt.init(xp, values)
+    for name in opt.slots:  # non-zero state, so that writes show
+        state[name] = tuple(b.asarray(np.full(start.shape, 0.25, dtype=dt)) for _ in values)
+    if opt.counted:
+        state["step"] = 2
+    copies = [[b.to_numpy(a).copy() for a in arrays] for arrays in
+              (values, grads, *(state[n] for n in opt.slots))]
+    new_values, new_state = opt.update(xp, values, grads, state, 0.01)
+    for kind, arrays, saved in zip(("params", "grads", *opt.slots),
+                                   (values, grads, *(state[n] for n in opt.slots)), copies,
+                                   strict=True):
+        for a, c in zip(arrays, saved, strict=True):
+            np.testing.assert_array_equal(
+                b.to_numpy(a), c, err_msg=f"{_name(opt, b, dt)}: the rule wrote into its "
+                f"input {kind!r}; return new arrays instead (a compiled JAX step cannot write)")
+    assert len(new_values) == len(values) and set(new_state) >= set(opt.slots), \
+        f"{_name(opt, b, dt)}: the rule must return one array per parameter and every slot " \
+        f"{list(opt.slots)}, returned {len(new_values)} arrays and {sorted(new_state)}"
+
+
+def _check_weight_decay(b: Backend, factory: Callable[..., Any], kw: dict[str, Any],
+                        start: Any) -> None:
+    import numpy as np
+
+    from ..layers import Parameter
+
+    ps = [Parameter(b.asarray(start.copy() + 3.0))]
+    try:
+        opt = factory(ps, **(kw | {"weight_decay": 0.1}))
+    except TypeError:  # takes no weight_decay
+        return
+    for _ in range(3):
+        ps[0].grad = b.asarray(np.zeros_like(start))
+        opt.step()
+    after = b.to_numpy(ps[0].value)
+    assert float(np.sum(np.abs(after))) < float(np.sum(np.abs(start + 3.0))), \
+        f"{_name(opt, b)}: weight_decay=0.1 with zero gradients did not move the parameters " \
+        f"towards zero (is weight_decay ignored?)"
+
+
+class _Identity:
+    """A compiler that returns the pure step itself: the compiled path, on any backend."""
+
+    def __init__(self) -> None:
+        from ..hookspecs import hookimpl
+
+        self.mlcore_compile_step = hookimpl(self._compile)
+
+    @staticmethod
+    def _compile(backend: Any, step: Any) -> Any:
+        return step
+
+
+def _check_compiled(b: Backend, factory: Callable[..., Any], kw: dict[str, Any],
+                    dt: str) -> None:
+    """A small model trained eagerly and with the compiled step: the same weights and
+    state (the identity compiler; jax.jit on jax)."""
+    import numpy as np
+
+    from ..backend import use_backend
+    from ..model import MLP
+    from ..train import make_train_step
+
+    if dt == "float64" and b.name == "jax" and not getattr(b, "x64", True):
+        return
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(16, 3)).astype(dt), rng.integers(0, 2, size=16)
+    results = []
+    plugin = None if b.name == "jax" else _Identity()
+    if plugin is not None:
+        registry().pm.register(plugin, name="mlcore-kit-identity-compiler")
+    try:
+        for jit in (False, True):
+            with use_backend(b):
+                model = MLP([3, 5, 2], activation="tanh", seed=0, dtype=dt)
+                opt = factory(model.parameters(), **kw)
+                step = make_train_step(model, "cross_entropy", opt, jit_compile=jit)
+                xb, yb = b.asarray(x), b.asarray(y)
+                for _ in range(4):
+                    step(xb, yb)
+                results.append([b.to_numpy(p.value) for p in model.parameters()]
+                               + [b.to_numpy(a) for a in opt.state_arrays()])
+    finally:
+        if plugin is not None:
+            registry().pm.unregister(plugin)
+    tol = 1e-9 if dt == "float64" else 1e-4
+    for want, got in zip(*results, strict=True):
+        np.testing.assert_allclose(
+            got, want, rtol=tol, atol=tol,
+            err_msg=f"{_name(opt, b, dt)}: four compiled steps differ from four eager ones "
+                    f"(the rule must use only its arguments and its declared "
+                    f"hyperparameters; state in declared slots)")
 
 
 def _check_resume(b: Backend, factory: Callable[..., Any], kw: dict[str, Any], start: Any,
