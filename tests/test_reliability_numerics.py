@@ -88,6 +88,13 @@ def test_the_guard_changes_nothing_when_training_is_finite(backend: Any) -> None
         h = model.fit(X, y, loss="cross_entropy", epochs=3, seed=1, verbose=False,
                       on_nonfinite=mode)
         runs.append((h, [backend.to_numpy(p.value) for p in model.parameters()]))
+    if backend.name == "jax":  # compiled: "raise" adds a select per array (a batch with a
+        # non-finite loss keeps the old arrays), which XLA fuses into another program, so
+        # the results agree to rounding rather than bit for bit
+        np.testing.assert_allclose(runs[0][0]["loss"], runs[1][0]["loss"], rtol=1e-6)
+        for a, b in zip(runs[0][1], runs[1][1], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        return
     assert runs[0][0] == runs[1][0]
     assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
 
