@@ -356,7 +356,8 @@ class CompiledStep:
                  check: Callable[[Any, Any], Any] | None = None, guard: Any = None,
                  strict: bool = False, modal: bool = False) -> None:
         self.ts, self.opt, self.xp = ts, ts.opt, xp
-        self.compiled: Pure | None = compiled
+        self.compiled: Any = compiled  # None once it fell back to the eager step
+        self._failure: Exception = RuntimeError()
         self.outputs, self.recompile = outputs, recompile
         self.check, self.guard, self.eager, self.strict = check, guard, eager, strict
         self.modal = modal
@@ -372,31 +373,16 @@ class CompiledStep:
 
     def run(self, X: Any, y: Any, w: Any = None) -> tuple[Any, Any]:
         """One step: ``(loss, output)`` (output None without ``outputs``)."""
-        compiled, ts, opt = self.compiled, self.ts, self.opt
-        if compiled is None:  # fell back to the eager step
+        if self.compiled is None:  # fell back to the eager step
             return self.eager(X, y, None, w)
-        if self.check is not None:
-            self.check(X, y)
-            self.check = None
-        hyper = opt.hyper()
-        if hyper != self._hyper:
-            compiled = self._recompile(hyper)
-        params = ts.params
-        flat = (self._lr_array(params[0].value), *self._opt_state(), *[h.value for h in
-                                                                       ts.holders])
-        if ts.weighted:
-            flat = (*flat, w)
-        flat = (*flat, *ts.draw(X))
-        if self.outputs:
-            flat = (*flat, self._output_buffer(X))
-        try:
-            new_params, new_flat, loss = compiled(tuple([p.value for p in params]), flat, X, y)
-        except MlcoreError:
-            raise
-        except Exception as exc:
-            if self.strict:
-                raise
-            return self._fall_back(exc, X, y, w)
+        compiled, ts = self._ready(X, y), self.ts
+        flat = (self._lr_array(ts.params[0].value), *self._opt_state(),
+                *[h.value for h in ts.holders], *((w,) if ts.weighted else ()),
+                *ts.draw(X), *((self._output_buffer(X),) if self.outputs else ()))
+        result = self._invoke(compiled, flat, X, y)
+        if result is None:
+            return self._fall_back(X, y, w)
+        new_params, new_flat, loss = result
         self._write(new_params, new_flat)
         if self.guard is not None:
             try:
@@ -456,8 +442,8 @@ class CompiledStep:
             self.opt.state["step"] -= 1
             self._t = (-1, None)
 
-    def _fall_back(self, exc: Exception, X: Any, y: Any, w: Any) -> tuple[Any, Any]:
-        self.compiled = None
+    def _fall_back(self, X: Any, y: Any, w: Any) -> tuple[Any, Any]:
+        self.compiled, exc = None, self._failure
         warnings.warn(CompiledStepWarning(
             f"The compiled training step failed ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); training goes on with the eager "
@@ -482,13 +468,33 @@ class CompiledStep:
                                         device=getattr(X, "device", None))
         return self.output
 
-    def _recompile(self, hyper: tuple[Any, ...]) -> Pure:
-        compiled = self.recompile()
-        if compiled is None:
-            raise RuntimeError("the backend compiled this training step once but declined to "
-                               "compile it again after a hyperparameter change")
-        self.compiled, self._hyper = compiled, hyper
-        return compiled
+    def _ready(self, X: Any, y: Any) -> Any:
+        """The compiled step to run now: the loss's first-batch check done, compiled again
+        if the optimiser's hyperparameters changed."""
+        if self.check is not None:
+            self.check(X, y)
+            self.check = None
+        hyper = self.opt.hyper()
+        if hyper != self._hyper:
+            found = self.recompile()
+            if found is None:
+                raise RuntimeError("the backend compiled this training step once but declined "
+                                   "to compile it again after a hyperparameter change")
+            self.compiled, self._hyper = found, hyper
+        return self.compiled
+
+    def _invoke(self, fn: Pure, flat: tuple[Any, ...], X: Any, y: Any) -> Any:
+        """``fn(params, flat, X, y)``; None when it failed with an error that is not
+        mlcore's (kept for the warning), unless ``strict``."""
+        try:
+            return fn(tuple([p.value for p in self.ts.params]), flat, X, y)
+        except MlcoreError:
+            raise
+        except Exception as exc:
+            if self.strict:
+                raise
+            self._failure = exc
+            return None
 
     def fit_step(self) -> Callable[..., tuple[Any, Any]]:
         """``fit``'s step, ``step(X, T, xp, w=None) -> (loss, output)``."""
@@ -509,36 +515,23 @@ class CompiledHalves(CompiledStep):
     def __init__(self, ts: TrainStep, halves: tuple[Pure, Pure], xp: Any, outputs: int,
                  recompile: Callable[[], Any], *, sync: Callable[[list[Any], int], None],
                  **kw: Any) -> None:
-        super().__init__(ts, halves[0], xp, outputs, recompile, **kw)
-        self.halves, self.sync = halves, sync
+        super().__init__(ts, halves, xp, outputs, recompile, **kw)  # type: ignore[arg-type]
+        self.sync = sync
         self._grads: list[Any] | None = None  # the last gradients: the next input buffers
 
     def run(self, X: Any, y: Any, w: Any = None) -> tuple[Any, Any]:
         if self.compiled is None or X.shape[0] == 0:
             return self.eager(X, y, None, w)
-        if self.check is not None:
-            self.check(X, y)
-            self.check = None
-        hyper = self.opt.hyper()
-        if hyper != self._hyper:
-            found: Any = self.recompile()
-            if found is None:
-                raise RuntimeError("the backend declined to compile the training step again "
-                                   "after a hyperparameter change")
-            self.halves, self._hyper = found, hyper
-        ts, params, n = self.ts, self.ts.params, len(self.ts.params)
+        (gradients, apply), ts = self._ready(X, y), self.ts
+        params, n = ts.params, len(ts.params)
         grads_in = self._grads or [self.xp.zeros_like(p.value) for p in params]
         flat = (self._lr_array(params[0].value), *[h.value for h in ts.holders],
                 *((w,) if ts.weighted else ()), *ts.draw(X), *grads_in,
                 *((self._output_buffer(X),) if self.outputs else ()))
-        try:
-            values, gflat, loss = self.halves[0](tuple([p.value for p in params]), flat, X, y)
-        except MlcoreError:
-            raise
-        except Exception as exc:
-            if self.strict:
-                raise
-            return self._fall_back(exc, X, y, w)
+        result = self._invoke(gradients, flat, X, y)
+        if result is None:
+            return self._fall_back(X, y, w)
+        values, gflat, loss = result
         self._write_params(values)
         end = len(gflat) - (1 if self.outputs else 0)
         grads = list(gflat[end - n: end])
@@ -555,8 +548,8 @@ class CompiledHalves(CompiledStep):
         grads = [p.grad for p in params]
         for p in params:
             p.grad = None
-        aflat = (gflat[0], *self._opt_state(), *grads)
-        values, new_flat, _ = self.halves[1](tuple([p.value for p in params]), aflat, X, y)
+        values, new_flat, _ = apply(tuple([p.value for p in params]),
+                                    (gflat[0], *self._opt_state(), *grads), X, y)
         self._write_params(values)
         self._write_opt(new_flat, 1)
         self._lr = (self._lr[0], new_flat[0])
