@@ -1,5 +1,5 @@
 # ruff: noqa: N806, E501, B023 - X is a batch; each lambda is timed inside its own iteration
-"""Cost of fit's non-finite guard (mlcore._guards), measured in one process: run
+"""Cost of fit's non-finite guard (mlcore.training.guards), measured in one process: run
 ``python .ci/guard_cost.py`` (under ``flock /tmp/mlcore-bench.lock`` on a shared machine).
 
 Cost of the non-finite guard, measured in one process: the per-batch check and the
@@ -9,8 +9,8 @@ import timeit
 import numpy as np
 
 import mlcore
-from mlcore._guards import NonFiniteGuard
-from mlcore.train import make_train_step
+from mlcore.training.fit import make_train_step
+from mlcore.training.guards import NonFiniteGuard
 
 print(open("/proc/loadavg").read().strip())
 for backend in ("numpy", "strict"):

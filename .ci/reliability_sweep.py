@@ -332,7 +332,7 @@ def _() -> tuple[str, str]:
 def _forged(config: Any, tensors: dict[str, Any]) -> pathlib.Path:
     import safetensors.numpy as st
 
-    from mlcore._modelfile import seal
+    from mlcore.saving.format import seal
 
     meta = {"format": "mlcore", "format_version": "2", "sha256": "0" * 64,
             "mlcore.config": config if isinstance(config, str) else json.dumps(config)}
@@ -422,7 +422,7 @@ def _() -> tuple[str, str]:
 def _() -> tuple[str, str]:
     import safetensors.numpy as st
 
-    from mlcore._modelfile import tensor_digest
+    from mlcore.saving.format import tensor_digest
 
     m = mlcore.MLP([3, 2], seed=0)
     t = {k: np.ascontiguousarray(m.backend.to_numpy(v)) for k, v in m.state_dict().items()}
@@ -977,7 +977,7 @@ def _() -> tuple[str, str]:
 
 @case("mlcore.load() of a ModelCheckpoint file")
 def _() -> tuple[str, str]:
-    from mlcore.checkpoint import save_checkpoint
+    from mlcore.saving.checkpoint import save_checkpoint
 
     m, path = mlcore.MLP([4, 2], seed=0), tmpfile("ck.safetensors")
     save_checkpoint(path, m, mlcore.Adam(m.parameters()), epoch=1)
@@ -988,7 +988,7 @@ def _() -> tuple[str, str]:
 
 @case("checkpoint with an optimiser option it does not know")
 def _() -> tuple[str, str]:
-    from mlcore import checkpoint
+    from mlcore.saving import checkpoint
 
     m, path = mlcore.MLP([4, 2], seed=0), tmpfile("ck.safetensors")
     real = checkpoint._options
@@ -1002,7 +1002,7 @@ def _() -> tuple[str, str]:
 
 @case("temp files of killed saves are cleaned up")
 def _() -> tuple[str, str]:
-    from mlcore import io
+    from mlcore.saving import io
 
     path = tmpfile("m.safetensors")
     stale = path.parent / ".m.safetensors.deadbeef.tmp"

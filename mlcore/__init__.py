@@ -8,8 +8,6 @@ from __future__ import annotations
 from . import callbacks, data, schedules
 from .activations import activation, activation_names
 from .backend import Backend, BackendChoice, backend_choice, backend_names, get_backend, use_backend
-from .checkpoint import load_checkpoint, save_checkpoint
-from .dropout import Dropout
 from .errors import (
     BackendMismatchError,
     BackendNotFoundError,
@@ -30,15 +28,15 @@ from .errors import (
     UnknownNameError,
 )
 from .hookspecs import ActivationFn, LossFn, hookimpl
-from .io import load
-from .layers import Activation, Dense, Layer, Parameter, PReLU
+from .layers.core import Activation, Dense, Layer, Parameter, PReLU
+from .layers.dropout import Dropout
+from .layers.normalization import BatchNorm, LayerNorm
 from .losses import loss, loss_names
 from .metrics import Metric, metric, metric_names
-from .model import MLP, Sequential
-from .normalization import BatchNorm, LayerNorm
-from .optim import SGD, Adam, AdamW, Optimizer
-from .optimizers import Adagrad, RMSprop
-from .train import make_train_step
+from .models import MLP, Sequential, load
+from .optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .saving.checkpoint import load_checkpoint, save_checkpoint
+from .training.fit import make_train_step
 
 __version__ = "0.1.0"
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _numerics as nm
-from ._array import check_floating, namespace
-from ._loss_checks import number_param
+from .arrays import numerics as nm
+from .arrays.loss_checks import number_param
+from .arrays.namespace import check_floating, namespace
 from .errors import InvalidParameterError, ShapeError
 from .hookspecs import ActivationFn, hookimpl
 from .plugin import ActivationBase

@@ -20,7 +20,7 @@ import string
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._checks import integer, is_real, real
+from .arrays.checks import integer, is_real, real
 from .errors import InvalidParameterError
 
 __all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
@@ -182,7 +182,7 @@ class EarlyStopping(_Monitor):
 
 
 def _copy_state(model: Any) -> dict[str, Any]:
-    from ._array import namespace
+    from .arrays.namespace import namespace
 
     return {k: namespace(v).asarray(v, copy=True) for k, v in model.state_dict().items()}
 
@@ -193,7 +193,7 @@ class ModelCheckpoint(_Monitor):
     ``path`` may hold ``{epoch}`` and history keys as ``str.format`` fields
     (``"ckpt-{epoch:03d}-{val_loss:.3f}.safetensors"``; ``epoch`` counts from 1 there).
     ``save_best_only=True`` writes only when ``monitor`` improves. Resume with
-    :func:`mlcore.checkpoint.load_checkpoint` and ``fit(..., initial_epoch=ck.epoch)``.
+    :func:`mlcore.saving.checkpoint.load_checkpoint` and ``fit(..., initial_epoch=ck.epoch)``.
     """
 
     def __init__(self, path: str | os.PathLike[str], monitor: str = "val_loss",
@@ -207,7 +207,7 @@ class ModelCheckpoint(_Monitor):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if self.save_best_only and not self.improved(self.current(logs)):
             return
-        from .checkpoint import save_checkpoint
+        from .saving.checkpoint import save_checkpoint
 
         values = {"epoch": epoch + 1, **(logs or {})}
         missing = [f for f in self.fields if f not in values]

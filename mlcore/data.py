@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from ._checks import integer
+from .arrays.checks import integer
 from .errors import ShapeError
 
 __all__ = ["Batches", "batches"]

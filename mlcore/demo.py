@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._array import count_dtype
+from .arrays.namespace import count_dtype
 from .backend import Backend, get_backend
-from .layers import Activation, Dense, on_device
-from .model import MLP, Sequential
+from .layers.core import Activation, Dense, on_device
+from .models.sequential import MLP, Sequential
 
 __all__ = ["GATES", "INPUTS", "perceptron", "best_line_accuracy", "hand_wired_xor",
            "train_gate", "xor_seed_successes", "digits", "load_digits_split",

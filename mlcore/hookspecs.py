@@ -128,12 +128,12 @@ KERNELS: Mapping[str, KernelSpec] = {
     "adam_update": KernelSpec(
         "kernel(p, g, m, v, b1, b2, eps, scale) -> None",
         "Updates the parameter p and the scaled moments m, v (arrays of one shape and "
-        "dtype) in place, exactly as mlcore.optim.Adam does in plain Array API: "
+        "dtype) in place, exactly as mlcore.optimizers.Adam does in plain Array API: "
         "m = b1 m + g; v = b2 v + g*g; p -= m / ((sqrt(v) + eps) * scale). eps and scale "
         "are Python floats already folding in the bias corrections; g is read only."),
     "sgd_update": KernelSpec(
         "kernel(p, g, lr) -> None",
-        "p -= lr * g in place (mlcore.optim.SGD's last line; g already holds momentum and "
+        "p -= lr * g in place (mlcore.optimizers.SGD's last line; g already holds momentum and "
         "weight decay). May round p - lr g once (a fused multiply-add): a few ulp."),
     "softmax_cross_entropy": KernelSpec(
         "kernel(xp, z, t, smoothing=0.0, grad=True) -> (value, gradient or None)",
@@ -200,9 +200,9 @@ def mlcore_metrics() -> Mapping[str, Callable[..., Any]]:
 def mlcore_optimizers() -> Mapping[str, Callable[..., Any]]:
     """Return ``{name: factory}`` for the optimisers this plugin provides.
 
-    ``factory(params, lr=..., **options)`` returns a :class:`mlcore.optim.Optimizer` over the
+    ``factory(params, lr=..., **options)`` returns a :class:`mlcore.optimizers.Optimizer` over the
     list of :class:`~mlcore.layers.Parameter` ``params``; ``fit(optimizer=name)`` and
-    :func:`mlcore.optim.get_optimizer` build it by name (``lr`` is passed only when given).
+    :func:`mlcore.optimizers.get_optimizer` build it by name (``lr`` is passed only when given).
     """
     raise NotImplementedError
 
@@ -233,7 +233,7 @@ def mlcore_compile_step(backend: Backend, step: Callable[..., Any]) -> Callable[
 
     ``step(params: tuple, state: tuple, X, y) -> (new_params: tuple, new_state: tuple,
     loss)`` is a pure function the core builds from the model, the loss and the optimiser
-    (:mod:`mlcore._trainstep`, where the layout of ``state`` is described): ``params`` are
+    (:mod:`mlcore.training.step`, where the layout of ``state`` is described): ``params`` are
     the parameters' arrays, ``state`` the learning rate, the optimiser's state (its step
     count included, as a 0-d array), the model's buffers and what the batch brings beyond
     ``X`` and ``y`` (sample weights, Dropout noise); ``loss`` is a 0-d array. The new state

@@ -27,9 +27,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from . import _numerics as nm
-from ._array import check_same_shape
-from ._loss_checks import (
+from .arrays import numerics as nm
+from .arrays.loss_checks import (
     CE_FIX,
     MULTI_HOT_FIX,
     NAMES,
@@ -49,7 +48,8 @@ from ._loss_checks import (
     training_target,
     two_classes,
 )
-from ._loss_domains import BinaryProbabilities, ClassProbabilities, TwoDistributions
+from .arrays.loss_domains import BinaryProbabilities, ClassProbabilities, TwoDistributions
+from .arrays.namespace import check_same_shape
 from .errors import DTypeError, ShapeError
 from .hookspecs import LossFn, hookimpl
 from .plugin import REDUCTIONS, ElementwiseLoss, LossBase
@@ -122,7 +122,7 @@ class BinaryCrossEntropy(BinaryProbabilities, ElementwiseLoss):
 
     ``from_logits=None`` (default): as ``False`` when called directly; in ``fit`` the model
     decides, exactly as for the name ``"binary_cross_entropy"``: logits unless the model ends
-    in a sigmoid (:mod:`mlcore._lossplan`).
+    in a sigmoid (:mod:`mlcore.training.lossplan`).
 
     ``from_logits=False``: ``pred`` holds probabilities in [0, 1] (NaN refused), clipped to
     ``[eps, 1 - eps]`` before the logs (``eps=None``: the machine epsilon of pred's dtype,
@@ -201,7 +201,7 @@ class CrossEntropy(ClassProbabilities, LossBase):
 
     ``from_logits=None`` (default): as ``False`` when called directly; in ``fit`` the model
     decides, exactly as for the name ``"cross_entropy"``: logits unless the model ends in a
-    softmax (:mod:`mlcore._lossplan`).
+    softmax (:mod:`mlcore.training.lossplan`).
 
     ``from_logits=False``: ``pred`` holds probabilities (softmax outputs): rows in [0, 1]
     summing to 1 within the dtype's tolerance (logits are refused, with the fix), clipped

@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ._array import count_dtype, device_of, namespace, wide_float
+from .arrays.namespace import count_dtype, device_of, namespace, wide_float
 from .errors import InvalidParameterError, InvalidValueError, ShapeError
 from .hookspecs import hookimpl
 from .plugins import make, registry

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from ._array import check_same_device, enters_device, namespace, writes_in_place
+from .arrays.namespace import check_same_device, enters_device, namespace, writes_in_place
 from .errors import DTypeError, ShapeError
 
 __all__ = ["Parameter", "on_device"]
@@ -69,6 +69,6 @@ class Parameter:
 
 def on_device(device: Any) -> AbstractContextManager[Any]:
     """``device`` itself when its backend asks the core to enter it
-    (:func:`mlcore._array.enters_device`: CuPy allocates every new array on its *current*
+    (:func:`mlcore.arrays.namespace.enters_device`: CuPy allocates every new array on its *current*
     device, whatever ``device=`` says), else a no-op context."""
     return device if enters_device(device) else nullcontext()  # type: ignore[no-any-return]

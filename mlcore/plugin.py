@@ -15,7 +15,7 @@ takes exactly the path a built-in takes, inside a model as well as called direct
   twins (protocol :class:`mlcore.hookspecs.LossKernels`).
 * :class:`ElementwiseLoss`: a loss that is the mean over each sample's values of one term
   per element: write ``terms`` and ``terms_gradient`` only.
-* :class:`OptimizerBase` (:class:`mlcore.optim.Optimizer`): declare the state
+* :class:`OptimizerBase` (:class:`mlcore.optimizers.Optimizer`): declare the state
   (``slots``, ``counted``, ``hyperparameters``) and write the update rule
   ``rule(xp, params, grads, state, lr) -> (new_params, new_state)``, pure (new arrays, the
   inputs untouched). The base gives clipping (``clip_norm``, ``clip_value``), the eager
@@ -32,8 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._array import check_floating, namespace
-from ._loss_checks import (
+from .arrays.loss_checks import (
     NAMES,
     PROBABILITY_TOLERANCE,
     bool_param,
@@ -45,7 +44,8 @@ from ._loss_checks import (
     same_shape_float,
     training_target,
 )
-from ._numerics import (
+from .arrays.namespace import check_floating, namespace
+from .arrays.numerics import (
     log1mexp,
     log_softmax,
     logsumexp,
@@ -57,8 +57,8 @@ from ._numerics import (
 )
 from .errors import InvalidParameterError
 from .hookspecs import hookimpl
-from .optim import Optimizer as OptimizerBase
-from .optim import State, clip_gradients
+from .optimizers.base import Optimizer as OptimizerBase
+from .optimizers.base import State, clip_gradients
 
 __all__ = [
     "ActivationBase",

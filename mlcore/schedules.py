@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._checks import integer, real
+from .arrays.checks import integer, real
 from .errors import InvalidParameterError
 
 __all__ = ["Schedule", "step", "exponential", "cosine"]

@@ -1,4 +1,4 @@
-"""scikit-learn estimators built on :class:`mlcore.MLP` and :func:`mlcore.train.fit`.
+"""scikit-learn estimators built on :class:`mlcore.MLP` and :func:`mlcore.training.fit.fit`.
 
 ``MLPClassifier`` and ``MLPRegressor`` follow scikit-learn's estimator contract (``fit``,
 ``predict``, ``predict_proba`` for the classifier, ``score``, ``get_params`` /
@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .backend import use_backend
 from .errors import InvalidParameterError
-from .model import MLP
+from .models.sequential import MLP
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -106,7 +106,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):  # type: ignore[misc]  # sk
     any values scikit-learn accepts (``classes_`` holds them, sorted).
     ``hidden_layer_sizes`` (a tuple of widths, or one int), ``activation`` (any registered
     activation), ``epochs`` (``max_iter`` is scikit-learn's name for it and wins when
-    given), ``batch_size``, ``optimizer`` and ``lr`` are passed to :func:`mlcore.train.fit`;
+    given), ``batch_size``, ``optimizer`` and ``lr`` are passed to :func:`mlcore.training.fit.fit`;
     ``random_state`` (or ``seed``) seeds the weights and the shuffling; ``backend`` names an
     mlcore backend (``None``: the current one); ``dtype`` the parameters' dtype.
     """

@@ -116,7 +116,7 @@ def test_forward_matches_formula(backend: Any, name: str, dtype: str) -> None:
     x = backend.asarray(z, dtype=getattr(backend.xp, dtype))
     y = mlcore.activation(name).forward(x)
     assert backend.owns(y) and y.dtype == x.dtype and tuple(y.shape) == z.shape
-    assert mlcore._array.device_of(y) == mlcore._array.device_of(x)
+    assert mlcore.arrays.namespace.device_of(y) == mlcore.arrays.namespace.device_of(x)
     np.testing.assert_allclose(backend.to_numpy(y), ORACLES[name](z), rtol=TOL[dtype],
                                atol=TOL[dtype])
 

@@ -11,7 +11,7 @@ import pytest
 
 import mlcore
 from mlcore import backend_choice, get_backend, use_backend
-from mlcore._array import check_same_device, device_scope, namespace
+from mlcore.arrays.namespace import check_same_device, device_scope, namespace
 from mlcore.errors import (
     BackendMismatchError,
     BackendNotFoundError,
@@ -131,7 +131,7 @@ def test_namespace_remembered_by_type_still_rejects_mixed_backends() -> None:
     b = get_backend("strict").asarray([1.0, 2.0])
     from array_api_compat import array_namespace
 
-    from mlcore import _array
+    from mlcore.arrays import namespace as _array
 
     _array._NAMESPACES.clear()
     assert namespace(a, a) is array_namespace(a)

@@ -14,8 +14,8 @@ from gradcheck import host
 import mlcore
 from mlcore import callbacks as cb
 from mlcore import schedules
-from mlcore.checkpoint import load_checkpoint, save_checkpoint
 from mlcore.errors import InvalidParameterError, ModelFileError
+from mlcore.saving.checkpoint import load_checkpoint, save_checkpoint
 
 RNG = np.random.default_rng(9)
 X = RNG.standard_normal((60, 4))

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from mlcore_cupy import CupyBackend, parse_device
 
 import mlcore
-from mlcore._array import check_same_device, device_scope
+from mlcore.arrays.namespace import check_same_device, device_scope
 from mlcore.cli import info_report, main
 from mlcore.errors import BackendUnavailableError, DeviceMismatchError, InvalidParameterError
 from mlcore.plugins import registry

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import mlcore
-from mlcore._modelfile import seal
 from mlcore.errors import ModelFileError
+from mlcore.saving.format import seal
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 TARGETS = mlcore.backend_names(available_only=True)
@@ -162,7 +162,7 @@ def test_missing_safetensors_says_how_to_install(tmp_path: pathlib.Path,
 
 # -- round 3: checkpoints through mlcore.load, unknown options, leftovers of killed saves -------
 def test_load_reads_the_model_of_a_checkpoint(tmp_path: pathlib.Path) -> None:
-    from mlcore.checkpoint import save_checkpoint
+    from mlcore.saving.checkpoint import save_checkpoint
 
     model = mlcore.MLP([3, 5, 2], seed=1)
     save_checkpoint(tmp_path / "ck.safetensors", model, mlcore.Adam(model.parameters()), epoch=2)
@@ -174,7 +174,7 @@ def test_load_reads_the_model_of_a_checkpoint(tmp_path: pathlib.Path) -> None:
 
 def test_a_checkpoint_with_an_unknown_optimiser_option_is_named(
         tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlcore import checkpoint
+    from mlcore.saving import checkpoint
 
     model = mlcore.MLP([3, 5, 2], seed=1)
     real = checkpoint._options
@@ -189,7 +189,7 @@ def test_saving_removes_what_killed_saves_left(tmp_path: pathlib.Path) -> None:
     import os
     import time
 
-    from mlcore import io
+    from mlcore.saving import io
 
     path = tmp_path / "m.safetensors"
     old, fresh = tmp_path / ".m.safetensors.deadbeef.tmp", tmp_path / ".m.safetensors.0badf00d.tmp"

@@ -12,7 +12,7 @@ import pytest
 from gradcheck import Box, host, numeric_grads, rel_err
 
 import mlcore
-from mlcore._array import writes_in_place
+from mlcore.arrays.namespace import writes_in_place
 from mlcore.errors import (
     BackendMismatchError,
     DTypeError,

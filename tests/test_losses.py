@@ -513,8 +513,8 @@ def test_calls_run_inside_a_declared_context_manager_device(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """CuPy allocates on its current device: a device its backend declares (enters_device)
     is entered; another context-manager device (torch's) is not."""
-    from mlcore import _array
-    from mlcore._numerics import on_input_device
+    from mlcore.arrays import namespace as _array
+    from mlcore.arrays.numerics import on_input_device
 
     entered: list[str] = []
 

@@ -1,4 +1,4 @@
-"""Models (mlcore.model): Sequential's structure, the chain rule across layers, configs."""
+"""Models (mlcore.models): Sequential's structure, the chain rule across layers, configs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 import mlcore
 from mlcore.errors import ModelFileError
-from mlcore.model import chain, layer_from_config
+from mlcore.layers import chain, layer_from_config
 
 
 def test_parameters_are_named_by_position() -> None:

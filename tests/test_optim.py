@@ -10,10 +10,10 @@ import pytest
 from gradcheck import host, rel_err
 
 import mlcore
-from mlcore._array import writes_in_place
+from mlcore.arrays.namespace import writes_in_place
 from mlcore.errors import InvalidParameterError, UnknownNameError
 from mlcore.layers import Parameter
-from mlcore.optim import get_optimizer
+from mlcore.optimizers import get_optimizer
 
 CONFIGS = [
     ("SGD", {"lr": 0.1}),

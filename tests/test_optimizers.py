@@ -11,7 +11,7 @@ from gradcheck import host, rel_err
 import mlcore
 from mlcore.errors import InvalidParameterError
 from mlcore.layers import Parameter
-from mlcore.optim import get_optimizer, optimizer_names
+from mlcore.optimizers import get_optimizer, optimizer_names
 
 SHAPES = [(3, 4), (4,)]
 
@@ -90,7 +90,7 @@ def test_state_and_clip_errors(backend: Any) -> None:
 def test_a_plugin_registers_an_optimiser(make_dist: Any) -> None:
     make_dist("mlcore-signsgd", "signsgd_plugin", """
         from mlcore import hookimpl
-        from mlcore.optim import Optimizer
+        from mlcore.optimizers import Optimizer
 
         class SignSGD(Optimizer):
             def __init__(self, params, lr=0.01):

@@ -122,7 +122,7 @@ class _Opt:
 
 
 def _guard_message(opt: Any, losses: list[float], nan_weight: bool = False) -> str:
-    from mlcore._guards import NonFiniteGuard
+    from mlcore.training.guards import NonFiniteGuard
 
     X, _ = _data()
     model = mlcore.MLP([4, 8, 2], seed=0)
@@ -142,7 +142,7 @@ def _guard_message(opt: Any, losses: list[float], nan_weight: bool = False) -> s
 
 def test_the_guard_names_the_scheduled_rate_at_the_failing_batch() -> None:
     opt = _Opt(0.01)
-    from mlcore._guards import NonFiniteGuard
+    from mlcore.training.guards import NonFiniteGuard
 
     assert NonFiniteGuard.__init__.__code__.co_varnames[1:5] == ("model", "X", "lr", "mode")
     opt.lr = 1e4  # a schedule raised it after fit started

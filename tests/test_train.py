@@ -233,7 +233,7 @@ def _logits_oracle(name: str, z: Any, t: Any) -> tuple[float, Any]:
 @pytest.mark.parametrize("name", ["cross_entropy", "binary_cross_entropy"])
 def test_training_loss_from_logits_matches_a_float64_formula_even_at_extremes(
         backend: Any, name: str, dtype: str) -> None:
-    from mlcore._lossplan import resolve_loss
+    from mlcore.training.lossplan import resolve_loss
 
     output = "softmax" if name == "cross_entropy" else "sigmoid"
     plan = resolve_loss(mlcore.MLP([2, 3], output_activation=output, dtype=dtype), name)

@@ -67,7 +67,7 @@ def core_compiles() -> bool:
     hands to ``mlcore_compile_step``); without it only the eager step exists."""
     import inspect
 
-    from mlcore.train import make_train_step
+    from mlcore.training.fit import make_train_step
 
     return "jit_compile" in inspect.signature(make_train_step).parameters
 
@@ -76,7 +76,7 @@ def _mlcore(backend: Any, case: Any, mode: str) -> Variant:
     """``mode``: "mlcore" (what a user gets: compiled where the backend compiles),
     "mlcore-eager" (the eager step: the launches before) or "mlcore-graph" (the eager SGD
     step captured directly, for a core that does not compile yet)."""
-    from mlcore.train import make_train_step
+    from mlcore.training.fit import make_train_step
 
     X64, y64, weights = case.data()
     with mlcore.use_backend(backend.name):

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # this checkout's mlcore, even when another is installed
 
 import mlcore  # noqa: E402
-from mlcore.io import load  # noqa: E402
+from mlcore.saving.io import load  # noqa: E402
 
 SIZES = (784, 512, 512, 10)
 Check = Callable[[Any, argparse.Namespace], dict[str, Any]]
@@ -160,7 +160,7 @@ def save_load(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
 def memory(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
     import tracemalloc
 
-    from mlcore.train import make_train_step
+    from mlcore.training.fit import make_train_step
 
     batch = 256
     X, y = _data(batch * 4, SIZES[0], SIZES[-1])

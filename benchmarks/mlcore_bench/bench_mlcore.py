@@ -72,7 +72,7 @@ def make(case: Case, dtype: Any, name: str, steps: bool = False) -> FnBench:
 
 def _bench(backend: Any, step: Callable[[], Any], result: Callable[[], list[Any]]) -> FnBench:
     memory = "cupy" if backend.name == "cupy" else "host"
-    from mlcore._array import enters_device  # the backend declares it (CuPy; not torch)
+    from mlcore.arrays.namespace import enters_device  # the backend declares it (CuPy; not torch)
 
     ctx = backend.device if enters_device(backend.device) else None
     return FnBench(step, result, backend.synchronize, memory, {"device": str(backend.device)},

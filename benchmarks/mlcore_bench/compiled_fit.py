@@ -44,7 +44,7 @@ def _fit_times(backend: str, form: str, jit: bool, epochs: int) -> list[float]:
     times = []
     with mlcore.use_backend(backend):
         model = mlcore.MLP([64, 128, 128, 10], output_activation="softmax", seed=0, **model_kw)
-        opt = mlcore.optim.get_optimizer(name, model.parameters(), opt_kw.pop("lr", None))
+        opt = mlcore.optimizers.get_optimizer(name, model.parameters(), opt_kw.pop("lr", None))
         for key, value in opt_kw.items():
             setattr(opt, key, value)
         for epoch in range(epochs):

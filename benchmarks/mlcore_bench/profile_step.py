@@ -45,8 +45,8 @@ def _timed(fn: Callable[..., Any], name: str, acc: Phases) -> Callable[..., Any]
 
 def phases_mlcore(case: StepCase, backend: str, n: int) -> Phases:
     """Per-phase seconds of ``n`` mlcore steps (wrapping chain, the loss plan, the optimiser)."""
-    import mlcore.train as train
-    from mlcore._lossplan import LossPlan
+    import mlcore.training.fit as train
+    from mlcore.training.lossplan import LossPlan
 
     acc: Phases = defaultdict(list)
     chain, vag = train.chain, LossPlan.value_and_grad
@@ -79,7 +79,7 @@ _SAVED: dict[type, Any] = {}
 
 def _wrap_optimizer(acc: Phases) -> None:
     """Time ``step()`` of every optimiser class, whichever class defines it."""
-    from mlcore import optim
+    from mlcore import optimizers as optim
 
     for cls in (optim.SGD, optim.Adam):
         _SAVED[cls] = cls.__dict__.get("step")

@@ -14,7 +14,7 @@ import time
 
 from .. import distributed
 from ..demo import DIGITS_SIZES, load_digits_split
-from ..model import MLP
+from ..models.sequential import MLP
 
 __all__ = ["main", "weights_digest"]
 

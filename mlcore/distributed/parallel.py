@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import DistributedError, InvalidParameterError
-from ..layers import Parameter, dtype_name
+from ..layers.core import Parameter, dtype_name
 from ._world import abort, rendezvous, timeout_seconds
 from .comm import Communicator, communicator
 
@@ -131,14 +131,14 @@ class DataParallel:
     def callbacks(self, hooks: Any, model: Any, optimizer: Any) -> Any:
         """``fit``'s callbacks, run on rank 0 and obeyed by all (see
         :mod:`mlcore.distributed._callbacks`)."""
-        from ._callbacks import MainCallbacks
+        from ..training.distributed_callbacks import MainCallbacks
 
         return MainCallbacks(hooks, self, model, optimizer)
 
     def tracker(self, tracker: Any, backend: Any) -> Any:
         """``fit``'s training-metric tracker over every process's batches (see
         :mod:`mlcore.distributed._metrics`)."""
-        from ._metrics import GatheredTracker
+        from ..training.distributed_metrics import GatheredTracker
 
         return GatheredTracker(tracker, self, backend)
 

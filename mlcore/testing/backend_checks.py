@@ -104,7 +104,7 @@ def _conversions(b: Backend, rtol: float) -> None:
     import array_api_compat
 
     np = _np()
-    from .._array import device_of
+    from ..arrays.namespace import device_of
 
     host = np.arange(12.0).reshape(3, 4) - 5.5
     cases = [(host, None), (host, b.xp.float32), (host.astype(np.float32), None),
@@ -199,7 +199,7 @@ def _losses(b: Backend, rtol: float) -> None:
 
 def _shapes(b: Backend, rtol: float) -> None:
     from ..errors import ShapeError
-    from ..layers import Dense
+    from ..layers.core import Dense
 
     np = _np()
     with use_backend(b.name):
@@ -224,7 +224,7 @@ def _shapes(b: Backend, rtol: float) -> None:
 
 # -- training and files ----------------------------------------------------------------------
 def _model_on(name: str, like: Any = None) -> Any:
-    from ..model import MLP
+    from ..models.sequential import MLP
 
     with use_backend(name):
         model = MLP([4, 6, 3], activation="tanh", output_activation="softmax", seed=0)
@@ -239,7 +239,7 @@ def _weights(model: Any) -> dict[str, Any]:
 
 
 def _training(b: Backend, rtol: float) -> None:
-    from ..train import make_train_step
+    from ..training.fit import make_train_step
 
     np = _np()
     gen = np.random.default_rng(2)
@@ -261,7 +261,7 @@ def _training(b: Backend, rtol: float) -> None:
 
 
 def _save_load(b: Backend, rtol: float) -> None:
-    from ..io import load
+    from ..models import load
 
     np = _np()
     model = _model_on(b.name)

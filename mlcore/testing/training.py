@@ -90,7 +90,7 @@ def check_optimizer(optimizer: str | Callable[..., Any], backend: Backend | str 
     positive decay with zero gradients moves the parameters towards zero."""
     import numpy as np
 
-    from ..layers import Parameter
+    from ..layers.core import Parameter
 
     factory = registry().get("optimizers", optimizer) if isinstance(optimizer, str) else optimizer
     kw = {} if lr is None else {"lr": lr}
@@ -134,7 +134,7 @@ def _check_grad_untouched(b: Backend, factory: Callable[..., Any], kw: dict[str,
                           start: Any, dt: str) -> None:
     import numpy as np
 
-    from ..layers import Parameter
+    from ..layers.core import Parameter
 
     ps = [Parameter(b.asarray(start.copy()))]
     opt = factory(ps, **kw)
@@ -179,7 +179,7 @@ def _check_weight_decay(b: Backend, factory: Callable[..., Any], kw: dict[str, A
                         start: Any) -> None:
     import numpy as np
 
-    from ..layers import Parameter
+    from ..layers.core import Parameter
 
     ps = [Parameter(b.asarray(start.copy() + 3.0))]
     try:
@@ -215,8 +215,8 @@ def _check_compiled(b: Backend, factory: Callable[..., Any], kw: dict[str, Any],
     import numpy as np
 
     from ..backend import use_backend
-    from ..model import MLP
-    from ..train import make_train_step
+    from ..models.sequential import MLP
+    from ..training.fit import make_train_step
 
     if dt == "float64" and b.name == "jax" and not getattr(b, "x64", True):
         return
@@ -251,7 +251,7 @@ def _check_compiled(b: Backend, factory: Callable[..., Any], kw: dict[str, Any],
 
 def _check_resume(b: Backend, factory: Callable[..., Any], kw: dict[str, Any], start: Any,
                   run: Callable[..., None]) -> None:
-    from ..layers import Parameter
+    from ..layers.core import Parameter
 
     a = [Parameter(b.asarray(start.copy()))]
     opt_a = factory(a, **kw)

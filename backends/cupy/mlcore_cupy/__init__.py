@@ -11,8 +11,8 @@ device="cuda:1")``), else ``MLCORE_DEVICE``, else ``cuda:0``. CuPy's creation fu
 no ``device=`` (array-api-compat 1.16 accepts the keyword and ignores it, except in
 ``asarray``): they allocate on CuPy's *current* device, and so do the results of every
 kernel. So this backend creates its arrays inside ``with device:``, and the core runs
-device-sensitive code inside :func:`mlcore._array.device_scope`, which enters the device of
-its inputs.
+device-sensitive code inside :func:`mlcore.arrays.namespace.device_scope`, which enters
+the device of its inputs.
 
 Random numbers are drawn on the host with NumPy's PCG64 and copied to the device
 (:class:`mlcore_numpy.HostRandom`), so the same seed gives the same initial weights as on

@@ -9,11 +9,11 @@ and the functions of :data:`FUNCTIONS`. The same text is
 - evaluated on whole arrays by :func:`evaluate`, with NumPy or with CuPy itself (the
   fallback for arrays a kernel does not take).
 
-The statements are those of the core's update rules (:meth:`mlcore.optim.Adam.rule`, the
-last line of :meth:`mlcore.optim.SGD.rule`), operation for operation; the tests run the
+The statements are those of the core's update rules (:meth:`mlcore.optimizers.Adam.rule`, the
+last line of :meth:`mlcore.optimizers.SGD.rule`), operation for operation; the tests run the
 optimisers with these kernels as their fast path against the rule itself. Scalars (``b1``,
 ``eps``...) arrive already computed on the host in Python floats, exactly as the rule
-computes them (:meth:`mlcore.optim.Adam.scalars`), and are passed in the arrays' dtype.
+computes them (:meth:`mlcore.optimizers.Adam.scalars`), and are passed in the arrays' dtype.
 
 Kernels are compiled with ``--fmad=false``: NVRTC would otherwise contract ``m * b1 + g``
 into one fused multiply-add (one rounding), where the rule, one CuPy kernel per operation,
@@ -80,10 +80,11 @@ class Elementwise:
 @functools.cache
 def adam_kernel() -> Elementwise:
     """Adam's update on the scaled moments, one element at a time: the loop body of
-    :meth:`mlcore.optim.Adam.rule` (``m = b1 m + g``, ``v = b2 v + g g``,
+    :meth:`mlcore.optimizers.Adam.rule` (``m = b1 m + g``, ``v = b2 v + g g``,
     ``p - m / ((sqrt(v) + eps) scale)``). Weight decay (Adam's L2 term on ``g``, AdamW's
     ``p (1 - lr wd)``) and clipping are applied by the core before the kernel, as in the
-    rule; ``eps`` and ``scale`` fold in the bias corrections (:meth:`mlcore.optim.Adam.scalars`).
+    rule; ``eps`` and ``scale`` fold in the bias corrections
+    (:meth:`mlcore.optimizers.Adam.scalars`).
     """
     body = (("m", "m * b1 + g"), ("v", "v * b2 + g * g"),
             ("p", "p - m / ((sqrt(v) + eps) * scale)"))
@@ -93,7 +94,7 @@ def adam_kernel() -> Elementwise:
 
 @functools.cache
 def sgd_kernel() -> Elementwise:
-    """``p = p - lr d``: the last line of :meth:`mlcore.optim.SGD.rule`; the direction ``d``
+    """``p = p - lr d``: the last line of :meth:`mlcore.optimizers.SGD.rule`; the direction ``d``
     (weight decay, momentum, Nesterov, clipping) is computed by the core first."""
     return Elementwise("sgd", ("p", "g"), ("p",), ("lr",), (("p", "p - lr * g"),))
 

@@ -194,8 +194,8 @@ def make_kernels(cupy: Any) -> dict[str, Callable[..., Any]]:
 
 
 KERNEL_NAMES = ("adam_update", "sgd_update", "softmax_cross_entropy")
-"""The kernels offered: exactly those the core asks for (``mlcore.optim.Adam``/``AdamW``,
-``mlcore.optim.SGD``, ``mlcore.losses.CrossEntropy(from_logits=True)``)."""
+"""The kernels offered: exactly those the core asks for (``mlcore.optimizers.Adam``/``AdamW``,
+``mlcore.optimizers.SGD``, ``mlcore.losses.CrossEntropy(from_logits=True)``)."""
 
 
 def self_test(cupy: Any) -> str:

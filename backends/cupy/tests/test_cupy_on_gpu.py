@@ -24,7 +24,7 @@ from mlcore_cupy.graph import GraphStep
 
 import mlcore
 from mlcore.plugins import registry
-from mlcore.train import make_train_step
+from mlcore.training.fit import make_train_step
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The NumPy passes of the fused updates: whole arrays, or L2-sized blocks of flat views.
 
-The plain Array API update of :mod:`mlcore.optim`, op for op, so the results are bitwise
+The plain Array API update of :mod:`mlcore.optimizers`, op for op, so the results are bitwise
 those of the core's path; :mod:`.kernels` chooses between these and the faster routes.
 """
 
@@ -31,7 +31,7 @@ def _buffer(dtype: np.dtype[Any], n: int) -> np.ndarray:
 
 def _adam_block(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: float,
                 b2: float, eps: float, scale: float, tmp: np.ndarray) -> None:
-    """The plain Adam update (mlcore.optim.Adam._step) on one block, op for op."""
+    """The plain Adam update (mlcore.optimizers.Adam.rule, run in place) on one block, op for op."""
     m *= b1
     m += g
     v *= b2
@@ -46,7 +46,7 @@ def _adam_block(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: 
 
 def adam_passes(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: float,
                 b2: float, eps: float, scale: float) -> None:
-    """The plain Adam update (mlcore.optim.Adam._step) as whole-array NumPy operations: the
+    """The plain Adam update (mlcore.optimizers.Adam.rule, run in place) as whole-array NumPy operations: the
     reference the blocked passes and the compiled loop (:mod:`.jit`) must match bit for bit."""
     m *= b1
     m += g

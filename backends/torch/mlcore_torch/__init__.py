@@ -183,7 +183,8 @@ def mlcore_backends() -> list[TorchBackend]:
 
 def _adam_update(p: Any, g: Any, m: Any, v: Any, b1: float, b2: float, eps: float,
                  scale: float) -> None:
-    """:class:`mlcore.optim.Adam`'s passes with torch's in-place methods (fewer temporaries)."""
+    """:class:`mlcore.optimizers.Adam`'s passes with torch's in-place methods (fewer
+    temporaries)."""
     m.mul_(b1).add_(g)
     v.mul_(b2).addcmul_(g, g)
     r = v.sqrt().add_(eps).mul_(scale)

@@ -1,0 +1,262 @@
+"""Input validation and parameter checks for the built-in losses (:mod:`mlcore.losses`).
+
+Each check raises a typed error saying what, expected, received and the fix. Checks that
+need a value from the arrays cost one host round trip each, noted where they are; they are
+skipped inside :func:`values_unchecked` (a compiled training step: a tracer or a CUDA graph
+capture has no values to read; :mod:`mlcore.training.step` checks the first batch eagerly).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from ..errors import DTypeError, InvalidParameterError, InvalidValueError, ShapeError
+from .checks import is_real
+from .namespace import check_finite, check_floating, check_same_shape
+
+__all__ = [
+    "NAMES",
+    "PROBABILITY_TOLERANCE",
+    "check_pred",
+    "float_target",
+    "same_shape_float",
+    "check_unit_interval",
+    "class_targets",
+    "check_distribution",
+    "check_probability_rows",
+    "logits_flag",
+    "two_classes",
+    "CE_FIX",
+    "MULTI_HOT_FIX",
+    "probability_tolerance",
+    "check_labels",
+    "check_class_indices",
+    "training_target",
+    "number_param",
+    "eps_value",
+    "eps_param",
+    "bool_param",
+    "smoothing_param",
+    "values_unchecked",
+]
+
+_CHECK_VALUES: ContextVar[bool] = ContextVar("mlcore_check_values", default=True)
+
+
+@contextmanager
+def values_unchecked() -> Iterator[None]:
+    """Skip the checks that read values (label range, [0, 1], probability rows) inside."""
+    token = _CHECK_VALUES.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_VALUES.reset(token)
+
+NAMES = ("pred", "target")
+PROBABILITY_TOLERANCE = 1e-3
+"""How far a probability target's row sum may be from 1 (float32 rounding leaves ~1e-6)."""
+
+
+def check_pred(xp: Any, pred: Any, owner: str, ndim: int | None = None) -> None:
+    """``pred`` must be floating with N >= 1 samples (and ``ndim`` axes when given)."""
+    check_floating(xp, pred, "pred")
+    if (ndim is not None and pred.ndim != ndim) or pred.ndim < 1 or pred.shape[0] == 0:
+        want = "(N, M)" if ndim == 2 else "(N, ...)"
+        raise ShapeError(
+            f"Loss {owner!r} expected pred of shape {want} with N >= 1 samples, received "
+            f"shape {tuple(pred.shape)}.",
+            pred,
+        )
+
+
+def float_target(xp: Any, pred: Any, target: Any) -> Any:
+    """``target`` checked to be floating, cast to ``pred``'s dtype (no copy when equal)."""
+    check_floating(xp, target, "target")
+    return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)
+
+
+def same_shape_float(xp: Any, pred: Any, target: Any, owner: str,
+                     ndim: int | None = None) -> Any:
+    """The checks of an element-wise loss: floating, one shape (of ``ndim`` axes when
+    given), N >= 1 samples; returns ``target`` in ``pred``'s dtype."""
+    check_pred(xp, pred, owner, ndim)
+    check_same_shape(pred, target, NAMES)
+    return float_target(xp, pred, target)
+
+
+def _seen(lo: Any, hi: Any) -> str:
+    """``"values from a to b"``, or ``"NaN"`` (a NaN makes every comparison false)."""
+    lo, hi = float(lo), float(hi)
+    return "NaN" if math.isnan(lo) or math.isnan(hi) else f"values from {lo:g} to {hi:g}"
+
+
+def check_unit_interval(xp: Any, x: Any, label: str, owner: str,
+                        fix: str = "Pass logits with from_logits=True, or end the model with "
+                                   "output_activation='sigmoid'.") -> None:
+    """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1] (NaN
+    never does: the test is written so that a NaN fails it)."""
+    if not _CHECK_VALUES.get():
+        return
+    lo, hi = xp.min(x), xp.max(x)
+    if not bool((lo >= 0.0) & (hi <= 1.0)):
+        raise InvalidValueError(
+            f"Loss {owner!r} expected {label} in [0, 1], received {_seen(lo, hi)}. {fix}", x)
+
+
+def eps_value(xp: Any, pred: Any, eps: float | None) -> float:
+    """The clipping epsilon: ``eps`` or, by default, the machine epsilon of pred's dtype."""
+    return float(xp.finfo(pred.dtype).eps) if eps is None else eps
+
+
+def eps_param(owner: str, eps: Any) -> float | None:
+    """``eps`` is None or a number in (0, 0.5)."""
+    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0.0 < eps < 0.5
+    if eps is not None and not ok:
+        raise InvalidParameterError(
+            f"Loss {owner!r}: eps must be None (the dtype's machine epsilon) or a number in "
+            f"(0, 0.5); received {eps!r}.",
+            eps,
+        )
+    return None if eps is None else float(eps)
+
+
+def number_param(owner: str, name: str, value: Any, above: float | None = None) -> float:
+    """``value`` as a finite float (greater than ``above`` when given), else
+    :class:`InvalidParameterError`. ``owner`` starts the message: ``"Loss 'huber'"``,
+    ``"Activation 'elu'"``."""
+    ok = is_real(value)
+    if not ok or not math.isfinite(value) or (above is not None and value <= above):
+        bound = f" greater than {above:g}" if above is not None else ""
+        raise InvalidParameterError(
+            f"{owner}: {name} must be a finite real number{bound}, received {value!r}.", value)
+    return float(value)
+
+
+def bool_param(owner: str, name: str, value: Any) -> bool:
+    """Flags such as ``from_logits`` must be real booleans (a string "no" is truthy)."""
+    if not isinstance(value, bool):
+        raise InvalidParameterError(
+            f"Loss {owner!r}: {name} must be True or False, received {value!r}.", value
+        )
+    return value
+
+
+def class_targets(xp: Any, pred: Any, target: Any, owner: str) -> Any:
+    """Check ``target`` is (N,) class indices in [0, M) or (N, M) probability rows."""
+    if target.ndim == 1 and xp.isdtype(target.dtype, "integral"):
+        check_class_indices(xp, pred, target, owner)
+        return target
+    if target.ndim == 1:
+        raise DTypeError(
+            f"Loss {owner!r}: a target of shape {tuple(target.shape)} holds class indices and "
+            f"must be an integer array, received dtype {target.dtype}. Convert it with "
+            f"astype(int64), or pass one-hot rows of shape {tuple(pred.shape)}.",
+            target,
+        )
+    check_same_shape(pred, target, NAMES)
+    target = float_target(xp, pred, target)
+    check_distribution(xp, target, owner)
+    return target
+
+
+def check_class_indices(xp: Any, pred: Any, target: Any, owner: str) -> None:
+    """(N,) integer ``target`` for (N, M) ``pred``: N labels, each in [0, M)."""
+    n, m = pred.shape
+    if target.shape[0] != n:
+        raise ShapeError(
+            f"Loss {owner!r}: pred has {n} samples but target has {target.shape[0]} labels; "
+            f"received pred {tuple(pred.shape)} and target {tuple(target.shape)}.",
+            (pred, target),
+        )
+    check_labels(xp, target, m, f"pred with {m} classes", f"Loss {owner!r}: ")
+
+
+def check_labels(xp: Any, labels: Any, m: int, where: str, prefix: str = "") -> None:
+    """Integer ``labels`` must be class indices in [0, m): a min and a max over the N labels
+    (not the N x M scores), one host round trip. ``where`` names what has the m classes
+    ("pred with 4 classes", "a model with 3 outputs"); ``prefix`` starts the message."""
+    if not _CHECK_VALUES.get():
+        return
+    lo, hi = xp.min(labels), xp.max(labels)
+    if bool((lo < 0) | (hi >= m)):
+        raise InvalidValueError(
+            f"{prefix}Labels must be class indices in [0, {m - 1}] for {where}; received "
+            f"labels from {int(lo)} to {int(hi)}. Labels start at 0 (the chapter's "
+            f"class c is index c - 1): remap them to 0..{m - 1}, or use {int(hi) + 1} classes.",
+            labels,
+        )
+
+
+def training_target(xp: Any, y: Any, n_out: int | None, dtype: Any) -> Any:
+    """A training target checked once at the ``fit`` boundary: numbers cast to ``dtype``,
+    finite, and an (N,) target made (N, 1) for a model with one output."""
+    if y.dtype != dtype:
+        y = xp.astype(y, dtype)
+    check_finite(xp, y, "y")
+    if y.ndim == 1 and n_out == 1:
+        y = xp.reshape(y, (y.shape[0], 1))
+    return y
+
+
+def check_distribution(xp: Any, target: Any, owner: str, label: str = "target",
+                       tolerance: float = PROBABILITY_TOLERANCE,
+                       fix: str = "Normalise each row, or pass integer class indices.") -> None:
+    """Rows must be non-negative and sum to 1 within ``tolerance`` (NaN fails)."""
+    if not _CHECK_VALUES.get():
+        return
+    err, lo = xp.max(xp.abs(xp.sum(target, axis=1) - 1.0)), xp.min(target)
+    if not bool((err <= tolerance) & (lo >= 0.0)):
+        found = "NaN" if math.isnan(float(err)) else (
+            f"a row sum off by {float(err):.3g} and a smallest value of {float(lo):.3g}")
+        raise InvalidValueError(
+            f"Loss {owner!r}: {label} rows must be probability distributions (non-negative, "
+            f"summing to 1 within {tolerance:.3g}); received {found}. {fix}", target)
+
+
+def probability_tolerance(xp: Any, dtype: Any) -> float:
+    """How far rows of computed probabilities (a softmax output) may sum from 1: the square
+    root of the dtype's machine epsilon, at least 1e-5 (3.5e-4 in float32, 1e-5 in
+    float64, which leaves room for finite differences)."""
+    return max(1e-5, math.sqrt(float(xp.finfo(dtype).eps)))
+
+
+def check_probability_rows(xp: Any, pred: Any, owner: str, fix: str) -> None:
+    """(N, M) ``pred`` must hold probability rows (within :func:`probability_tolerance`)."""
+    check_distribution(xp, pred, owner, "pred", probability_tolerance(xp, pred.dtype), fix)
+
+
+def smoothing_param(value: Any) -> float:
+    """``label_smoothing`` is a number in [0, 1)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
+    if not ok:
+        raise InvalidParameterError(
+            f"Loss 'cross_entropy': label_smoothing must be a number in [0, 1), received "
+            f"{value!r}.",
+            value,
+        )
+    return float(value)
+
+
+CE_FIX = ("These look like logits, not probabilities: pass from_logits=True, or end the model "
+          "with output_activation='softmax'.")
+MULTI_HOT_FIX = ("Several classes per sample (multi-hot rows) need loss='binary_cross_entropy' "
+                 "with a sigmoid output, one independent probability per class; one-hot or "
+                 "soft rows must sum to 1.")
+
+
+def logits_flag(owner: str, value: Any) -> bool | None:
+    """``from_logits``: True, False, or None (the default: the model decides in ``fit``)."""
+    return None if value is None else bool_param(owner, "from_logits", value)
+
+
+def two_classes(m: int, who: str) -> None:
+    """Cross-entropy over one class is always 0: refuse it, naming the loss that fits."""
+    if m == 1:
+        raise ShapeError(
+            f"Loss 'cross_entropy' needs 2 or more classes, one output each; {who} 1 output. "
+            f"For two classes with one output use loss='binary_cross_entropy' (with "
+            f"output_activation='sigmoid', or on logits), or give the model 2 outputs.", m)

@@ -1,0 +1,152 @@
+"""Normalisation layers: LayerNorm (Ba et al., 2016) and BatchNorm (Ioffe & Szegedy, 2015).
+
+Both normalise ``x̂ = (x - μ) / √(σ² + ε)`` and scale and shift it, ``y = γ x̂ + β`` (γ
+``weight`` starts at 1, β ``bias`` at 0, as in PyTorch); σ² is the biased variance. With
+``g = dY γ`` the input gradient is ``dX = (g - mean(g) - x̂ mean(g x̂)) / √(σ² + ε)``, the
+means taken over the axis that was normalised; ``dγ = Σ dY x̂`` and ``dβ = Σ dY`` over the
+batch. LayerNorm normalises each sample over its features, the same in training and
+inference. BatchNorm normalises each feature over the batch while training and keeps running
+statistics, ``r ← (1 - momentum) r + momentum · s`` (the variance unbiased, N/(N-1)), which
+it uses in inference mode; they are saved and loaded with the model (buffers
+``running_mean``, ``running_var``). Inputs are (N, num_features).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..arrays.namespace import namespace
+from ..backend import Backend, get_backend
+from ..errors import DTypeError, InvalidParameterError, ShapeError
+from .core import Backprop, Layer, Parameter, dtype_name, on_device, positive_int, resolve_dtype
+
+__all__ = ["LayerNorm", "BatchNorm"]
+
+
+def _check_number(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+        raise InvalidParameterError(
+            f"{name} must be a number in ({low}, {high}), received {value!r}.", value)
+    return float(value)
+
+
+class _Norm(Layer):
+    """The affine parameters, the input checks and the shared backward formula."""
+
+    def __init__(self, num_features: int, eps: float, dtype: Any) -> None:
+        self.num_features = positive_int(num_features, "num_features")
+        self.eps = _check_number("eps", eps, 0.0, 1.0)
+        backend = get_backend()
+        self.backend: Backend = backend
+        dt = resolve_dtype(backend.xp, dtype)
+        with on_device(backend.device):
+            self.weight = Parameter(backend.xp.ones((self.num_features,), dtype=dt,
+                                                    device=backend.device))
+            self.bias = Parameter(backend.xp.zeros((self.num_features,), dtype=dt,
+                                                   device=backend.device))
+
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        return [("weight", self.weight), ("bias", self.bias)]
+
+    def _namespace(self, X: Any, xp: Any) -> Any:
+        if xp is None:
+            xp = namespace(X, self.weight.value, names=("X", f"{type(self).__name__}.weight"))
+        if X.ndim != 2 or X.shape[1] != self.num_features:
+            raise ShapeError(
+                f"{type(self).__name__} expected input of shape (N, {self.num_features}), "
+                f"received shape {tuple(X.shape)}.", X)
+        if X.dtype != self.weight.value.dtype:
+            have = dtype_name(xp, self.weight.value.dtype)
+            raise DTypeError(
+                f"{type(self).__name__} has {have} parameters but received {X.dtype} input. "
+                f"Convert the input with astype, or build the layer with that dtype.", X)
+        return xp
+
+    def _affine(self, xp: Any, xhat: Any, inv: Any, axis: int,
+                input_grad: bool) -> tuple[Any, Backprop]:
+        gamma = self.weight.value
+        Y = xhat * gamma + self.bias.value
+
+        def backprop(dY: Any) -> Any:
+            self.weight.accumulate(xp.sum(dY * xhat, axis=0))
+            self.bias.accumulate(xp.sum(dY, axis=0))
+            if not input_grad:
+                return None
+            g = dY * gamma
+            if axis < 0:  # statistics not from this batch (BatchNorm inference)
+                return g * inv
+            mean_g = xp.mean(g, axis=axis, keepdims=True)
+            mean_gx = xp.mean(g * xhat, axis=axis, keepdims=True)
+            return (g - mean_g - xhat * mean_gx) * inv
+
+        return Y, backprop
+
+    def _config(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "num_features": self.num_features,
+                "eps": self.eps, "dtype": dtype_name(self.backend.xp, self.weight.value.dtype)}
+
+
+class LayerNorm(_Norm):
+    """Normalise each sample over its ``num_features`` features (``torch.nn.LayerNorm``)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, *, dtype: Any = None) -> None:
+        super().__init__(num_features, eps, dtype)
+
+    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+        xp = self._namespace(X, xp)
+        d = X - xp.mean(X, axis=1, keepdims=True)
+        inv = 1.0 / xp.sqrt(xp.mean(d * d, axis=1, keepdims=True) + self.eps)
+        return self._affine(xp, d * inv, inv, 1, input_grad)
+
+    def config(self) -> dict[str, Any]:
+        return self._config()
+
+    def __repr__(self) -> str:
+        return f"LayerNorm({self.num_features}, eps={self.eps})"
+
+
+class BatchNorm(_Norm):
+    """Normalise each feature over the batch (``torch.nn.BatchNorm1d``), with running
+    statistics for inference."""
+
+    modal = True
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
+                 dtype: Any = None) -> None:
+        super().__init__(num_features, eps, dtype)
+        self.momentum = _check_number("momentum", momentum, 0.0, 1.0 + 1e-12)
+        xp, dt, device = self.backend.xp, self.weight.value.dtype, self.backend.device
+        with on_device(device):
+            self.running_mean = Parameter(xp.zeros((self.num_features,), dtype=dt,
+                                                   device=device))
+            self.running_var = Parameter(xp.ones((self.num_features,), dtype=dt,
+                                                 device=device))
+
+    def named_buffers(self) -> list[tuple[str, Parameter]]:
+        return [("running_mean", self.running_mean), ("running_var", self.running_var)]
+
+    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+        xp = self._namespace(X, xp)
+        if not self.training:
+            inv = 1.0 / xp.sqrt(self.running_var.value + self.eps)
+            return self._affine(xp, (X - self.running_mean.value) * inv, inv, -1, input_grad)
+        n = int(X.shape[0])
+        if n < 2:
+            raise ShapeError(
+                f"BatchNorm needs at least 2 samples per batch while training (the batch "
+                f"variance of 1 sample is 0); received shape {tuple(X.shape)}. Use a larger "
+                f"batch_size, or LayerNorm.", X)
+        mean = xp.mean(X, axis=0)
+        d = X - mean
+        var = xp.mean(d * d, axis=0)
+        m = self.momentum
+        self.running_mean.value = (1.0 - m) * self.running_mean.value + m * mean
+        self.running_var.value = (1.0 - m) * self.running_var.value + m * var * (n / (n - 1))
+        inv = 1.0 / xp.sqrt(var + self.eps)
+        return self._affine(xp, d * inv, inv, 0, input_grad)
+
+    def config(self) -> dict[str, Any]:
+        return self._config() | {"momentum": self.momentum}
+
+    def __repr__(self) -> str:
+        return f"BatchNorm({self.num_features}, momentum={self.momentum}, eps={self.eps})"

@@ -1,0 +1,311 @@
+"""The epoch loop of ``fit``: batches, weights, metrics, callbacks, validation, streaming.
+
+Nothing here reads a value back to the host inside an epoch: the loss sum, the correct count
+and every metric's state stay on the device, and are converted once at the epoch's end.
+What a plain ``fit`` does not ask for (metrics, weights, batch callbacks) is not run at all,
+so its per-batch work is the training step and two additions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from ..activations import activation
+from ..arrays.namespace import count_dtype
+from ..callbacks import CallbackList
+from ..errors import InvalidParameterError
+from ..layers.stack import LayerStack, chain
+from ..metrics import Metric, metric
+from .lossplan import LossPlan
+
+__all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "shuffle_source",
+           "eval_mode", "resolve_metrics", "shuffled", "split", "is_stream", "stream_batches",
+           "run_stream", "batch_ranges", "label_count"]
+
+
+class Data(NamedTuple):
+    X: Any
+    targets: Any
+    labels: Any  # for accuracy and classification metrics, or None
+    weights: Any = None  # (N,) sample weights, or None
+
+
+def resolve_metrics(metrics: Sequence[Any] | None) -> list[Metric]:
+    """Metric objects for names (``mlcore.metric(name)``) and objects in ``metrics``."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
+        raise InvalidParameterError(
+            f"metrics must be a list of metric names or objects, received {metrics!r}. "
+            f"Write metrics=[{metrics!r}].", metrics)
+    found = [metric(m) if isinstance(m, str) else m for m in metrics]
+    for m in found:
+        if not (hasattr(m, "update") and hasattr(m, "result") and str(getattr(m, "name", ""))):
+            raise InvalidParameterError(
+                f"{m!r} is not a metric: a metric has a name, update(state, y_pred, y_true) "
+                f"and result(state). See mlcore.metrics.Metric.", m)
+    return found
+
+
+class Tracker:
+    """The metric states of one pass over data, fed the model's outputs batch by batch."""
+
+    def __init__(self, metrics: list[Metric], model: LayerStack, plan: LossPlan) -> None:
+        self.metrics = metrics
+        self.states: list[Any] = [None] * len(metrics)
+        self.tail = model.layers[len(model.layers) - plan.trim:]
+        logits = plan.task is not None and (plan.fused or getattr(plan.fn, "from_logits", False))
+        self.squash = None
+        if logits and not self.tail:  # the model outputs logits: metrics see probabilities
+            self.squash = activation("sigmoid" if plan.task == "binary" else "softmax")
+
+    def reset(self) -> None:
+        self.states = [None] * len(self.metrics)
+
+    def update(self, xp: Any, out: Any, y_true: Any) -> None:
+        if self.tail:
+            out = chain(self.tail, out, xp, False)[0]
+        elif self.squash is not None:
+            out = self.squash.forward(out)
+        for i, m in enumerate(self.metrics):
+            self.states[i] = m.update(self.states[i], out, y_true)
+
+    def results(self, prefix: str = "") -> dict[str, float]:
+        return {prefix + m.name: m.result(s) for m, s in zip(self.metrics, self.states,
+                                                              strict=True)}
+
+
+def batch_ranges(n: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+class _Sums:
+    """Loss sum, correct count and sample count of an epoch (device arrays until read;
+    None before the first batch, which saves two array creations on a one-batch epoch)."""
+
+    def __init__(self) -> None:
+        self.total: Any = None
+        self.correct: Any = None
+        self.n = 0
+        self.labelled = 0  # label entries counted for accuracy
+
+    def add(self, loss_sum: Any, correct: Any) -> None:
+        self.total = loss_sum if self.total is None else self.total + loss_sum
+        if correct is not None:
+            self.correct = correct if self.correct is None else self.correct + correct
+
+    def reduce(self, xp: Any, dtype: Any, dp: Any) -> None:
+        """Sum over the processes of a data-parallel run (each process adds its share)."""
+        if self.total is None:
+            self.total = xp.zeros((), dtype=dtype)
+        if self.correct is None:
+            self.correct = xp.zeros((), dtype=count_dtype(xp))
+        self.total, self.correct = dp.reduce_sums([self.total, self.correct])
+
+    def read(self) -> dict[str, float]:
+        result = {"loss": float(self.total) / self.n}
+        if self.labelled:
+            result["accuracy"] = int(self.correct) / self.labelled
+        return result
+
+
+def label_count(labels: Any) -> int:
+    count = 1
+    for d in labels.shape:
+        count *= int(d)
+    return count
+
+
+def run_epoch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
+              batches: list[tuple[int, int]], bar: Any, tracker: Tracker | None,
+              hooks: CallbackList | None, dp: Any = None, labelled: int = 0) -> dict[str, float]:
+    """One pass over in-memory ``data`` in ``batches`` (row ranges); the epoch's values
+    (``labelled``: the number of label entries, for accuracy).
+
+    With ``dp`` (data-parallel training) the ranges are this process's shares and the
+    epoch sums are reduced over the processes.
+    """
+    X, T, L, W = data
+    if len(batches) == 1 and dp is None and not tracker and not hooks and W is None:
+        return _one_batch(xp, step, plan, data, bar, labelled)
+    sums = _Sums()
+    hooked = hooks is not None and hooks.batch_hooks
+    for b, (start, stop) in enumerate(batches):
+        if hooked:
+            hooks.call("on_batch_begin", b, None)  # type: ignore[union-attr]
+        if W is None:
+            value, out = step(X[start:stop, ...], T[start:stop, ...], xp)
+        else:
+            value, out = step(X[start:stop, ...], T[start:stop, ...], xp, W[start:stop])
+        sums.add(value * (stop - start), None if L is None or out is None
+                 else plan.correct(xp, out, L[start:stop, ...]))
+        if tracker is not None:
+            tracker.update(xp, out, (T if L is None else L)[start:stop, ...])
+        bar.update(1)
+        if hooked:
+            hooks.call("on_batch_end", b, None)  # type: ignore[union-attr]
+    if dp is not None:  # every process's sums: the epoch over all of the data
+        sums.reduce(xp, X.dtype, dp)
+    sums.n, sums.labelled = X.shape[0], labelled
+    return sums.read() | ({} if tracker is None else tracker.results())
+
+
+def _one_batch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
+               bar: Any, labelled: int) -> dict[str, float]:
+    """An epoch that is one batch of all the data (XOR-sized nets): its mean is the loss."""
+    value, out = step(data.X, data.targets, xp)
+    bar.update(1)
+    if data.labels is None:
+        return {"loss": float(value)}
+    return {"loss": float(value), "accuracy": int(plan.correct(xp, out, data.labels)) / labelled}
+
+
+def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Any, Any]],
+               batches: Iterator[Any], prepare: Callable[..., Data], bar: Any,
+               tracker: Tracker | None, hooks: CallbackList | None,
+               dp: Any = None) -> dict[str, float]:
+    """One epoch over ``batches`` of ``(X, y)`` (or ``(X, y, sample_weight)``) pairs.
+
+    With ``dp`` (data-parallel training) each process streams its own batches and the
+    epoch sums are reduced over the processes.
+    """
+    sums: _Sums | None = None
+    xp = None
+    hooked = hooks is not None and hooks.batch_hooks
+    for b, item in enumerate(batches):
+        if hooked:
+            hooks.call("on_batch_begin", b, None)  # type: ignore[union-attr]
+        d = prepare(item, b)
+        if sums is None:
+            xp, sums = model.namespace(d.X), _Sums()
+        size = d.X.shape[0]
+        value, out = (step(d.X, d.targets, xp) if d.weights is None
+                      else step(d.X, d.targets, xp, d.weights))
+        sums.add(value * size, None if d.labels is None else plan.correct(xp, out, d.labels))
+        sums.n += size
+        if d.labels is not None:
+            sums.labelled += label_count(d.labels)
+        if tracker is not None:
+            tracker.update(xp, out, d.targets if d.labels is None else d.labels)
+        bar.update(1)
+        if hooked:
+            hooks.call("on_batch_end", b, None)  # type: ignore[union-attr]
+    if sums is None:
+        raise InvalidParameterError(
+            "The training data yielded no batches this epoch. A generator object runs once: "
+            "pass the generator function itself (it is called again each epoch), or set "
+            "steps_per_epoch so that one long stream is shared between epochs.", batches)
+    if dp is not None:  # every process's sums: the epoch over all of the streams
+        sums.total, sums.correct, sums.n, sums.labelled = dp.reduce_sums(
+            [sums.total, sums.correct, sums.n, sums.labelled])
+    return sums.read() | ({} if tracker is None else tracker.results())
+
+
+def evaluate_data(model: LayerStack, plan: LossPlan, data: Data, batch_size: int | None,
+                  tracker: Tracker | None = None) -> dict[str, float]:
+    """Loss, accuracy and metrics of ``model`` on ``data`` (inference mode)."""
+    xp = model.namespace(data.X)
+    layers = model.layers[: len(model.layers) - plan.trim]
+    n = data.X.shape[0]
+    sums = _Sums()
+    for start, stop in batch_ranges(n, batch_size or n):
+        out = chain(layers, data.X[start:stop, ...], xp, False)[0]
+        sums.add(plan.value(xp, out, data.targets[start:stop, ...]) * (stop - start),
+                 None if data.labels is None else plan.correct(xp, out,
+                                                               data.labels[start:stop, ...]))
+        if tracker is not None:
+            y = data.targets if data.labels is None else data.labels
+            tracker.update(xp, out, y[start:stop, ...])
+    sums.n = n
+    sums.labelled = 0 if data.labels is None else label_count(data.labels)
+    return sums.read() | ({} if tracker is None else tracker.results())
+
+
+def shuffled(xp: Any, data: Data, order: Any) -> Data:
+    return Data(*(None if a is None else xp.take(a, order, axis=0) for a in data))
+
+
+def split(xp: Any, data: Data, fraction: float) -> tuple[Data, Data]:
+    """The last ``fraction`` of the samples (before shuffling, as Keras) held out."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0.0 <= fraction < 1.0:
+        raise InvalidParameterError(
+            f"validation_split must be a fraction in [0, 1), received {fraction!r}.", fraction)
+    n = data.X.shape[0]
+    cut = int(n * (1.0 - fraction))
+    if cut < 1 or cut >= n:
+        raise InvalidParameterError(
+            f"validation_split={fraction} leaves {cut} of {n} samples for training and "
+            f"{n - cut} for validation; both need at least one.", fraction)
+
+    def part(a: Any, lo: int, hi: int) -> Any:
+        return None if a is None else a[lo:hi, ...]
+    return (Data(*(part(a, 0, cut) for a in data)), Data(*(part(a, cut, n) for a in data)))
+
+
+def is_stream(X: Any, y: Any) -> bool:
+    """Training data given as an iterable (or function) of batches rather than arrays."""
+    if y is not None:
+        return False
+    if isinstance(X, (list, tuple)):  # a list of (X_batch, y_batch) pairs
+        stream = bool(X) and isinstance(X[0], tuple)
+    else:
+        stream = callable(X) or (not hasattr(X, "shape") and hasattr(X, "__iter__"))
+    if not stream:
+        raise InvalidParameterError(
+            "fit needs targets: pass fit(X, y, ...), or in place of X an iterable of "
+            "(X_batch, y_batch) pairs (a generator function, a DataLoader, "
+            "mlcore.data.batches(X, y)).", X)
+    return True
+
+
+@contextmanager
+def eval_mode(model: LayerStack, training: bool = False) -> Iterator[None]:
+    """Run with every layer in inference (or training) mode, then restore the modes."""
+    if not model.has_modes():
+        yield
+        return
+    before = model.modes()
+    model.train(training)
+    try:
+        yield
+    finally:
+        model.set_modes(before)
+
+
+def shuffle_source(model: LayerStack, seed: int | None, epoch: int, n: int) -> Any:
+    """The random source for shuffling epoch ``epoch``: continued from the model's last
+    ``fit`` with the same seed, or new and advanced by ``epoch`` permutations of ``n``, so
+    ``fit(epochs=1, seed=S)`` in a loop, one ``fit(epochs=k, seed=S)`` and a resumed run all
+    shuffle in the same sequence of orders."""
+    saved = getattr(model, "_shuffle_state", None)
+    if saved is not None and saved[0] == seed and saved[1] == (epoch, n):
+        return saved[2]
+    rng = model.backend.rng(seed)
+    if seed is not None:
+        for _ in range(epoch):
+            rng.permutation(n)
+    return rng
+
+
+def stream_batches(source: Any, steps: int | None, shared: list[Any]) -> Iterator[Any]:
+    """This epoch's batches: ``source()`` for a function, ``iter(source)`` for a re-iterable;
+    a one-shot iterator is shared between epochs (``steps`` batches each)."""
+    if shared:
+        it = shared[0]
+    elif callable(source):
+        it = iter(source())
+    else:
+        it = iter(source)
+        if it is source:  # a generator object or other one-shot iterator
+            shared.append(it)
+    return it if steps is None else _take(it, steps)
+
+
+def _take(it: Iterable[Any], steps: int) -> Iterator[Any]:
+    for i, item in enumerate(it):
+        yield item
+        if i + 1 >= steps:
+            return
