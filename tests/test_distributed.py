@@ -292,3 +292,127 @@ def test_cupy_offers_nccl_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> No
     mlcore_cupy = pytest.importorskip("mlcore_cupy")
     monkeypatch.delenv("MLCORE_CUPY_NCCL", raising=False)
     assert mlcore_cupy.CupyBackend().communicator(None) is None  # MPI over host memory
+
+
+# -- data placement: full data or shards ---------------------------------------------------
+def test_shards_train_on_every_row_and_full_data_mode_refuses_them(tmp_path: Path) -> None:
+    batch = 4
+    job = _job(2, "shards", str(tmp_path), str(batch))
+    assert job.returncode == 0, job.stderr[-3000:]
+    w0, w1 = (dict(np.load(tmp_path / f"shards-rank{r}.npz")) for r in (0, 1))
+    X, y = worker.shards_reference(2, batch)
+    model = mlcore.MLP([worker.FEATURES, worker.HIDDEN, worker.CLASSES], activation="tanh",
+                       output_activation="softmax", seed=0, dtype="float64")
+    X_val, y_val = worker.data()
+    history = model.fit(X, y, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=2,
+                        batch_size=2 * batch, shuffle=False, verbose=False, metrics=["f1"],
+                        validation_data=(X_val[:10], y_val[:10]))
+    for key, value in worker.weights(model).items():  # every row of every shard, in order
+        np.testing.assert_array_equal(w1[key], w0[key])
+        np.testing.assert_allclose(w0[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    h0 = json.loads((tmp_path / "shards-rank0.json").read_text())
+    for key, values in history.items():
+        np.testing.assert_allclose(h0[key], values, rtol=1e-9, err_msg=key)
+    for r in (0, 1):  # shards passed as full data: refused, with the fix
+        refused = (tmp_path / f"shards-full-rank{r}.txt").read_text()
+        assert "training data is" in refused and "DataParallel(sharded=True)" in refused
+    # a row that full-data slicing of each shard would skip, poisoned, changes the weights
+    p0, p1 = (dict(np.load(tmp_path / f"shards-poisoned-rank{r}.npz")) for r in (0, 1))
+    for key, value in p0.items():
+        np.testing.assert_array_equal(p1[key], value)
+    assert max(float(np.abs(p0[k] - w0[k]).max()) for k in w0) > 1e-3
+
+
+def test_sharded_batches_run_every_shard_to_its_end() -> None:
+    dp = DataParallel(comm=_Fake(1, 2), sharded=True)  # type: ignore[arg-type]
+    dp._rows = [10, 7]
+    assert dp.batches(7, 4) == [(0, 4), (4, 7), (7, 7)]
+    assert DataParallel(comm=_Fake(0, 2), sharded=True).agree_seed(5) == 5  # type: ignore[arg-type]
+    assert DataParallel(comm=_Fake(1, 2), sharded=True).agree_seed(5) == 6  # type: ignore[arg-type]
+    with pytest.raises(mlcore.DistributedError, match="sharded must be True or False"):
+        DataParallel(sharded="yes")  # type: ignore[arg-type]
+
+
+def test_full_data_mode_gathers_only_this_processs_rows_of_the_epoch() -> None:
+    from mlcore._loop import Data
+
+    xp = mlcore.get_backend("numpy").xp
+    data = Data(xp.arange(10.0)[:, None], xp.arange(10), None)
+    dp = DataParallel(comm=_Fake(1, 2))  # type: ignore[arg-type]
+    ranges = dp.batches(10, 2)
+    order = xp.asarray([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+    local, local_ranges = dp.epoch(xp, data, order, ranges)
+    assert local.X.shape[0] == 5 and local_ranges == [(0, 2), (2, 4), (4, 5)]
+    assert [int(v) for v in local.targets] == [7, 6, 3, 2, 0]
+    part = dp.validation_part(data)
+    assert [int(v) for v in part.targets] == [5, 6, 7, 8, 9]
+
+
+# -- SyncBatchNorm -------------------------------------------------------------------------
+def test_batchnorm_in_a_distributed_fit_equals_one_process_with_the_global_batch(
+        tmp_path: Path) -> None:
+    batch = 4
+    job = _job(2, "batchnorm", str(tmp_path), str(batch))
+    assert job.returncode == 0, job.stderr[-3000:]
+    w0, w1 = (dict(np.load(tmp_path / f"bn-rank{r}.npz")) for r in (0, 1))
+    model, history = worker.batchnorm_fit(0, 2 * batch, False)
+    for key, value in worker.weights(model).items():  # running statistics included
+        np.testing.assert_array_equal(w1[key], w0[key])
+        np.testing.assert_allclose(w0[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    h0 = json.loads((tmp_path / "bn-rank0.json").read_text())
+    for key, values in history.items():
+        np.testing.assert_allclose(h0[key], values, rtol=1e-9, err_msg=key)
+    for r in (0, 1):
+        refused = (tmp_path / f"bn-refused-rank{r}.txt").read_text()
+        assert "every process needs rows in every batch" in refused
+
+
+# -- collectives: a timeout naming the late process, no core burnt while waiting -----------
+def test_a_stalled_process_is_waited_for_without_spinning_then_named(tmp_path: Path) -> None:
+    began = time.monotonic()
+    job = _job(2, "stall", str(tmp_path), timeout=90)
+    assert job.returncode != 0
+    assert time.monotonic() - began < 45
+    waited = json.loads((tmp_path / "stall-2-rank0.json").read_text())
+    assert waited["wall"] > 1.8 and waited["cpu"] < 0.5 * waited["wall"], waited
+    assert "process 0 of 2 waited 2 s in the gradient allreduce of step 4" in job.stderr
+    assert "for process 1, which did not arrive" in job.stderr
+    assert "MLCORE_COLLECTIVE_TIMEOUT" in job.stderr
+    assert not (tmp_path / "stall-60-rank0.json").exists()
+
+
+def test_the_timeout_has_one_value_under_both_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlcore.distributed._world import timeout_seconds
+
+    monkeypatch.delenv("MLCORE_DISTRIBUTED_TIMEOUT", raising=False)
+    monkeypatch.setenv("MLCORE_COLLECTIVE_TIMEOUT", "7")
+    assert timeout_seconds() == 7.0
+    monkeypatch.setenv("MLCORE_DISTRIBUTED_TIMEOUT", "8")
+    with pytest.raises(mlcore.DistributedError, match="one setting under two names"):
+        timeout_seconds()
+
+
+def test_an_error_every_process_raises_is_printed_once(tmp_path: Path) -> None:
+    job = _job(2, "mismatch-uncaught", str(tmp_path), timeout=60)
+    assert job.returncode != 0
+    assert job.stderr.count("Traceback (most recent call last)") == 1, job.stderr
+    assert "number of training samples is 50 on rank 0 but 49 on rank 1" in job.stderr
+
+
+@pytest.mark.parametrize(("variables", "advice"), [
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, "mlcore launch -n 2 script.py"),
+    ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3", "SLURM_NTASKS": "4"},
+     "srun --mpi=pmix"),
+])
+def test_torchrun_or_srun_without_mpi_is_refused(variables: dict[str, str],
+                                                 advice: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "MLCORE_DIST"))}
+    code = "import mlcore.distributed as d; print(d.size())"
+    job = subprocess.run([sys.executable, "-c", code], env=env | variables,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert job.returncode != 0 and "DistributedError" in job.stderr
+    assert advice in job.stderr and "MLCORE_DISTRIBUTED=off" in job.stderr
+    job = subprocess.run([sys.executable, "-c", code],
+                         env=env | variables | {"MLCORE_DISTRIBUTED": "off"},
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert job.stdout.split() == ["1"]
