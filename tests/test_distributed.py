@@ -7,10 +7,12 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -127,23 +129,147 @@ def test_bucket_bytes_is_checked() -> None:
         DataParallel(bucket_bytes=0)
 
 
-def test_launch_builds_the_mpiexec_command(tmp_path: Path) -> None:
+def test_launch_dry_run_prints_the_exact_command_and_variables(tmp_path: Path) -> None:
+    import shlex
+
     from click.testing import CliRunner
 
     from mlcore.cli import main
+
+    script = tmp_path / "my train.py"
+    script.write_text("print('hi')\n")
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    result = CliRunner().invoke(main, ["launch", "-n", "2", "--mpiexec", str(fake), "--dry-run",
+                                       "--threads", "1", "--timeout", "30", str(script),
+                                       "--name", "a b"])
+    assert result.exit_code == 0, result.output
+    line = [x for x in result.output.splitlines() if not x.startswith("mlcore launch:")]
+    assert shlex.split(line[-1]) == [
+        "env", "MLCORE_DISTRIBUTED=mpi", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1",
+        "MKL_NUM_THREADS=1", "MLCORE_DISTRIBUTED_TIMEOUT=30", str(fake), "-n", "2",
+        sys.executable, "-m", "mlcore.distributed._run", str(script), "--name", "a b"]
+    missing = CliRunner().invoke(main, ["launch", "-n", "2", str(tmp_path / "nope.py")])
+    assert missing.exit_code != 0 and "no such file" in missing.output
+
+
+def test_launch_warns_once_when_processes_outnumber_the_cores(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlcore.cli import main
+    from mlcore.distributed.launch import _cores
 
     script = tmp_path / "train.py"
     script.write_text("print('hi')\n")
     fake = tmp_path / "mpiexec"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    result = CliRunner().invoke(main, ["launch", "-n", "3", "--mpiexec", str(fake), "--dry-run",
-                                       str(script), "--epochs", "2"])
-    assert result.exit_code == 0, result.output
-    assert result.output.split() == [str(fake), "-n", "3", sys.executable, "-m", "mpi4py",
-                                     str(script), "--epochs", "2"]
-    missing = CliRunner().invoke(main, ["launch", "-n", "2", str(tmp_path / "nope.py")])
-    assert missing.exit_code != 0 and "no such file" in missing.output
+    base = ["launch", "--mpiexec", str(fake), "--dry-run", "--threads", "1"]
+    over = CliRunner().invoke(main, [*base, "-n", str(_cores() + 1), str(script)])
+    assert over.output.count("oversubscribed") == 1, over.output
+    fits = CliRunner().invoke(main, [*base, "-n", str(_cores()), str(script)])
+    assert "oversubscribed" not in fits.output
+
+
+def test_launch_names_the_other_mpis_host_file_form(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlcore.cli import main
+
+    hydra = tmp_path / "mpiexec"
+    hydra.write_text("#!/bin/sh\necho 'HYDRA build details:'\n")
+    hydra.chmod(0o755)
+    openmpi = tmp_path / "mpirun"
+    openmpi.write_text("#!/bin/sh\necho 'mpirun (Open MPI) 4.1.5'\n")
+    openmpi.chmod(0o755)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("node1 slots=4\n")
+    base = ["launch", "-n", "2", "--dry-run", "--hostfile", str(hosts)]
+    result = CliRunner().invoke(main, [*base, "--mpiexec", str(hydra), "-m", "mlcore"])
+    assert result.exit_code == 2 and "Open MPI's form" in result.output
+    assert "Write 'node1:4'" in result.output
+    hosts.write_text("node1:4\n")
+    result = CliRunner().invoke(main, [*base, "--mpiexec", str(openmpi), "-m", "mlcore"])
+    assert result.exit_code == 2 and "'node1 slots=4'" in result.output
+
+
+@pytest.mark.parametrize(("listed", "expected"), [(None, ["0,1", "2,3"]),
+                                                  ("4,5,6,7", ["4,5", "6,7"])])
+def test_each_process_gets_its_own_gpus(listed: str | None, expected: list[str]) -> None:
+    from mlcore.distributed._run import place_gpus
+
+    seen = []
+    for local in (0, 1):
+        env = {"MLCORE_GPUS_PER_PROCESS": "2", "MPI_LOCALRANKID": str(local)}
+        if listed:
+            env["CUDA_VISIBLE_DEVICES"] = listed
+        place_gpus(env)
+        seen.append(env["CUDA_VISIBLE_DEVICES"])
+    assert seen == expected
+    with pytest.raises(mlcore.DistributedError, match="lists 2"):
+        place_gpus({"MLCORE_GPUS_PER_PROCESS": "2", "MPI_LOCALRANKID": "1",
+                    "CUDA_VISIBLE_DEVICES": "0,1"})
+
+
+def _launch(*args: str, timeout: float = TIMEOUT, **popen: Any) -> Any:
+    mpiexec = _mpiexec()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "MLCORE_DIST"))}
+    env["MLCORE_NUMPY_JIT"] = "0"
+    cmd = [sys.executable, "-m", "mlcore", "launch", "--mpiexec", mpiexec, *args]
+    if popen:
+        return subprocess.Popen(cmd, env=env, text=True, **popen)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_launched_processes_see_their_gpus_and_a_script_that_never_joins_warns(
+        tmp_path: Path) -> None:
+    script = tmp_path / "alone.py"
+    script.write_text("import os, pathlib\n"
+                      f"pathlib.Path({str(tmp_path)!r}, 'gpu-' + os.environ['PMI_RANK'])"
+                      ".write_text(os.environ['CUDA_VISIBLE_DEVICES'])\n")
+    job = _launch("-n", "2", "--gpus-per-process", "1", str(script))
+    assert job.returncode == 0, job.stderr
+    assert [(tmp_path / f"gpu-{r}").read_text() for r in (0, 1)] == ["0", "1"]
+    assert job.stderr.count("never joined the job") == 1, job.stderr
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_launch_ends_the_job_within_seconds(sig: int, tmp_path: Path) -> None:
+    script = tmp_path / "long.py"
+    script.write_text("import os, pathlib, time\nimport mlcore.distributed as d\n"
+                      f"pathlib.Path({str(tmp_path)!r}, f'pid-{{d.rank()}}')"
+                      ".write_text(str(os.getpid()))\ntime.sleep(120)\n")
+    proc = _launch("-n", "2", str(script), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("pid-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int(p.read_text()) for p in tmp_path.glob("pid-*")]
+        assert len(pids) == 2
+        began = time.monotonic()
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        assert proc.returncode == 128 + sig
+        while _alive(pids) and time.monotonic() - began < 10:
+            time.sleep(0.1)
+        assert not _alive(pids)  # every process of the job is gone within seconds
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
 
 
 # -- real jobs over loopback ---------------------------------------------------------------
