@@ -542,3 +542,27 @@ def test_torchrun_or_srun_without_mpi_is_refused(variables: dict[str, str],
                          env=env | variables | {"MLCORE_DISTRIBUTED": "off"},
                          capture_output=True, text=True, timeout=60, check=False)
     assert job.stdout.split() == ["1"]
+
+
+# -- the scaling benchmark -----------------------------------------------------------------
+def test_the_scaling_script_runs_whole_epochs_from_any_folder_and_shows_child_errors(
+        tmp_path: Path) -> None:
+    pytest.importorskip("mlcore_bench")
+    _mpiexec()
+    (tmp_path / "mlcore").mkdir()  # a folder holding a checkout as mlcore/ must not shadow it
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "MLCORE_DIST"))}
+    cmd = [sys.executable, "-m", "mlcore", "bench", "--distributed", "-n", "2", "--rounds",
+           "1"]
+    script = [sys.executable, "-m", "mlcore_bench.distributed_scaling", "--rounds", "1",
+              "--no-torch"]
+    job = subprocess.run([*script, "--batches", "8,16", "--rows", "96"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
+    assert "whole epochs of 96 rows" in job.stdout and "model check K=2 B=16" in job.stdout
+    bad = subprocess.run([*script, "--batches", "0", "--rows", "96"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert bad.returncode != 0 and "batch_size" in bad.stderr  # the child's own error
+    assert "process(es) failed" in bad.stderr
+    helped = subprocess.run([*cmd, "--help"], env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert "--distributed" in helped.stdout

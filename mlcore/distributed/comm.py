@@ -55,6 +55,12 @@ class Communicator:
     def timeout(self, seconds: float | None) -> None:
         self._timeout = (seconds,)
 
+    def arrive(self, what: str) -> None:
+        """Return once every process has reached its matching collective (``what`` names
+        it in the error), at most :attr:`timeout` seconds; a subclass's own collectives
+        call it first (see :func:`mlcore.distributed._world.arrive`)."""
+        arrive(self.world, self.timeout, what)
+
     def allreduce(self, x: Any, op: str = "sum", *, what: str = "an allreduce") -> Any:
         """The element-wise ``op`` (``"sum"``, ``"max"``, ``"min"``) of ``x`` over all
         processes, on every process."""
@@ -62,7 +68,7 @@ class Communicator:
         if self.size == 1:
             return x
         buf, back = self._host(x)
-        arrive(self.world, self.timeout, what)
+        self.arrive(what)
         self.world.comm.Allreduce(self.world.mpi.IN_PLACE, buf, op=mpi_op)
         return back(buf)
 
@@ -71,7 +77,7 @@ class Communicator:
         if self.size == 1:
             return x
         buf, back = self._host(x)
-        arrive(self.world, self.timeout, what)
+        self.arrive(what)
         self.world.comm.Bcast(buf, root=root)
         return back(buf)
 
@@ -79,20 +85,20 @@ class Communicator:
         """Every process's ``obj`` (a small picklable value), in rank order."""
         if self.size == 1:
             return [obj]
-        arrive(self.world, self.timeout, what)
+        self.arrive(what)
         return list(self.world.comm.allgather(obj))
 
     def broadcast_object(self, obj: Any, root: int = 0, *, what: str = "a broadcast") -> Any:
         """``obj`` of process ``root`` (small and picklable), on every process."""
         if self.size == 1:
             return obj
-        arrive(self.world, self.timeout, what)
+        self.arrive(what)
         return self.world.comm.bcast(obj, root=root)
 
     def barrier(self) -> None:
         """Wait until every process has reached this call."""
         if self.size > 1:
-            arrive(self.world, self.timeout, "a barrier")
+            self.arrive("a barrier")
 
     def _op(self, op: str) -> Any:
         if op not in OPS:

@@ -95,8 +95,8 @@ class DataParallel:
         rows = facts.pop("_rows", None)
         self.check(facts)
         if self.sharded and rows is not None:
-            self._rows = [int(r) for r in self.comm.allgather_object(rows, what="the shards' "
-                                                                     "sizes")]
+            every = self.comm.allgather_object(rows, **self._named("the shards' sizes"))
+            self._rows = [int(r) for r in every]
         self._norms = [layer for layer in getattr(model, "layers", [])
                        if hasattr(layer, "sync")] if self.sync_batchnorm else []
         params = model.parameters()
@@ -106,6 +106,11 @@ class DataParallel:
         self.broadcast_parameters(params)
         self.stats = {"steps": 0, "allreduce_seconds": 0.0}
         return self
+
+    def _named(self, what: str) -> dict[str, str]:
+        """``what=`` for the collectives of a :class:`Communicator` (named in a timeout's
+        error); nothing for another object with the same methods."""
+        return {"what": what} if isinstance(self.comm, Communicator) else {}
 
     @property
     def size(self) -> int:
@@ -119,7 +124,7 @@ class DataParallel:
         """Raise :class:`DistributedError` on every process when any process's ``facts``
         (name -> comparable value) differ from rank 0's, naming each difference."""
         assert self.comm is not None
-        every = self.comm.allgather_object(facts, what="the start-up check")
+        every = self.comm.allgather_object(facts, **self._named("the start-up check"))
         lines, hints = [], []
         for name, value in every[0].items():
             odd = [(r, f.get(name)) for r, f in enumerate(every) if f.get(name) != value]
@@ -143,7 +148,7 @@ class DataParallel:
         xp = self._xp
         for bucket in self._buckets:
             flat = xp.concat([_flat(xp, params[i].value) for i in bucket])
-            flat = self.comm.broadcast(flat, root=0, what="the weights' broadcast")
+            flat = self.comm.broadcast(flat, root=0, **self._named("the weights' broadcast"))
             for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
                 params[i].set(part)
 
@@ -155,7 +160,8 @@ class DataParallel:
             return seed
         if seed is None:
             seed = int(self.comm.broadcast_object(
-                secrets.randbelow(2**63) if self.rank == 0 else None, what="the seed"))
+                secrets.randbelow(2**63) if self.rank == 0 else None, 0,
+                **self._named("the seed")))
         return (seed + self.rank) % 2**63 if self.sharded else seed
 
     @property
@@ -197,7 +203,7 @@ class DataParallel:
     def _sum(self, x: Any) -> Any:
         """``x`` summed over the processes (SyncBatchNorm's statistics)."""
         assert self.comm is not None
-        return self.comm.allreduce(x, "sum", what="SyncBatchNorm's statistics")
+        return self.comm.allreduce(x, "sum", **self._named("SyncBatchNorm's statistics"))
 
     # -- the epoch ------------------------------------------------------------------------
     def batches(self, n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -225,7 +231,8 @@ class DataParallel:
         rows skips the forward pass, where the others wait for its statistics)."""
         assert self.comm is not None
         empty = any(b == a for a, b in batches)
-        if self._norms and any(self.comm.allgather_object(empty, what="the batch plan")):
+        if self._norms and any(self.comm.allgather_object(empty,
+                                                          **self._named("the batch plan"))):
             error = DistributedError(
                 "Distributed fit with BatchNorm: its statistics are taken over every "
                 "process's rows of each batch (SyncBatchNorm), so every process needs rows in "
@@ -279,8 +286,8 @@ class DataParallel:
                 parts.append(xp.ones((1,), dtype=dtype))
             flat = xp.concat(parts)
             flat *= float(rows)
-            flat = self.comm.allreduce(flat, "sum", what="the gradient allreduce of step "
-                                       f"{int(self.stats['steps']) + 1}")
+            flat = self.comm.allreduce(flat, "sum", **self._named(
+                f"the gradient allreduce of step {int(self.stats['steps']) + 1}"))
             if b == 0:
                 inverse_total = 1.0 / flat[-1:]
             flat *= inverse_total
@@ -298,7 +305,7 @@ class DataParallel:
             assert self.comm is not None
             for p in buffers:
                 p.set(self.comm.broadcast(self._xp.asarray(p.value, copy=True), root=0,
-                                          what="the buffers' broadcast"))
+                                          **self._named("the buffers' broadcast")))
 
     def stream(self, batches: Iterator[Any], steps: int) -> Iterator[Any]:
         """``steps`` batches of this process's stream; a stream that ends sooner raises
@@ -319,7 +326,7 @@ class DataParallel:
         mine = [float(v) for v in values]
         if self.size == 1:
             return mine
-        every = self.comm.allgather_object(mine, what="the epoch's sums")  # in rank order
+        every = self.comm.allgather_object(mine, **self._named("the epoch's sums"))
         return [sum(column) for column in zip(*every, strict=True)]
 
 
