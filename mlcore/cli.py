@@ -209,15 +209,29 @@ Examples:
               help="Cap BLAS, OpenMP and PyTorch threads (default: each library's own).")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar over the cases on stderr (default: when it is a terminal).")
+@click.option("--distributed", is_flag=True,
+              help="Instead: data-parallel scaling (1 and -n processes, whole epochs of "
+                   "784-512-512-10, against PyTorch DDP where installed) and the model of "
+                   "larger jobs; needs mlcore[mpi] (docs/distributed.md).")
+@click.option("-n", "--processes", default="2",
+              help="With --distributed: process counts besides 1, comma-separated.")
 def bench(quick: bool, json_path: str | None, plot_path: str | None,
           backends: tuple[str, ...], dtypes: tuple[str, ...], case_patterns: tuple[str, ...],
-          rounds: int | None, threads: int | None, progress: bool | None) -> None:
+          rounds: int | None, threads: int | None, progress: bool | None,
+          distributed: bool, processes: str) -> None:
     """Time mlcore on every backend against hand-written NumPy and PyTorch.
 
     Needs the benchmark suite: pip install mlcore-bench ('mlcore-bench[torch,plot]' for
     the PyTorch reference and the charts). Prints a table per case, the performance
     targets and a backend recommendation; the options are checked before anything runs.
     """
+    if distributed:
+        _bench_runner()  # says how to install the suite when it is missing
+        from mlcore_bench import distributed_scaling
+
+        distributed_scaling.main(["-n", processes, "--rounds", str(rounds or 3),
+                                  *(["--json", json_path] if json_path else [])])
+        return
     patterns = [p.strip() for text in case_patterns for p in text.split(",") if p.strip()]
     if case_patterns and not patterns:  # "--cases ," would otherwise run every case
         raise click.BadParameter(

@@ -50,7 +50,8 @@ def poisoned(jit_compile: bool) -> Any:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(X, y, loss="mse", optimizer=mlcore.Adam(model.parameters(), lr=0.01),
-                  epochs=2, batch_size=4, seed=3, verbose=False, distributed=True,
+                  epochs=2, batch_size=4, seed=3, verbose=False,
+                  distributed=distributed.DataParallel(sharded=True),  # its own data each
                   jit_compile=jit_compile, on_nonfinite="warn")
     skipped = any("skipping" in str(w.message) for w in caught)
     assert skipped == (distributed.rank() == 1), (distributed.rank(), caught)

@@ -176,6 +176,130 @@ def absent(out: Path, timeout: str, missing: int) -> None:
     (out / f"finished-rank{r}").write_text("done")
 
 
+def shard_of(a: np.ndarray, rank: int, size: int) -> np.ndarray:
+    return a[rank::size]
+
+
+def shards_fit(rank: int, size: int, batch: int, dp: object,
+               poison: int | None = None) -> tuple[mlcore.MLP, dict[str, list[float]]]:
+    """Each process passes its own shard ``X[rank::size]`` (unshuffled); ``poison``: that
+    row of the shard is NaN."""
+    X, y = data()
+    Xs, ys = shard_of(X, rank, size).copy(), shard_of(y, rank, size)
+    if poison is not None:
+        Xs[poison] = 1e3
+    model = mlcore.MLP([FEATURES, HIDDEN, CLASSES], activation="tanh",
+                       output_activation="softmax", seed=rank, dtype="float64")
+    history = model.fit(Xs, ys, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=2,
+                        batch_size=batch, shuffle=False, verbose=False, metrics=["f1"],
+                        validation_data=(shard_of(X[:10], rank, size),
+                                         shard_of(y[:10], rank, size)), distributed=dp)
+    return model, history
+
+
+def shards_reference(size: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows in the order one process with batch ``size · batch`` must take them: global
+    batch j is rows j·batch to (j+1)·batch of every shard, in rank order."""
+    X, y = data()
+    order = np.arange(N)
+    parts = [shard_of(order, r, size) for r in range(size)]
+    steps = max(-(-len(p) // batch) for p in parts)
+    picked = np.concatenate([p[j * batch:(j + 1) * batch] for j in range(steps)
+                             for p in parts])
+    return X[picked], y[picked]
+
+
+def shards(out: Path, batch_size: int) -> None:
+    """Shards that train on every row; the same with a poisoned row (1e3 everywhere) that
+    full-data slicing of the shard would never read: the weights must change."""
+    r, k = distributed.rank(), distributed.size()
+    model, history = shards_fit(r, k, batch_size, distributed.DataParallel(sharded=True))
+    np.savez(out / f"shards-rank{r}.npz", **weights(model))
+    (out / f"shards-rank{r}.json").write_text(json.dumps(history))
+    try:  # the old habit: shards given as full data are refused
+        shards_fit(r, k, batch_size, True)
+        refused = "no error"
+    except DistributedError as exc:
+        refused = str(exc)
+    (out / f"shards-full-rank{r}.txt").write_text(refused)
+    # under full-data slicing rank r reads rows r·batch to (r+1)·batch of each window of
+    # k·batch rows of its shard: poison the first row it would skip
+    poisoned, _ = shards_fit(r, k, batch_size, distributed.DataParallel(sharded=True),
+                             poison=(batch_size * (r + 1)) % (k * batch_size))
+    np.savez(out / f"shards-poisoned-rank{r}.npz", **weights(poisoned))
+
+
+def batchnorm_model(rank: int) -> mlcore.Sequential:
+    """No bias before BatchNorm: its gradient is rounding noise, which Adam scales up."""
+    return mlcore.Sequential([mlcore.Dense(FEATURES, HIDDEN, bias=False, dtype="float64",
+                                           seed=rank),
+                              mlcore.BatchNorm(HIDDEN, dtype="float64"),
+                              mlcore.Activation("tanh"),
+                              mlcore.Dense(HIDDEN, CLASSES, dtype="float64", seed=rank + 7),
+                              mlcore.Activation("softmax")])
+
+
+def batchnorm_fit(rank: int, batch: int, dp: object,
+                  n: int = N) -> tuple[mlcore.Sequential, dict[str, list[float]]]:
+    X, y = data(n)
+    model = batchnorm_model(rank)
+    history = model.fit(X, y, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=2,
+                        batch_size=batch, seed=3, verbose=False,
+                        validation_data=(X[:10], y[:10]), distributed=dp)
+    return model, history
+
+
+def batchnorm(out: Path, batch_size: int) -> None:
+    """SyncBatchNorm: K processes equal one with the global batch; a plan that leaves a
+    process without rows is refused."""
+    r = distributed.rank()
+    model, history = batchnorm_fit(r, batch_size, True)
+    np.savez(out / f"bn-rank{r}.npz", **weights(model))
+    (out / f"bn-rank{r}.json").write_text(json.dumps(history))
+    try:
+        batchnorm_fit(r, batch_size, True, n=2 * batch_size * 3 + 1)
+        refused = "no error"
+    except DistributedError as exc:
+        refused = str(exc)
+    (out / f"bn-refused-rank{r}.txt").write_text(refused)
+
+
+def stall(out: Path) -> None:
+    """Rank 1 sleeps in its third update: 2 s under a 30 s timeout (rank 0 must wait without
+    burning a core), then 60 s under a 2 s timeout (the job must stop, naming rank 1)."""
+    import time
+
+    r = distributed.rank()
+
+    def sleepy(seconds: float) -> type[mlcore.SGD]:
+        class Sleepy(mlcore.SGD):
+            steps = 0
+
+            def step(self) -> None:
+                self.steps += 1
+                if r == 1 and self.steps == 3:
+                    time.sleep(seconds)
+                super().step()
+        return Sleepy
+
+    X, y = data()
+    for seconds, timeout in ((2.0, 30.0), (60.0, 2.0)):
+        model = mlcore.MLP([FEATURES, HIDDEN, CLASSES], output_activation="softmax", seed=0)
+        began, cpu = time.monotonic(), time.process_time()
+        model.fit(X, y, loss="cross_entropy", optimizer=sleepy(seconds)(model.parameters()),
+                  epochs=1, batch_size=4, verbose=False,
+                  distributed=distributed.DataParallel(timeout=timeout))
+        (out / f"stall-{seconds:g}-rank{r}.json").write_text(json.dumps(
+            {"wall": time.monotonic() - began, "cpu": time.process_time() - cpu}))
+
+
+def mismatch_uncaught(out: Path) -> None:
+    """Processes that disagree, uncaught: every one raises; the traceback shows once."""
+    X, y = data(N - distributed.rank())
+    model = mlcore.MLP([FEATURES, HIDDEN, CLASSES], output_activation="softmax", seed=0)
+    model.fit(X, y, loss="cross_entropy", epochs=1, verbose=False, distributed=True)
+
+
 if __name__ == "__main__":
     mode, outdir = sys.argv[1], Path(sys.argv[2])
     if mode == "equivalence":
@@ -192,3 +316,11 @@ if __name__ == "__main__":
         absent(outdir, sys.argv[3], int(sys.argv[4]))
     elif mode == "toolkit":
         toolkit(outdir, int(sys.argv[3]))
+    elif mode == "shards":
+        shards(outdir, int(sys.argv[3]))
+    elif mode == "batchnorm":
+        batchnorm(outdir, int(sys.argv[3]))
+    elif mode == "stall":
+        stall(outdir)
+    elif mode == "mismatch-uncaught":
+        mismatch_uncaught(outdir)

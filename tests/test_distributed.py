@@ -7,10 +7,12 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -127,23 +129,147 @@ def test_bucket_bytes_is_checked() -> None:
         DataParallel(bucket_bytes=0)
 
 
-def test_launch_builds_the_mpiexec_command(tmp_path: Path) -> None:
+def test_launch_dry_run_prints_the_exact_command_and_variables(tmp_path: Path) -> None:
+    import shlex
+
     from click.testing import CliRunner
 
     from mlcore.cli import main
+
+    script = tmp_path / "my train.py"
+    script.write_text("print('hi')\n")
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    result = CliRunner().invoke(main, ["launch", "-n", "2", "--mpiexec", str(fake), "--dry-run",
+                                       "--threads", "1", "--timeout", "30", str(script),
+                                       "--name", "a b"])
+    assert result.exit_code == 0, result.output
+    line = [x for x in result.output.splitlines() if not x.startswith("mlcore launch:")]
+    assert shlex.split(line[-1]) == [
+        "env", "MLCORE_DISTRIBUTED=mpi", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1",
+        "MKL_NUM_THREADS=1", "MLCORE_DISTRIBUTED_TIMEOUT=30", str(fake), "-n", "2",
+        sys.executable, "-m", "mlcore.distributed._run", str(script), "--name", "a b"]
+    missing = CliRunner().invoke(main, ["launch", "-n", "2", str(tmp_path / "nope.py")])
+    assert missing.exit_code != 0 and "no such file" in missing.output
+
+
+def test_launch_warns_once_when_processes_outnumber_the_cores(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlcore.cli import main
+    from mlcore.distributed.launch import _cores
 
     script = tmp_path / "train.py"
     script.write_text("print('hi')\n")
     fake = tmp_path / "mpiexec"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    result = CliRunner().invoke(main, ["launch", "-n", "3", "--mpiexec", str(fake), "--dry-run",
-                                       str(script), "--epochs", "2"])
-    assert result.exit_code == 0, result.output
-    assert result.output.split() == [str(fake), "-n", "3", sys.executable, "-m", "mpi4py",
-                                     str(script), "--epochs", "2"]
-    missing = CliRunner().invoke(main, ["launch", "-n", "2", str(tmp_path / "nope.py")])
-    assert missing.exit_code != 0 and "no such file" in missing.output
+    base = ["launch", "--mpiexec", str(fake), "--dry-run", "--threads", "1"]
+    over = CliRunner().invoke(main, [*base, "-n", str(_cores() + 1), str(script)])
+    assert over.output.count("oversubscribed") == 1, over.output
+    fits = CliRunner().invoke(main, [*base, "-n", str(_cores()), str(script)])
+    assert "oversubscribed" not in fits.output
+
+
+def test_launch_names_the_other_mpis_host_file_form(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlcore.cli import main
+
+    hydra = tmp_path / "mpiexec"
+    hydra.write_text("#!/bin/sh\necho 'HYDRA build details:'\n")
+    hydra.chmod(0o755)
+    openmpi = tmp_path / "mpirun"
+    openmpi.write_text("#!/bin/sh\necho 'mpirun (Open MPI) 4.1.5'\n")
+    openmpi.chmod(0o755)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("node1 slots=4\n")
+    base = ["launch", "-n", "2", "--dry-run", "--hostfile", str(hosts)]
+    result = CliRunner().invoke(main, [*base, "--mpiexec", str(hydra), "-m", "mlcore"])
+    assert result.exit_code == 2 and "Open MPI's form" in result.output
+    assert "Write 'node1:4'" in result.output
+    hosts.write_text("node1:4\n")
+    result = CliRunner().invoke(main, [*base, "--mpiexec", str(openmpi), "-m", "mlcore"])
+    assert result.exit_code == 2 and "'node1 slots=4'" in result.output
+
+
+@pytest.mark.parametrize(("listed", "expected"), [(None, ["0,1", "2,3"]),
+                                                  ("4,5,6,7", ["4,5", "6,7"])])
+def test_each_process_gets_its_own_gpus(listed: str | None, expected: list[str]) -> None:
+    from mlcore.distributed._run import place_gpus
+
+    seen = []
+    for local in (0, 1):
+        env = {"MLCORE_GPUS_PER_PROCESS": "2", "MPI_LOCALRANKID": str(local)}
+        if listed:
+            env["CUDA_VISIBLE_DEVICES"] = listed
+        place_gpus(env)
+        seen.append(env["CUDA_VISIBLE_DEVICES"])
+    assert seen == expected
+    with pytest.raises(mlcore.DistributedError, match="lists 2"):
+        place_gpus({"MLCORE_GPUS_PER_PROCESS": "2", "MPI_LOCALRANKID": "1",
+                    "CUDA_VISIBLE_DEVICES": "0,1"})
+
+
+def _launch(*args: str, timeout: float = TIMEOUT, **popen: Any) -> Any:
+    mpiexec = _mpiexec()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "MLCORE_DIST"))}
+    env["MLCORE_NUMPY_JIT"] = "0"
+    cmd = [sys.executable, "-m", "mlcore", "launch", "--mpiexec", mpiexec, *args]
+    if popen:
+        return subprocess.Popen(cmd, env=env, text=True, **popen)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_launched_processes_see_their_gpus_and_a_script_that_never_joins_warns(
+        tmp_path: Path) -> None:
+    script = tmp_path / "alone.py"
+    script.write_text("import os, pathlib\n"
+                      f"pathlib.Path({str(tmp_path)!r}, 'gpu-' + os.environ['PMI_RANK'])"
+                      ".write_text(os.environ['CUDA_VISIBLE_DEVICES'])\n")
+    job = _launch("-n", "2", "--gpus-per-process", "1", str(script))
+    assert job.returncode == 0, job.stderr
+    assert [(tmp_path / f"gpu-{r}").read_text() for r in (0, 1)] == ["0", "1"]
+    assert job.stderr.count("never joined the job") == 1, job.stderr
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_launch_ends_the_job_within_seconds(sig: int, tmp_path: Path) -> None:
+    script = tmp_path / "long.py"
+    script.write_text("import os, pathlib, time\nimport mlcore.distributed as d\n"
+                      f"pathlib.Path({str(tmp_path)!r}, f'pid-{{d.rank()}}')"
+                      ".write_text(str(os.getpid()))\ntime.sleep(120)\n")
+    proc = _launch("-n", "2", str(script), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("pid-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int(p.read_text()) for p in tmp_path.glob("pid-*")]
+        assert len(pids) == 2
+        began = time.monotonic()
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        assert proc.returncode == 128 + sig
+        while _alive(pids) and time.monotonic() - began < 10:
+            time.sleep(0.1)
+        assert not _alive(pids)  # every process of the job is gone within seconds
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
 
 
 # -- real jobs over loopback ---------------------------------------------------------------
@@ -292,3 +418,151 @@ def test_cupy_offers_nccl_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> No
     mlcore_cupy = pytest.importorskip("mlcore_cupy")
     monkeypatch.delenv("MLCORE_CUPY_NCCL", raising=False)
     assert mlcore_cupy.CupyBackend().communicator(None) is None  # MPI over host memory
+
+
+# -- data placement: full data or shards ---------------------------------------------------
+def test_shards_train_on_every_row_and_full_data_mode_refuses_them(tmp_path: Path) -> None:
+    batch = 4
+    job = _job(2, "shards", str(tmp_path), str(batch))
+    assert job.returncode == 0, job.stderr[-3000:]
+    w0, w1 = (dict(np.load(tmp_path / f"shards-rank{r}.npz")) for r in (0, 1))
+    X, y = worker.shards_reference(2, batch)
+    model = mlcore.MLP([worker.FEATURES, worker.HIDDEN, worker.CLASSES], activation="tanh",
+                       output_activation="softmax", seed=0, dtype="float64")
+    X_val, y_val = worker.data()
+    history = model.fit(X, y, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=2,
+                        batch_size=2 * batch, shuffle=False, verbose=False, metrics=["f1"],
+                        validation_data=(X_val[:10], y_val[:10]))
+    for key, value in worker.weights(model).items():  # every row of every shard, in order
+        np.testing.assert_array_equal(w1[key], w0[key])
+        np.testing.assert_allclose(w0[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    h0 = json.loads((tmp_path / "shards-rank0.json").read_text())
+    for key, values in history.items():
+        np.testing.assert_allclose(h0[key], values, rtol=1e-9, err_msg=key)
+    for r in (0, 1):  # shards passed as full data: refused, with the fix
+        refused = (tmp_path / f"shards-full-rank{r}.txt").read_text()
+        assert "training data is" in refused and "DataParallel(sharded=True)" in refused
+    # a row that full-data slicing of each shard would skip, poisoned, changes the weights
+    p0, p1 = (dict(np.load(tmp_path / f"shards-poisoned-rank{r}.npz")) for r in (0, 1))
+    for key, value in p0.items():
+        np.testing.assert_array_equal(p1[key], value)
+    assert max(float(np.abs(p0[k] - w0[k]).max()) for k in w0) > 1e-3
+
+
+def test_sharded_batches_run_every_shard_to_its_end() -> None:
+    dp = DataParallel(comm=_Fake(1, 2), sharded=True)  # type: ignore[arg-type]
+    dp._rows = [10, 7]
+    assert dp.batches(7, 4) == [(0, 4), (4, 7), (7, 7)]
+    assert DataParallel(comm=_Fake(0, 2), sharded=True).agree_seed(5) == 5  # type: ignore[arg-type]
+    assert DataParallel(comm=_Fake(1, 2), sharded=True).agree_seed(5) == 6  # type: ignore[arg-type]
+    with pytest.raises(mlcore.DistributedError, match="sharded must be True or False"):
+        DataParallel(sharded="yes")  # type: ignore[arg-type]
+
+
+def test_full_data_mode_gathers_only_this_processs_rows_of_the_epoch() -> None:
+    from mlcore.training.loop import Data
+
+    xp = mlcore.get_backend("numpy").xp
+    data = Data(xp.arange(10.0)[:, None], xp.arange(10), None)
+    dp = DataParallel(comm=_Fake(1, 2))  # type: ignore[arg-type]
+    ranges = dp.batches(10, 2)
+    order = xp.asarray([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+    local, local_ranges = dp.epoch(xp, data, order, ranges)
+    assert local.X.shape[0] == 5 and local_ranges == [(0, 2), (2, 4), (4, 5)]
+    assert [int(v) for v in local.targets] == [7, 6, 3, 2, 0]
+    part = dp.validation_part(data)
+    assert [int(v) for v in part.targets] == [5, 6, 7, 8, 9]
+
+
+# -- SyncBatchNorm -------------------------------------------------------------------------
+def test_batchnorm_in_a_distributed_fit_equals_one_process_with_the_global_batch(
+        tmp_path: Path) -> None:
+    batch = 4
+    job = _job(2, "batchnorm", str(tmp_path), str(batch))
+    assert job.returncode == 0, job.stderr[-3000:]
+    w0, w1 = (dict(np.load(tmp_path / f"bn-rank{r}.npz")) for r in (0, 1))
+    model, history = worker.batchnorm_fit(0, 2 * batch, False)
+    for key, value in worker.weights(model).items():  # running statistics included
+        np.testing.assert_array_equal(w1[key], w0[key])
+        np.testing.assert_allclose(w0[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    h0 = json.loads((tmp_path / "bn-rank0.json").read_text())
+    for key, values in history.items():
+        np.testing.assert_allclose(h0[key], values, rtol=1e-9, err_msg=key)
+    for r in (0, 1):
+        refused = (tmp_path / f"bn-refused-rank{r}.txt").read_text()
+        assert "every process needs rows in every batch" in refused
+
+
+# -- collectives: a timeout naming the late process, no core burnt while waiting -----------
+def test_a_stalled_process_is_waited_for_without_spinning_then_named(tmp_path: Path) -> None:
+    began = time.monotonic()
+    job = _job(2, "stall", str(tmp_path), timeout=90)
+    assert job.returncode != 0
+    assert time.monotonic() - began < 45
+    waited = json.loads((tmp_path / "stall-2-rank0.json").read_text())
+    assert waited["wall"] > 1.8 and waited["cpu"] < 0.5 * waited["wall"], waited
+    assert "process 0 of 2 waited 2 s in the gradient allreduce of step 4" in job.stderr
+    assert "for process 1, which did not arrive" in job.stderr
+    assert "MLCORE_COLLECTIVE_TIMEOUT" in job.stderr
+    assert not (tmp_path / "stall-60-rank0.json").exists()
+
+
+def test_the_timeout_has_one_value_under_both_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlcore.distributed._world import timeout_seconds
+
+    monkeypatch.delenv("MLCORE_DISTRIBUTED_TIMEOUT", raising=False)
+    monkeypatch.setenv("MLCORE_COLLECTIVE_TIMEOUT", "7")
+    assert timeout_seconds() == 7.0
+    monkeypatch.setenv("MLCORE_DISTRIBUTED_TIMEOUT", "8")
+    with pytest.raises(mlcore.DistributedError, match="one setting under two names"):
+        timeout_seconds()
+
+
+def test_an_error_every_process_raises_is_printed_once(tmp_path: Path) -> None:
+    job = _job(2, "mismatch-uncaught", str(tmp_path), timeout=60)
+    assert job.returncode != 0
+    assert job.stderr.count("Traceback (most recent call last)") == 1, job.stderr
+    assert "number of training samples is 50 on rank 0 but 49 on rank 1" in job.stderr
+
+
+@pytest.mark.parametrize(("variables", "advice"), [
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, "mlcore launch -n 2 script.py"),
+    ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3", "SLURM_NTASKS": "4"},
+     "srun --mpi=pmix"),
+])
+def test_torchrun_or_srun_without_mpi_is_refused(variables: dict[str, str],
+                                                 advice: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "MLCORE_DIST"))}
+    code = "import mlcore.distributed as d; print(d.size())"
+    job = subprocess.run([sys.executable, "-c", code], env=env | variables,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert job.returncode != 0 and "DistributedError" in job.stderr
+    assert advice in job.stderr and "MLCORE_DISTRIBUTED=off" in job.stderr
+    job = subprocess.run([sys.executable, "-c", code],
+                         env=env | variables | {"MLCORE_DISTRIBUTED": "off"},
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert job.stdout.split() == ["1"]
+
+
+# -- the scaling benchmark -----------------------------------------------------------------
+def test_the_scaling_script_runs_whole_epochs_from_any_folder_and_shows_child_errors(
+        tmp_path: Path) -> None:
+    pytest.importorskip("mlcore_bench")
+    _mpiexec()
+    (tmp_path / "mlcore").mkdir()  # a folder holding a checkout as mlcore/ must not shadow it
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "MLCORE_DIST"))}
+    cmd = [sys.executable, "-m", "mlcore", "bench", "--distributed", "-n", "2", "--rounds",
+           "1"]
+    script = [sys.executable, "-m", "mlcore_bench.distributed_scaling", "--rounds", "1",
+              "--no-torch"]
+    job = subprocess.run([*script, "--batches", "8,16", "--rows", "96"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
+    assert "whole epochs of 96 rows" in job.stdout and "model check K=2 B=16" in job.stdout
+    bad = subprocess.run([*script, "--batches", "0", "--rows", "96"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert bad.returncode != 0 and "batch_size" in bad.stderr  # the child's own error
+    assert "process(es) failed" in bad.stderr
+    helped = subprocess.run([*cmd, "--help"], env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert "--distributed" in helped.stdout

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mlcore
-from mlcore.saving import format as _modelfile
 from mlcore.errors import InvalidParameterError, ModelFileError
 from mlcore.layers import layer_types
+from mlcore.saving import format as _modelfile
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 

@@ -44,8 +44,4 @@ def is_main() -> bool:
 
 def barrier() -> None:
     """Wait until every process has reached this call."""
-    from ._world import world
-
-    w = world()
-    if w.comm is not None and w.size > 1:
-        w.comm.Barrier()
+    communicator().barrier()

@@ -19,14 +19,24 @@ from typing import Any
 
 from ..errors import DistributedError
 
-__all__ = ["World", "world", "launched", "abort", "timeout_seconds", "rendezvous",
-           "DEFAULT_TIMEOUT", "TIMEOUT_VARIABLE"]
+__all__ = ["World", "world", "launched", "abort", "timeout_seconds", "rendezvous", "arrive",
+           "DEFAULT_TIMEOUT", "TIMEOUT_VARIABLE", "TIMEOUT_ALIAS"]
 
 DEFAULT_TIMEOUT = 1800.0
-"""Seconds a process waits for the others to reach a distributed fit (PyTorch's default
-process-group timeout): long enough for a slow start, finite so a slip never hangs a job."""
+"""Seconds a process waits for the others, at the start of a distributed fit and in every
+collective (PyTorch's default process-group timeout): long enough for a slow start, finite
+so a slip or a stalled process never hangs a job."""
 TIMEOUT_VARIABLE = "MLCORE_DISTRIBUTED_TIMEOUT"
+TIMEOUT_ALIAS = "MLCORE_COLLECTIVE_TIMEOUT"
+"""Another name for :data:`TIMEOUT_VARIABLE` (one setting; both set must agree)."""
 _TAG = 27_1001  # the arrival messages, on mlcore's own duplicate of COMM_WORLD
+_PROBE, _REPLY = 27_1002, 27_1003  # "where are you?" after a collective timed out
+_SPIN_SECONDS = 1e-4
+"""A waiting process first polls without sleeping for this long (a partner a few
+microseconds late costs no sleep), then sleeps between polls: from 50 µs, doubling, to
+:data:`_MAX_PAUSE`, so a long wait takes a few percent of a core instead of all of it."""
+_MAX_PAUSE = 5e-4
+_ANSWER_SECONDS = 5.0  # how long a timed-out process waits for the others to say where they are
 
 # Set for every process by MPICH/Intel MPI (hydra), Open MPI, PMIx (Open MPI 5, srun --mpi=pmix)
 # and PMI-2 (srun --mpi=pmi2).
@@ -66,8 +76,45 @@ def world() -> World:
     """The job, initialised on first use (see :func:`mlcore.distributed.init`)."""
     global _WORLD
     if _WORLD is None:
-        _WORLD = _start() if launched() else World(0, 1)
+        if launched():
+            _WORLD = _start()
+        else:
+            _refuse_other_launchers()
+            _WORLD = World(0, 1)
     return _WORLD
+
+
+def _refuse_other_launchers() -> None:
+    """torchrun and srun without MPI start K processes that each look like a single one
+    (no PMI variables): K independent trainings, all writing rank 0's files. Their own
+    variables give them away."""
+    if os.environ.get("MLCORE_DISTRIBUTED", "").strip().lower() in ("off", "0", "none",
+                                                                      "local"):
+        return
+    found = None
+    if _count("WORLD_SIZE") > 1 and "RANK" in os.environ:
+        found = ("torchrun (or torch.distributed's launcher)",
+                 f"WORLD_SIZE={os.environ['WORLD_SIZE']}, RANK={os.environ['RANK']}",
+                 f"mlcore launch -n {_count('WORLD_SIZE')} script.py")
+    elif _count("SLURM_STEP_NUM_TASKS") > 1 and "SLURM_PROCID" in os.environ:
+        found = ("srun without an MPI plugin",
+                 f"SLURM_STEP_NUM_TASKS={os.environ['SLURM_STEP_NUM_TASKS']}, "
+                 f"SLURM_PROCID={os.environ['SLURM_PROCID']}",
+                 "srun --mpi=pmix python -m mpi4py script.py (or --mpi=pmi2)")
+    if found is not None:
+        who, seen, command = found
+        raise DistributedError(
+            f"This process was started by {who} ({seen}), but MPI sees a single process "
+            f"(no PMI variables): each process would train alone and write rank 0's files. "
+            f"mlcore's processes join over MPI: start them with {command}; or set "
+            f"MLCORE_DISTRIBUTED=off to run each as an independent single process.", seen)
+
+
+def _count(name: str) -> int:
+    try:
+        return int(os.environ.get(name, ""))
+    except ValueError:
+        return 0
 
 
 def _start() -> World:
@@ -92,6 +139,12 @@ def abort(exc: BaseException | None = None, where: str = "") -> None:
     next collective): they all stop within the launcher's kill time, with a non-zero status.
     """
     w = world()
+    if exc is not None and getattr(exc, "everywhere", False) and w.rank != 0 \
+            and w.comm is not None:
+        # every process raised the same error (a check on gathered facts): process 0 prints
+        # it and ends the job; this one waits to be ended, so the traceback shows once
+        time.sleep(10.0)
+        exc = None
     if exc is not None:
         text = "".join(traceback.format_exception(exc)).rstrip()
         sys.stderr.write(f"{text}\nmlcore.distributed: process {w.rank} of {w.size} failed"
@@ -117,10 +170,12 @@ def _install_excepthook(w: World) -> None:
 
 
 def timeout_seconds(value: float | None = None) -> float | None:
-    """The arrival timeout: ``value`` when given, else ``MLCORE_DISTRIBUTED_TIMEOUT``
-    (seconds; ``0`` or ``off`` waits forever), else :data:`DEFAULT_TIMEOUT`. None: no limit."""
+    """The distributed timeout (arrival at a fit, and every collective): ``value`` when
+    given, else ``MLCORE_DISTRIBUTED_TIMEOUT`` or its alias ``MLCORE_COLLECTIVE_TIMEOUT``
+    (seconds; ``0`` or ``off`` waits forever; ``mlcore launch --timeout`` sets it), else
+    :data:`DEFAULT_TIMEOUT`. None: no limit."""
     if value is None:
-        text = os.environ.get(TIMEOUT_VARIABLE, "").strip().lower()
+        name, text = _timeout_text()
         if not text:
             return DEFAULT_TIMEOUT
         if text in ("off", "none", "0"):
@@ -129,7 +184,7 @@ def timeout_seconds(value: float | None = None) -> float | None:
             value = float(text)
         except ValueError:
             value = math.nan
-        where = f"{TIMEOUT_VARIABLE}={text!r}"
+        where = f"{name}={text!r}"
     else:
         where = f"timeout={value!r}"
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
@@ -138,6 +193,17 @@ def timeout_seconds(value: float | None = None) -> float | None:
             f"{where}: the distributed timeout must be a positive number of seconds (such as "
             f"{DEFAULT_TIMEOUT:g}), or 0/off in the variable to wait forever.", value)
     return float(value)
+
+
+def _timeout_text() -> tuple[str, str]:
+    """(variable name, its lower-cased value) of the timeout setting, either spelling."""
+    main = os.environ.get(TIMEOUT_VARIABLE, "").strip().lower()
+    alias = os.environ.get(TIMEOUT_ALIAS, "").strip().lower()
+    if main and alias and main != alias:
+        raise DistributedError(
+            f"{TIMEOUT_VARIABLE}={main!r} and {TIMEOUT_ALIAS}={alias!r} disagree; they are "
+            f"one setting under two names. Set one of them.", (main, alias))
+    return (TIMEOUT_VARIABLE, main) if main else (TIMEOUT_ALIAS, alias)
 
 
 def rendezvous(w: World, timeout: float | None, what: str) -> None:
@@ -173,6 +239,91 @@ def rendezvous(w: World, timeout: float | None, what: str) -> None:
             f"0 to reach {what}, in vain, so it stops the job. Every process must call it. A "
             f"slow start? Raise {TIMEOUT_VARIABLE} (seconds).", 0)
     sent.wait()
+
+
+class _Calls:
+    """This process's collectives so far, and the latest one's name."""
+
+    count = 0
+    what = ""
+
+
+def arrive(w: World, timeout: float | None, what: str) -> None:
+    """Return once every process has reached its collective number ``n`` (this process's
+    ``n``-th), at most ``timeout`` seconds; then raise :class:`DistributedError` naming the
+    processes that did not arrive (stalled, much slower, or in another collective).
+
+    A non-blocking barrier polled against the deadline, sleeping between polls (so a waiting
+    process does not burn a core; MPI's blocking collectives spin and have no timeout).
+    The collective itself then runs with every process present, at full speed.
+    """
+    if w.comm is None or w.size == 1:
+        return
+    _Calls.count += 1
+    _Calls.what = what
+    request = w.comm.Ibarrier()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if _poll(w, request.Test, deadline):
+        return
+    late = _where_are_they(w)
+    count = _Calls.count
+    seen = "; ".join(
+        f"process {r} " + ("did not answer (stalled in computation, or gone)" if at is None
+                           else f"is at collective #{at[0]} ({at[1]})") for r, at in late)
+    raise DistributedError(
+        f"Distributed job: process {w.rank} of {w.size} waited {timeout:g} s in {what} "
+        f"(collective #{count}) for process{'es' if len(late) > 1 else ''} "
+        f"{', '.join(str(r) for r, _ in late) or '(unknown)'}, which did not arrive: {seen}. "
+        f"It stops the job. A process much slower than the others? Raise "
+        f"{TIMEOUT_VARIABLE} (or {TIMEOUT_ALIAS}, or mlcore launch --timeout; seconds).",
+        [r for r, _ in late])
+
+
+def _poll(w: World, done: Any, deadline: float | None) -> bool:
+    """Call ``done()`` until it is true (True) or the deadline passes (False), answering
+    other processes' "where are you?" meanwhile."""
+    began = time.monotonic()
+    pause = 5e-5
+    while not done():
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
+            return False
+        if now - began > _SPIN_SECONDS:
+            _answer(w)
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
+    return True
+
+
+def _answer(w: World) -> None:
+    comm = w.comm
+    while comm.iprobe(source=w.mpi.ANY_SOURCE, tag=_PROBE):
+        status = w.mpi.Status()
+        comm.recv(source=w.mpi.ANY_SOURCE, tag=_PROBE, status=status)
+        comm.isend((_Calls.count, _Calls.what), dest=status.Get_source(), tag=_REPLY)
+
+
+def _where_are_they(w: World) -> list[tuple[int, tuple[int, str] | None]]:
+    """Ask every other process which collective it waits in; the ones not in this
+    process's collective, with their answer (None: no answer within a few seconds)."""
+    comm, others = w.comm, [r for r in range(w.size) if r != w.rank]
+    for r in others:
+        comm.isend(True, dest=r, tag=_PROBE)
+    replies = {r: comm.irecv(source=r, tag=_REPLY) for r in others}
+    answers: dict[int, Any] = {}
+
+    def collected() -> bool:
+        for r, q in list(replies.items()):
+            ok, value = q.test()
+            if ok:
+                answers[r] = value
+                del replies[r]
+        return not replies
+
+    _poll(w, collected, time.monotonic() + _ANSWER_SECONDS)
+    count = _Calls.count
+    return [(r, None if r not in answers else tuple(answers[r])) for r in others
+            if r not in answers or answers[r][0] != count]  # type: ignore[misc]
 
 
 def _wait(requests: dict[int, Any], deadline: float | None) -> list[int]:

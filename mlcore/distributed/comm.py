@@ -17,7 +17,7 @@ from typing import Any
 
 from ..backend import Backend, get_backend
 from ..errors import DistributedError
-from ._world import World, world
+from ._world import World, arrive, timeout_seconds, world
 
 __all__ = ["Communicator", "communicator", "OPS"]
 
@@ -32,42 +32,73 @@ class Communicator:
     same backend, shape and dtype: the same array, changed in place, when its memory allows
     (host memory that can be written), otherwise a new one. Every process must call the
     same collectives in the same order with arrays of the same shape and dtype.
+
+    Every collective first waits, without spinning, until all processes have reached it,
+    at most ``timeout`` seconds (default: :func:`~mlcore.distributed._world.timeout_seconds`,
+    ``MLCORE_DISTRIBUTED_TIMEOUT``); past it, :class:`DistributedError` names the processes
+    that did not come (``what`` says which collective it was). Then the collective runs.
     """
 
     def __init__(self, backend: Backend, job: World) -> None:
         self.backend, self.world = backend, job
         self.rank, self.size = job.rank, job.size
+        self._timeout: tuple[float | None] | None = None  # read on first use, not here
 
-    def allreduce(self, x: Any, op: str = "sum") -> Any:
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a collective waits for every process (None: forever)."""
+        if self._timeout is None:
+            self._timeout = (timeout_seconds(),)
+        return self._timeout[0]
+
+    @timeout.setter
+    def timeout(self, seconds: float | None) -> None:
+        self._timeout = (seconds,)
+
+    def arrive(self, what: str) -> None:
+        """Return once every process has reached its matching collective (``what`` names
+        it in the error), at most :attr:`timeout` seconds; a subclass's own collectives
+        call it first (see :func:`mlcore.distributed._world.arrive`)."""
+        arrive(self.world, self.timeout, what)
+
+    def allreduce(self, x: Any, op: str = "sum", *, what: str = "an allreduce") -> Any:
         """The element-wise ``op`` (``"sum"``, ``"max"``, ``"min"``) of ``x`` over all
         processes, on every process."""
         mpi_op = self._op(op)
         if self.size == 1:
             return x
         buf, back = self._host(x)
+        self.arrive(what)
         self.world.comm.Allreduce(self.world.mpi.IN_PLACE, buf, op=mpi_op)
         return back(buf)
 
-    def broadcast(self, x: Any, root: int = 0) -> Any:
+    def broadcast(self, x: Any, root: int = 0, *, what: str = "a broadcast") -> Any:
         """``x`` of process ``root``, on every process."""
         if self.size == 1:
             return x
         buf, back = self._host(x)
+        self.arrive(what)
         self.world.comm.Bcast(buf, root=root)
         return back(buf)
 
-    def allgather_object(self, obj: Any) -> list[Any]:
+    def allgather_object(self, obj: Any, *, what: str = "an allgather") -> list[Any]:
         """Every process's ``obj`` (a small picklable value), in rank order."""
-        return [obj] if self.size == 1 else list(self.world.comm.allgather(obj))
+        if self.size == 1:
+            return [obj]
+        self.arrive(what)
+        return list(self.world.comm.allgather(obj))
 
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+    def broadcast_object(self, obj: Any, root: int = 0, *, what: str = "a broadcast") -> Any:
         """``obj`` of process ``root`` (small and picklable), on every process."""
-        return obj if self.size == 1 else self.world.comm.bcast(obj, root=root)
+        if self.size == 1:
+            return obj
+        self.arrive(what)
+        return self.world.comm.bcast(obj, root=root)
 
     def barrier(self) -> None:
         """Wait until every process has reached this call."""
         if self.size > 1:
-            self.world.comm.Barrier()
+            self.arrive("a barrier")
 
     def _op(self, op: str) -> Any:
         if op not in OPS:

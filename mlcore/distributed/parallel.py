@@ -1,11 +1,18 @@
 """Data-parallel training: what ``fit(..., distributed=True)`` does on every process.
 
-Every process holds the whole (in-memory) training set and draws the same shuffled order
-(the seed is agreed at the start). A global batch is ``size · batch_size`` consecutive rows
-of that order; process ``r`` takes the ``r``-th of ``size`` near-equal contiguous slices of
-it (the last global batch may be short; a process may then get no rows). Before the first
-step the processes compare the model, data size and settings and stop with an error naming
-what differs; then rank 0's initial weights are broadcast.
+Two placements of the in-memory data. **Full data** (``distributed=True``, the default):
+every process holds the whole training set and draws the same shuffled order (the seed is
+agreed at the start); a global batch is ``size · batch_size`` consecutive rows of that
+order, process ``r`` takes the ``r``-th of ``size`` near-equal contiguous slices of it (the
+last global batch may be short; a process may then get no rows), and gathers only its own
+rows each epoch. A fingerprint of the data (sampled rows) is compared at the start, so
+shards passed in this mode are refused. **Shards** (``DataParallel(sharded=True)``): each
+process passes its own part of the data (``X[rank::size]``, its files); each shuffles its
+own shard (seed: the agreed one plus its rank) and a global batch is the next
+``batch_size`` rows of every shard, an epoch every row of every shard (a shorter shard
+runs out first and its process then contributes no rows). Before the first step the
+processes compare the model, data and settings and stop with an error naming what
+differs; then rank 0's initial weights are broadcast.
 
 Each step: forward and backward on the local slice give the mean gradient ``g_r`` over its
 ``n_r`` rows; one allreduce per bucket over a flat buffer (never one per parameter) sums
@@ -17,6 +24,7 @@ on the same gradient, so the weights stay identical without being sent again.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -38,26 +46,39 @@ one message for most MLPs, several bounded ones for large models."""
 class DataParallel:
     """Options of data-parallel training; ``fit(..., distributed=DataParallel(...))``.
 
-    ``distributed=True`` is ``DataParallel()``. ``bucket_bytes`` caps one gradient message.
-    ``timeout``: seconds every process waits for the others to reach ``fit`` before the job
-    stops with an error naming the missing ones (default: ``MLCORE_DISTRIBUTED_TIMEOUT``,
-    else 1800; see :func:`mlcore.distributed._world.rendezvous`).
+    ``distributed=True`` is ``DataParallel()``. ``sharded``: each process passes its own
+    shard of the data (see the module) instead of the whole data set. ``bucket_bytes``
+    caps one gradient message. ``timeout``: seconds every process waits for the others, to
+    reach ``fit`` and in every collective, before the job stops with an error naming the
+    missing ones (default: ``MLCORE_DISTRIBUTED_TIMEOUT``, alias
+    ``MLCORE_COLLECTIVE_TIMEOUT``, else 1800; see :mod:`mlcore.distributed._world`).
+    ``sync_batchnorm``: BatchNorm normalises over the global batch (every process's rows,
+    as PyTorch's SyncBatchNorm; :mod:`mlcore.normalization`); False: over each process's
+    own rows (DDP without SyncBatchNorm).
     After ``fit``, ``stats`` holds ``steps`` and ``allreduce_seconds`` (time in the gradient
     collectives, staging included) of that fit.
     """
 
     def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 comm: Communicator | None = None, timeout: float | None = None) -> None:
+                 comm: Communicator | None = None, timeout: float | None = None, *,
+                 sharded: bool = False, sync_batchnorm: bool = True) -> None:
         if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) \
                 or bucket_bytes < 1:
             raise DistributedError(
                 f"bucket_bytes must be a positive integer, received {bucket_bytes!r}.",
                 bucket_bytes)
+        for name, flag in (("sharded", sharded), ("sync_batchnorm", sync_batchnorm)):
+            if not isinstance(flag, bool):
+                raise DistributedError(f"{name} must be True or False, received {flag!r}.",
+                                       flag)
         self.bucket_bytes, self.comm = bucket_bytes, comm
+        self.sharded, self.sync_batchnorm = sharded, sync_batchnorm
         self.timeout = None if timeout is None else timeout_seconds(timeout)
         self.stats: dict[str, float] = {"steps": 0, "allreduce_seconds": 0.0}
         self._buckets: list[list[int]] = []
         self._xp: Any = None
+        self._rows: list[int] = []  # every process's training rows (sharded)
+        self._norms: list[Any] = []  # the model's BatchNorm layers (SyncBatchNorm)
 
     # -- set-up, before the first step ----------------------------------------------------
     def start(self, model: Any, facts: dict[str, Any]) -> DataParallel:
@@ -69,7 +90,15 @@ class DataParallel:
         job = getattr(self.comm, "world", None)
         if job is not None:
             rendezvous(job, wait, "fit(..., distributed=True)")
+        if isinstance(self.comm, Communicator):
+            self.comm.timeout = wait
+        rows = facts.pop("_rows", None)
         self.check(facts)
+        if self.sharded and rows is not None:
+            every = self.comm.allgather_object(rows, **self._named("the shards' sizes"))
+            self._rows = [int(r) for r in every]
+        self._norms = [layer for layer in getattr(model, "layers", [])
+                       if hasattr(layer, "sync")] if self.sync_batchnorm else []
         params = model.parameters()
         self._xp = model.namespace(params[0].value)
         itemsize = self._xp.finfo(params[0].value.dtype).bits // 8
@@ -77,6 +106,11 @@ class DataParallel:
         self.broadcast_parameters(params)
         self.stats = {"steps": 0, "allreduce_seconds": 0.0}
         return self
+
+    def _named(self, what: str) -> dict[str, str]:
+        """``what=`` for the collectives of a :class:`Communicator` (named in a timeout's
+        error); nothing for another object with the same methods."""
+        return {"what": what} if isinstance(self.comm, Communicator) else {}
 
     @property
     def size(self) -> int:
@@ -90,18 +124,21 @@ class DataParallel:
         """Raise :class:`DistributedError` on every process when any process's ``facts``
         (name -> comparable value) differ from rank 0's, naming each difference."""
         assert self.comm is not None
-        every = self.comm.allgather_object(facts)
-        lines = []
+        every = self.comm.allgather_object(facts, **self._named("the start-up check"))
+        lines, hints = [], []
         for name, value in every[0].items():
             odd = [(r, f.get(name)) for r, f in enumerate(every) if f.get(name) != value]
             if odd:
                 others = "; ".join(f"{v!r} on rank {r}" for r, v in odd)
                 lines.append(f"{name} is {value!r} on rank 0 but {others}")
+                hints += [_HINTS[name]] if name in _HINTS else []
         if lines:
-            raise DistributedError(
+            error = DistributedError(
                 "Distributed fit: the processes disagree before the first step: "
                 + ". ".join(lines) + ". Every process must call fit with the same model, "
-                "data size and settings.", every)
+                "data and settings." + "".join(" " + h for h in dict.fromkeys(hints)), every)
+            error.everywhere = True  # type: ignore[attr-defined]  # printed once (abort)
+            raise error
 
     def broadcast_parameters(self, params: Sequence[Parameter]) -> None:
         """Rank 0's parameter values on every process (copied in, layout kept)."""
@@ -111,17 +148,21 @@ class DataParallel:
         xp = self._xp
         for bucket in self._buckets:
             flat = xp.concat([_flat(xp, params[i].value) for i in bucket])
-            flat = self.comm.broadcast(flat, root=0)
+            flat = self.comm.broadcast(flat, root=0, **self._named("the weights' broadcast"))
             for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
                 params[i].set(part)
 
     def agree_seed(self, seed: int | None) -> int | None:
-        """``seed``, or (when None) one drawn by rank 0, so every process shuffles alike."""
+        """``seed``, or (when None) one drawn by rank 0, so every process shuffles alike; with
+        shards, that seed plus the rank (each process shuffles its own shard its own way)."""
         assert self.comm is not None
-        if seed is not None or self.size == 1:
+        if self.size == 1:
             return seed
-        return int(self.comm.broadcast_object(secrets.randbelow(2**63) if self.rank == 0
-                                              else None))
+        if seed is None:
+            seed = int(self.comm.broadcast_object(
+                secrets.randbelow(2**63) if self.rank == 0 else None, 0,
+                **self._named("the seed")))
+        return (seed + self.rank) % 2**63 if self.sharded else seed
 
     @property
     def xp(self) -> Any:
@@ -147,24 +188,89 @@ class DataParallel:
         """Around the training loop: an error on one process ends every process (with
         ``MPI_Abort``, after printing it) instead of leaving the others waiting forever in
         the next allreduce."""
+        for layer in self._norms:
+            layer.sync = self._sum
         try:
             yield
         except (Exception, KeyboardInterrupt) as exc:
             if self.size > 1:
                 abort(exc, "distributed fit")
             raise
+        finally:
+            for layer in self._norms:
+                layer.sync = None
+
+    def _sum(self, x: Any) -> Any:
+        """``x`` summed over the processes (SyncBatchNorm's statistics)."""
+        assert self.comm is not None
+        return self.comm.allreduce(x, "sum", **self._named("SyncBatchNorm's statistics"))
 
     # -- the epoch ------------------------------------------------------------------------
     def batches(self, n: int, batch_size: int) -> list[tuple[int, int]]:
-        """This process's ``(start, stop)`` rows of each global batch of ``size ·
-        batch_size`` rows (a slice may be empty in a short last batch)."""
-        k, rank, step = self.size, self.rank, self.size * batch_size
-        out = []
-        for s in range(0, n, step):
-            q, r = divmod(min(s + step, n) - s, k)
-            start = s + rank * q + min(rank, r)
-            out.append((start, start + q + (rank < r)))
+        """This process's ``(start, stop)`` rows of each global batch: its slice of
+        ``size · batch_size`` rows of the whole data (a slice may be empty in a short last
+        batch); with shards, the next ``batch_size`` rows of its shard (empty once a
+        shorter shard has run out)."""
+        if self.sharded and self._rows:
+            steps = max(-(-rows // batch_size) for rows in self._rows)
+            out = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+            out += [(n, n)] * (steps - len(out))
+        else:
+            k, rank, step = self.size, self.rank, self.size * batch_size
+            out = []
+            for s in range(0, n, step):
+                q, r = divmod(min(s + step, n) - s, k)
+                start = s + rank * q + min(rank, r)
+                out.append((start, start + q + (rank < r)))
+        if self._norms:
+            self.check_batchnorm(out)
         return out
+
+    def check_batchnorm(self, batches: list[tuple[int, int]]) -> None:
+        """SyncBatchNorm needs rows on every process in every batch (a process without
+        rows skips the forward pass, where the others wait for its statistics)."""
+        assert self.comm is not None
+        empty = any(b == a for a, b in batches)
+        if self._norms and any(self.comm.allgather_object(empty,
+                                                          **self._named("the batch plan"))):
+            error = DistributedError(
+                "Distributed fit with BatchNorm: its statistics are taken over every "
+                "process's rows of each batch (SyncBatchNorm), so every process needs rows in "
+                "every batch, and some process has none in the last one. Choose batch_size "
+                "(or the shards' sizes) so that the last global batch has at least one row "
+                "per process, or pass distributed=DataParallel(sync_batchnorm=False).", batches)
+            error.everywhere = True  # type: ignore[attr-defined]
+            raise error
+
+    def epoch(self, xp: Any, data: Any, order: Any,
+              batches: list[tuple[int, int]]) -> tuple[Any, list[tuple[int, int]]]:
+        """This epoch's rows of ``data`` (a tuple of arrays, rows first, or None entries)
+        in the shuffled ``order`` (None: unshuffled) and their ``batches``. Full data: only
+        this process's rows are gathered (each process copies 1/size of the data, not all
+        of it); shards: the shard, shuffled."""
+        if order is None:
+            return data, batches
+        if not self.sharded:
+            parts = [order[a:b] for a, b in batches if b > a]
+            order = xp.concat(parts) if parts else order[:0]
+            local, at = [], 0
+            for a, b in batches:
+                local.append((at, at + b - a))
+                at += b - a
+            batches = local
+        return type(data)(*(None if a is None else xp.take(a, order, axis=0)
+                            for a in data)), batches
+
+    def validation_part(self, data: Any) -> Any:
+        """This process's part of the validation data: a contiguous 1/size of it (full
+        data; the sums and metrics are then combined), or all of it (shards: each process
+        passes its own)."""
+        if self.sharded or self.size == 1:
+            return data
+        q, r = divmod(int(data[0].shape[0]), self.size)
+        start = self.rank * q + min(self.rank, r)
+        stop = start + q + (self.rank < r)
+        return type(data)(*(None if a is None else a[start:stop, ...] for a in data))
 
     def reduce_gradients(self, params: Sequence[Parameter], rows: int) -> None:
         """Replace every ``grad`` by the mean gradient over the global batch (see the
@@ -180,7 +286,8 @@ class DataParallel:
                 parts.append(xp.ones((1,), dtype=dtype))
             flat = xp.concat(parts)
             flat *= float(rows)
-            flat = self.comm.allreduce(flat, "sum")
+            flat = self.comm.allreduce(flat, "sum", **self._named(
+                f"the gradient allreduce of step {int(self.stats['steps']) + 1}"))
             if b == 0:
                 inverse_total = 1.0 / flat[-1:]
             flat *= inverse_total
@@ -197,7 +304,8 @@ class DataParallel:
         if buffers and self.size > 1:
             assert self.comm is not None
             for p in buffers:
-                p.set(self.comm.broadcast(self._xp.asarray(p.value, copy=True), root=0))
+                p.set(self.comm.broadcast(self._xp.asarray(p.value, copy=True), root=0,
+                                          **self._named("the buffers' broadcast")))
 
     def stream(self, batches: Iterator[Any], steps: int) -> Iterator[Any]:
         """``steps`` batches of this process's stream; a stream that ends sooner raises
@@ -218,7 +326,7 @@ class DataParallel:
         mine = [float(v) for v in values]
         if self.size == 1:
             return mine
-        every = self.comm.allgather_object(mine)  # summed in rank order: equal everywhere
+        every = self.comm.allgather_object(mine, **self._named("the epoch's sums"))
         return [sum(column) for column in zip(*every, strict=True)]
 
 
@@ -264,10 +372,22 @@ def _split(xp: Any, flat: Any, params: Sequence[Parameter], bucket: list[int]) -
     return out
 
 
-def for_fit(distributed: Any, model: Any, X: Any, X_val: Any,
+_HINTS = {
+    "training data": "The training data differs between processes, but distributed=True "
+    "takes the whole same data set on every process (each takes its slices of every global "
+    "batch). To give each process its own shard (X[rank::size], its own files), pass "
+    "distributed=mlcore.distributed.DataParallel(sharded=True).",
+    "number of training samples": "To give each process its own shard of the data, pass "
+    "distributed=mlcore.distributed.DataParallel(sharded=True).",
+}
+_SAMPLED_ROWS = 256
+
+
+def for_fit(distributed: Any, model: Any, data: Any, val: Any,
             settings: dict[str, Any]) -> DataParallel | None:
     """The started :class:`DataParallel` for ``fit(..., distributed=...)``, or None in a
-    single process (where data-parallel training changes nothing and costs nothing)."""
+    single process (where data-parallel training changes nothing and costs nothing).
+    ``data`` and ``val``: tuples of arrays, the inputs first (None: streamed, or none)."""
     if distributed is True:
         dp = DataParallel()
     elif isinstance(distributed, DataParallel):
@@ -280,20 +400,49 @@ def for_fit(distributed: Any, model: Any, X: Any, X_val: Any,
         dp.comm = communicator(model.backend)
     if dp.size == 1:
         return None
-    return dp.start(model, _facts(model, X, X_val, settings))
+    return dp.start(model, _facts(model, data, val, settings, dp.sharded))
 
 
-def _facts(model: Any, X: Any, X_val: Any, settings: dict[str, Any]) -> dict[str, Any]:
+def _facts(model: Any, data: Any, val: Any, settings: dict[str, Any],
+           sharded: bool) -> dict[str, Any]:
     """What every process of one fit must agree on, by the name an error shows."""
     opt, loss = settings.pop("optimizer"), settings.pop("loss")
-    return {
+    X = None if data is None else data[0]
+    facts: dict[str, Any] = {
         "backend": model.backend.name,
         "model architecture": " ".join(repr(model).split()),
         "parameter dtype": dtype_name(model.backend.xp, model.dtype),
-        "number of training samples": "streamed" if X is None else int(X.shape[0]),
+        "data placement": "shards" if sharded else "full data on every process",
         "sample shape": None if X is None else tuple(int(d) for d in X.shape[1:]),
-        "number of validation samples": None if X_val is None else int(X_val.shape[0]),
         "loss": loss if isinstance(loss, str) else type(loss).__name__,
         "optimizer": f"{type(opt).__name__}(lr={opt.lr})",
         **settings,
     }
+    if not sharded:
+        facts["number of training samples"] = "streamed" if X is None else int(X.shape[0])
+        facts["number of validation samples"] = None if val is None else int(val[0].shape[0])
+        facts["training data"] = None if data is None else _fingerprint(model.backend, data)
+        facts["validation data"] = None if val is None else _fingerprint(model.backend, val)
+    elif X is not None:
+        facts["_rows"] = int(X.shape[0])
+    return facts
+
+
+def _fingerprint(backend: Any, data: Any) -> str:
+    """A short hash of up to 256 evenly spaced rows of every array of ``data`` (first and
+    last included): cheap at any size, and different for shards, other shuffles or other
+    files (a difference in rows it does not sample goes unseen)."""
+    n = int(data[0].shape[0])
+    m = min(n, _SAMPLED_ROWS)
+    rows = [i * (n - 1) // (m - 1) for i in range(m)] if m > 1 else list(range(m))
+    digest = hashlib.sha256()
+    for a in data:
+        if a is None:
+            continue
+        xp = backend.xp
+        picked = xp.take(a, xp.asarray(rows, dtype=xp.int64, device=backend.device), axis=0) \
+            if m < n else a
+        host = backend.to_numpy(picked)
+        digest.update(f"{host.dtype}{host.shape}".encode())
+        digest.update(host.tobytes())
+    return digest.hexdigest()[:16]

@@ -9,13 +9,22 @@ inference. BatchNorm normalises each feature over the batch while training and k
 statistics, ``r ← (1 - momentum) r + momentum · s`` (the variance unbiased, N/(N-1)), which
 it uses in inference mode; they are saved and loaded with the model (buffers
 ``running_mean``, ``running_var``). Inputs are (N, num_features).
+
+In a distributed fit BatchNorm's ``sync`` (a sum over the processes, set for the fit by
+:class:`mlcore.distributed.DataParallel`) makes it SyncBatchNorm: μ and σ² are those of the
+global batch (Σx and N, then Σ(x - μ)², summed over the processes), and backward sums
+``A = Σ_r (n_r/N) Σ g`` and ``B = Σ_r (n_r/N) Σ g x̂`` over them: each process's gradient
+is of its own mean loss (scaled N/n_r from the global one), so it returns
+``dX = (g - (A + x̂ B)/n_r) / √(σ² + ε)``, which the gradient average then scales back:
+one process with the global batch, up to the order of float additions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from ..arrays.namespace import namespace
+from ..arrays.namespace import device_of, namespace
 from ..backend import Backend, get_backend
 from ..errors import DTypeError, InvalidParameterError, ShapeError
 from .core import Backprop, Layer, Parameter, dtype_name, on_device, positive_int, resolve_dtype
@@ -62,8 +71,9 @@ class _Norm(Layer):
                 f"Convert the input with astype, or build the layer with that dtype.", X)
         return xp
 
-    def _affine(self, xp: Any, xhat: Any, inv: Any, axis: int,
-                input_grad: bool) -> tuple[Any, Backprop]:
+    def _affine(self, xp: Any, xhat: Any, inv: Any, axis: int, input_grad: bool,
+                synced: tuple[Callable[[Any], Any], int, int] | None = None
+                ) -> tuple[Any, Backprop]:
         gamma = self.weight.value
         Y = xhat * gamma + self.bias.value
 
@@ -75,6 +85,12 @@ class _Norm(Layer):
             g = dY * gamma
             if axis < 0:  # statistics not from this batch (BatchNorm inference)
                 return g * inv
+            if synced is not None:  # SyncBatchNorm: the sums of every process (module doc)
+                total, n, share = synced[0], synced[1], synced[1] / synced[2]
+                ab = total(xp.concat([xp.sum(g, axis=0) * share,
+                                      xp.sum(g * xhat, axis=0) * share]))
+                f = self.num_features
+                return (g - (ab[:f] + xhat * ab[f:]) / n) * inv
             mean_g = xp.mean(g, axis=axis, keepdims=True)
             mean_gx = xp.mean(g * xhat, axis=axis, keepdims=True)
             return (g - mean_g - xhat * mean_gx) * inv
@@ -110,6 +126,9 @@ class BatchNorm(_Norm):
     statistics for inference."""
 
     modal = True
+    sync: Callable[[Any], Any] | None = None
+    """A sum over the processes of a distributed fit (set by it for the fit): batch
+    statistics over every process's rows (SyncBatchNorm). None: this batch's own."""
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
                  dtype: Any = None) -> None:
@@ -130,20 +149,38 @@ class BatchNorm(_Norm):
         if not self.training:
             inv = 1.0 / xp.sqrt(self.running_var.value + self.eps)
             return self._affine(xp, (X - self.running_mean.value) * inv, inv, -1, input_grad)
-        n = int(X.shape[0])
-        if n < 2:
+        n = total = int(X.shape[0])
+        synced = None
+        if self.sync is not None:
+            mean, var, total = self._global_statistics(xp, X, self.sync)
+            synced = (self.sync, n, total)
+        if total < 2:
             raise ShapeError(
                 f"BatchNorm needs at least 2 samples per batch while training (the batch "
                 f"variance of 1 sample is 0); received shape {tuple(X.shape)}. Use a larger "
                 f"batch_size, or LayerNorm.", X)
-        mean = xp.mean(X, axis=0)
-        d = X - mean
-        var = xp.mean(d * d, axis=0)
+        if synced is None:
+            mean = xp.mean(X, axis=0)
+            d = X - mean
+            var = xp.mean(d * d, axis=0)
+        else:
+            d = X - mean
+        n = total
         m = self.momentum
         self.running_mean.value = (1.0 - m) * self.running_mean.value + m * mean
         self.running_var.value = (1.0 - m) * self.running_var.value + m * var * (n / (n - 1))
         inv = 1.0 / xp.sqrt(var + self.eps)
-        return self._affine(xp, d * inv, inv, 0, input_grad)
+        return self._affine(xp, d * inv, inv, 0, input_grad, synced)
+
+    @staticmethod
+    def _global_statistics(xp: Any, X: Any, total: Callable[[Any], Any]) -> tuple[Any, Any, int]:
+        """Mean and biased variance over every process's rows, and their count."""
+        count = xp.full((1,), float(X.shape[0]), dtype=X.dtype, device=device_of(X))
+        sums = total(xp.concat([xp.sum(X, axis=0), count]))
+        n = round(float(sums[-1]))
+        mean = sums[:-1] / n
+        d = X - mean
+        return mean, total(xp.sum(d * d, axis=0)) / n, n
 
     def config(self) -> dict[str, Any]:
         return self._config() | {"momentum": self.momentum}

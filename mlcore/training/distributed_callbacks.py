@@ -39,7 +39,8 @@ class MainCallbacks:
         logs = args[-1] if args and isinstance(args[-1], dict) else None
         state = {"stop": bool(getattr(self.model, "stop_training", False)),
                  "lr": self.optimizer.lr, "logs": None if logs is None else dict(logs)}
-        state = self.dp.comm.broadcast_object(state if self.dp.rank == 0 else None, root=0)
+        state = self.dp.comm.broadcast_object(state if self.dp.rank == 0 else None, 0,
+                                              **self.dp._named(f"the callbacks' {hook}"))
         self.model.stop_training = state["stop"]
         self.optimizer.lr = state["lr"]
         if logs is not None and state["logs"] is not None:

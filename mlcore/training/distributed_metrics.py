@@ -37,7 +37,8 @@ class GatheredTracker:
         self.batches.append((to_host(out), to_host(y_true)))
 
     def results(self, prefix: str = "") -> dict[str, float]:
-        every = self.dp.comm.allgather_object(self.batches)
+        every = self.dp.comm.allgather_object(self.batches,
+                                              **self.dp._named("the metrics' gather"))
         xp = self.dp.xp
         self.tracker.reset()
         for j in range(len(every[0])):

@@ -230,6 +230,7 @@ def fit(model: LayerStack, X: Any, y: Any = None, *, loss: Any,
     hooks = CallbackList(callbacks, model, opt) if callbacks else None
     if dp is not None:
         hooks, tracker = _distributed_parts(dp, model, opt, hooks, tracker)
+        val_tracker = _distributed_parts(dp, model, opt, None, val_tracker)[1]
     history: dict[str, list[float]] = {}
     batches = None if data is None else batch_ranges(data.X.shape[0], batch_size) \
         if dp is None else dp.batches(data.X.shape[0], batch_size)
@@ -254,7 +255,7 @@ def fit(model: LayerStack, X: Any, y: Any = None, *, loss: Any,
                 _stream_ended(end)
                 break
             if val is not None:
-                logs |= _validate(model, plan, val, val_tracker)
+                logs |= _validate(model, plan, val, val_tracker, dp)
                 if guard is not None:
                     guard.check_validation(logs["val_loss"])
             if hooks:
@@ -283,12 +284,12 @@ def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, loss: Any, weig
     return eager if compiled is None else compiled.fit_step()
 
 
-def _validate(model: LayerStack, plan: LossPlan, val: Data,
-              tracker: Tracker | None) -> dict[str, float]:
+def _validate(model: LayerStack, plan: LossPlan, val: Data, tracker: Tracker | None,
+              dp: Any = None) -> dict[str, float]:
     if tracker is not None:
         tracker.reset()
     with eval_mode(model):
-        stats = evaluate_data(model, plan, val, None, tracker)
+        stats = evaluate_data(model, plan, val, None, tracker, dp)
     return {f"val_{k}": v for k, v in stats.items()}
 
 
@@ -328,8 +329,13 @@ def _epoch_runner(model: LayerStack, plan: LossPlan, step: Any, data: Data | Non
     def run_in_memory(epoch: int, bar: Any) -> dict[str, float]:
         if tracker is not None:
             tracker.reset()
-        epoch_data = data if rng is None else shuffled(xp, data, rng.permutation(n))
-        logs = run_epoch(xp, step, plan, epoch_data, batches or [], bar, tracker, hooks, dp,
+        if dp is None:
+            epoch_data = data if rng is None else shuffled(xp, data, rng.permutation(n))
+            ranges = batches or []
+        else:  # only this process's rows of the epoch
+            epoch_data, ranges = dp.epoch(xp, data, None if rng is None
+                                          else rng.permutation(n), batches or [])
+        logs = run_epoch(xp, step, plan, epoch_data, ranges, bar, tracker, hooks, dp,
                          labelled)
         if dp is not None:
             dp.end_epoch(model)
@@ -400,8 +406,7 @@ def _data_parallel(distributed: Any, model: LayerStack, data: Data | None, val: 
             distributed)
     from ..distributed.parallel import for_fit
 
-    return for_fit(distributed, model, None if data is None else data.X,
-                   None if val is None else val.X, settings)
+    return for_fit(distributed, model, data, val, settings)
 
 
 def _names(items: Sequence[Any] | None) -> list[str]:

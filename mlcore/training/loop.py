@@ -97,12 +97,15 @@ class _Sums:
             self.correct = correct if self.correct is None else self.correct + correct
 
     def reduce(self, xp: Any, dtype: Any, dp: Any) -> None:
-        """Sum over the processes of a data-parallel run (each process adds its share)."""
+        """Sum over the processes of a data-parallel run (each process adds its share of
+        the loss, the correct count and the row and label counts)."""
         if self.total is None:
             self.total = xp.zeros((), dtype=dtype)
         if self.correct is None:
             self.correct = xp.zeros((), dtype=count_dtype(xp))
-        self.total, self.correct = dp.reduce_sums([self.total, self.correct])
+        total, correct, n, labelled = dp.reduce_sums([self.total, self.correct, self.n,
+                                                      self.labelled])
+        self.total, self.correct, self.n, self.labelled = total, correct, int(n), int(labelled)
 
     def read(self) -> dict[str, float]:
         result = {"loss": float(self.total) / self.n}
@@ -146,9 +149,12 @@ def run_epoch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, dat
         bar.update(1)
         if hooked:
             hooks.call("on_batch_end", b, None)  # type: ignore[union-attr]
-    if dp is not None:  # every process's sums: the epoch over all of the data
+    if dp is None:
+        sums.n, sums.labelled = X.shape[0], labelled
+    else:  # every process's sums: the epoch over all of the data (its rows, counted here)
+        sums.n = sum(stop - start for start, stop in batches)
+        sums.labelled = sums.n * _labels_per_row(L)
         sums.reduce(xp, X.dtype, dp)
-    sums.n, sums.labelled = X.shape[0], labelled
     return sums.read() | ({} if tracker is None else tracker.results())
 
 
@@ -198,19 +204,26 @@ def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Any,
             "pass the generator function itself (it is called again each epoch), or set "
             "steps_per_epoch so that one long stream is shared between epochs.", batches)
     if dp is not None:  # every process's sums: the epoch over all of the streams
-        sums.total, sums.correct, sums.n, sums.labelled = dp.reduce_sums(
-            [sums.total, sums.correct, sums.n, sums.labelled])
+        sums.reduce(xp, None, dp)
     return sums.read() | ({} if tracker is None else tracker.results())
 
 
+def _labels_per_row(labels: Any) -> int:
+    return 0 if labels is None or not labels.shape[0] else label_count(labels) // labels.shape[0]
+
+
 def evaluate_data(model: LayerStack, plan: LossPlan, data: Data, batch_size: int | None,
-                  tracker: Tracker | None = None) -> dict[str, float]:
-    """Loss, accuracy and metrics of ``model`` on ``data`` (inference mode)."""
+                  tracker: Tracker | None = None, dp: Any = None) -> dict[str, float]:
+    """Loss, accuracy and metrics of ``model`` on ``data`` (inference mode). With ``dp``
+    (data-parallel training) each process evaluates its part of ``data``
+    (``dp.validation_part``) and the sums are combined over the processes."""
     xp = model.namespace(data.X)
+    if dp is not None:
+        data = dp.validation_part(data)
     layers = model.layers[: len(model.layers) - plan.trim]
     n = data.X.shape[0]
     sums = _Sums()
-    for start, stop in batch_ranges(n, batch_size or n):
+    for start, stop in batch_ranges(n, batch_size or n) if n else []:
         out = chain(layers, data.X[start:stop, ...], xp, False)[0]
         sums.add(plan.value(xp, out, data.targets[start:stop, ...]) * (stop - start),
                  None if data.labels is None else plan.correct(xp, out,
@@ -220,6 +233,8 @@ def evaluate_data(model: LayerStack, plan: LossPlan, data: Data, batch_size: int
             tracker.update(xp, out, y[start:stop, ...])
     sums.n = n
     sums.labelled = 0 if data.labels is None else label_count(data.labels)
+    if dp is not None:
+        sums.reduce(xp, data.X.dtype, dp)
     return sums.read() | ({} if tracker is None else tracker.results())
 
 

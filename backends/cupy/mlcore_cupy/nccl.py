@@ -40,12 +40,13 @@ class NcclCommunicator(Communicator):
             raise TypeError(f"NCCL collectives take {', '.join(codes)} arrays, received {name}.")
         return int(codes[name])
 
-    def allreduce(self, x: Any, op: str = "sum") -> Any:
+    def allreduce(self, x: Any, op: str = "sum", *, what: str = "an allreduce") -> Any:
         self._op(op)  # checks the name
         if self.size == 1:
             return x
         import cupy
 
+        self.arrive(what)  # every process there, within the timeout, before NCCL waits
         with self.backend.device:
             x = cupy.ascontiguousarray(x)
             stream = cupy.cuda.get_current_stream().ptr
@@ -53,11 +54,12 @@ class NcclCommunicator(Communicator):
                                  self._ops[op], stream)
         return x
 
-    def broadcast(self, x: Any, root: int = 0) -> Any:
+    def broadcast(self, x: Any, root: int = 0, *, what: str = "a broadcast") -> Any:
         if self.size == 1:
             return x
         import cupy
 
+        self.arrive(what)
         with self.backend.device:
             x = cupy.ascontiguousarray(x)
             stream = cupy.cuda.get_current_stream().ptr

@@ -46,8 +46,9 @@ def _adam_block(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: 
 
 def adam_passes(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: float,
                 b2: float, eps: float, scale: float) -> None:
-    """The plain Adam update (mlcore.optimizers.Adam.rule, run in place) as whole-array NumPy operations: the
-    reference the blocked passes and the compiled loop (:mod:`.jit`) must match bit for bit."""
+    """The plain Adam update (mlcore.optimizers.Adam.rule, run in place) as whole-array NumPy
+    operations: the reference the blocked passes and the compiled loop (:mod:`.jit`) must
+    match bit for bit."""
     m *= b1
     m += g
     v *= b2
