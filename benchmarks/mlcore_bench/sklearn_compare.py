@@ -45,8 +45,9 @@ def _fit(make: Any, data: tuple[Any, ...]) -> tuple[float, float, int]:
 
 
 def compare(name: str, rounds: int, backend: str | None) -> dict[str, Any]:
-    import mlcore.sklearn as ours
     import sklearn.neural_network as theirs
+
+    import mlcore.sklearn as ours
 
     data = _data(name)
     kind = "MLPRegressor" if name == "diabetes" else "MLPClassifier"
