@@ -158,6 +158,7 @@ class Sequential(Layer):
         ``metrics``, ``callbacks``, ``validation_split`` ...) is :func:`mlcore.train.fit`'s."""
         from .train import fit
 
+        _check_foreign(options)
         return fit(self, X, y, loss=loss, **options)
 
     def train_step(self, X: Any, y: Any, loss: Any, optimizer: Any) -> Any:
@@ -199,11 +200,17 @@ class Sequential(Layer):
         finally:
             self.set_modes(before)
 
-    def summary(self) -> str:
-        """A table of the layers, their output shapes and parameter counts, with totals."""
+    def summary(self, print_fn: Any = print) -> str | None:
+        """Print a table of the layers, their output shapes and parameter counts, with
+        totals (as Keras' ``model.summary()``); ``print_fn`` receives the text instead
+        (``summary(print_fn=None)`` returns it, for a caller that wants the string)."""
         from .summary import summary
 
-        return summary(self)
+        text = summary(self)
+        if print_fn is None:
+            return text
+        print_fn(text)
+        return None
 
     # -- persistence -----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -240,6 +247,20 @@ class Sequential(Layer):
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"{type(self).__name__}([\n  {inner}\n])"
+
+
+_FOREIGN = {"learning_rate": "lr", "learning_rate_init": "lr", "max_iter": "epochs",
+            "nb_epoch": "epochs", "random_state": "seed"}
+"""fit's arguments under the names Keras, PyTorch and scikit-learn give them."""
+
+
+def _check_foreign(options: dict[str, Any]) -> None:
+    """An error naming mlcore's spelling for another library's argument name."""
+    for name, ours in _FOREIGN.items():
+        if name in options:
+            raise InvalidParameterError(
+                f"fit() takes {ours}=, not {name}= (another library's name for it): write "
+                f"fit(..., {ours}={options[name]!r}).", name)
 
 
 def _same(a: Any, b: Any) -> bool:
