@@ -38,7 +38,7 @@ class _Lines(_Quiet):
         print(f"epoch {self.epoch}: {text}", file=sys.stderr)
 
 
-def progress(verbose: bool | str, total: int | None) -> Any:
+def progress(verbose: bool | int | str, total: int | None) -> Any:
     if isinstance(verbose, bool) or verbose not in (0, 1, 2, "auto"):
         if not isinstance(verbose, bool):
             raise InvalidParameterError(

@@ -282,8 +282,8 @@ class AUC(Metric):
         t = xp.astype(xp.concat([b[1] for b in state]), dt)
         if s.ndim == 1:
             return _binary_auc(xp, s, t, state, "")
-        return sum(_binary_auc(xp, s[:, c], t[:, c], state, f" for class {c}")
-                   for c in range(s.shape[1])) / s.shape[1]
+        return float(sum(_binary_auc(xp, s[:, c], t[:, c], state, f" for class {c}")
+                         for c in range(s.shape[1])) / s.shape[1])
 
 
 def _one_vs_rest(xp: Any, y_pred: Any, y_true: Any) -> Any:

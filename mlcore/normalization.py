@@ -14,7 +14,6 @@ it uses in inference mode; they are saved and loaded with the model (buffers
 from __future__ import annotations
 
 import warnings
-
 from typing import Any
 
 from ._array import namespace

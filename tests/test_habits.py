@@ -63,8 +63,8 @@ def test_summary_prints_and_can_return_the_text(capsys: Any) -> None:
 
 def test_verbose_2_prints_one_line_per_epoch(capsys: Any) -> None:
     model = mlcore.MLP([2, 4, 1], seed=0)
-    X = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
-    model.fit(X, X[:, :1], loss="mse", epochs=3, batch_size=16, verbose=2)
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    model.fit(x, x[:, :1], loss="mse", epochs=3, batch_size=16, verbose=2)
     err = capsys.readouterr().err.strip().splitlines()
     assert [line.split(":")[0] for line in err] == ["epoch 1", "epoch 2", "epoch 3"]
     assert all("loss=" in line for line in err)
