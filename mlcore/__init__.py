@@ -38,6 +38,7 @@ from .model import MLP, Sequential
 from .normalization import BatchNorm, LayerNorm
 from .optim import SGD, Adam, AdamW, Optimizer
 from .optimizers import Adagrad, RMSprop
+from .plotting import plot_history
 from .train import make_train_step
 
 __version__ = "0.1.0"
@@ -81,6 +82,7 @@ __all__ = [
     "RMSprop",
     "Adagrad",
     "make_train_step",
+    "plot_history",
     "load",
     "save_checkpoint",
     "load_checkpoint",
