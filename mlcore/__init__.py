@@ -35,6 +35,7 @@ from .losses import loss, loss_names
 from .metrics import Metric, metric, metric_names
 from .models import MLP, Sequential, load
 from .optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .plotting import plot_history
 from .saving.checkpoint import load_checkpoint, save_checkpoint
 from .training.fit import make_train_step
 
@@ -79,6 +80,7 @@ __all__ = [
     "RMSprop",
     "Adagrad",
     "make_train_step",
+    "plot_history",
     "load",
     "save_checkpoint",
     "load_checkpoint",

@@ -307,19 +307,48 @@ Example:
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
               help="Seed of the initial weights and the shuffling.")
-def digits(backend: str | None, epochs: int, seed: int) -> None:
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Save the learning curves (train and test, each epoch) as this PNG "
+                   "(needs matplotlib: pip install 'mlcore[plot]').")
+def digits(backend: str | None, epochs: int, seed: int, plot_path: str | None) -> None:
     """Train an MLP on scikit-learn's handwritten digits; print test accuracy and time."""
     from . import demo as experiments
 
     try:
         with _demo_backend(backend):
-            result = experiments.digits(epochs=epochs, seed=seed)
+            result = experiments.digits(epochs=epochs, seed=seed,
+                                        validate=plot_path is not None)
     except ModuleNotFoundError as exc:  # scikit-learn is an optional extra
         raise click.ClickException(str(exc)) from exc
     sizes = "-".join(str(s) for s in experiments.DIGITS_SIZES)
     click.echo(f"digits: MLP {sizes} (relu, softmax), adam, {epochs} epochs, "
                f"{result.n_train} train / {result.n_test} test images, backend {result.backend}")
     click.echo(f"test accuracy {result.accuracy:.2%}, training time {result.seconds:.2f} s")
+    if plot_path is not None:
+        _plot(result.history, plot_path, "digits (val_: the test set)")
+
+
+def _plot(history: Any, path: str, title: str) -> None:
+    from .plotting import plot_history
+
+    try:
+        plot_history(history, path, title=title)
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"learning curves saved to {path}")
+
+
+@main.command("plot-history", epilog="""\b
+Example:
+  mlcore plot-history training.csv -o curves.png""")
+@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
+              help="The PNG to write (default: the CSV's name with .png).")
+def plot_history_command(csv_path: str, out: str | None) -> None:
+    """Draw the learning curves of a CSVLogger file (loss and every metric, train and val_)."""
+    import os
+
+    _plot(csv_path, out or os.path.splitext(csv_path)[0] + ".png", os.path.basename(csv_path))
 
 
 def _register_launch() -> None:

@@ -182,19 +182,21 @@ DIGITS_SIZES = (64, 256, 128, 10)
 
 
 def digits(*, epochs: int = 15, seed: int = 0, batch_size: int = 64, lr: float = 2e-3,
-           verbose: bool | str = "auto") -> DigitsResult:
+           verbose: bool | str = "auto", validate: bool = False) -> DigitsResult:
     """Train ``MLP([64, 256, 128, 10], relu, softmax)`` with Adam on the digits and test it.
 
     The split is fixed (``random_state=0``); ``seed`` seeds the weights and the shuffling.
     Data goes in as NumPy arrays and is converted at the ``fit`` boundary, so this runs on
-    whichever backend is selected. The time covers ``fit`` alone.
+    whichever backend is selected. The time covers ``fit`` alone (with ``validate``, the
+    test set is also scored after each epoch, for ``val_`` learning curves).
     """
     backend = get_backend()
     X_train, X_test, y_train, y_test = load_digits_split()
     model = MLP(list(DIGITS_SIZES), activation="relu", output_activation="softmax", seed=seed)
     start = time.perf_counter()
     history = model.fit(X_train, y_train, loss="cross_entropy", optimizer="adam", lr=lr,
-                        epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
+                        epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose,
+                        validation_data=(X_test, y_test) if validate else None)
     backend.synchronize()
     seconds = time.perf_counter() - start
     accuracy = model.evaluate(X_test, y_test)["accuracy"]

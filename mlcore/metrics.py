@@ -249,11 +249,15 @@ class F1(_Counts):
 
 
 class AUC(Metric):
-    """Area under the ROC curve of a one-output classifier (``sklearn.metrics.roc_auc_score``).
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``).
 
-    Keeps the batches' scores on the device and, at :meth:`result`, sorts them once and
-    integrates the ROC curve with the trapezoid rule over the distinct scores (ties count
-    half, as in the Mann-Whitney statistic).
+    One output: the binary AUC. Several outputs (softmax probabilities with class-index or
+    one-hot ``y_true``, or one sigmoid per label with a 0/1 matrix): the unweighted mean of
+    each column's one-vs-rest AUC, as ``roc_auc_score(multi_class="ovr", average="macro")``
+    (and its multilabel ``average="macro"``). Keeps the batches' scores on the device and,
+    at :meth:`result`, sorts each column once and integrates the ROC curve with the
+    trapezoid rule over the distinct scores (ties count half, as in the Mann-Whitney
+    statistic).
     """
 
     name = "auc"
@@ -261,9 +265,9 @@ class AUC(Metric):
     def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
         xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
         if y_pred.ndim == 2 and y_pred.shape[1] > 1:
-            raise ShapeError(f"Metric 'auc' is the binary ROC AUC of one output; received "
-                             f"y_pred of shape {tuple(y_pred.shape)}. Use a one-output "
-                             f"sigmoid model.", y_pred)
+            batch = (y_pred, _one_vs_rest(xp, y_pred, y_true),
+                     _faults(xp, y_pred, y_true, y_pred.shape[1]))
+            return [batch] if state is None else [*state, batch]
         pred, true = _columns(xp, y_pred, y_true, self.name)
         batch = (xp.reshape(pred, (-1,)), xp.reshape(true > 0.5, (-1,)),
                  _faults(xp, pred, true, 0))
@@ -276,20 +280,43 @@ class AUC(Metric):
         dt = wide_float(xp)
         s = xp.astype(xp.concat([b[0] for b in state]), dt)
         t = xp.astype(xp.concat([b[1] for b in state]), dt)
-        order = xp.argsort(s, descending=True, stable=True)
-        s, t = xp.take(s, order), xp.take(t, order)
-        last = xp.ones((1,), dtype=xp.bool, device=device_of(s))
-        distinct = xp.concat([s[1:] != s[:-1], last])
-        tps, fps = xp.cumulative_sum(t)[distinct], xp.cumulative_sum(1.0 - t)[distinct]
-        pos, neg = float(tps[-1]), float(fps[-1])
-        if pos == 0.0 or neg == 0.0:
-            raise InvalidValueError(
-                "Metric 'auc' needs both classes in y_true; received only "
-                f"{'negatives' if pos == 0.0 else 'positives'}. Evaluate it on data holding "
-                f"both (a larger validation set, or stratify the split).", state)
-        zero = xp.zeros((1,), dtype=dt, device=device_of(s))
-        tpr, fpr = xp.concat([zero, tps / pos]), xp.concat([zero, fps / neg])
-        return float(xp.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1])) / 2.0)
+        if s.ndim == 1:
+            return _binary_auc(xp, s, t, state, "")
+        return float(sum(_binary_auc(xp, s[:, c], t[:, c], state, f" for class {c}")
+                         for c in range(s.shape[1])) / s.shape[1])
+
+
+def _one_vs_rest(xp: Any, y_pred: Any, y_true: Any) -> Any:
+    """``y_true`` as an (N, M) 0/1 matrix: class indices one-hot, a matrix as it is."""
+    m = y_pred.shape[1]
+    if y_true.ndim == 2 and y_true.shape[1] == m:
+        return y_true > 0.5
+    if y_true.ndim != 1 or y_true.shape[0] != y_pred.shape[0]:
+        raise ShapeError(
+            f"Metric 'auc' with {m} outputs takes y_true as class indices of shape "
+            f"({y_pred.shape[0]},) or a 0/1 matrix of shape {tuple(y_pred.shape)}; received "
+            f"shape {tuple(y_true.shape)}.", y_true)
+    classes = xp.arange(m, device=device_of(y_pred))
+    return xp.astype(y_true, classes.dtype)[:, None] == classes[None, :]
+
+
+def _binary_auc(xp: Any, s: Any, t: Any, state: Any, which: str) -> float:
+    """The ROC AUC of scores ``s`` for the 0/1 truths ``t`` (both 1-D, a wide float)."""
+    dt = s.dtype
+    order = xp.argsort(s, descending=True, stable=True)
+    s, t = xp.take(s, order), xp.take(t, order)
+    last = xp.ones((1,), dtype=xp.bool, device=device_of(s))
+    distinct = xp.concat([s[1:] != s[:-1], last])
+    tps, fps = xp.cumulative_sum(t)[distinct], xp.cumulative_sum(1.0 - t)[distinct]
+    pos, neg = float(tps[-1]), float(fps[-1])
+    if pos == 0.0 or neg == 0.0:
+        raise InvalidValueError(
+            f"Metric 'auc' needs both classes in y_true{which}; received only "
+            f"{'negatives' if pos == 0.0 else 'positives'}. Evaluate it on data holding "
+            f"both (a larger validation set, or stratify the split).", state)
+    zero = xp.zeros((1,), dtype=dt, device=device_of(s))
+    tpr, fpr = xp.concat([zero, tps / pos]), xp.concat([zero, fps / neg])
+    return float(xp.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1])) / 2.0)
 
 
 class _Errors(Metric):

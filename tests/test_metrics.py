@@ -96,8 +96,8 @@ def test_metric_errors(backend: Any) -> None:
         mlcore.metric("aucc")
     with pytest.raises(InvalidValueError, match="needs both classes"):
         mlcore.metric("auc")(backend.asarray(P_BIN[:5]), backend.asarray(np.ones(5)))
-    with pytest.raises(ShapeError, match="binary ROC AUC of one output"):
-        mlcore.metric("auc")(backend.asarray(P_MULTI), backend.asarray(Y_MULTI))
+    with pytest.raises(ShapeError, match="class indices of shape"):
+        mlcore.metric("auc")(backend.asarray(P_MULTI), backend.asarray(Y_MULTI[:, None]))
     with pytest.raises(ShapeError, match="does not fit"):
         mlcore.metric("mse")(backend.asarray(P_REG), backend.asarray(Y_REG[:, :2]))
 
@@ -175,3 +175,18 @@ def test_classification_metrics_refuse_a_continuous_target(name: str) -> None:
         mlcore.metric(name)(P_BIN, P_BIN[:, 0] * 3.0)
     with pytest.raises(InvalidValueError, match="not class labels"):
         mlcore.metric("accuracy")(P_MULTI, Y_MULTI + 0.5)
+
+
+def test_multiclass_auc_is_sklearns_one_vs_rest_macro(backend: Any) -> None:
+    sk = pytest.importorskip("sklearn.metrics")
+    expected = sk.roc_auc_score(Y_MULTI, P_MULTI, multi_class="ovr", average="macro")
+    auc = mlcore.metric("auc")
+    got = auc(backend.asarray(P_MULTI), backend.asarray(Y_MULTI))
+    assert got == pytest.approx(expected, rel=1e-6)
+    onehot = np.eye(4)[Y_MULTI]
+    assert auc(backend.asarray(P_MULTI), backend.asarray(onehot)) == pytest.approx(expected,
+                                                                                   rel=1e-6)
+    labels = (RNG.random((N, 3)) > 0.5).astype(np.float64)  # multilabel: macro over labels
+    scores = RNG.random((N, 3))
+    assert auc(backend.asarray(scores), backend.asarray(labels)) == pytest.approx(
+        sk.roc_auc_score(labels, scores, average="macro"), rel=1e-6)

@@ -21,6 +21,7 @@ one process with the global batch, up to the order of float additions.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +135,13 @@ class BatchNorm(_Norm):
                  dtype: Any = None) -> None:
         super().__init__(num_features, eps, dtype)
         self.momentum = _check_number("momentum", momentum, 0.0, 1.0 + 1e-12)
+        if self.momentum > 0.5:
+            warnings.warn(
+                f"BatchNorm momentum={momentum} is the weight of the new batch's statistics "
+                f"(PyTorch's meaning: the running mean moves {momentum:g} of the way to each "
+                f"batch's). Keras' momentum is the weight of the old value: Keras' "
+                f"momentum={momentum:g} is mlcore's momentum={1 - self.momentum:.3g}.",
+                UserWarning, stacklevel=2)
         xp, dt, device = self.backend.xp, self.weight.value.dtype, self.backend.device
         with on_device(device):
             self.running_mean = Parameter(xp.zeros((self.num_features,), dtype=dt,

@@ -38,6 +38,7 @@ class Sequential(LayerStack):
         """Train on mini-batches; every option (``epochs``, ``batch_size``, ``optimizer``,
         ``metrics``, ``callbacks``, ``validation_split`` ...) is
         :func:`mlcore.training.fit.fit`'s."""
+        _check_foreign(options)
         return fit(self, X, y, loss=loss, **options)
 
     def train_step(self, X: Any, y: Any, loss: Any, optimizer: Any) -> Any:
@@ -63,14 +64,34 @@ class Sequential(LayerStack):
         :func:`mlcore.training.fit.evaluate`."""
         return evaluate(self, X, y, loss=loss, batch_size=batch_size, metrics=metrics)
 
-    def summary(self) -> str:
-        """A table of the layers, their output shapes and parameter counts, with totals."""
-        return summary(self)
+    def summary(self, print_fn: Any = print) -> str | None:
+        """Print a table of the layers, their output shapes and parameter counts, with
+        totals (as Keras' ``model.summary()``); ``print_fn`` receives the text instead
+        (``summary(print_fn=None)`` returns it, for a caller that wants the string)."""
+        text = summary(self)
+        if print_fn is None:
+            return text
+        print_fn(text)
+        return None
 
     def save(self, path: Any) -> None:
         """Write weights and architecture to ``path``; see :func:`mlcore.saving.io.save`."""
         save(self, path)
 
+
+
+_FOREIGN = {"learning_rate": "lr", "learning_rate_init": "lr", "max_iter": "epochs",
+            "nb_epoch": "epochs", "random_state": "seed"}
+"""fit's arguments under the names Keras, PyTorch and scikit-learn give them."""
+
+
+def _check_foreign(options: dict[str, Any]) -> None:
+    """An error naming mlcore's spelling for another library's argument name."""
+    for name, ours in _FOREIGN.items():
+        if name in options:
+            raise InvalidParameterError(
+                f"fit() takes {ours}=, not {name}= (another library's name for it): write "
+                f"fit(..., {ours}={options[name]!r}).", name)
 
 
 def _same(a: Any, b: Any) -> bool:

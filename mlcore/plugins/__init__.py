@@ -42,6 +42,7 @@ from .controls import (
     SINGULAR,
     canonical_name,
     disabled_reason,
+    meaning_of,
     norm,
     truthy,
     unmatched_controls,
@@ -221,7 +222,10 @@ class Registry:
             known = self.names(kind)
             msg = f"Unknown {SINGULAR[kind]} {name!r}. Registered: {', '.join(known)}."
             close = difflib.get_close_matches(str(canonical_name(name)), known, n=1)
-            if close:
+            meant = meaning_of(kind, name)
+            if meant is not None:
+                msg += f" {name!r} is another library's name: mlcore calls it {meant}."
+            elif close:
                 msg += f" Did you mean {close[0]!r}?"
             raise UnknownNameError(msg + self.switched_off_hint(), name)
         return found

@@ -30,6 +30,43 @@ SINGULAR = {"backends": "backend", "activations": "activation", "losses": "loss"
 """How each kind of plugin object is named in messages."""
 
 
+_CE = ("cross_entropy (integer class labels or one-hot rows; with a softmax output, or "
+       "cross_entropy(from_logits=True) on raw scores)")
+MEANINGS = {
+    "losses": {
+        "sparse_categorical_crossentropy": _CE, "categorical_crossentropy": _CE,
+        "crossentropyloss": _CE, "crossentropy": _CE, "nllloss": _CE, "log_loss": _CE,
+        "binary_crossentropy": "binary_cross_entropy",
+        "bceloss": "binary_cross_entropy",
+        "bcewithlogitsloss": "binary_cross_entropy(from_logits=True), built with "
+                             "mlcore.loss('binary_cross_entropy', from_logits=True)",
+        "mseloss": "mse", "mean_squared_error": "mse", "squared_error": "mse",
+        "l1loss": "mae", "mean_absolute_error": "mae",
+        "kldivloss": "kl_divergence", "kld": "kl_divergence", "kullback_leibler_divergence":
+            "kl_divergence",
+        "huberloss": "huber", "smoothl1loss": "huber",
+    },
+    "metrics": {
+        "sparse_categorical_accuracy": "accuracy", "categorical_accuracy": "accuracy",
+        "acc": "accuracy", "roc_auc": "auc", "mean_squared_error": "mse",
+        "mean_absolute_error": "mae", "root_mean_squared_error": "rmse",
+    },
+    "activations": {"logistic": "sigmoid", "linear": "identity", "leakyrelu": "leaky_relu"},
+    "optimizers": {"adamw_torch": "adamw"},
+}
+"""Names other libraries use (Keras, PyTorch, scikit-learn), with what mlcore calls the same
+thing: an unknown name suggests by meaning before spelling."""
+
+
+def meaning_of(kind: str, name: Any) -> str | None:
+    """What mlcore calls the thing ``name`` means elsewhere, or None."""
+    if not isinstance(name, str):
+        return None
+    key = canonical_name(name).replace("-", "_").replace(" ", "_")
+    table = MEANINGS.get(kind, {})
+    return table.get(key) or table.get(key.replace("_", ""))
+
+
 def truthy(var: str) -> bool:
     return os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
 

@@ -135,7 +135,7 @@ def fit(model: LayerStack, X: Any, y: Any = None, *, loss: Any,
         callbacks: Sequence[Callback] | None = None, metrics: Sequence[Any] | None = None,
         sample_weight: Any = None, class_weight: dict[int, float] | None = None,
         initial_epoch: int = 0, steps_per_epoch: int | None = None,
-        verbose: bool | str = "auto", distributed: Any = False,
+        verbose: bool | int | str = "auto", distributed: Any = False,
         on_nonfinite: str = "raise", jit_compile: bool | None = None) -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
@@ -157,7 +157,8 @@ def fit(model: LayerStack, X: Any, y: Any = None, *, loss: Any,
     ``(X_batch, y_batch)`` pairs (``y`` omitted): a generator function, a list or a
     DataLoader is iterated again each epoch; ``steps_per_epoch`` caps the batches per epoch
     (required for a one-shot generator, which epochs then share). ``verbose="auto"`` shows a
-    tqdm progress bar only when stderr is a terminal; ``True`` always, ``False`` never.
+    tqdm progress bar only when stderr is a terminal; ``True`` always, ``False`` never;
+    ``2`` one line per epoch on stderr (Keras' ``verbose=2``, for logs and CI).
 
     ``distributed=True`` (or a :class:`mlcore.distributed.DataParallel`) trains data-parallel
     over the processes of an MPI job, each taking its share of every global batch of

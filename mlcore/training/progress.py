@@ -27,7 +27,8 @@ class _Quiet:
 
 
 class _Lines(_Quiet):
-    """Progress as one line per epoch on stderr (when tqdm is not installed)."""
+    """Progress as one line per epoch on stderr (``verbose=2``, Keras' one line per epoch
+    for logs and CI; or when tqdm is not installed)."""
 
     epoch = 0
 
@@ -37,10 +38,14 @@ class _Lines(_Quiet):
         print(f"epoch {self.epoch}: {text}", file=sys.stderr)
 
 
-def progress(verbose: bool | str, total: int | None) -> Any:
-    if verbose not in (True, False, "auto", 0, 1):
-        raise InvalidParameterError(
-            f"verbose must be True, False or 'auto', received {verbose!r}.", verbose)
+def progress(verbose: bool | int | str, total: int | None) -> Any:
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2, "auto"):
+        if not isinstance(verbose, bool):
+            raise InvalidParameterError(
+                f"verbose must be True, False, 'auto' or 2 (one line per epoch, as Keras' "
+                f"verbose=2), received {verbose!r}.", verbose)
+    if verbose == 2 and not isinstance(verbose, bool):
+        return _Lines()
     show = sys.stderr.isatty() if verbose == "auto" else bool(verbose)
     if not show:
         return _Quiet()
