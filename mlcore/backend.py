@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .errors import BackendNotFoundError, BackendUnavailableError, InvalidParameterError
+from .plugins import canonical_name, registry
 
 __all__ = [
     "Backend",
@@ -129,7 +130,6 @@ def backend_choice(name: str | None = None) -> BackendChoice:
 
 
 def _all_backends() -> dict[str, Backend]:
-    from .plugins import registry
 
     return registry().backends
 
@@ -141,7 +141,6 @@ def backend_names(available_only: bool = False) -> list[str]:
 
 
 def _not_found(name: str) -> BackendNotFoundError:
-    from .plugins import registry
 
     installed = sorted(_all_backends())
     failed = registry().failure_for_backend(name)
@@ -188,7 +187,6 @@ def get_backend(name: str | None = None, *, device: Any = None) -> Backend:
     the missing one), :class:`BackendUnavailableError` (with the backend's reason) or
     :class:`InvalidParameterError` (a device the backend cannot parse or does not have).
     """
-    from .plugins import canonical_name
 
     if name is not None and not isinstance(name, str):
         raise InvalidParameterError(

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .arrays.checks import integer, is_real, real
+from .arrays.namespace import namespace
 from .errors import InvalidParameterError
+from .saving.checkpoint import save_checkpoint
 
 __all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
            "LearningRateScheduler", "CSVLogger"]
@@ -182,7 +184,6 @@ class EarlyStopping(_Monitor):
 
 
 def _copy_state(model: Any) -> dict[str, Any]:
-    from .arrays.namespace import namespace
 
     return {k: namespace(v).asarray(v, copy=True) for k, v in model.state_dict().items()}
 
@@ -207,7 +208,6 @@ class ModelCheckpoint(_Monitor):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if self.save_best_only and not self.improved(self.current(logs)):
             return
-        from .saving.checkpoint import save_checkpoint
 
         values = {"epoch": epoch + 1, **(logs or {})}
         missing = [f for f in self.fields if f not in values]

@@ -14,7 +14,13 @@ from typing import Any
 
 import click
 
+from . import __version__
+from . import demo as experiments
+from .backend import backend_choice, get_backend, use_backend
+from .distributed.launch import launch
 from .errors import MlcoreError
+from .plotting import plot_history
+from .plugins import inspect
 
 __all__ = ["main", "info_report"]
 
@@ -61,7 +67,6 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _backend_rows() -> list[dict[str, Any]]:
-    from .plugins import inspect
 
     rows = []
     for name, b in sorted(inspect().backends.items()):
@@ -81,9 +86,6 @@ def _backend_rows() -> list[dict[str, Any]]:
 
 def info_report() -> dict[str, Any]:
     """Everything ``mlcore info`` shows, as a JSON-ready dict."""
-    from . import __version__
-    from .backend import backend_choice, get_backend
-    from .plugins import inspect
 
     choice = backend_choice()
     report: dict[str, Any] = {
@@ -152,7 +154,6 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def plugins(as_json: bool) -> None:
     """Every plugin with distribution, version, status and what it provides."""
-    from .plugins import inspect
 
     reg = inspect()  # lists everything, even when strict mode makes the problems errors
     rows = [vars(r) for r in reg.records]
@@ -258,7 +259,6 @@ def demo() -> None:
 def _demo_backend(name: str | None) -> Any:
     from contextlib import nullcontext
 
-    from .backend import use_backend
 
     return use_backend(name) if name else nullcontext()
 
@@ -269,7 +269,6 @@ Example:
 @click.option("--backend", default=None, help="Backend to run on (default: the selected one).")
 def gates(backend: str | None) -> None:
     """One perceptron per gate: AND, OR, NAND, NOR are learned; XOR, XNOR are not."""
-    from . import demo as experiments
 
     with _demo_backend(backend):
         click.echo("gate   perceptron rule (best epoch)   best single step unit on a grid")
@@ -292,7 +291,6 @@ Example:
               help="How many seeds (0, 1, ...) to train from.")
 def xor(backend: str | None, seeds: int) -> None:
     """An MLP with one hidden layer (2-4-1, tanh, sigmoid) learns XOR and XNOR."""
-    from . import demo as experiments
 
     with _demo_backend(backend):
         for gate in ("XOR", "XNOR"):
@@ -312,7 +310,6 @@ Example:
                    "(needs matplotlib: pip install 'mlcore[plot]').")
 def digits(backend: str | None, epochs: int, seed: int, plot_path: str | None) -> None:
     """Train an MLP on scikit-learn's handwritten digits; print test accuracy and time."""
-    from . import demo as experiments
 
     try:
         with _demo_backend(backend):
@@ -329,7 +326,6 @@ def digits(backend: str | None, epochs: int, seed: int, plot_path: str | None) -
 
 
 def _plot(history: Any, path: str, title: str) -> None:
-    from .plotting import plot_history
 
     try:
         plot_history(history, path, title=title)
@@ -353,7 +349,6 @@ def plot_history_command(csv_path: str, out: str | None) -> None:
 
 def _register_launch() -> None:
     """``mlcore launch`` lives with the distributed training it starts."""
-    from .distributed.launch import launch
 
     main.add_command(launch)
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .arrays.namespace import count_dtype, device_of, namespace, wide_float
+from .backend import backend_of, get_backend
 from .errors import InvalidParameterError, InvalidValueError, ShapeError
 from .hookspecs import hookimpl
 from .plugins import make, registry
@@ -84,7 +85,6 @@ class Metric:
         """The metric of a whole data set; ``y_true`` (and a ``y_pred`` that is not an
         array) may be host data such as lists or NumPy arrays, converted to the backend of
         ``y_pred`` (the selected backend for a list) as ``fit`` converts its inputs."""
-        from .backend import backend_of, get_backend
 
         backend = backend_of(y_pred) or get_backend()
         y_pred, y_true = (a if backend.owns(a) else backend.asarray(a) for a in (y_pred, y_true))

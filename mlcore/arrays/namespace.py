@@ -14,6 +14,7 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
+from ..backend import backend_of
 from ..errors import (
     BackendMismatchError,
     DeviceMismatchError,
@@ -22,6 +23,7 @@ from ..errors import (
     InvalidValueError,
     ShapeError,
 )
+from ..plugins import registry
 
 __all__ = [
     "namespace",
@@ -40,7 +42,6 @@ __all__ = [
 
 def describe(x: Any) -> str:
     """A short description of an array: its backend, shape and dtype."""
-    from ..backend import backend_of
 
     b = backend_of(x)
     kind = f"{b.name} array" if b is not None else type(x).__module__.split(".")[0] + " array"
@@ -130,7 +131,6 @@ def enters_device(device: Any) -> bool:
 
 
 def _declared(device: Any) -> bool:
-    from ..plugins import registry
 
     for b in registry().backends.values():
         ask = getattr(b, "enters_device", None)
@@ -166,7 +166,6 @@ def writes_in_place(x: Any) -> bool:
     kind = type(x)
     known = _INPLACE.get(kind)
     if known is None:
-        from ..backend import backend_of
 
         owner = backend_of(x)
         known = _INPLACE[kind] = bool(getattr(owner, "inplace", False))
@@ -246,3 +245,31 @@ def check_same_shape(a: Any, b: Any, names: tuple[str, str]) -> None:
             f"{names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)}.",
             (a, b),
         )
+
+
+def convert(backend: Any, data: Any, name: str) -> Any:
+    """``data`` as an array of ``backend`` (unchanged when it already is one) holding real
+    numbers (complex is refused, never cast)."""
+    try:
+        array = data if backend.owns(data) else backend.asarray(data)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        detail = str(exc).rstrip(".")
+        if type(data).__module__ == "numpy" and hasattr(data, "astype"):
+            raise DTypeError(
+                f"{name} is a {describe(data)}, which the {backend.name} backend cannot hold: "
+                f"{detail}. Convert it first: {name}.astype('float32').", data) from exc
+        if hasattr(data, "shape"):  # an array of another library or device
+            raise BackendMismatchError(
+                f"{name} is a {describe(data)} and could not be converted to a "
+                f"{backend.name} array: {detail}. Convert it explicitly first (for example "
+                f"to a NumPy float32 array).", data) from exc
+        raise InvalidValueError(f"{name} could not be converted to an array: {detail}. Pass "
+                                f"a rectangular list or array of numbers.", data) from exc
+    xp = backend.xp
+    if not xp.isdtype(array.dtype, ("real floating", "integral", "bool")):
+        fix = (f" mlcore trains on real numbers: pass {name}.real, or the real and imaginary "
+               f"parts as separate features." if xp.isdtype(array.dtype, "complex floating")
+               else "")
+        raise DTypeError(f"{name} must hold real numbers, received dtype {array.dtype}.{fix}",
+                         data)
+    return array

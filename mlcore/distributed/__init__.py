@@ -9,7 +9,7 @@ model on all of them.
 
 from __future__ import annotations
 
-from ._world import abort, launched
+from ._world import abort, launched, world
 from .comm import Communicator, communicator
 from .parallel import DEFAULT_BUCKET_BYTES, DataParallel
 
@@ -25,14 +25,12 @@ def init() -> Communicator:
 
 def rank() -> int:
     """This process's number, 0 to ``size() - 1``."""
-    from ._world import world
 
     return world().rank
 
 
 def size() -> int:
     """How many processes the job has (1 without a launcher)."""
-    from ._world import world
 
     return world().size
 

@@ -169,20 +169,6 @@ class DataParallel:
         """The namespace of the model's arrays (after :meth:`start`)."""
         return self._xp
 
-    def callbacks(self, hooks: Any, model: Any, optimizer: Any) -> Any:
-        """``fit``'s callbacks, run on rank 0 and obeyed by all (see
-        :mod:`mlcore.distributed._callbacks`)."""
-        from ..training.distributed_callbacks import MainCallbacks
-
-        return MainCallbacks(hooks, self, model, optimizer)
-
-    def tracker(self, tracker: Any, backend: Any) -> Any:
-        """``fit``'s training-metric tracker over every process's batches (see
-        :mod:`mlcore.distributed._metrics`)."""
-        from ..training.distributed_metrics import GatheredTracker
-
-        return GatheredTracker(tracker, self, backend)
-
     @contextmanager
     def guard(self) -> Iterator[None]:
         """Around the training loop: an error on one process ends every process (with

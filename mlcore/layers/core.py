@@ -24,6 +24,7 @@ from ..activations import activation
 from ..arrays.checks import real
 from ..arrays.checks import seed as check_seed
 from ..arrays.namespace import (
+    convert,
     device_of,
     device_scope,
     namespace,
@@ -113,8 +114,6 @@ class Layer:
         """The output alone (inference), computed on the device of ``X``; a list (or any
         non-array) is converted as :meth:`Sequential.predict` converts it."""
         if not hasattr(X, "shape"):
-            from ..training.boundary import to_layer_input
-
             X = to_layer_input(self, X)
         with device_scope(X, names=("X",)):
             return self.forward(X, input_grad=False)[0]
@@ -312,3 +311,14 @@ class Activation(Layer):
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.params.items())
         return f"Activation({self.name!r}{extra})"
+
+
+def to_layer_input(layer: Any, X: Any) -> Any:
+    """A list (or other non-array) ``X`` given to ``layer(X)``, as an array of the layer's
+    backend and parameter dtype (float32 for a layer without parameters)."""
+    params = layer.parameters()
+    backend = getattr(layer, "backend", None) or get_backend()
+    array = convert(backend, X, "X")
+    xp = namespace(array, names=("X",))
+    dtype = params[0].value.dtype if params else xp.float32
+    return array if array.dtype == dtype else xp.astype(array, dtype)

@@ -36,7 +36,13 @@ from typing import Any
 import pluggy
 
 from .. import hookspecs
-from ..errors import PluginConflictError, PluginLoadError, PluginWarning, UnknownNameError
+from ..errors import (
+    InvalidParameterError,
+    PluginConflictError,
+    PluginLoadError,
+    PluginWarning,
+    UnknownNameError,
+)
 from .controls import (
     FIRST_PARTY,
     SINGULAR,
@@ -326,7 +332,6 @@ def plugin_manager() -> pluggy.PluginManager:
 
 def make(kind: str, name: str, params: dict[str, Any]) -> Any:
     """Build a registered activation or loss; unknown parameters give a clear error."""
-    from ..errors import InvalidParameterError
 
     factory: Callable[..., Any] = registry().get(kind, name)
     try:

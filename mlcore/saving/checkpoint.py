@@ -26,6 +26,7 @@ from ..errors import ModelFileError
 from ..layers.registry import layer_from_config
 from ..layers.stack import LayerStack
 from ..optimizers import Optimizer, get_optimizer
+from ..plugins import registry
 from .format import FORMAT, FORMAT_VERSION, check_tensors, parse, seal
 from .io import CHECKPOINT_KEY, _c_order, _read, _safetensors, _tensors, _where, _write
 
@@ -43,7 +44,6 @@ class Checkpoint(NamedTuple):
 
 
 def _registered_name(optimizer: Optimizer) -> str:
-    from ..plugins import registry
 
     reg = registry()
     for name in reg.names("optimizers"):

@@ -71,21 +71,7 @@ from .training import check_metric, check_optimizer
 
 __all__ = ["Case", "BoundCase", "CHECKS", "check_activation", "check_loss", "check_metric",
            "check_optimizer",
-           "conformance_params", "mlcore_case", "BACKEND_CHECKS", "check_backend"]
-
-_PLUGIN_NAMES = ("mlcore_case", "pytest_configure", "pytest_generate_tests")
-
-
-def __getattr__(name: str) -> Any:
-    """The pytest plugin's names (``mlcore_case``), from :mod:`.pytest_plugin` on first use:
-    importing the kit's API does not import pytest."""
-    if name in _PLUGIN_NAMES:
-        from . import pytest_plugin
-
-        return getattr(pytest_plugin, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+           "conformance_params", "BACKEND_CHECKS", "check_backend"]
 
 @dataclass(frozen=True)
 class BoundCase:

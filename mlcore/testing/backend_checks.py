@@ -31,7 +31,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..activations import activation
+from ..arrays.namespace import device_of
 from ..backend import Backend, get_backend, use_backend
+from ..errors import ShapeError
+from ..layers.core import Dense
+from ..losses import loss
+from ..models import load
+from ..models.sequential import MLP
+from ..plugins import registry
+from ..training.fit import make_train_step
 
 __all__ = ["BACKEND_CHECKS", "check_backend"]
 
@@ -86,7 +95,6 @@ def _protocol(b: Backend, rtol: float) -> None:
     np = _np()
     missing = [m for m in _MEMBERS if not hasattr(b, m)]
     _require(not missing, f"missing Backend member(s) {', '.join(missing)}")
-    from ..plugins import registry
 
     registered = registry().backends.get(b.name)
     _require(isinstance(b.name, str) and b.name == b.name.lower() and registered is not None,
@@ -104,7 +112,6 @@ def _conversions(b: Backend, rtol: float) -> None:
     import array_api_compat
 
     np = _np()
-    from ..arrays.namespace import device_of
 
     host = np.arange(12.0).reshape(3, 4) - 5.5
     cases = [(host, None), (host, b.xp.float32), (host.astype(np.float32), None),
@@ -147,7 +154,6 @@ def _random(b: Backend, rtol: float) -> None:
 
 # -- numerics against NumPy -----------------------------------------------------------------
 def _builtin(kind: str) -> list[str]:
-    from ..plugins import registry
 
     return sorted(n for r in registry().records if r.builtin
                   for n in r.provides.get(kind, []))
@@ -159,7 +165,6 @@ def _pairs(b: Backend, dtype: str) -> tuple[Backend, Any, Any]:
 
 
 def _activations(b: Backend, rtol: float) -> None:
-    from ..activations import activation
 
     np = _np()
     x0 = np.random.default_rng(0).normal(0.0, 2.0, (5, 4))
@@ -178,7 +183,6 @@ def _activations(b: Backend, rtol: float) -> None:
 
 
 def _losses(b: Backend, rtol: float) -> None:
-    from ..losses import loss
 
     np = _np()
     gen = np.random.default_rng(1)
@@ -198,8 +202,6 @@ def _losses(b: Backend, rtol: float) -> None:
 
 
 def _shapes(b: Backend, rtol: float) -> None:
-    from ..errors import ShapeError
-    from ..layers.core import Dense
 
     np = _np()
     with use_backend(b.name):
@@ -224,7 +226,6 @@ def _shapes(b: Backend, rtol: float) -> None:
 
 # -- training and files ----------------------------------------------------------------------
 def _model_on(name: str, like: Any = None) -> Any:
-    from ..models.sequential import MLP
 
     with use_backend(name):
         model = MLP([4, 6, 3], activation="tanh", output_activation="softmax", seed=0)
@@ -239,7 +240,6 @@ def _weights(model: Any) -> dict[str, Any]:
 
 
 def _training(b: Backend, rtol: float) -> None:
-    from ..training.fit import make_train_step
 
     np = _np()
     gen = np.random.default_rng(2)
@@ -261,7 +261,6 @@ def _training(b: Backend, rtol: float) -> None:
 
 
 def _save_load(b: Backend, rtol: float) -> None:
-    from ..models import load
 
     np = _np()
     model = _model_on(b.name)

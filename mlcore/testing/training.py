@@ -11,8 +11,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..backend import Backend, get_backend
+from ..backend import Backend, get_backend, use_backend
+from ..hookspecs import hookimpl
+from ..layers.core import Parameter
+from ..models.sequential import MLP
 from ..plugins import registry
+from ..training.fit import make_train_step
 
 __all__ = ["check_metric", "check_optimizer"]
 
@@ -90,7 +94,6 @@ def check_optimizer(optimizer: str | Callable[..., Any], backend: Backend | str 
     positive decay with zero gradients moves the parameters towards zero."""
     import numpy as np
 
-    from ..layers.core import Parameter
 
     factory = registry().get("optimizers", optimizer) if isinstance(optimizer, str) else optimizer
     kw = {} if lr is None else {"lr": lr}
@@ -134,7 +137,6 @@ def _check_grad_untouched(b: Backend, factory: Callable[..., Any], kw: dict[str,
                           start: Any, dt: str) -> None:
     import numpy as np
 
-    from ..layers.core import Parameter
 
     ps = [Parameter(b.asarray(start.copy()))]
     opt = factory(ps, **kw)
@@ -179,7 +181,6 @@ def _check_weight_decay(b: Backend, factory: Callable[..., Any], kw: dict[str, A
                         start: Any) -> None:
     import numpy as np
 
-    from ..layers.core import Parameter
 
     ps = [Parameter(b.asarray(start.copy() + 3.0))]
     try:
@@ -199,7 +200,6 @@ class _Identity:
     """A compiler that returns the pure step itself: the compiled path, on any backend."""
 
     def __init__(self) -> None:
-        from ..hookspecs import hookimpl
 
         self.mlcore_compile_step = hookimpl(self._compile)
 
@@ -214,9 +214,6 @@ def _check_compiled(b: Backend, factory: Callable[..., Any], kw: dict[str, Any],
     state (the identity compiler; jax.jit on jax)."""
     import numpy as np
 
-    from ..backend import use_backend
-    from ..models.sequential import MLP
-    from ..training.fit import make_train_step
 
     if dt == "float64" and b.name == "jax" and not getattr(b, "x64", True):
         return
@@ -251,7 +248,6 @@ def _check_compiled(b: Backend, factory: Callable[..., Any], kw: dict[str, Any],
 
 def _check_resume(b: Backend, factory: Callable[..., Any], kw: dict[str, Any], start: Any,
                   run: Callable[..., None]) -> None:
-    from ..layers.core import Parameter
 
     a = [Parameter(b.asarray(start.copy()))]
     opt_a = factory(a, **kw)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..arrays.namespace import check_finite, check_same_device, describe, namespace
-from ..backend import get_backend
+from ..arrays.namespace import check_finite, check_same_device, convert, describe
 from ..errors import (
-    BackendMismatchError,
-    DTypeError,
     InvalidParameterError,
     InvalidValueError,
     ShapeError,
@@ -22,40 +19,12 @@ from ..layers.stack import LayerStack
 from .loop import Data
 from .lossplan import LossPlan, prepare_targets
 
-__all__ = ["to_model_input", "to_layer_input", "prepare", "prepare_validation"]
-
-
-def _convert(backend: Any, data: Any, name: str) -> Any:
-    """``data`` as an array of ``backend`` (unchanged when it already is one) holding real
-    numbers (complex is refused, never cast)."""
-    try:
-        array = data if backend.owns(data) else backend.asarray(data)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        detail = str(exc).rstrip(".")
-        if type(data).__module__ == "numpy" and hasattr(data, "astype"):
-            raise DTypeError(
-                f"{name} is a {describe(data)}, which the {backend.name} backend cannot hold: "
-                f"{detail}. Convert it first: {name}.astype('float32').", data) from exc
-        if hasattr(data, "shape"):  # an array of another library or device
-            raise BackendMismatchError(
-                f"{name} is a {describe(data)} and could not be converted to a "
-                f"{backend.name} array: {detail}. Convert it explicitly first (for example "
-                f"to a NumPy float32 array).", data) from exc
-        raise InvalidValueError(f"{name} could not be converted to an array: {detail}. Pass "
-                                f"a rectangular list or array of numbers.", data) from exc
-    xp = backend.xp
-    if not xp.isdtype(array.dtype, ("real floating", "integral", "bool")):
-        fix = (f" mlcore trains on real numbers: pass {name}.real, or the real and imaginary "
-               f"parts as separate features." if xp.isdtype(array.dtype, "complex floating")
-               else "")
-        raise DTypeError(f"{name} must hold real numbers, received dtype {array.dtype}.{fix}",
-                         data)
-    return array
+__all__ = ["to_model_input", "prepare", "prepare_validation"]
 
 
 def to_model_input(model: LayerStack, X: Any, name: str = "X") -> Any:
     """``X`` as a finite array of the model's backend and dtype (the conversion boundary)."""
-    X = _convert(model.backend, X, name)
+    X = convert(model.backend, X, name)
     params = model.parameters()
     if params:  # before any value is read: a tensor on another device fails in the read
         check_same_device(X, params[0].value, names=(name, "model parameters"))
@@ -84,21 +53,10 @@ def _check_overflow(xp: Any, source: Any, dtype: Any, name: str) -> None:
         f"Scale {name} (standardise it), or build the model with dtype='float64'.", source)
 
 
-def to_layer_input(layer: Any, X: Any) -> Any:
-    """A list (or other non-array) ``X`` given to ``layer(X)``, as an array of the layer's
-    backend and parameter dtype (float32 for a layer without parameters)."""
-    params = layer.parameters()
-    backend = getattr(layer, "backend", None) or get_backend()
-    array = _convert(backend, X, "X")
-    xp = namespace(array, names=("X",))
-    dtype = params[0].value.dtype if params else xp.float32
-    return array if array.dtype == dtype else xp.astype(array, dtype)
-
-
 def prepare(model: LayerStack, plan: LossPlan, X: Any, y: Any,
              names: tuple[str, str] = ("X", "y")) -> Data:
     Xa = to_model_input(model, X, names[0])
-    ya = _convert(model.backend, y, names[1])
+    ya = convert(model.backend, y, names[1])
     xp = model.namespace(Xa, ya)
     n = Xa.shape[0] if Xa.ndim else 0
     if n == 0 or ya.ndim == 0 or ya.shape[0] != n:

@@ -23,6 +23,7 @@ from ..arrays.checks import is_real
 from ..arrays.checks import seed as check_seed
 from ..arrays.namespace import device_of, device_scope, namespace, scoped
 from ..callbacks import Callback, CallbackList, check_callbacks
+from ..distributed.parallel import for_fit
 from ..errors import (
     InvalidParameterError,
 )
@@ -30,6 +31,8 @@ from ..layers.core import positive_int
 from ..layers.stack import LayerStack, chain
 from ..optimizers import Optimizer, get_optimizer
 from .boundary import prepare, prepare_validation, to_model_input
+from .distributed_callbacks import MainCallbacks
+from .distributed_metrics import GatheredTracker
 from .guards import make_guard
 from .loop import (
     Data,
@@ -405,7 +408,6 @@ def _data_parallel(distributed: Any, model: LayerStack, data: Data | None, val: 
             "distributed=True with streamed batches needs steps_per_epoch: each process "
             "streams its own part of the data and takes that many batches of it per epoch.",
             distributed)
-    from ..distributed.parallel import for_fit
 
     return for_fit(distributed, model, data, val, settings)
 
@@ -419,8 +421,6 @@ def _distributed_parts(dp: Any, model: LayerStack, opt: Optimizer, hooks: Any,
                        tracker: Any) -> tuple[Any, Any]:
     """Callbacks decided on rank 0 and obeyed by all; metrics over every process's batches
     (:mod:`mlcore.distributed`)."""
-    from .distributed_callbacks import MainCallbacks
-    from .distributed_metrics import GatheredTracker
 
     return (MainCallbacks(hooks, dp, model, opt),
             None if tracker is None else GatheredTracker(tracker, dp, model.backend))
