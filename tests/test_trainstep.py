@@ -17,7 +17,7 @@ import pytest
 import mlcore
 from mlcore.errors import InvalidParameterError, PluginWarning
 from mlcore.plugins import registry
-from mlcore.training.step import CompiledStep, _probe
+from mlcore.training.compiled import CompiledStep, _probe
 
 hookimpl = pluggy.HookimplMarker("mlcore")
 
@@ -235,7 +235,7 @@ def test_no_compiled_step_is_built_where_the_backend_does_not_compile(
         backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     if backend.name == "jax":
         pytest.skip("jax compiles")
-    from mlcore.training import step as _trainstep
+    from mlcore.training import compiled as _trainstep
 
     built: list[Any] = []
     real = _trainstep.flat_step

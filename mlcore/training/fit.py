@@ -31,8 +31,10 @@ from ..layers.core import positive_int
 from ..layers.stack import LayerStack, chain
 from ..optimizers import Optimizer, get_optimizer
 from .boundary import prepare, prepare_validation, to_model_input
+from .compiled import check_jit_compile, compiled_executor
 from .distributed_callbacks import MainCallbacks
 from .distributed_metrics import GatheredTracker
+from .eager import EagerStep
 from .guards import make_guard
 from .loop import (
     Data,
@@ -52,7 +54,7 @@ from .loop import (
 )
 from .lossplan import LossPlan, resolve_loss
 from .progress import progress
-from .step import EagerStep, TrainStep, check_jit_compile, compiled_executor
+from .step import TrainStep
 from .weights import check_some_weight, sample_weights
 
 __all__ = ["fit", "predict", "evaluate", "make_train_step", "to_model_input"]
