@@ -324,7 +324,7 @@ def gpu() -> Any:
 
 
 def _device_count(gpu: Any) -> int:
-    return int(gpu._cupy.cuda.runtime.getDeviceCount())
+    return int(gpu.lib.cuda.runtime.getDeviceCount())
 
 
 @pytest.fixture
@@ -341,7 +341,7 @@ def test_gpu_arrays_live_on_the_backend_device(gpu: Any) -> None:
     assert gpu.owns(x) and gpu.owns(w) and not gpu.owns(np.zeros(1))
     assert x.device == gpu.device and w.device == gpu.device
     with device_scope(x, w) as dev:
-        assert dev == gpu.device and gpu._cupy.cuda.Device().id == gpu.device_id
+        assert dev == gpu.device and gpu.lib.cuda.Device().id == gpu.device_id
         z = xp.zeros((2,), dtype=xp.float32, device=dev)
         assert z.device == gpu.device and (x @ w.T).device == gpu.device
 
@@ -379,7 +379,7 @@ def test_gpu_synchronize_waits_for_queued_work(gpu: Any) -> None:
         for _ in range(4):
             a = a @ a / 2048.0
         gpu.synchronize()
-        assert gpu._cupy.cuda.get_current_stream().done
+        assert gpu.lib.cuda.get_current_stream().done
 
 
 def test_gpu_memory_pool_is_reported(gpu: Any) -> None:

@@ -33,7 +33,7 @@ def cp() -> Any:
     if not b.is_available():
         pytest.skip(f"cupy unavailable: {b.unavailable_reason()}")
     with b.device:
-        yield b._cupy
+        yield b.lib
 
 
 def _tensors(cp: Any, dtype: Any, names: str) -> list[dict[str, Any]]:
