@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from .backend import optional_members
 from .errors import MlcoreError
 
 __all__ = ["main", "info_report"]
@@ -66,15 +67,15 @@ def _backend_rows() -> list[dict[str, Any]]:
     rows = []
     for name, b in sorted(inspect().backends.items()):
         ok = bool(b.is_available())
+        extras = optional_members(b)
         row: dict[str, Any] = {"name": name, "available": ok,
                                "reason": "" if ok else b.unavailable_reason(),
-                               "conformance": bool(getattr(b, "conformance", False))}
+                               "conformance": bool(extras.conformance)}
         if ok:
             row["device"] = str(b.device)
-            for key in ("memory_info", "kernel_info"):  # optional Backend members
-                fn = getattr(b, key, None)
-                if callable(fn):
-                    row[key.removesuffix("_info")] = fn()
+            for key, fn in (("memory", extras.memory_info), ("kernel", extras.kernel_info)):
+                if fn is not None:
+                    row[key] = fn()
         rows.append(row)
     return rows
 
