@@ -53,7 +53,7 @@ def test_kit_hooks_answer_for_their_own_backend_only() -> None:
     assert mlcore_torch.mlcore_kernel("sgd_update", torch_xp) is not None
     assert mlcore_torch.mlcore_kernel("sgd_update", numpy_xp) is None
     assert mlcore_torch.mlcore_kernel("no_such_kernel", torch_xp) is None
-    step = lambda p, s, X, y: (p, s, X)  # noqa: E731 - a step never run
+    step = lambda p, s, x, y: (p, s, x)  # noqa: E731 - a step never run
     assert mlcore_jax.mlcore_compile_step(registry().backends["torch"], step) is None
     assert callable(mlcore_jax.mlcore_compile_step(registry().backends["jax"], step))
 

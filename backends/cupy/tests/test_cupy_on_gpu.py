@@ -26,6 +26,8 @@ import mlcore
 from mlcore.plugins import registry
 from mlcore.train import make_train_step
 
+pytestmark = pytest.mark.needs_backend("cupy")
+
 
 @pytest.fixture
 def cp() -> Any:
