@@ -2,8 +2,10 @@
 ``backend`` fixture over every installed backend, registries rebuilt per test, throwaway
 installed distributions.
 
-Ids are the backend names, so ``pytest -k strict`` runs one backend. Backends that are
-installed but unusable here (cupy without a GPU) are skipped with their reason. When
+Ids are the backend names, so ``pytest -k strict`` runs one backend. A backend that is
+installed but unusable here (cupy without a GPU) is reported once: its tests (through this
+fixture, the conformance kit's ``mlcore_case`` or the ``needs_backend("cupy")`` marker) are
+collected, then all but one deselected, and that one skips with the reason and the count. When
 ``MLCORE_BACKEND`` is set, the fixture runs that backend only (``MLCORE_BACKEND=strict
 pytest`` runs the whole suite on array-api-strict).
 
@@ -31,15 +33,23 @@ OWN_RUN = frozenset({"jax"})
 """Backends left out of the default matrix (each runs the suite with ``MLCORE_BACKEND``)."""
 
 
+def _unavailable() -> dict[str, str]:
+    """The skip reason of each installed backend that cannot run here, by name."""
+    return {n: f"{n} unavailable: {b.unavailable_reason()}"
+            for n, b in sorted(registry().backends.items()) if not b.is_available()}
+
+
 def _backend_params() -> list[Any]:
     chosen = os.environ.get("MLCORE_BACKEND", "").strip()
     names = [chosen] if chosen else sorted(set(registry().backends) - OWN_RUN)
-    return [pytest.param(n, id=n) for n in names]
+    skip = _unavailable()
+    return [pytest.param(n, id=n, marks=[pytest.mark.skip(reason=skip[n])] if n in skip else [])
+            for n in names]
 
 
 @pytest.fixture(params=_backend_params())
 def backend(request: pytest.FixtureRequest) -> Any:
-    """Every installed backend in turn; unavailable ones skip with their reason."""
+    """Every installed backend that can run here, in turn (the others: reported once)."""
     b = registry().backends.get(request.param)
     if b is None:
         pytest.fail(f"backend {request.param!r} is not installed")
@@ -47,6 +57,55 @@ def backend(request: pytest.FixtureRequest) -> Any:
         pytest.skip(f"{request.param} unavailable: {b.unavailable_reason()}")
     with mlcore.use_backend(request.param):
         yield b
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_backend(name): the test runs on that backend "
+                            "only; where it cannot run, it is reported with the backend's "
+                            "other tests, once")
+
+
+def _skipped_for(item: pytest.Item, reasons: dict[str, str]) -> str | None:
+    """The unavailable backend ``item`` runs on (its skip reason says so), or None."""
+    marker = item.get_closest_marker("needs_backend")
+    if marker is not None and marker.args[0] in reasons:
+        return str(marker.args[0])
+    for mark in item.iter_markers("skip"):
+        reason = mark.kwargs.get("reason", mark.args[0] if mark.args else "")
+        for name, text in reasons.items():
+            if reason == text:
+                return name
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each unavailable backend reported once: its first test skips with the backend's
+    reason and how many tests it stands for; the others are deselected."""
+    reasons = _unavailable()
+    if not reasons:
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    first: dict[str, pytest.Item] = {}
+    count: dict[str, int] = {}
+    for item in items:
+        name = _skipped_for(item, reasons)
+        if name is None:
+            kept.append(item)
+            continue
+        count[name] = count.get(name, 0) + 1
+        if name not in first:
+            first[name] = item
+            kept.append(item)
+        else:
+            dropped.append(item)
+    for name, item in first.items():
+        item.add_marker(pytest.mark.skip(
+            reason=f"{reasons[name]} ({count[name]} tests on {name} not run)"),
+            append=False)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
 
 
 @pytest.fixture

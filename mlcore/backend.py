@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextvars
 import difflib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -26,6 +27,8 @@ from .plugins import canonical_name, registry
 
 __all__ = [
     "Backend",
+    "OptionalMembers",
+    "optional_members",
     "RandomSource",
     "BackendChoice",
     "get_backend",
@@ -94,11 +97,50 @@ class Backend(Protocol):
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend."""
 
-    # Optional members, read with getattr and a default (a backend may leave them out):
-    # ``conformance: bool`` (default False) - True for a backend that exists to check the
-    # core against a standard (strict) rather than to run it fast: ``mlcore bench`` never
-    # recommends one. ``memory_info()``, ``kernel_info()``, ``on_device(device)``: see
-    # docs/backends.md.
+    # The optional members, each with its default, are :class:`OptionalMembers`; the core
+    # reads them only through :func:`optional_members`.
+
+
+@dataclass(frozen=True)
+class OptionalMembers:
+    """Every optional Backend member, with the default the core uses where a backend leaves
+    it out (docs/backends.md, "Optional members"). :func:`optional_members` reads them; the
+    backend kit (``mlcore_numpy.kit.BackendBase``) declares the same defaults."""
+
+    conformance: bool = False
+    """True for a backend that checks the core against a standard (strict) rather than runs
+    it fast: ``mlcore bench`` measures it but never recommends it."""
+    inplace: bool = False
+    """True: the core may write into the backend's arrays; else it builds new ones (JAX)."""
+    shape_errors: tuple[type[BaseException], ...] = ()
+    """What the library raises for shapes that do not fit, besides ValueError (torch:
+    RuntimeError), for the conformance kits."""
+    enters_device: Callable[[Any], bool] | None = None
+    """``enters_device(device)``: whether the core computes inside ``with device:`` (CuPy);
+    None: never entered."""
+    materialize: Callable[[tuple[Any, ...]], Sequence[Any]] | None = None
+    """``materialize(arrays) -> arrays`` after each eager step (a lazy backend: dask);
+    None: arrays are used as they come."""
+    on_device: Callable[[Any], Backend] | None = None
+    """``on_device(device)``: the backend bound to another device (ValueError for one it
+    cannot parse); None: only ``device`` itself is accepted."""
+    kernel_info: Callable[[], str] | None = None
+    """A line about the fused kernels for ``mlcore info``; None: nothing shown."""
+    memory_info: Callable[[], str] | None = None
+    """A line about device memory for ``mlcore info``; None: nothing shown."""
+    communicator: Callable[[Any], Any] | None = None
+    """``communicator(world)``: its own Communicator for several processes (NCCL), or None;
+    None: MPI over host memory."""
+
+
+_OPTIONAL = tuple(f.name for f in fields(OptionalMembers))
+
+
+def optional_members(backend: object) -> OptionalMembers:
+    """``backend``'s optional members, each its own where it declares one (not None), else
+    the default: the one place the core reads them."""
+    found = {name: getattr(backend, name, None) for name in _OPTIONAL}
+    return OptionalMembers(**{k: v for k, v in found.items() if v is not None})
 
 
 class BackendChoice(NamedTuple):
@@ -162,7 +204,7 @@ def _not_found(name: str) -> BackendNotFoundError:
 
 def _on_device(backend: Backend, device: Any) -> Backend:
     """``backend`` bound to ``device`` (``"cuda:1"``); one-device backends accept their own."""
-    on_device = getattr(backend, "on_device", None)
+    on_device = optional_members(backend).on_device
     if on_device is not None:
         try:
             bound: Backend = on_device(device)

@@ -16,7 +16,7 @@ import click
 
 from . import __version__
 from . import demo as experiments
-from .backend import backend_choice, get_backend, use_backend
+from .backend import backend_choice, get_backend, optional_members, use_backend
 from .distributed.launch import launch
 from .errors import MlcoreError
 from .plotting import plot_history
@@ -71,15 +71,15 @@ def _backend_rows() -> list[dict[str, Any]]:
     rows = []
     for name, b in sorted(inspect().backends.items()):
         ok = bool(b.is_available())
+        extras = optional_members(b)
         row: dict[str, Any] = {"name": name, "available": ok,
                                "reason": "" if ok else b.unavailable_reason(),
-                               "conformance": bool(getattr(b, "conformance", False))}
+                               "conformance": bool(extras.conformance)}
         if ok:
             row["device"] = str(b.device)
-            for key in ("memory_info", "kernel_info"):  # optional Backend members
-                fn = getattr(b, key, None)
-                if callable(fn):
-                    row[key.removesuffix("_info")] = fn()
+            for key, fn in (("memory", extras.memory_info), ("kernel", extras.kernel_info)):
+                if fn is not None:
+                    row[key] = fn()
         rows.append(row)
     return rows
 

@@ -37,6 +37,7 @@ def test_info_json(monkeypatch: pytest.MonkeyPatch) -> None:
     assert any(p["distribution"] == "mlcore-strict" for p in report["plugins"])
 
 
+@pytest.mark.slow
 def test_unknown_backend_exits_nonzero_with_list() -> None:
     env = {"MLCORE_BACKEND": "nope", "PATH": ""}
     out = subprocess.run([sys.executable, "-m", "mlcore", "info"], capture_output=True,
@@ -53,6 +54,7 @@ def test_plugins_command() -> None:
     assert {"numpy", "strict", "mlcore.activations"} <= {r["name"] for r in rows}
 
 
+@pytest.mark.slow
 def test_closed_pipe_ends_quietly_with_exit_0() -> None:
     """``mlcore info | head -1``: the reader is gone before mlcore writes (as git log | head)."""
     proc = subprocess.Popen([sys.executable, "-m", "mlcore", "info"], stdout=subprocess.PIPE,

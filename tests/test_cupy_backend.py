@@ -298,6 +298,7 @@ def test_distribution_builds_with_cuda_extras_and_entry_point(tmp_path: Path) ->
     assert "cupy" in {ep.name for ep in md.entry_points(group="mlcore")}  # installed here too
 
 
+@pytest.mark.slow
 def test_backend_tests_skip_with_the_reason_here() -> None:
     """On a machine without a GPU, the cupy-parametrised tests skip and say why."""
     b = registry().backends["cupy"]
@@ -314,6 +315,9 @@ def test_backend_tests_skip_with_the_reason_here() -> None:
 
 
 # -- on a real GPU -----------------------------------------------------------------------
+on_gpu = pytest.mark.needs_backend("cupy")  # without one: reported with cupy's other tests
+
+
 @pytest.fixture
 def gpu() -> Any:
     """The installed cupy backend when a GPU is usable; else skip with its reason."""
@@ -324,7 +328,7 @@ def gpu() -> Any:
 
 
 def _device_count(gpu: Any) -> int:
-    return int(gpu._cupy.cuda.runtime.getDeviceCount())
+    return int(gpu.lib.cuda.runtime.getDeviceCount())
 
 
 @pytest.fixture
@@ -334,6 +338,7 @@ def two_gpus(gpu: Any) -> Any:
     return gpu
 
 
+@on_gpu
 def test_gpu_arrays_live_on_the_backend_device(gpu: Any) -> None:
     xp = gpu.xp
     x = gpu.asarray([[1.0, 2.0]], dtype=xp.float32)
@@ -341,11 +346,12 @@ def test_gpu_arrays_live_on_the_backend_device(gpu: Any) -> None:
     assert gpu.owns(x) and gpu.owns(w) and not gpu.owns(np.zeros(1))
     assert x.device == gpu.device and w.device == gpu.device
     with device_scope(x, w) as dev:
-        assert dev == gpu.device and gpu._cupy.cuda.Device().id == gpu.device_id
+        assert dev == gpu.device and gpu.lib.cuda.Device().id == gpu.device_id
         z = xp.zeros((2,), dtype=xp.float32, device=dev)
         assert z.device == gpu.device and (x @ w.T).device == gpu.device
 
 
+@on_gpu
 def test_gpu_core_activation_stays_on_device(gpu: Any) -> None:
     x = gpu.asarray([[-1.0, 0.5]], dtype=gpu.xp.float32)
     fn = mlcore.activation("relu")
@@ -356,6 +362,7 @@ def test_gpu_core_activation_stays_on_device(gpu: Any) -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@on_gpu
 def test_gpu_rng_equals_numpy(gpu: Any, dtype: str) -> None:
     ref = mlcore.get_backend("numpy")
     for draw in (lambda r, d: r.normal(0.0, 0.05, (64, 33), d),
@@ -365,6 +372,7 @@ def test_gpu_rng_equals_numpy(gpu: Any, dtype: str) -> None:
         np.testing.assert_array_equal(got, ref.to_numpy(draw(ref.rng(123), np.dtype(dtype))))
 
 
+@on_gpu
 def test_gpu_to_numpy_is_a_host_copy(gpu: Any) -> None:
     x = gpu.asarray([1.0, 2.0, 3.0])
     host = gpu.to_numpy(x)
@@ -373,15 +381,17 @@ def test_gpu_to_numpy_is_a_host_copy(gpu: Any) -> None:
     np.testing.assert_array_equal(gpu.to_numpy(x), [1.0, 2.0, 3.0])
 
 
+@on_gpu
 def test_gpu_synchronize_waits_for_queued_work(gpu: Any) -> None:
     with gpu.device:
         a = gpu.rng(0).normal(0.0, 1.0, (2048, 2048), gpu.xp.float32)
         for _ in range(4):
             a = a @ a / 2048.0
         gpu.synchronize()
-        assert gpu._cupy.cuda.get_current_stream().done
+        assert gpu.lib.cuda.get_current_stream().done
 
 
+@on_gpu
 def test_gpu_memory_pool_is_reported(gpu: Any) -> None:
     before = gpu.memory_stats()["pool_used_bytes"]
     x = gpu.asarray(np.zeros((1024, 1024), dtype=np.float32))  # 4 MiB
@@ -394,11 +404,13 @@ def test_gpu_memory_pool_is_reported(gpu: Any) -> None:
     assert "memory pool used" in rows["cupy"]["memory"]
 
 
+@on_gpu
 def test_gpu_get_backend_with_device(gpu: Any) -> None:
     b = mlcore.get_backend("cupy", device=f"cuda:{gpu.device_id}")
     assert b.device == gpu.device and b.asarray([1.0]).device == gpu.device
 
 
+@on_gpu
 def test_gpu_mixed_devices_raise(two_gpus: Any) -> None:
     x0 = two_gpus.on_device(0).asarray([1.0])
     x1 = two_gpus.on_device(1).asarray([1.0])
@@ -408,6 +420,7 @@ def test_gpu_mixed_devices_raise(two_gpus: Any) -> None:
         pass
 
 
+@on_gpu
 def test_gpu_second_device_keeps_results_there(two_gpus: Any) -> None:
     b1 = two_gpus.on_device(1)
     x = b1.asarray([[-1.0, 2.0]], dtype=b1.xp.float32)

@@ -45,10 +45,12 @@ def test_hand_wired_network_of_figure_1_7_is_xor(backend: Any) -> None:
 
 
 @pytest.mark.parametrize("gate", ["XOR", "XNOR"])
+@pytest.mark.slow
 def test_one_hidden_layer_learns_xor_and_xnor(backend: Any, gate: str) -> None:
     assert len(demo.xor_seed_successes(gate, range(10))) >= 9
 
 
+@pytest.mark.slow
 def test_digits_reach_97_percent(backend: Any) -> None:
     pytest.importorskip("sklearn")
     result = demo.digits(verbose=False)

@@ -358,6 +358,7 @@ def test_an_uncaught_exception_after_init_ends_the_job(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("missing", [1, 0])
+@pytest.mark.slow
 def test_a_process_that_never_reaches_fit_ends_the_job_naming_it(missing: int,
                                                                  tmp_path: Path) -> None:
     began = time.monotonic()
@@ -398,6 +399,7 @@ def test_processes_that_disagree_are_stopped_before_the_first_step(tmp_path: Pat
         assert "parameter dtype is 'float32' on rank 0 but 'float64' on rank 1" in got["dtype"]
 
 
+@pytest.mark.slow
 def test_launch_trains_the_digits_example_with_identical_weights() -> None:
     pytest.importorskip("sklearn")
     mpiexec = _mpiexec()

@@ -17,6 +17,7 @@ def _blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", text[start:], re.S)
 
 
+@pytest.mark.slow
 def test_the_optimiser_section_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """Once: its kit call checks every installed backend itself."""
     blocks = _blocks()

@@ -23,6 +23,7 @@ def _blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", text[start:end], re.S)
 
 
+@pytest.mark.slow
 def test_the_toolkit_section_runs(backend: Any, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     namespace: dict[str, Any] = {}

@@ -116,6 +116,7 @@ def test_a_plugin_registers_an_optimiser(make_dist: Any) -> None:
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+@pytest.mark.slow
 def test_builtin_optimisers_pass_the_kit(name: str) -> None:
     from mlcore.testing import check_optimizer
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from packaging.requirements import Requirement
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -153,6 +154,7 @@ def _build(tmp: pathlib.Path) -> tuple[Env, pathlib.Path]:
     return env, src["template"]
 
 
+@pytest.mark.slow
 def test_plugin_wheels_in_a_fresh_venv(tmp_path: pathlib.Path) -> None:
     """One test, run in order: built and installed, listed, working on numpy and strict,
     taken away by the controls, their own tests passing with the kit, then uninstalled."""

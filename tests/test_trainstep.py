@@ -150,6 +150,7 @@ def test_a_failing_compile_plugin_warns_and_trains_eagerly(backend: Any) -> None
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(("name", "kw"), OPTIMIZERS[1:3], ids=lambda v: str(v))
+@pytest.mark.slow
 def test_jax_jit_step_equals_eager(dtype: str, name: str, kw: dict[str, Any]) -> None:
     pytest.importorskip("jax")
     b = mlcore.get_backend("jax")
@@ -261,6 +262,7 @@ def test_a_compiled_step_follows_changed_hyperparameters(backend: Any, identity:
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_jax_fit_compiled_equals_eager() -> None:
     """The real jax.jit step in fit: the same history and weights as JAX's eager fit."""
     pytest.importorskip("jax")

@@ -109,7 +109,7 @@ def _mlcore(backend: Any, case: Any, mode: str) -> Variant:
             p.value = a  # the eager SGD step updates these in place
         return tuple(p.value for p in params), state, eager(Xb, yb)
 
-    compiled = GraphStep(step, backend._cupy)
+    compiled = GraphStep(step, backend.lib)
 
     def run() -> Any:
         with backend.device:
@@ -153,7 +153,7 @@ def _check(variants: list[Variant]) -> dict[str, float]:
 def _events(backend: Any) -> tuple[Any, Any]:
     if backend.name != "cupy":
         return None, None
-    cupy = backend._cupy
+    cupy = backend.lib
     return cupy.cuda.Event(), cupy.cuda.Event()
 
 
@@ -173,7 +173,7 @@ def _time(v: Variant, steps: int, backend: Any) -> float:
             v.fn()
         stop.record()
         stop.synchronize()
-    return backend._cupy.cuda.get_elapsed_time(start, stop) / 1e3 / steps
+    return backend.lib.cuda.get_elapsed_time(start, stop) / 1e3 / steps
 
 
 def _launches(v: Variant, steps: int) -> dict[str, Any]:

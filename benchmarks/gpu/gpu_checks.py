@@ -102,7 +102,7 @@ def environment(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
                            "mlcore": mlcore.__version__, "backend": backend.name,
                            "device": str(backend.device), "ok": True}
     if backend.name == "cupy":
-        cupy = backend._cupy
+        cupy = backend.lib
         rt = cupy.cuda.runtime
         env |= {"cupy": cupy.__version__, "cuda_runtime": rt.runtimeGetVersion(),
                 "cuda_driver": rt.driverGetVersion(), "gpu": backend._device_name(),
@@ -227,7 +227,7 @@ def gemm_peak(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
         import os
 
         with backend.device:
-            out["cupy_tflops"] = _cupy_matmul_tflops(backend._cupy, n, reps)
+            out["cupy_tflops"] = _cupy_matmul_tflops(backend.lib, n, reps)
         out["cupy_tf32"] = os.environ.get("CUPY_TF32", "0")
     try:
         torch, dev = _torch(backend)

@@ -40,9 +40,10 @@ def is_gpu(name: str) -> bool:
 def is_conformance(name: str) -> bool:
     """Whether backend ``name`` declares itself a conformance backend (``strict``): correct
     by construction and slow by design, never recommended for production."""
+    from mlcore.backend import optional_members
     from mlcore.plugins import registry
 
-    return bool(getattr(registry().backends.get(name), "conformance", False))
+    return optional_members(registry().backends.get(name)).conformance
 
 
 def _need(*names: str) -> None:

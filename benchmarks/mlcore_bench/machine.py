@@ -83,13 +83,14 @@ def backend_kernels() -> dict[str, str]:
     """Each available backend's ``kernel_info()`` line (NumPy: whether BLAS serves the
     SGD update), so a report says which code paths it timed."""
     try:
+        from mlcore.backend import optional_members
         from mlcore.plugins import registry
     except ImportError:
         return {}
     out = {}
     for name, b in sorted(registry().backends.items()):
-        fn = getattr(b, "kernel_info", None)
-        if callable(fn) and b.is_available():
+        fn = optional_members(b).kernel_info
+        if fn is not None and b.is_available():
             out[name] = str(fn())
     return out
 

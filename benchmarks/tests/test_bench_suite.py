@@ -36,6 +36,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.slow
 def test_bench_json_records_machine_and_competitors(quick_report: dict[str, Any]) -> None:
     m = quick_report["machine"]
     for key in ("cpu", "cpu_count", "python", "versions", "thread_pools", "commit", "dirty"):

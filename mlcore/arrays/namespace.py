@@ -14,7 +14,7 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from ..backend import backend_of
+from ..backend import backend_of, optional_members
 from ..errors import (
     BackendMismatchError,
     DeviceMismatchError,
@@ -133,8 +133,8 @@ def enters_device(device: Any) -> bool:
 def _declared(device: Any) -> bool:
 
     for b in registry().backends.values():
-        ask = getattr(b, "enters_device", None)
-        if callable(ask) and ask(device):
+        ask = optional_members(b).enters_device
+        if ask is not None and ask(device):
             return True
     return False
 
@@ -168,7 +168,7 @@ def writes_in_place(x: Any) -> bool:
     if known is None:
 
         owner = backend_of(x)
-        known = _INPLACE[kind] = bool(getattr(owner, "inplace", False))
+        known = _INPLACE[kind] = owner is not None and optional_members(owner).inplace
     return known
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import Backend, get_backend
+from ..backend import Backend, get_backend, optional_members
 from ..errors import DistributedError
 from ._world import World, arrive, timeout_seconds, world
 
@@ -142,7 +142,7 @@ def communicator(backend: Backend | str | None = None) -> Communicator:
     job = world()
     key = (backend.name, str(backend.device))
     if key not in _CACHE:
-        special = getattr(backend, "communicator", None)
-        own = special(job) if callable(special) and job.size > 1 else None
+        special = optional_members(backend).communicator
+        own = special(job) if special is not None and job.size > 1 else None
         _CACHE[key] = own if own is not None else Communicator(backend, job)
     return _CACHE[key]

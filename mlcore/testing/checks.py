@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..backend import Backend
+from ..backend import Backend, optional_members
 from ..hookspecs import ActivationFn, LossFn
 from .case import Case, takes
 from .case import Context as _Ctx
@@ -293,7 +293,7 @@ def _mismatched(np: Any, target: Any) -> Iterator[Any]:
 def _shape_errors(backend: Any) -> tuple[type[BaseException], ...]:
     """ValueError, and what the backend's library raises for mismatched shapes (the optional
     Backend member ``shape_errors``: torch raises RuntimeError)."""
-    return (ValueError, *getattr(backend, "shape_errors", ()))
+    return (ValueError, *optional_members(backend).shape_errors)
 
 
 def _raises_value_error(method: Callable[..., Any], pred: Any, target: Any, what: str,

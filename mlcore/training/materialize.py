@@ -16,14 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..backend import optional_members
+
 __all__ = ["settler"]
 
 
 def settler(backend: Any, params: Sequence[Any], opt: Any) -> Callable[[], None] | None:
     """A function materialising ``params`` and ``opt``'s state through ``backend``, or None
     when the backend does not declare ``materialize``."""
-    materialize = getattr(backend, "materialize", None)
-    if not callable(materialize):
+    materialize = optional_members(backend).materialize
+    if materialize is None:
         return None
     n = len(params)
     rule_based = getattr(opt, "has_rule", False)

@@ -216,4 +216,4 @@ def compile_step(backend: Any, step: Step) -> GraphStep | None:
     disabled (``MLCORE_CUPY_GRAPH=0``) or ``backend`` is not this one."""
     if getattr(backend, "name", None) != "cupy" or disabled_reason():
         return None
-    return GraphStep(step, backend._cupy)
+    return GraphStep(step, backend.lib)

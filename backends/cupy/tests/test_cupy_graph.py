@@ -202,7 +202,7 @@ def test_a_step_returning_the_wrong_structure_is_refused(cupy: FakeCupy) -> None
 
 def test_compile_step_answers_for_cupy_unless_disabled(cupy: FakeCupy,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    backend = types.SimpleNamespace(name="cupy", _cupy=cupy)
+    backend = types.SimpleNamespace(name="cupy", lib=cupy)
     assert isinstance(compile_step(backend, adam_step(None)), GraphStep)
     assert compile_step(types.SimpleNamespace(name="numpy"), adam_step(None)) is None
     monkeypatch.setenv("MLCORE_CUPY_GRAPH", "0")

@@ -26,6 +26,8 @@ import mlcore
 from mlcore.plugins import registry
 from mlcore.training.fit import make_train_step
 
+pytestmark = pytest.mark.needs_backend("cupy")
+
 
 @pytest.fixture
 def cp() -> Any:
@@ -33,7 +35,7 @@ def cp() -> Any:
     if not b.is_available():
         pytest.skip(f"cupy unavailable: {b.unavailable_reason()}")
     with b.device:
-        yield b._cupy
+        yield b.lib
 
 
 def _tensors(cp: Any, dtype: Any, names: str) -> list[dict[str, Any]]:

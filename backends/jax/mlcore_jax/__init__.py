@@ -1,45 +1,27 @@
-"""mlcore's JAX backend: the same core on immutable JAX arrays, the training step compiled.
+"""mlcore's JAX backend: the same core on immutable JAX arrays, the training step compiled,
+on the backend kit (:mod:`mlcore_numpy.kit`: JAX imported lazily, unavailable with the
+reason where JAX or the device is missing; the same seed gives NumPy's weights).
 
-Importing this module never imports JAX, so the backend loads (and says why it cannot run)
-where JAX is missing. *Available* means JAX imports **and** the chosen device exists.
-
-Devices are JAX's: ``cpu``, ``gpu`` / ``cuda``, ``tpu``, each optionally ``:N``, from the
-``device=`` argument, else ``MLCORE_DEVICE``, else JAX's default device (its first one).
-Arrays are placed with an explicit device, so the core is never asked to enter one.
-
-JAX arrays are immutable. The core writes in place only on backends that declare it
-(``inplace = True``: NumPy, CuPy); here every update builds a new array, and a whole
-training step is compiled by :func:`mlcore_compile_step` with ``jax.jit``, donating the old
-parameters and optimiser state so XLA may reuse their buffers. A donated array is deleted:
-keep no reference to a parameter's old ``value`` across a compiled step (``state_dict()``
-returns the current arrays; call it again after training).
-
-float64 needs JAX's 64-bit mode (``JAX_ENABLE_X64=1``, or
-``jax.config.update("jax_enable_x64", True)`` before the first array); without it asking
-for float64 raises instead of silently computing in float32. Host float64 data converted
-with ``dtype=None`` becomes float32 (and int64 becomes int32), as in JAX itself.
-
-Random numbers are drawn on the host with NumPy's PCG64 (:class:`mlcore_numpy.HostRandom`)
-and copied to the device, so the same seed gives the same initial weights as on NumPy.
+Devices: ``cpu``, ``gpu`` / ``cuda``, ``tpu``, each optionally ``:N``, else JAX's default.
+JAX arrays are immutable (``inplace = False``); a whole training step is compiled with
+``jax.jit`` (:meth:`JaxBackend.compile_step`), donating the old parameters and optimiser
+state: keep no reference to a parameter's old ``value`` across a compiled step. float64
+needs JAX's 64-bit mode (``JAX_ENABLE_X64=1``): asking for it without raises instead of
+silently computing in float32; host float64 data with ``dtype=None`` becomes float32.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 from collections.abc import Callable
-from functools import cached_property
 from typing import Any
 
 import numpy as np
-import pluggy
 from mlcore_numpy import LibraryBackend
 
 __all__ = ["JaxBackend", "mlcore_backends", "mlcore_compile_step", "parse_device"]
 __version__ = "0.1.0"
 
-hookimpl = pluggy.HookimplMarker("mlcore")
-
-INSTALL_HINT = "pip install 'mlcore-jax[jax]' (or pip install jax)"
 _PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 
 
@@ -50,7 +32,8 @@ def parse_device(spec: object, source: str = "device") -> tuple[str, int] | None
         return None
     platform = getattr(spec, "platform", None)
     if isinstance(platform, str) and isinstance(getattr(spec, "id", None), int):
-        return _PLATFORMS.get(platform, platform), _index_on_platform(spec)
+        jax = importlib.import_module("jax")  # a jax.Device: JAX is imported already
+        return _PLATFORMS.get(platform, platform), list(jax.devices(platform)).index(spec)
     text = str(spec).strip().lower()
     if not text:
         return None
@@ -62,69 +45,52 @@ def parse_device(spec: object, source: str = "device") -> tuple[str, int] | None
         f"'tpu', optionally with ':N' for the N-th device, for example {source}=cpu.")
 
 
-def _index_on_platform(device: Any) -> int:
-    import jax
-
-    return list(jax.devices(device.platform)).index(device)
-
-
 class JaxBackend(LibraryBackend):
-    """Arrays are ``jax.Array`` on one device; ``xp`` is ``jax.numpy`` (Array API standard).
+    """Arrays are ``jax.Array`` on one device; ``xp`` is ``jax.numpy`` (Array API standard)."""
 
-    ``device`` is ``None`` (``MLCORE_DEVICE``, read when needed, else JAX's default device),
-    ``"cpu"``, ``"gpu:N"`` / ``"cuda:N"``, ``"tpu:N"`` or a ``jax.Device``.
-    """
-
-    name = "jax"
-    inplace = False  # JAX arrays are immutable: the core never writes into them
-    library, array_type, label, install_hint = "jax", "Array", "JAX", INSTALL_HINT
+    name, library, array_type, namespace, label = "jax", "jax", "Array", "jax.numpy", "JAX"
+    install_hint = "pip install 'mlcore-jax[jax]' (or pip install jax)"
     import_names = ("jax", "jaxlib")
+    inplace = False  # JAX arrays are immutable: the core never writes into them
     shape_errors = (TypeError,)  # what JAX raises for shapes that do not broadcast
     parse_device = staticmethod(parse_device)
 
-
-    # -- what JAX is, loaded lazily -----------------------------------------------------
-    @cached_property
-    def _jax(self) -> Any:
-        import jax
-
-        return jax
-
-    @cached_property
-    def xp(self) -> Any:
-        """``jax.numpy``, which implements the Array API standard (imports JAX)."""
-        import jax.numpy as jnp
-
-        return jnp
-
-    # -- devices ------------------------------------------------------------------------
-    def _wanted(self) -> tuple[tuple[str, int] | None, str]:
-        if self._device_spec is not None:
-            return parse_device(self._device_spec), "device"
-        env = os.environ.get("MLCORE_DEVICE")
-        return parse_device(env, "MLCORE_DEVICE"), "MLCORE_DEVICE"
-
-    @property
-    def device(self) -> Any:
+    def make_device(self, wanted: tuple[str, int] | None) -> Any:
         """The ``jax.Device`` arrays are placed on."""
-        wanted, _ = self._wanted()
+        return self.lib.devices()[0] if wanted is None else self.lib.devices(wanted[0])[wanted[1]]
+
+    def device_text(self, wanted: tuple[str, int] | None) -> str | None:
+        return None if wanted is None else f"{wanted[0]}:{wanted[1]}"
+
+    def device_problem(self, wanted: tuple[str, int] | None, where: str) -> str:
         if wanted is None:
-            return self._jax.devices()[0]
-        return self._jax.devices(wanted[0])[wanted[1]]
+            return ""
+        platform, index = wanted
+        try:
+            count = len(self.lib.devices(platform))
+        except RuntimeError as exc:
+            return f"{where} asks for {platform}:{index} but JAX has no {platform} ({exc})."
+        if index >= count:
+            return (f"{where} asks for {platform}:{index} but JAX sees only {count} "
+                    f"{platform} device(s).")
+        return ""
 
     @property
     def x64(self) -> bool:
         """Whether JAX's 64-bit mode is on (float64 and int64 arrays exist)."""
-        return bool(self._jax.config.read("jax_enable_x64"))
+        return bool(self.lib.config.read("jax_enable_x64"))
 
-    # -- arrays -------------------------------------------------------------------------
+    def compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        """``step`` compiled with ``jax.jit``, donating the parameters and state (0, 1)."""
+        return self.lib.jit(step, donate_argnums=(0, 1))  # type: ignore[no-any-return]
+
     def asarray(self, obj: Any, dtype: Any = None) -> Any:
         """``obj`` as a JAX array on this backend's device (host data is always copied).
 
         A JAX array on another device is moved here: calling ``asarray`` is the explicit
         transfer, the core never does it. ``dtype=float64`` without 64-bit mode raises.
         """
-        jax = self._jax
+        jax = self.lib
         if dtype is not None:
             self._check_dtype(dtype)
         if isinstance(obj, jax.Array):
@@ -146,38 +112,14 @@ class JaxBackend(LibraryBackend):
             f"jax.config.update('jax_enable_x64', True) before creating any array), or use "
             f"dtype='float32'.")
 
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """A host NumPy copy of ``x`` in C order; waits for the work that produces ``x``."""
-        return np.array(x, copy=True, order="C")
-
     def synchronize(self) -> None:
         """Wait until every live JAX array is computed (JAX dispatches asynchronously, eager
         operations and compiled steps alike; arrays already computed cost about a µs)."""
-        jax = self._jax
-        jax.block_until_ready(jax.live_arrays())
-
-    # -- availability -------------------------------------------------------------------
-    def device_reason(self) -> str:
-        """"" when the chosen device exists here (JAX imports), else why not."""
-        try:
-            wanted, where = self._wanted()
-        except ValueError as exc:
-            return str(exc)
-        if wanted is None:
-            return ""
-        platform, index = wanted
-        try:
-            count = len(self._jax.devices(platform))
-        except RuntimeError as exc:
-            return f"{where} asks for {platform}:{index} but JAX has no {platform} ({exc})."
-        if index >= count:
-            return (f"{where} asks for {platform}:{index} but JAX sees only {count} "
-                    f"{platform} device(s).")
-        return ""
+        self.lib.block_until_ready(self.lib.live_arrays())
 
     def kernel_info(self) -> str:
         """One line for ``mlcore info``: JAX's version, 64-bit mode and step compilation."""
-        jax = self._jax
+        jax = self.lib
         return (f"jax {jax.__version__} ({jax.default_backend()}), 64-bit mode "
                 f"{'on' if self.x64 else 'off'}; training step compiled with jax.jit")
 
@@ -188,14 +130,5 @@ def _narrow(dtype: np.dtype[Any]) -> Any:
         if dtype.itemsize == 8 else dtype
 
 
-@hookimpl
-def mlcore_backends() -> list[JaxBackend]:
-    return [JaxBackend()]
-
-
-@hookimpl
-def mlcore_compile_step(backend: Any, step: Callable[..., Any]) -> Callable[..., Any] | None:
-    """``step`` compiled with ``jax.jit``, donating the parameters and state (arguments 0, 1)."""
-    if not isinstance(backend, JaxBackend):
-        return None
-    return backend._jax.jit(step, donate_argnums=(0, 1))  # type: ignore[no-any-return]
+mlcore_backends = JaxBackend.backends_hook()
+mlcore_compile_step = JaxBackend.compile_step_hook()

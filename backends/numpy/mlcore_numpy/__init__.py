@@ -2,9 +2,10 @@
 
 Registered through the ``mlcore`` entry-point group exactly as a third-party backend would
 be. It does not import mlcore: pluggy matches the hook marker by project name.
-:class:`HostRandom` is reused by the other first-party backends so that the same seed gives
-the same numbers everywhere; :class:`~mlcore_numpy.library.LibraryBackend` is what the torch
-and JAX backends share.
+:mod:`mlcore_numpy.kit` is the backend kit every backend may build on (this package is
+always installed with mlcore): :class:`BackendBase` (the optional members with their
+defaults, the hooks, :class:`HostRandom`, so that the same seed gives the same numbers
+everywhere) and :class:`LibraryBackend`, what the torch, JAX and CuPy backends share.
 """
 
 from __future__ import annotations
@@ -16,54 +17,19 @@ from typing import Any
 import array_api_compat
 import array_api_compat.numpy as xp_numpy
 import numpy as np
-import pluggy
 
-__all__ = ["NumpyBackend", "HostBackend", "HostRandom", "LibraryBackend", "mlcore_backends",
-           "mlcore_kernel"]
+from .kit import BackendBase, HostRandom, LibraryBackend, hookimpl
+
+__all__ = ["BackendBase", "NumpyBackend", "HostBackend", "HostRandom", "LibraryBackend",
+           "mlcore_backends", "mlcore_kernel"]
 __version__ = "0.1.0"
 
-hookimpl = pluggy.HookimplMarker("mlcore")
 
 
-class HostRandom:
-    """Seeded random numbers drawn on the host with NumPy's PCG64, then converted.
-
-    ``convert(ndarray, dtype)`` turns the host array into the backend's array, so every
-    first-party backend gives the same numbers for the same seed.
-    """
-
-    def __init__(self, seed: int | None, convert: Callable[[np.ndarray, Any], Any]) -> None:
-        self._gen = np.random.default_rng(seed)
-        self._convert = convert
-
-    def uniform(self, low: float, high: float, shape: tuple[int, ...], dtype: Any) -> Any:
-        return self._convert(self._gen.uniform(low, high, shape), dtype)
-
-    def normal(self, mean: float, std: float, shape: tuple[int, ...], dtype: Any) -> Any:
-        return self._convert(self._gen.normal(mean, std, shape), dtype)
-
-    def permutation(self, n: int) -> Any:
-        return self._convert(self._gen.permutation(n), None)
-
-
-class HostBackend:
+class HostBackend(BackendBase):
     """What a backend whose arrays live in host memory shares: nothing to wait for, always
-    available, numbers drawn by :class:`HostRandom` and converted by ``self.asarray``."""
-
-    def asarray(self, obj: Any, dtype: Any = None) -> Any:
-        raise NotImplementedError
-
-    def synchronize(self) -> None:
-        """Nothing to wait for on the CPU."""
-
-    def rng(self, seed: int | None = None) -> HostRandom:
-        return HostRandom(seed, self.asarray)
-
-    def is_available(self) -> bool:
-        return True
-
-    def unavailable_reason(self) -> str:
-        return ""
+    available, numbers drawn by :class:`HostRandom` and converted by ``self.asarray`` (all
+    of it :class:`~mlcore_numpy.kit.BackendBase`'s defaults)."""
 
 
 class NumpyBackend(HostBackend):
@@ -76,9 +42,6 @@ class NumpyBackend(HostBackend):
 
     def asarray(self, obj: Any, dtype: Any = None) -> Any:
         return np.asarray(obj, dtype=dtype)
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        return np.array(x, copy=True, order="C")  # C order, whatever the layout of x
 
     def owns(self, x: Any) -> bool:
         return array_api_compat.is_numpy_array(x)
@@ -100,9 +63,7 @@ class NumpyBackend(HostBackend):
         return f"<mlcore backend numpy {np.__version__}>"
 
 
-@hookimpl
-def mlcore_backends() -> list[NumpyBackend]:
-    return [NumpyBackend()]
+mlcore_backends = NumpyBackend.backends_hook()
 
 
 @hookimpl
@@ -112,5 +73,3 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
 
     return kernel(name, xp)
 
-
-from .library import LibraryBackend  # noqa: E402 - it uses HostRandom, defined above

@@ -1,41 +1,49 @@
-"""A template mlcore backend: the whole contract in one small module.
+"""A template mlcore backend on the backend kit: the whole contract in one small module.
 
-Copy this folder, then replace NumPy by your array library in the three places marked
-``# your library``. mlcore finds the backend through the ``mlcore`` entry point in
-pyproject.toml; this module does not import mlcore (hook markers are matched by the project
-name), and it imports the array library only when an array is first needed, so
-``mlcore info`` can say why the backend cannot run where the library is missing.
+Copy this folder, then replace NumPy by your array library where it says ``# your
+library``. mlcore finds the backend through the ``mlcore`` entry point in pyproject.toml.
+This module does not import mlcore (hook markers are matched by the project name), and the
+kit (:class:`mlcore_numpy.kit.LibraryBackend`) imports the array library only when an array
+is first needed, so ``mlcore info`` can say why the backend cannot run where it is missing.
+
+The kit gives you: ``lib`` and ``xp`` (imported on first use), ``owns``,
+``is_available`` / ``unavailable_reason`` (the import, with ``install_hint``, then the
+device), the one reader of ``device=`` / ``MLCORE_DEVICE``, ``on_device``, ``rng`` (NumPy's
+PCG64 on the host: the same seed gives the same weights as every first-party backend),
+``to_numpy``, pickling, ``repr``, the optional members with mlcore's defaults, and the
+hooks. You write what is your library's own.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 import numpy as np
-import pluggy
-from mlcore_numpy import HostRandom
+from mlcore_numpy.kit import LibraryBackend, hookimpl
 
-__all__ = ["TemplateBackend", "mlcore_backends"]
-
-hookimpl = pluggy.HookimplMarker("mlcore")
+__all__ = ["TemplateBackend", "hookimpl", "mlcore_backends"]
 
 
-class TemplateBackend:
+class TemplateBackend(LibraryBackend):
     """Arrays of the library, on its one device."""
 
     name = "template"  # what MLCORE_BACKEND=template selects: lower case, as the entry point
+    library, array_type = "numpy", "ndarray"  # your library's module and array class
+    namespace = "array_api_compat.numpy"  # your library's Array API namespace module
+    label, install_hint = "NumPy", "pip install numpy"  # your library, and how to install it
+    default_device = "cpu"
     inplace = True  # the core may write into these arrays (say False for immutable arrays)
 
-    @cached_property
-    def xp(self) -> Any:
-        """The library's Array API namespace, imported on first use."""
-        import array_api_compat.numpy as xp  # your library (array_api_compat.<lib>, or its own)
+    @staticmethod
+    def parse_device(spec: object, source: str = "device") -> str:
+        """The device ``spec`` names (None or "": the default), or ValueError saying what
+        ``source`` (``"device"``, ``"MLCORE_DEVICE"``) accepts."""
+        if spec is None or str(spec).strip().lower() in ("", "cpu"):
+            return "cpu"
+        raise ValueError(f"{source}={spec!r} is not a device of the template backend: "
+                         f"expected 'cpu', for example {source}=cpu.")
 
-        return xp
-
-    @property
-    def device(self) -> Any:
+    def make_device(self, wanted: str) -> Any:
         """The device arrays are created on: whatever ``array_api_compat.device(x)`` returns
         for this library's arrays (a string, or the library's device object)."""
         return "cpu"  # your library
@@ -48,38 +56,6 @@ class TemplateBackend:
         """
         return self.xp.asarray(np.asarray(obj), dtype=dtype)  # your library
 
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """A C-ordered NumPy *copy* (the caller may edit it)."""
-        return np.array(x, copy=True, order="C")
 
-    def synchronize(self) -> None:
-        """Wait for queued work (nothing to wait for on a synchronous CPU library)."""
-
-    def rng(self, seed: int | None = None) -> HostRandom:
-        """NumPy's PCG64 on the host, converted with asarray: the same seed gives the same
-        initial weights as on every first-party backend."""
-        return HostRandom(seed, self.asarray)
-
-    def is_available(self) -> bool:
-        return self.unavailable_reason() == ""
-
-    def unavailable_reason(self) -> str:
-        """Why the backend cannot run here ("" when it can); never raise."""
-        try:
-            self.xp  # noqa: B018 - importing is the test
-        except ImportError as exc:
-            return f"the array library is not installed ({exc}); pip install it."
-        return ""
-
-    def owns(self, x: Any) -> bool:
-        """Whether ``x`` is this library's array (check without importing the library)."""
-        return type(x) is np.ndarray  # your library
-
-    def __repr__(self) -> str:
-        return "<mlcore backend template>"
-
-
-@hookimpl
-def mlcore_backends() -> list[TemplateBackend]:
-    """Called once, when mlcore first needs a backend; cheap, never failing."""
-    return [TemplateBackend()]
+#: Called once, when mlcore first needs a backend: one TemplateBackend on its default device.
+mlcore_backends = TemplateBackend.backends_hook()

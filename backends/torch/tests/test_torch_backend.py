@@ -31,7 +31,7 @@ def test_bad_device_names_the_argument() -> None:
 def test_mlcore_device_is_read_when_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     b = TorchBackend()
     monkeypatch.setenv("MLCORE_DEVICE", "cuda:1")
-    assert b.device_name == "cuda:1"
+    assert b.wanted_device() == ("cuda:1", "MLCORE_DEVICE")
     monkeypatch.setenv("MLCORE_DEVICE", "nonsense")
     assert "MLCORE_DEVICE='nonsense' is not a torch device" in b.unavailable_reason()
     monkeypatch.delenv("MLCORE_DEVICE")
