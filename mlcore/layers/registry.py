@@ -65,7 +65,7 @@ def layer_from_config(cfg: Any) -> Layer:
     try:
         if build is not None:
             return build(cfg)
-        return cls.from_config(cfg)  # type: ignore[no-any-return]
+        return cls.from_config(cfg)  # type: ignore[no-any-return, union-attr]
     except (KeyError, TypeError, ValueError, MlcoreError) as exc:
         raise ModelFileError(f"Malformed {kind} entry in the model file: {exc}.",
                              cfg) from exc
