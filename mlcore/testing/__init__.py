@@ -90,10 +90,10 @@ class BoundCase:
 
     def run(self) -> None:
         """Run the check; raise ``AssertionError`` describing any failure."""
+        import pytest
+
         reason = self.case.skip.get(self.check)
         if reason:
-            import pytest
-
             pytest.skip(reason)
         try:
             run(self.case, _backend(self.backend), self.check)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backend import Backend, use_backend
+from ..backend import Backend, get_backend, use_backend
 from ..layers.core import Dense
 from ..layers.registry import layer_class, layer_from_config
 from ..models.sequential import Sequential
@@ -327,8 +327,6 @@ def _compiled(ctx: _Ctx) -> None:
 
 
 def _seeds(ctx: _Ctx) -> None:
-    from ..backend import get_backend
-
     ref = get_backend("numpy")
     dt = ctx.dtypes()[-1]
     outputs = []
@@ -397,8 +395,6 @@ class LayerCase:
 
     def run(self) -> None:
         import pytest
-
-        from ..backend import get_backend
 
         run_layer_check(self.factory, get_backend(self.backend), self.check, self.params,
                         self.inputs, self.tol, _label(self.factory), skip=pytest.skip)
