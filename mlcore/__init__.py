@@ -5,7 +5,7 @@ This module is the table of contents: one import per public name.
 
 from __future__ import annotations
 
-from . import callbacks, data, schedules
+from . import callbacks, data, plugin, schedules
 from .activations import activation, activation_names
 from .backend import Backend, BackendChoice, backend_choice, backend_names, get_backend, use_backend
 from .errors import (
@@ -85,6 +85,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "callbacks",
+    "plugin",
     "schedules",
     "data",
     # errors

@@ -16,9 +16,9 @@ from typing import Any
 from .arrays import numerics as nm
 from .arrays.loss_checks import number_param
 from .arrays.namespace import check_floating, namespace
+from .bases import ActivationBase
 from .errors import InvalidParameterError, ShapeError
 from .hookspecs import ActivationFn, hookimpl
-from .plugin import ActivationBase
 from .plugins import make, registry
 
 __all__ = [

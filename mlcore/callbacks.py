@@ -24,6 +24,7 @@ from .arrays.checks import integer, is_real, real
 from .arrays.namespace import namespace
 from .errors import InvalidParameterError
 from .saving.checkpoint import save_checkpoint
+from .saving.io import architecture
 
 __all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
            "LearningRateScheduler", "CSVLogger"]
@@ -204,6 +205,11 @@ class ModelCheckpoint(_Monitor):
         self.save_best_only = _flag("save_best_only", save_best_only, "ModelCheckpoint")
         self.fields = _fields(self.path)
         self.last_saved: str | None = None
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        """Refuse a model no checkpoint could rebuild before the first epoch, not after it
+        (the message of :func:`~mlcore.saving.save_checkpoint`)."""
+        architecture(self.model, f"ModelCheckpoint cannot save checkpoints to {self.path!r}")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if self.save_best_only and not self.improved(self.current(logs)):

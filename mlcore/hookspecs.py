@@ -207,6 +207,26 @@ def mlcore_optimizers() -> Mapping[str, Callable[..., Any]]:
     raise NotImplementedError
 
 
+@hookspec
+def mlcore_layers() -> Mapping[str, type[Any]]:
+    """Return ``{type name: layer class}`` for the layer types this plugin provides.
+
+    Called once, the first time a layer type is looked up (saving, loading, a checkpoint,
+    ``mlcore plugins``). The name is what the layer's ``config()`` writes as ``"type"`` (an
+    identifier, compared exactly: ``"GaussianNoise"``); the class is usually a
+    :class:`mlcore.plugin.LayerBase`, with ``config()`` and a classmethod
+    ``from_config(config)`` rebuilding it (weights as initialised; a file's are loaded
+    after), and optionally ``tensor_specs(config) -> {name: (shape, "float32" | "float64")}``
+    so that a file is checked before the layer is built. mlcore's own layers (``Dense``,
+    ``PReLU``, ``Activation``, ``Dropout``, ``LayerNorm``, ``BatchNorm``) are registered
+    through this hook and cannot be replaced. A model holding a layer whose class is
+    registered under no name cannot be saved (``save``, ``save_checkpoint`` and
+    ``ModelCheckpoint`` refuse it, saying how to register it). The layer contract is in
+    :mod:`mlcore.layers.base`; :func:`mlcore.testing.check_layer` checks it.
+    """
+    raise NotImplementedError
+
+
 @hookspec(firstresult=True)
 def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     """Return a fused kernel ``name`` for arrays of the namespace ``xp``, or None.

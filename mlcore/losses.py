@@ -50,9 +50,9 @@ from .arrays.loss_checks import (
 )
 from .arrays.loss_domains import BinaryProbabilities, ClassProbabilities, TwoDistributions
 from .arrays.namespace import check_same_shape
+from .bases import REDUCTIONS, ElementwiseLoss, LossBase
 from .errors import DTypeError, ShapeError
 from .hookspecs import LossFn, hookimpl
-from .plugin import REDUCTIONS, ElementwiseLoss, LossBase
 from .plugins import kernel, make, registry
 
 __all__ = [

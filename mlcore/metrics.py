@@ -69,7 +69,24 @@ def _columns(xp: Any, y_pred: Any, y_true: Any, name: str) -> tuple[Any, Any]:
 
 
 class Metric:
-    """Base class: subclasses give ``update`` and ``result``; ``name`` is the history key."""
+    """Base class: subclasses give ``update`` and ``result``; ``name`` is the history key.
+
+    The metric input contract, what ``fit`` (and ``evaluate``) hand ``update`` batch by
+    batch, arrays of the model's backend on its device (``mlcore.testing.TASKS``):
+
+    * loss ``binary_cross_entropy``: ``y_pred`` (N, 1) probabilities (the sigmoid applied
+      when the model outputs logits) in the model's floating dtype; ``y_true`` (N, 1)
+      **bool** labels;
+    * loss ``cross_entropy``: ``y_pred`` (N, M) probability rows; ``y_true`` (N,)
+      **integer** class labels (one-hot targets are given as their argmax);
+    * any other loss: ``y_pred`` (N, k) and ``y_true`` (N, k), both in the model's dtype.
+
+    Called directly, ``metric(y_pred, y_true)`` takes host data too (lists, NumPy). A metric
+    casts ``y_true`` to what it computes with (``xp.astype(y_true, y_pred.dtype)``): a
+    comparison of bool labels with a number fails on array-api-strict. The state stays on
+    the device; ``result`` reads it back once. :func:`mlcore.testing.check_metric` feeds a
+    metric exactly this (``task=``).
+    """
 
     name = ""
 

@@ -51,7 +51,7 @@ def test_every_hook_is_documented_and_typed() -> None:
     hooks = [f for n, f in vars(hookspecs).items() if n.startswith("mlcore_") and callable(f)]
     assert {h.__name__ for h in hooks} == {"mlcore_backends", "mlcore_activations", "mlcore_losses",
                                           "mlcore_metrics", "mlcore_optimizers", "mlcore_kernel",
-                                          "mlcore_compile_step"}
+                                          "mlcore_compile_step", "mlcore_layers"}
     for h in hooks:
         assert hasattr(h, "mlcore_spec")
         assert len(inspect.getdoc(h) or "") > 100

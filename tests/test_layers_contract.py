@@ -23,14 +23,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("arrays",),
     ("parameter",),
     ("optimizers",),
-    ("activations", "losses", "metrics", "init", "plugin", "data", "schedules"),
+    ("activations", "losses", "metrics", "init", "bases", "data", "schedules"),
     ("layers",),
     ("distributed",),
     ("saving",),
     ("callbacks",),
     ("training",),
     ("models",),
-    ("plotting", "_sklearn_solver", "sklearn", "demo", "cli", "testing", "__init__",
+    ("plotting", "_sklearn_solver", "sklearn", "demo", "cli", "testing", "plugin", "__init__",
      "__main__", "distributed.digits"),
 ]
 """The layers, lowest first: a module is in the layer of its longest matching prefix."""

@@ -135,7 +135,10 @@ def test_unknown_version_is_named(tmp_path: pathlib.Path) -> None:
 
 
 def test_layer_types_agree() -> None:
-    assert set(_modelfile.LAYER_TYPES) == set(layer_types())
+    # mlcore's own types; installed plugins (mlcore-layers-extra) add theirs
+    assert set(_modelfile.LAYER_TYPES) <= set(layer_types())
+    assert set(layer_types()) - set(_modelfile.LAYER_TYPES) == set(
+        mlcore.plugins.registry().names("layers")) - set(_modelfile.LAYER_TYPES)
 
 
 # -- saving ---------------------------------------------------------------------------------

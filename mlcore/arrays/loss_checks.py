@@ -42,6 +42,7 @@ __all__ = [
     "bool_param",
     "smoothing_param",
     "values_unchecked",
+    "values_checked",
 ]
 
 _CHECK_VALUES: ContextVar[bool] = ContextVar("mlcore_check_values", default=True)
@@ -55,6 +56,13 @@ def values_unchecked() -> Iterator[None]:
         yield
     finally:
         _CHECK_VALUES.reset(token)
+
+
+def values_checked() -> bool:
+    """Whether checks that read array values back to the host run here: False inside
+    :func:`values_unchecked` (a compiled training step, whose arrays have no values)."""
+    return _CHECK_VALUES.get()
+
 
 NAMES = ("pred", "target")
 PROBABILITY_TOLERANCE = 1e-3

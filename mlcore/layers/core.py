@@ -106,9 +106,16 @@ class Layer:
             p.grad = None
 
     def config(self) -> dict[str, Any]:
-        """The architecture as JSON-ready data (no weights); see :mod:`mlcore.saving.io`."""
+        """The architecture as JSON-ready data (no weights): ``{"type": <registered name>,
+        **constructor arguments}``; see :mod:`mlcore.saving.io`."""
         raise NotImplementedError(
             f"{type(self).__name__} is a custom layer, which a model file cannot describe")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """The layer :meth:`config` describes (weights as initialised: a file's weights are
+        loaded after): the constructor called with every entry but ``"type"``."""
+        return cls(**{k: v for k, v in config.items() if k != "type"})
 
     def __call__(self, X: Any) -> Any:
         """The output alone (inference), computed on the device of ``X``; a list (or any
@@ -200,6 +207,12 @@ class Dense(Layer):
             return dY @ W if input_grad else None
 
         return Y, backprop
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        c = config
+        return cls(int(c["in_features"]), int(c["out_features"]), bias=bool(c["bias"]),
+                   init="zeros", dtype=str(c["dtype"]))
 
     def config(self) -> dict[str, Any]:
         xp = self.backend.xp
@@ -307,6 +320,10 @@ class Activation(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"type": "Activation", "name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        return cls(str(config["name"]), **dict(config["params"]))
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.params.items())

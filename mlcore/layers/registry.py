@@ -1,9 +1,13 @@
 """Layers by their registered type name: what a model file or checkpoint is rebuilt from.
 
-Each layer's :meth:`~mlcore.layers.Layer.config` names its ``"type"``; :func:`layer_from_config`
-builds it again (weights zero: the file's weights are loaded after). mlcore's layers are
-registered here; the models (:mod:`mlcore.models`) register ``Sequential`` and ``MLP`` when
-they are imported (``import mlcore`` does), so saving never imports a model.
+Layer classes are plugins of the kind ``layers`` (hook ``mlcore_layers``: ``{type name:
+class}``); mlcore's own (Dense, PReLU, Activation, Dropout, LayerNorm, BatchNorm) are
+registered through that same hook, by this module, so a plugin cannot replace them. Each
+layer's :meth:`~mlcore.layers.Layer.config` names its ``"type"``; :func:`layer_from_config`
+builds it again with the class's ``from_config`` (weights as initialised: the file's
+weights are loaded after). The models (:mod:`mlcore.models`) register ``Sequential`` and
+``MLP`` with :func:`register_layer` when they are imported (``import mlcore`` does), so
+saving never imports a model.
 """
 
 from __future__ import annotations
@@ -11,49 +15,96 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import MlcoreError, ModelFileError
+from ..errors import InvalidParameterError, MlcoreError, ModelFileError
+from ..hookspecs import hookimpl
+from ..plugins import registry
+from .base import all_layers
 from .core import Activation, Dense, Layer, PReLU
 from .dropout import Dropout
 from .normalization import BatchNorm, LayerNorm
 
-__all__ = ["layer_from_config", "layer_types", "register_layer"]
+__all__ = ["layer_from_config", "layer_types", "register_layer", "layer_class",
+           "check_registered", "mlcore_layers"]
+
+BUILTIN_LAYERS: dict[str, type[Layer]] = {
+    "Dense": Dense, "PReLU": PReLU, "Activation": Activation, "Dropout": Dropout,
+    "LayerNorm": LayerNorm, "BatchNorm": BatchNorm}
+
+
+@hookimpl
+def mlcore_layers() -> dict[str, type[Layer]]:
+    """mlcore's own layer types, registered as a plugin's are."""
+    return dict(BUILTIN_LAYERS)
 
 
 def register_layer(name: str, build: Callable[[dict[str, Any]], Layer]) -> None:
-    """Make ``build(config)`` rebuild layers whose config has ``"type": name``."""
+    """Make ``build(config)`` rebuild the containers whose config has ``"type": name``
+    (mlcore's models; a plugin registers its layer classes through ``mlcore_layers``)."""
     _BUILDERS[name] = build
 
 
-def layer_from_config(cfg: Any) -> Layer:
-    """Rebuild a layer from :meth:`Layer.config` data (weights zero; no code is run).
+def layer_class(name: Any) -> Any:
+    """The class registered under the layer type ``name`` (hook ``mlcore_layers``), or None."""
+    return registry().lookup("layers", name) if isinstance(name, str) else None
 
-    Only mlcore's own layer types are accepted; anything else is a :class:`ModelFileError`.
+
+def layer_from_config(cfg: Any) -> Layer:
+    """Rebuild a layer from :meth:`Layer.config` data (weights as initialised).
+
+    Only registered layer types are accepted (no code named by the file is run); anything
+    else is a :class:`ModelFileError` listing the known types.
     """
-    if not isinstance(cfg, dict) or cfg.get("type") not in _BUILDERS:
-        kind = cfg.get("type") if isinstance(cfg, dict) else type(cfg).__name__
+    kind = cfg.get("type") if isinstance(cfg, dict) else type(cfg).__name__
+    build = _BUILDERS.get(kind) if isinstance(kind, str) else None
+    cls = None if build is not None else layer_class(kind)
+    if build is None and cls is None:
         raise ModelFileError(
-            f"Unknown layer type {kind!r} in the model file; known: {', '.join(_BUILDERS)}.",
-            cfg)
+            f"Unknown layer type {kind!r} in the model file; known: "
+            f"{', '.join(layer_types())}. A plugin's layer loads when its distribution is "
+            f"installed (mlcore plugins lists the layer types).", cfg)
     try:
-        return _BUILDERS[cfg["type"]](cfg)
+        if build is not None:
+            return build(cfg)
+        return cls.from_config(cfg)  # type: ignore[no-any-return, union-attr]
     except (KeyError, TypeError, ValueError, MlcoreError) as exc:
-        raise ModelFileError(f"Malformed {cfg['type']} entry in the model file: {exc}.",
+        raise ModelFileError(f"Malformed {kind} entry in the model file: {exc}.",
                              cfg) from exc
 
 
 def layer_types() -> list[str]:
     """The layer types a model file can hold (:func:`layer_from_config` builds them)."""
-    return list(_BUILDERS)
+    return [*BUILTIN_LAYERS, *_BUILDERS,
+            *(n for n in registry().names("layers") if n not in BUILTIN_LAYERS)]
 
 
-_BUILDERS: dict[str, Callable[[dict[str, Any]], Layer]] = {
-    "Dense": lambda c: Dense(int(c["in_features"]), int(c["out_features"]), bias=bool(c["bias"]),
-                             init="zeros", dtype=str(c["dtype"])),
-    "PReLU": lambda c: PReLU(int(c["num_parameters"]), dtype=str(c["dtype"])),
-    "Activation": lambda c: Activation(str(c["name"]), **dict(c["params"])),
-    "Dropout": lambda c: Dropout(float(c["rate"])),
-    "LayerNorm": lambda c: LayerNorm(int(c["num_features"]), float(c["eps"]),
-                                     dtype=str(c["dtype"])),
-    "BatchNorm": lambda c: BatchNorm(int(c["num_features"]), float(c["momentum"]),
-                                     float(c["eps"]), dtype=str(c["dtype"])),
-}
+def check_registered(model: Layer, what: str) -> None:
+    """Refuse, in one message, a model holding a layer a file could not rebuild: a class
+    registered under no layer type (or whose ``config()`` names another class's type).
+    ``what`` starts the message ("Cannot save the model to 'm.safetensors'")."""
+    for layer in all_layers(model)[1:]:
+        kind = _declared_type(layer)
+        if kind in _BUILDERS and type(layer).__name__ == kind:
+            continue
+        if kind is not None and layer_class(kind) is type(layer):
+            continue
+        shown = f"type {kind!r}, which is registered to {layer_class(kind).__name__}" \
+            if kind is not None and layer_class(kind) is not None else (
+                f"type {kind!r}, which no plugin registers" if kind is not None else "no type")
+        raise InvalidParameterError(
+            f"{what}: its layer {type(layer).__name__} is a custom layer with {shown}, so a "
+            f"model file could not rebuild it. Registered layer types: "
+            f"{', '.join(layer_types())}. Register the class through the mlcore_layers hook "
+            f"(subclass mlcore.plugin.LayerBase, set name and get_config(); docs/plugins.md, "
+            f"section 14), or keep its weights with model.state_dict() and rebuild it in "
+            f"code.", layer)
+
+
+def _declared_type(layer: Layer) -> str | None:
+    try:
+        kind = layer.config().get("type")
+    except NotImplementedError:
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any]], Layer]] = {}

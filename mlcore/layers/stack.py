@@ -15,6 +15,7 @@ from typing import Any
 from ..arrays.namespace import device_scope, namespace
 from ..backend import Backend, get_backend
 from ..errors import InvalidParameterError, ShapeError
+from .base import all_layers
 from .core import Backprop, Dense, Layer, Parameter
 
 __all__ = ["LayerStack", "chain"]
@@ -87,10 +88,11 @@ class LayerStack(Layer):
     def out_features(self) -> int | None:
         """Width of the last Dense layer (activations keep the width)."""
         for layer in reversed(self.layers):
-            if isinstance(layer, Dense):
+            if isinstance(layer, Dense | LayerStack):
                 return layer.out_features
-            if isinstance(layer, LayerStack):
-                return layer.out_features
+            width = getattr(layer, "out_features", None)  # a plugin layer's declared width
+            if isinstance(width, int):
+                return width
         return None
 
     @property
@@ -109,10 +111,8 @@ class LayerStack(Layer):
 
     # -- modes -----------------------------------------------------------------------------
     def _all_layers(self) -> list[Layer]:
-        found: list[Layer] = [self]
-        for layer in self.layers:
-            found += layer._all_layers() if isinstance(layer, LayerStack) else [layer]
-        return found
+        """This stack and every layer in it, sub-layers of containers included."""
+        return all_layers(self)
 
     def train(self, mode: bool = True) -> LayerStack:
         """Put every layer in training mode (``mode=False``: inference); returns the model.

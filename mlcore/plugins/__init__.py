@@ -3,7 +3,8 @@
 Nothing happens at import. The first call to :func:`registry` builds one pluggy
 ``PluginManager`` (project ``mlcore``) and, in this order:
 
-1. registers mlcore's built-in activations and losses; their names are protected;
+1. registers mlcore's built-in activations, losses, metrics, optimisers and layer types;
+   their names are protected;
 2. loads the first-party backends (``mlcore-numpy``, ``mlcore-strict``, ``mlcore-cupy``,
    ``mlcore-torch``, ``mlcore-jax``: part of mlcore, shipped apart only so the core cannot
    import an array library); their backend names are protected too;
@@ -60,8 +61,8 @@ __all__ = ["PluginRecord", "Registry", "registry", "inspect", "reset", "plugin_m
            "kernel", "make", "canonical_name", "FIRST_PARTY"]
 
 _BUILTIN_MODULES = ("mlcore.activations", "mlcore.losses", "mlcore.metrics",
-                    "mlcore.optimizers")
-_KINDS = ("backends", "activations", "losses", "metrics", "optimizers")
+                    "mlcore.optimizers", "mlcore.layers.registry")
+_KINDS = ("backends", "activations", "losses", "metrics", "optimizers", "layers")
 
 
 @dataclass
@@ -207,7 +208,9 @@ class Registry:
         return [(e.factory, e.record) for e in self._entries[kind].get(name, [])]
 
     def lookup(self, kind: str, name: str) -> Any:
-        entries = self._entries[kind].get(canonical_name(name))
+        # layer types are class names, compared exactly ("Dense"); every other name in
+        # lower case
+        entries = self._entries[kind].get(name if kind == "layers" else canonical_name(name))
         if not entries:
             return None
         if len(entries) > 1:

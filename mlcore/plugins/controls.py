@@ -26,7 +26,7 @@ __all__ = ["FIRST_PARTY", "SINGULAR", "truthy", "norm", "canonical_name", "disab
 FIRST_PARTY = frozenset({"mlcore-numpy", "mlcore-strict", "mlcore-cupy", "mlcore-torch",
                          "mlcore-jax"})
 SINGULAR = {"backends": "backend", "activations": "activation", "losses": "loss",
-            "metrics": "metric", "optimizers": "optimizer"}
+            "metrics": "metric", "optimizers": "optimizer", "layers": "layer type"}
 """How each kind of plugin object is named in messages."""
 
 
@@ -141,9 +141,23 @@ def validated(kind: str, result: Any) -> list[tuple[str, Any]]:
         raise TypeError(f"expected a mapping of name to factory, got {type(result).__name__}")
     out = []
     for name, factory in result.items():
+        if kind == "layers":
+            out.append(_layer_item(name, factory))
+            continue
         if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
             raise TypeError(f"{SINGULAR[kind]} name {name!r} is not a lower-case identifier")
         if not callable(factory):
             raise TypeError(f"{SINGULAR[kind]} {name!r}: factory {factory!r} is not callable")
         out.append((name, factory))
     return out
+
+
+def _layer_item(name: Any, cls: Any) -> tuple[str, Any]:
+    """A layer type: an identifier (the class name, any case) and a class with
+    ``from_config`` (:class:`mlcore.plugin.LayerBase`)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(f"layer type name {name!r} is not an identifier")
+    if not isinstance(cls, type) or not callable(getattr(cls, "from_config", None)):
+        raise TypeError(f"layer type {name!r}: {cls!r} is not a layer class with from_config "
+                        f"(subclass mlcore.plugin.LayerBase)")
+    return name, cls

@@ -28,7 +28,16 @@ from ..layers.stack import LayerStack
 from ..optimizers import Optimizer, get_optimizer
 from ..plugins import registry
 from .format import FORMAT, FORMAT_VERSION, check_tensors, parse, seal
-from .io import CHECKPOINT_KEY, _c_order, _read, _safetensors, _tensors, _where, _write
+from .io import (
+    CHECKPOINT_KEY,
+    _c_order,
+    _read,
+    _safetensors,
+    _tensors,
+    _where,
+    _write,
+    architecture,
+)
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
 
@@ -64,6 +73,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: LayerStack, optimizer: 
                     epoch: int) -> None:
     """Write ``model``, ``optimizer``'s state and ``epoch`` (epochs done) to ``path``."""
     st, to_host, where = _safetensors(), model.backend.to_numpy, _where(path, "save")
+    config = architecture(model, f"Cannot save a checkpoint to {where!r}")
     tensors = {f"model.{k}": _c_order(to_host(v)) for k, v in model.state_dict().items()}
     scalars: dict[str, Any] = {}
     for key, value in optimizer.state_dict().items():
@@ -74,7 +84,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: LayerStack, optimizer: 
     opt = {"name": _registered_name(optimizer), "options": _options(optimizer),
            "state": scalars, "epoch": int(epoch)}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, _KEY: json.dumps(opt),
-                "mlcore.config": json.dumps(model.config()), "sha256": "0" * 64}
+                "mlcore.config": config, "sha256": "0" * 64}
     _write(seal(st.save(tensors, metadata=metadata)), where)
 
 

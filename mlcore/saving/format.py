@@ -14,7 +14,9 @@ A checksum proves a file is what mlcore wrote, not that its author was honest, s
 architecture is also checked against the tensors before a layer is built: every parameter
 the architecture implies must be in the file with that exact shape and dtype, so nothing
 allocated exceeds what the file holds; nesting is at most :data:`MAX_DEPTH` deep and sizes
-are positive integers.
+are positive integers. A plugin layer's tensors are those its class declares
+(``tensor_specs(config)``) or, when it declares none, those of the layer its
+``from_config`` builds (the plugin's own code, installed by the user, runs once).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import json
 import re
 from typing import Any
 
-from ..errors import ModelFileError
+from ..errors import MlcoreError, ModelFileError
+from ..layers.registry import layer_class, layer_types
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS", "MAX_DEPTH", "seal", "parse",
            "expected_tensors", "tensor_digest"]
@@ -173,7 +176,23 @@ def expected_tensors(cfg: Any, prefix: str = "") -> dict[str, tuple[tuple[int, .
         return {f"{prefix}{n}": (shape, dt) for n in names}
     if kind in ("Activation", "Dropout"):
         return {}
-    raise ValueError(f"Unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+    cls = layer_class(kind)
+    if cls is None or kind in LAYER_TYPES:
+        raise ValueError(f"Unknown layer type {kind!r}; known: {', '.join(layer_types())}")
+    return {f"{prefix}{name}": (tuple(shape), _DTYPES[dt])
+            for name, (shape, dt) in _plugin_specs(cls, cfg).items()}
+
+
+def _plugin_specs(cls: Any, cfg: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """A plugin layer's tensors: its ``tensor_specs(config)`` when it declares them (nothing
+    built), else those of the layer its ``from_config`` builds."""
+    specs = getattr(cls, "tensor_specs", None)
+    if callable(specs):
+        return specs(cfg)  # type: ignore[no-any-return]
+    layer = cls.from_config(cfg)
+    xp = layer.backend.xp
+    return {n: (tuple(p.shape), "float64" if p.value.dtype == xp.float64 else "float32")
+            for n, p in layer.named_parameters() + layer.named_buffers()}
 
 
 def _mlp_layers(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +222,7 @@ def check_tensors(table: dict[str, Any], config: Any, where: str) -> None:
     dtypes), before anything is allocated."""
     try:
         want = expected_tensors(config)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, MlcoreError) as exc:
         raise _fail(where, f"has a malformed architecture: {exc}.") from exc
     have = {k: (tuple(v.get("shape", ())), v.get("dtype")) for k, v in table.items()
             if isinstance(v, dict)}

@@ -32,11 +32,11 @@ from typing import Any
 
 from ..backend import get_backend, use_backend
 from ..errors import InvalidParameterError, MlcoreError, ModelFileError
-from ..layers.registry import layer_from_config, layer_types
+from ..layers.registry import check_registered, layer_from_config
 from ..layers.stack import LayerStack
 from .format import FORMAT, FORMAT_VERSION, check_tensors, parse, seal, tensor_digest
 
-__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION", "CHECKPOINT_KEY"]
+__all__ = ["save", "load", "architecture", "FORMAT", "FORMAT_VERSION", "CHECKPOINT_KEY"]
 
 CHECKPOINT_KEY = "mlcore.checkpoint"
 """The metadata entry that makes a model file a training checkpoint
@@ -69,43 +69,29 @@ def _where(path: Any, what: str) -> str:
             f"{type(path).__name__}.", path) from exc
 
 
-def _config_json(model: LayerStack, where: str) -> str:
-    """The architecture as JSON, refused when a file could not rebuild it."""
+def architecture(model: LayerStack, what: str) -> str:
+    """The architecture as JSON, refused (one message, for ``save``, ``save_checkpoint``
+    and ``ModelCheckpoint`` alike) when a file could not rebuild it: a layer whose class is
+    registered under no layer type (:func:`~mlcore.layers.check_registered`), or a config
+    that is not JSON data. ``what`` starts the message."""
     if not isinstance(model, LayerStack):
         raise InvalidParameterError(
-            f"save expects an mlcore model (Sequential or MLP), received "
+            f"{what}: save expects an mlcore model (Sequential or MLP), received "
             f"{type(model).__name__}.", model)
+    check_registered(model, what)
     try:
-        config = model.config()
-        foreign = [k for k in _kinds(config) if k not in layer_types()]
-        if foreign:
-            raise NotImplementedError(f"{foreign[0]} is a custom layer type")
-        text = json.dumps(config, allow_nan=False)
-    except (NotImplementedError, TypeError, ValueError) as exc:
+        return json.dumps(model.config(), allow_nan=False)
+    except (TypeError, ValueError) as exc:
         raise InvalidParameterError(
-            f"Cannot save the model to {where!r}: {exc}. A model file holds only mlcore's own "
-            f"layer types ({', '.join(layer_types())}) with JSON parameters, so that loading "
-            f"never runs code; save a custom layer's weights with model.state_dict() and "
-            f"rebuild it in code.", model) from exc
-    return text
-
-
-def _kinds(config: Any) -> list[Any]:
-    """Every layer ``type`` in a model's config, nested ones included."""
-    kinds, stack = [], [config]
-    while stack:
-        cfg = stack.pop()
-        if isinstance(cfg, dict):
-            kinds.append(cfg.get("type"))
-            stack.extend(cfg.get("layers", []) if cfg.get("type") == "Sequential" else [])
-    return kinds
+            f"{what}: its architecture is not JSON data ({exc}). A layer's get_config() must "
+            f"return numbers, strings, booleans, None, lists and dicts only.", model) from exc
 
 
 def save(model: LayerStack, path: str | os.PathLike[str]) -> None:
     """Write ``model``'s weights and architecture to ``path`` (atomically; see the module)."""
     st = _safetensors()
     where = _where(path, "save")
-    config = _config_json(model, where)
+    config = architecture(model, f"Cannot save the model to {where!r}")
     backend = model.backend
     # C order: safetensors writes an array's memory as it lies, so a Fortran-ordered array
     # (Dense weights are stored that way) would come back transposed (the checksum catches it)

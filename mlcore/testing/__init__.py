@@ -12,7 +12,10 @@ pytest's ``pytest11`` entry point), so a plugin's own test suite can write::
 and get one test per (activation or loss, backend, check). The same checks are plain
 functions, :func:`check_activation` and :func:`check_loss`, raising ``AssertionError``;
 metrics and optimisers have :func:`check_metric` and :func:`check_optimizer`
-(:mod:`.training`).
+(:mod:`.training`), layers :func:`check_layer` (:mod:`.layers`; marker
+``@pytest.mark.mlcore_layer(LayerClass, params=..., inputs=...)`` with the fixture
+``mlcore_layer_case``). Where a backend lacks float64 (JAX without 64-bit mode), the
+float64 cases are skipped, saying so (:mod:`.float64`).
 
 The checks (``CHECKS``), on every installed backend that is usable here:
 
@@ -58,6 +61,7 @@ this module (the API), :mod:`.case` (a case and its context), :mod:`.checks` (th
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -67,10 +71,13 @@ from ..plugins import PluginRecord, registry
 from .backend_checks import BACKEND_CHECKS, check_backend
 from .case import CHECKS, KINDS, Case
 from .checks import run
+from .float64 import SkippedCheck, float64_reason
+from .layers import LAYER_CHECKS, LayerCase, check_layer, layer_params
 from .training import check_metric, check_optimizer
 
 __all__ = ["Case", "BoundCase", "CHECKS", "check_activation", "check_loss", "check_metric",
-           "check_optimizer",
+           "check_optimizer", "check_layer", "LAYER_CHECKS", "LayerCase", "layer_cases",
+           "float64_reason", "SkippedCheck",
            "conformance_params", "BACKEND_CHECKS", "check_backend"]
 
 @dataclass(frozen=True)
@@ -83,12 +90,15 @@ class BoundCase:
 
     def run(self) -> None:
         """Run the check; raise ``AssertionError`` describing any failure."""
+        import pytest
+
         reason = self.case.skip.get(self.check)
         if reason:
-            import pytest
-
             pytest.skip(reason)
-        run(self.case, _backend(self.backend), self.check)
+        try:
+            run(self.case, _backend(self.backend), self.check)
+        except SkippedCheck as why:
+            pytest.skip(str(why))
 
     def __str__(self) -> str:
         return f"{self.case.kind}:{self.case.label}-{self.backend}-{self.check}"
@@ -125,7 +135,10 @@ def _check(kind: str, obj: Any, backend: Backend | str | None,
     b = _backend(backend)
     for check in case.checks():
         if check in checks and check not in case.skip:
-            run(case, b, check)
+            try:
+                run(case, b, check)
+            except SkippedCheck as why:
+                warnings.warn(str(why), UserWarning, stacklevel=3)
 
 
 def _name_of(obj: Any) -> str:
@@ -148,6 +161,16 @@ def _backend(backend: Backend | str | None) -> Backend:
 
 
 # -- pytest integration -----------------------------------------------------------------------
+def layer_cases(layer: Any, *, params: Mapping[str, Any] | None = None,
+                inputs: Callable[[Any], Any] | None = None,
+                checks: Sequence[str] = LAYER_CHECKS, tol: float = 1e-6) -> list[Any]:
+    """``pytest.param(LayerCase)`` for every installed backend (only ``MLCORE_BACKEND``
+    when it is set) and layer check: what the ``mlcore_layer`` marker parametrises."""
+    return layer_params(layer, params=params, inputs=inputs, checks=checks, tol=tol,
+                        backends=_backend_names())
+
+
+
 def conformance_params(*plugins: str, cases: Sequence[Case] = (),
                        checks: Sequence[str] = CHECKS) -> list[Any]:
     """``pytest.param(BoundCase)`` for every activation and loss the named plugins provide

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..backend import Backend
 from ..plugins import registry
+from .float64 import SkippedCheck, float64_reason
 
 __all__ = ["Case", "Context", "CHECKS", "KINDS", "takes"]
 
@@ -72,8 +73,8 @@ class Case:
     def checks(self) -> list[str]:
         """The checks that apply to this case."""
         skipped = {"reductions", "shapes"} if self.kind == "activation" else set()
-        if self.kind == "loss" and not takes(self._factory(), "reduction"):
-            skipped.add("reductions")
+        if self.kind == "loss" and getattr(self.factory, "mlcore_prebuilt", False):
+            skipped.add("reductions")  # an object built by the caller: no reduction to pass
         if self.reference is None:
             skipped.add("reference")
         return [c for c in CHECKS if c not in skipped]
@@ -138,7 +139,24 @@ class Context:
         return self.np.asarray(self.b.to_numpy(x), dtype=self.np.float64)
 
     def dtypes(self) -> list[Any]:
-        return [self.xp.float32, self.xp.float64]
+        """float32, and float64 where the backend has it (not JAX without 64-bit mode)."""
+        return [self.xp.float32] + ([] if float64_reason(self.b) else [self.xp.float64])
+
+    def tolerances(self) -> list[tuple[Any, float]]:
+        """``(dtype, reference tolerance)`` for each dtype of :meth:`dtypes`."""
+        return list(zip(self.dtypes(), self.case.ref_tol, strict=False))
+
+    def float64(self) -> Any:
+        """float64, or :class:`SkippedCheck` saying why this backend cannot run the check."""
+        why = float64_reason(self.b)
+        if why:
+            raise SkippedCheck(f"[{self.case.kind} {self.case.label} on {self.b.name}] needs "
+                               f"float64 (the kit's finite differences), which {why}")
+        return self.xp.float64
+
+    def widest(self) -> Any:
+        """float64 where the backend has it, else float32."""
+        return self.dtypes()[-1]
 
 
 def _default_activation_inputs(rng: Any) -> Any:

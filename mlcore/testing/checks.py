@@ -68,7 +68,7 @@ def _magnitudes(ctx: _Ctx, forward: Callable[..., Any], reference: Callable[...,
     np = ctx.np
     for scale in ctx.case.magnitudes:
         scaled = [a * scale if np.asarray(a).dtype.kind == "f" else a for a in data]
-        for dt, tol in zip(ctx.dtypes(), ctx.case.ref_tol, strict=True):
+        for dt, tol in ctx.tolerances():
             arrays = [ctx.arr(a, dt) for a in scaled]
             hosts = [ctx.host(a) if np.asarray(s).dtype.kind == "f" else np.asarray(s)
                      for a, s in zip(arrays, scaled, strict=True)]
@@ -125,15 +125,16 @@ def _act_dtypes(ctx: _Ctx) -> None:
 
 
 def _act_gradient(ctx: _Ctx) -> None:
+    f64 = ctx.float64()
     np, obj = ctx.np, ctx.case.build()
     x0 = np.asarray(ctx.data(), dtype=np.float64)
     w = np.random.default_rng(7).normal(size=x0.shape)
 
     def total(xh: Any) -> float:
-        return float(np.sum(ctx.host(obj.forward(ctx.arr(xh, ctx.xp.float64))) * w))
+        return float(np.sum(ctx.host(obj.forward(ctx.arr(xh, f64))) * w))
 
-    x = ctx.arr(x0, ctx.xp.float64)
-    analytic = ctx.host(obj.backward(x, obj.forward(x), ctx.arr(w, ctx.xp.float64)))
+    x = ctx.arr(x0, f64)
+    analytic = ctx.host(obj.backward(x, obj.forward(x), ctx.arr(w, f64)))
     _close(ctx, analytic, _numeric_grad(np, total, x0), ctx.case.grad_tol,
            "backward vs central finite differences (float64)")
 
@@ -182,7 +183,7 @@ def _act_reference(ctx: _Ctx) -> None:
     if reference is None:
         return
     obj, x0 = ctx.case.build(), ctx.data()
-    for dt, tol in zip(ctx.dtypes(), ctx.case.ref_tol, strict=True):
+    for dt, tol in ctx.tolerances():
         x = ctx.arr(x0, dt)
         want = reference(ctx.host(x), **ctx.case.params)
         _close(ctx, ctx.host(obj.forward(x)), want, tol, f"forward({dtname(dt)}) vs reference")
@@ -208,6 +209,16 @@ def _loss_contract(ctx: _Ctx) -> None:
     obj = ctx.case.build()
     require(isinstance(obj, LossFn), f"the factory returned {obj!r}, which lacks "
             f"forward(pred, target) and backward(pred, target)")
+    if getattr(ctx.case.factory, "mlcore_prebuilt", False):
+        require(getattr(obj, "reduction", None) in ("mean", "sum", "none"),
+                f"{obj!r} has no reduction attribute ('mean', 'sum' or 'none'); a loss takes "
+                f"reduction= (docs/plugins.md section 5; mlcore.plugin.LossBase)")
+    else:
+        require(takes(ctx.case._factory(), "reduction"),
+                "the factory takes no reduction parameter; a loss takes reduction='mean' "
+                "(the default), 'sum' or 'none' (docs/plugins.md section 5), so that the kit "
+                "can prove its mean is a mean: build it on mlcore.plugin.LossBase and pass "
+                "reduction to super().__init__")
     _rejects_unknown(ctx.case)
 
 
@@ -229,12 +240,14 @@ def _loss_dtypes(ctx: _Ctx) -> None:
 
 
 def _loss_reductions(ctx: _Ctx) -> None:
-    np = ctx.np
-    pred, target = (ctx.arr(a, ctx.xp.float64) for a in ctx.data())
+    np, f64 = ctx.np, ctx.float64()
+    pred, target = (ctx.arr(a, f64) for a in ctx.data())
     out = {r: _built(ctx.case, r) for r in ("none", "sum", "mean")}
     values = ctx.host(out["none"].forward(pred, target))
     grad = ctx.host(out["none"].backward(pred, target))
-    n = values.shape[0] if values.ndim else 1
+    n = int(pred.shape[0])
+    require(values.shape == (n,), f"reduction='none' gives shape {values.shape}; it must give "
+            f"the ({n},) per-sample values (reduction is ignored?)")
     _close(ctx, ctx.host(out["sum"].forward(pred, target)), np.sum(values), 1e-12,
            "'sum' vs the sum of the 'none' values")
     _close(ctx, ctx.host(out["mean"].forward(pred, target)), np.mean(values), 1e-12,
@@ -246,17 +259,17 @@ def _loss_reductions(ctx: _Ctx) -> None:
 
 
 def _loss_gradient(ctx: _Ctx) -> None:
-    np = ctx.np
+    np, f64 = ctx.np, ctx.float64()
     pred0, target0 = ctx.data()
     pred0 = np.asarray(pred0, dtype=np.float64)
-    target = ctx.arr(target0, ctx.xp.float64)
+    target = ctx.arr(target0, f64)
     for reduction in _reductions(ctx.case):
         obj = _built(ctx.case, reduction)
 
         def total(ph: Any, obj: Any = obj) -> float:
-            return float(np.sum(ctx.host(obj.forward(ctx.arr(ph, ctx.xp.float64), target))))
+            return float(np.sum(ctx.host(obj.forward(ctx.arr(ph, f64), target))))
 
-        analytic = ctx.host(obj.backward(ctx.arr(pred0, ctx.xp.float64), target))
+        analytic = ctx.host(obj.backward(ctx.arr(pred0, f64), target))
         _close(ctx, analytic, _numeric_grad(np, total, pred0), ctx.case.grad_tol,
                f"backward vs central finite differences (float64, reduction={reduction!r})")
 
@@ -275,9 +288,9 @@ def _loss_extremes(ctx: _Ctx) -> None:
 def _loss_shapes(ctx: _Ctx) -> None:
     pred0, target0 = ctx.data()
     obj = ctx.case.build()
-    pred = ctx.arr(pred0, ctx.xp.float64)
+    pred = ctx.arr(pred0, ctx.widest())
     for bad in _mismatched(ctx.np, target0):
-        target = ctx.arr(bad, ctx.xp.float64)
+        target = ctx.arr(bad, ctx.widest())
         for method in ("forward", "backward"):
             _raises_value_error(getattr(obj, method), pred, target, method,
                                 _shape_errors(ctx.b))
@@ -319,7 +332,7 @@ def _loss_reference(ctx: _Ctx) -> None:
     pred0, target0 = ctx.data()
     reduction = None if _reductions(ctx.case) == [None] else "none"
     obj = _built(ctx.case, reduction)
-    for dt, tol in zip(ctx.dtypes(), ctx.case.ref_tol, strict=True):
+    for dt, tol in ctx.tolerances():
         pred, target = ctx.arr(pred0, dt), ctx.arr(target0, dt)
         host_target = ctx.np.asarray(ctx.b.to_numpy(target))
         host_target = host_target.astype(float) if host_target.dtype.kind == "f" else host_target

@@ -8,7 +8,8 @@ imported inside the functions, so ``import mlcore`` stays free of array librarie
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..backend import Backend, get_backend, use_backend
@@ -17,14 +18,20 @@ from ..layers.core import Parameter
 from ..models.sequential import MLP
 from ..plugins import registry
 from ..training.fit import make_train_step
+from .float64 import float64_reason
 
-__all__ = ["check_metric", "check_optimizer"]
+__all__ = ["check_metric", "check_optimizer", "TASKS", "identity_compiler"]
 
 
 def _backends(backend: Backend | str | None, every: bool) -> list[Backend]:
     if backend is not None or not every:
         return [backend if not isinstance(backend, str | None) else get_backend(backend)]
     return [b for b in registry().backends.values() if b.is_available()]
+
+
+def _dtypes(b: Backend) -> tuple[str, ...]:
+    """The float dtypes ``b`` computes in: float64 only where it can (JAX's 64-bit mode)."""
+    return ("float32",) if float64_reason(b) else ("float64", "float32")
 
 
 def _binary_data(rng: Any) -> tuple[Any, Any]:
@@ -36,32 +43,85 @@ def _binary_data(rng: Any) -> tuple[Any, Any]:
     return p, y
 
 
+def _multiclass_data(rng: Any) -> tuple[Any, Any]:
+    """Probability rows (N, 3) and integer class labels holding every class."""
+    p = rng.dirichlet((1.0, 1.0, 1.0), size=53)
+    y = rng.integers(0, 3, size=53)
+    y[:3] = [0, 1, 2]
+    return p, y
+
+
+def _regression_data(rng: Any) -> tuple[Any, Any]:
+    """Outputs and targets (N, 2)."""
+    return rng.normal(size=(53, 2)), rng.normal(size=(53, 2))
+
+
+TASKS = {
+    "binary": ("binary_cross_entropy: y_pred (N, 1) probabilities in the model's dtype, "
+               "y_true (N, 1) bool labels", _binary_data),
+    "multiclass": ("cross_entropy: y_pred (N, M) probability rows in the model's dtype, "
+                   "y_true (N,) integer class labels", _multiclass_data),
+    "regression": ("any other loss: y_pred (N, k) and y_true (N, k), both in the model's "
+                   "dtype", _regression_data),
+}
+"""What ``fit`` feeds a metric, per loss family (the metric input contract,
+:class:`mlcore.metrics.Metric`), and the kit's default data for it."""
+
+
+def _as_fit_feeds(b: Backend, task: str, p: Any, y: Any, dt: str) -> tuple[Any, Any]:
+    """``(y_pred, y_true)`` exactly as ``fit`` hands them to ``update`` for ``task``."""
+    import numpy as np
+
+    pa = b.asarray(np.asarray(p, dtype=dt).reshape(len(p), -1))
+    y = np.asarray(y)
+    if task == "binary":
+        return pa, b.asarray(y.reshape(len(y), 1) > 0.5)
+    if task == "multiclass":
+        return pa, b.asarray(y.astype("int64") if y.ndim == 1 else np.argmax(y, axis=1))
+    return pa, b.asarray(y.astype(dt).reshape(pa.shape))
+
+
 def check_metric(metric: str | Callable[..., Any], backend: Backend | str | None = None, *,
+                 task: str = "binary",
                  data: Callable[[Any], tuple[Any, Any]] | None = None,
                  reference: Callable[[Any, Any], float] | None = None,
                  tol: float = 1e-6) -> None:
     """Check a metric (a registered name or a factory) on ``backend`` (default: every
-    usable backend): a lower-case ``name``; ``update``/``result`` give a Python float;
-    seven batches give the whole set's value; float32 and float64 work; inputs are left
-    unchanged; and, with ``reference(y_pred, y_true)`` (float64 NumPy), agreement with it.
-    ``data(rng)`` returns ``(y_pred, y_true)`` host arrays (default: one-output
-    probabilities and 0/1 labels)."""
+    usable backend), fed exactly what ``fit`` feeds it for ``task`` (:data:`TASKS`:
+    ``"binary"``, bool (N, 1) labels; ``"multiclass"``, integer (N,) labels; ``"regression"``,
+    floating targets of the output's shape): a lower-case ``name``; ``update``/``result``
+    give a Python float; seven batches give the whole set's value; float32 and float64
+    (where the backend has it) work; inputs are left unchanged; calling the metric on host
+    data (``metric(y_pred, y_true)``) agrees; and, with ``reference(y_pred, y_true)``
+    (float64 NumPy, the host data), agreement with it. ``data(rng)`` returns host
+    ``(y_pred, y_true)`` (default: the task's)."""
     import numpy as np
 
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; the tasks are {', '.join(TASKS)}.")
+    feeds, default = TASKS[task]
     factory = registry().get("metrics", metric) if isinstance(metric, str) else metric
     for b in _backends(backend, True):
         rng = np.random.default_rng(0)
-        p, y = (data or _binary_data)(rng)
+        p, y = (data or default)(rng)
         m = factory()
         name = getattr(m, "name", "")
         assert isinstance(name, str) and name.isidentifier() and name == name.lower(), \
             f"metric {m!r} needs a lower-case identifier as name, has {name!r}"
-        for dt in ("float64", "float32"):
-            pa, ya = b.asarray(p.astype(dt)), b.asarray(y if y.dtype.kind in "iub" else
-                                                      y.astype(dt))
-            whole = m.result(m.update(None, pa, ya))
+        for dt in _dtypes(b):
+            where = f"{name} on {b.name} {dt}"
+            pa, ya = _as_fit_feeds(b, task, p, y, dt)
+            held = b.to_numpy(pa).copy()
+            try:
+                whole = m.result(m.update(None, pa, ya))
+            except Exception as exc:
+                raise AssertionError(
+                    f"{where}: update/result raised {type(exc).__name__}: {exc}, fed what fit "
+                    f"feeds with {feeds} (y_true {ya.dtype}, shape {tuple(ya.shape)}). Cast "
+                    f"y_true to y_pred's dtype first (xp.astype); see the metric input "
+                    f"contract, mlcore.metrics.Metric") from None
             assert isinstance(whole, float) and math.isfinite(whole), \
-                f"{name} on {b.name} {dt}: result must be a finite Python float, got {whole!r}"
+                f"{where}: result must be a finite Python float, got {whole!r}"
             state = None
             n = p.shape[0]
             for s in range(0, n, 8):
@@ -69,13 +129,17 @@ def check_metric(metric: str | Callable[..., Any], backend: Backend | str | None
             batched = m.result(state)
             scale = 1e-4 if dt == "float32" else tol
             assert math.isclose(batched, whole, rel_tol=scale, abs_tol=scale), \
-                f"{name} on {b.name} {dt}: 7 batches give {batched}, the whole set {whole}"
-            np.testing.assert_array_equal(b.to_numpy(pa), p.astype(dt),
-                                          err_msg=f"{name} modified y_pred")
+                f"{where}: 7 batches give {batched}, the whole set {whole}"
+            np.testing.assert_array_equal(b.to_numpy(pa), held,
+                                          err_msg=f"{where}: update modified y_pred")
+            direct = m(pa, np.asarray(y))
+            assert math.isclose(direct, whole, rel_tol=scale, abs_tol=scale), \
+                f"{where}: called on host labels, metric(y_pred, y_true) gives {direct}; fed " \
+                f"as fit feeds, {whole}"
             if reference is not None and dt == "float64":
                 want = float(reference(p, y))
                 assert math.isclose(whole, want, rel_tol=tol, abs_tol=tol), \
-                    f"{name} on {b.name}: {whole}, the reference gives {want}"
+                    f"{where}: {whole}, the reference gives {want}"
 
 
 def check_optimizer(optimizer: str | Callable[..., Any], backend: Backend | str | None = None,
@@ -98,7 +162,7 @@ def check_optimizer(optimizer: str | Callable[..., Any], backend: Backend | str 
     factory = registry().get("optimizers", optimizer) if isinstance(optimizer, str) else optimizer
     kw = {} if lr is None else {"lr": lr}
     for b in _backends(backend, True):
-        for dt in ("float64", "float32"):
+        for dt in _dtypes(b):
             rng = np.random.default_rng(1)
             start, target = rng.standard_normal(5).astype(dt), rng.standard_normal(5).astype(dt)
             t = b.asarray(target)
@@ -196,6 +260,18 @@ def _check_weight_decay(b: Backend, factory: Callable[..., Any], kw: dict[str, A
         f"towards zero (is weight_decay ignored?)"
 
 
+@contextmanager
+def identity_compiler(plugin: Any) -> Iterator[None]:
+    """``plugin`` (an :class:`_Identity`, or None for none) registered for the block."""
+    if plugin is not None:
+        registry().pm.register(plugin, name="mlcore-kit-identity-compiler")
+    try:
+        yield
+    finally:
+        if plugin is not None:
+            registry().pm.unregister(plugin)
+
+
 class _Identity:
     """A compiler that returns the pure step itself: the compiled path, on any backend."""
 
@@ -215,8 +291,6 @@ def _check_compiled(b: Backend, factory: Callable[..., Any], kw: dict[str, Any],
     import numpy as np
 
 
-    if dt == "float64" and b.name == "jax" and not getattr(b, "x64", True):
-        return
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(16, 3)).astype(dt), rng.integers(0, 2, size=16)
     results = []
