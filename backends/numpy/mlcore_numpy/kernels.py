@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .blas import cblas
+from .elementwise import ACTIVATION_KERNELS
 from .jit import eager, jit, loaded
 from .passes import BLOCK, adam_blocked, adam_passes, flat_views, sgd_blocked
 
@@ -95,7 +96,8 @@ def sgd_update(p: np.ndarray, g: np.ndarray, lr: float) -> None:
     sgd_blocked(flat[0], flat[1], lr)
 
 
-_KERNELS: dict[str, Callable[..., Any]] = {"adam_update": adam_update, "sgd_update": sgd_update}
+_KERNELS: dict[str, Callable[..., Any]] = {"adam_update": adam_update, "sgd_update": sgd_update,
+                                           **ACTIVATION_KERNELS}
 
 
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
