@@ -199,13 +199,29 @@ def _entry(report: dict[str, Any], case: str, dtype: str) -> dict[str, Any] | No
                 None)
 
 
+def rows_checked(entry: dict[str, Any] | None, labels: tuple[str, ...]) -> bool:
+    """Whether the equality check passed for the rows ``labels`` of ``entry``: a target is
+    judged by its own rows only, so a third-party row that failed its check does not void a
+    ratio between two others."""
+    if entry is None:
+        return False
+    check = entry["check"]
+    errors = check.get("errors")
+    if errors is None:  # a report without per-row errors: the case's own verdict
+        return bool(check.get("passed"))
+    if check["reference"] is None:  # training: each row reached the target accuracy
+        return all(errors.get(label) == 0 for label in labels)
+    return all(errors.get(label) is not None and errors[label] <= check["tolerance"]
+               for label in labels)
+
+
 def _cross_ratio(report: dict[str, Any], a: tuple[str, str], b: tuple[str, str],
                  dtype: str) -> tuple[dict[str, float] | None, bool]:
     """``a / b`` between rows of one entry (interleaved) or of two (round by round)."""
     ea, eb = _entry(report, a[0], dtype), _entry(report, b[0], dtype)
     if ea is None or eb is None:
         return None, False
-    checked = bool(ea["check"]["passed"] and eb["check"]["passed"])
+    checked = rows_checked(ea, (a[1],)) and rows_checked(eb, (b[1],))
     if ea is eb:
         return _paired(ea, a[1], b[1]), checked
     ra, rb = ea["rows"].get(a[1], {}), eb["rows"].get(b[1], {})
@@ -243,10 +259,12 @@ def targets(report: dict[str, Any], dtype: str = "float32") -> list[dict[str, An
             r = _paired(entry, a, b) if entry else None
             passed = None if r is None else (r["median"] <= limit if op == "<="
                                              else r["median"] >= limit)
-            checked = bool(entry and entry["check"]["passed"])
+            checked = rows_checked(entry, (a, b))
             absent = [x for x in (a, b) if x not in running]
+            cut = [x for x in (a, b) if entry and entry["rows"].get(x, {}).get("status") == "cut"]
             reason = ("" if r is not None else
-                      f"needs {' and '.join(absent)}" if absent else "case not run")
+                      f"needs {' and '.join(absent)}" if absent else
+                      f"{' and '.join(cut)} cut by --max-seconds" if cut else "case not run")
             out.append({"target": f"{text}, {opt}, {dtype}", "limit": limit, "op": op,
                         "ratio": r, "passed": passed, "check_passed": checked,
                         "reason": reason})
