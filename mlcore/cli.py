@@ -209,7 +209,7 @@ Examples:
 @click.option("--max-seconds", "max_seconds", type=click.FloatRange(0, min_open=True),
               default=None,
               help="Seconds one competitor may spend on one case (set-up included) before it "
-                   "is cut and shown as 'cut' (default: 3 with --quick, no cap otherwise).")
+                   "is cut and shown as 'cut' (default: 5 with --quick, no cap otherwise).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Cap BLAS, OpenMP and PyTorch threads (default: each library's own).")
 @click.option("--progress/--no-progress", default=None,

@@ -69,7 +69,7 @@ class Options:
         return Settings(rounds=self.rounds or 5, max_s=cap)
 
 
-QUICK_MAX_S = 3.0
+QUICK_MAX_S = 5.0
 """With ``--quick``, the seconds one competitor may spend on one case unless
 ``--max-seconds`` says otherwise: ~16 cases and 7 competitors then fit in about 2 minutes."""
 

@@ -178,7 +178,7 @@ def measure(benches: dict[str, Bench], settings: Settings,
 def _cut(stats: Stats, used: float, settings: Settings) -> bool:
     """Mark ``stats`` cut when ``used`` seconds passed the cap; whether it is."""
     if settings.max_s is not None and used > settings.max_s:
-        stats.cut = (f"cut: {used:.1f} s spent, over --max-seconds {settings.max_s:g} "
+        stats.cut = (f"{used:.1f} s spent, over --max-seconds {settings.max_s:g} "
                      f"(after {len(stats.rounds)} of {settings.rounds} rounds)")
     return bool(stats.cut)
 
