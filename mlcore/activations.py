@@ -7,17 +7,10 @@ register its own, so they survive ``MLCORE_DISABLE_PLUGIN_AUTOLOAD``; written on
 Every ``forward`` resolves the namespace of its input once and returns an array of the
 same namespace, device, shape and floating dtype; ``backward(x, y, dy)`` returns ``dy · f'(x)`` (the
 vector-Jacobian product), reusing ``y = forward(x)`` where that is cheaper.
-
-Where the backend offers a fused kernel for a formula (``relu_backward``, ``sigmoid_forward``,
-...: :data:`mlcore.hookspecs.KERNELS`; NumPy's writes every intermediate into one array), the
-unchecked method runs it: a fast path of the formula written beside it, bitwise equal (the
-tests compare), asked for once per namespace; it answers None for arrays it does not take.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import Any
 
 from .arrays import numerics as nm
@@ -26,7 +19,7 @@ from .arrays.namespace import check_floating, namespace
 from .errors import InvalidParameterError, ShapeError
 from .hookspecs import ActivationFn, hookimpl
 from .plugin import ActivationBase
-from .plugins import kernel, make, registry
+from .plugins import make, registry
 
 __all__ = [
     "activation",
@@ -40,12 +33,6 @@ __all__ = [
     "LogSoftmax",
     "Step",
 ]
-
-
-@functools.cache
-def _fused(name: str, xp: Any) -> Callable[..., Any] | None:
-    """The backend's kernel ``name`` for ``xp``, or None (asked once per namespace)."""
-    return kernel(name, xp)
 
 
 def activation(name: str, **params: Any) -> ActivationFn:
@@ -90,15 +77,9 @@ class Sigmoid(ActivationBase):
     name = "sigmoid"
 
     def forward_unchecked(self, xp: Any, x: Any) -> Any:
-        fused = _fused("sigmoid_forward", xp)
-        if fused is not None and (y := fused(x, nm.exp_floor(xp, x.dtype))) is not None:
-            return y
         return nm.sigmoid(xp, x)
 
     def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
-        fused = _fused("sigmoid_backward", xp)
-        if fused is not None and (dx := fused(y, dy)) is not None:
-            return dx
         return dy * (y * (1.0 - y))
 
 
@@ -112,9 +93,6 @@ class Tanh(ActivationBase):
         return xp.tanh(x)
 
     def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
-        fused = _fused("tanh_backward", xp)
-        if fused is not None and (dx := fused(y, dy)) is not None:
-            return dx
         return dy * (1.0 - y * y)
 
 
@@ -131,9 +109,6 @@ class ReLU(ActivationBase):
         return xp.maximum(x, 0.0)
 
     def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
-        fused = _fused("relu_backward", xp)
-        if fused is not None and (dx := fused(x, dy)) is not None:
-            return dx
         return dy * xp.astype(x > 0.0, dy.dtype)
 
 
@@ -151,16 +126,10 @@ class LeakyReLU(ActivationBase):
         self.alpha = number_param("Activation 'leaky_relu'", "alpha", alpha)
 
     def forward_unchecked(self, xp: Any, x: Any) -> Any:
-        fused = _fused("leaky_relu_forward", xp)
-        if fused is not None and (y := fused(x, self.alpha)) is not None:
-            return y
         pick = xp.maximum if self.alpha <= 1.0 else xp.minimum
         return pick(x, self.alpha * x)
 
     def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
-        fused = _fused("leaky_relu_backward", xp)
-        if fused is not None and (dx := fused(x, dy, self.alpha)) is not None:
-            return dx
         positive = xp.astype(x > 0.0, dy.dtype)
         return dy * (positive * (1.0 - self.alpha) + self.alpha)
 
@@ -180,15 +149,9 @@ class Softmax(ActivationBase):
 
     def forward_unchecked(self, xp: Any, x: Any) -> Any:
         _check_axis("softmax", self.axis, x)
-        fused = _fused("softmax_forward", xp)
-        if fused is not None and (y := fused(x, self.axis)) is not None:
-            return y
         return nm.softmax(xp, x, self.axis)
 
     def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
-        fused = _fused("softmax_backward", xp)
-        if fused is not None and (dx := fused(y, dy, self.axis)) is not None:
-            return dx
         return y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))
 
 
@@ -206,15 +169,9 @@ class LogSoftmax(ActivationBase):
 
     def forward_unchecked(self, xp: Any, x: Any) -> Any:
         _check_axis("log_softmax", self.axis, x)
-        fused = _fused("log_softmax_forward", xp)
-        if fused is not None and (y := fused(x, self.axis)) is not None:
-            return y
         return nm.log_softmax(xp, x, self.axis)
 
     def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
-        fused = _fused("log_softmax_backward", xp)
-        if fused is not None and (dx := fused(y, dy, self.axis)) is not None:
-            return dx
         return dy - xp.exp(y) * xp.sum(dy, axis=self.axis, keepdims=True)
 
 

@@ -149,28 +149,6 @@ KERNELS: Mapping[str, KernelSpec] = {
         "then the addition: within 4 eps (|x| @ |w|.T + |b|) of it. Asked for once, when a "
         "Dense layer with a bias is built."),
 }
-_ACTIVATIONS = {  # name: (signature, the plain formula in mlcore.activations it runs)
-    "relu_backward": ("kernel(x, dy)", "dy * astype(x > 0, dy.dtype)"),
-    "leaky_relu_forward": ("kernel(x, alpha)", "maximum(x, alpha x) (minimum if alpha > 1)"),
-    "leaky_relu_backward": ("kernel(x, dy, alpha)",
-                            "dy * (astype(x > 0, dy.dtype) * (1 - alpha) + alpha)"),
-    "sigmoid_forward": ("kernel(x, floor)", "1 / (1 + exp(-maximum(x, floor)))"),
-    "sigmoid_backward": ("kernel(y, dy)", "dy * (y * (1 - y))"),
-    "tanh_backward": ("kernel(y, dy)", "dy * (1 - y y)"),
-    "softmax_forward": ("kernel(x, axis)", "e / sum(e, axis), e = exp(x - max(x, axis))"),
-    "softmax_backward": ("kernel(y, dy, axis)", "y * (dy - sum(dy y, axis))"),
-    "log_softmax_forward": ("kernel(x, axis)",
-                            "z - log(sum(exp(z), axis)), z = x - max(x, axis)"),
-    "log_softmax_backward": ("kernel(y, dy, axis)", "dy - exp(y) * sum(dy, axis)"),
-}
-KERNELS = {**KERNELS, **{
-    name: KernelSpec(
-        f"{sig} -> array or None",
-        f"{formula}, the activation's plain formula (mlcore.activations) with the same "
-        f"operations in the same order, so bitwise equal; a new array, the inputs read only. "
-        f"None when it does not take these arrays (other array types, mixed dtypes or "
-        f"shapes): the caller then runs the plain formula. Asked for once per namespace.")
-    for name, (sig, formula) in _ACTIVATIONS.items()}}
 """Every kernel name the core asks for or a backend offers, with its signature: the one
 table the core (which asks for kernels only by these names) and the backends (tested
 against it) share."""
@@ -247,13 +225,11 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     a few ulp of the operands where a kernel documents a fused multiply-add) and must not
     change the inputs it does not document as updated. The first non-None answer wins.
     The names and signatures are those of :data:`KERNELS` (``adam_update``,
-    ``sgd_update``, ``softmax_cross_entropy``, the built-in activations'
-    ``<name>_forward``/``<name>_backward``); NumPy's backend provides the two updates,
+    ``sgd_update``, ``softmax_cross_entropy``); NumPy's backend provides the two updates,
     working through large arrays in cache-sized blocks or one compiled loop, so the passes
-    read memory once, and the activations' formulas written into one array per call;
-    CuPy's the first three, each in one launch. A plugin's activations and losses have no
-    kernels: their unchecked formulas are their own (:class:`ActivationKernels`,
-    :class:`LossKernels`).
+    read memory once; CuPy's all three, each in one launch. Activations and losses have no
+    other kernels: their unchecked formulas are their own (:class:`ActivationKernels`,
+    :class:`LossKernels`), the same for built-ins and plugins.
     """
     raise NotImplementedError
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from .blas import cblas
-from .elementwise import ACTIVATION_KERNELS
 from .jit import eager, jit, loaded
 from .passes import BLOCK, adam_blocked, adam_passes, flat_views, sgd_blocked
 
@@ -96,8 +95,7 @@ def sgd_update(p: np.ndarray, g: np.ndarray, lr: float) -> None:
     sgd_blocked(flat[0], flat[1], lr)
 
 
-_KERNELS: dict[str, Callable[..., Any]] = {"adam_update": adam_update, "sgd_update": sgd_update,
-                                           **ACTIVATION_KERNELS}
+_KERNELS: dict[str, Callable[..., Any]] = {"adam_update": adam_update, "sgd_update": sgd_update}
 
 
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
