@@ -225,10 +225,9 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
     a few ulp of the operands where a kernel documents a fused multiply-add) and must not
     change the inputs it does not document as updated. The first non-None answer wins.
     The names and signatures are those of :data:`KERNELS` (``adam_update``,
-    ``sgd_update``, ``softmax_cross_entropy``, ``affine``); NumPy's backend provides the two
-    updates, working through large arrays in cache-sized blocks or one compiled loop, so the
-    passes read memory once; CuPy's the first three, each in one launch; torch's the two
-    updates and ``affine`` (one ``addmm``). Activations and losses have no
+    ``sgd_update``, ``softmax_cross_entropy``); NumPy's backend provides the two updates,
+    working through large arrays in cache-sized blocks or one compiled loop, so the passes
+    read memory once; CuPy's all three, each in one launch. Activations and losses have no
     other kernels: their unchecked formulas are their own (:class:`ActivationKernels`,
     :class:`LossKernels`), the same for built-ins and plugins.
     """
