@@ -141,13 +141,6 @@ KERNELS: Mapping[str, KernelSpec] = {
         "gradient (softmax(z) - y) / N, as mlcore.losses.CrossEntropy(from_logits=True) "
         "computes them; t is (N,) class indices (smoothed to (1 - s) one-hot + s / M) or "
         "(N, M) rows taken as they are. Asked for by that loss in training."),
-    "affine": KernelSpec(
-        "kernel(x, w, b) -> y",
-        "y = x @ w.T + b, eq. (1.5), a new array (w has shape (out, in), b (out,)): "
-        "mlcore.layers.Dense's forward in one call (torch's addmm: the bias is the GEMM's "
-        "beta term, not a second pass). May round the sum differently from the matmul "
-        "then the addition: within 4 eps (|x| @ |w|.T + |b|) of it. Asked for once, when a "
-        "Dense layer with a bias is built."),
 }
 """Every kernel name the core asks for or a backend offers, with its signature: the one
 table the core (which asks for kernels only by these names) and the backends (tested

@@ -34,7 +34,6 @@ from ..backend import Backend, RandomSource, get_backend
 from ..errors import DTypeError, InvalidParameterError, ShapeError
 from ..init import Initializer, get_initializer
 from ..parameter import Parameter, on_device
-from ..plugins import kernel
 
 __all__ = ["Parameter", "Layer", "Dense", "PReLU", "Activation", "Backprop", "resolve_dtype",
            "on_device", "transposed_storage"]
@@ -168,7 +167,6 @@ class Dense(Layer):
             self.weight = Parameter(transposed_storage(backend.xp, w))
             self.bias = Parameter(backend.xp.zeros((self.out_features,), dtype=dt,
                                                    device=backend.device)) if bias else None
-        self._affine = _affine_kernel(backend.xp) if bias else None
 
     def named_parameters(self) -> list[tuple[str, Parameter]]:
         if self.bias is None:
@@ -191,13 +189,9 @@ class Dense(Layer):
         if xp is None:
             xp = namespace(X, W, names=("X", "Dense.weight"))
         self._check(X)
-        fused = self._affine  # the backend's X @ W.T + b in one call (torch's addmm), if any
-        if fused is not None and b is not None:
-            Y = fused(X, W, b.value)
-        else:
-            Y = X @ W.T
-            if b is not None:
-                Y += b.value  # Y is ours: add in place (rebinds on immutable array types)
+        Y = X @ W.T
+        if b is not None:
+            Y += b.value  # Y is ours: add in place (rebinds on immutable array types)
 
         def backprop(dY: Any) -> Any:
             self.weight.accumulate((X.T @ dY).T)  # W's layout: see transposed_storage
@@ -216,12 +210,6 @@ class Dense(Layer):
     def __repr__(self) -> str:
         return (f"Dense({self.in_features}, {self.out_features}, "
                 f"bias={self.bias is not None})")
-
-
-def _affine_kernel(xp: Any) -> Callable[..., Any] | None:
-    """The backend's ``affine`` kernel for ``xp`` (:data:`mlcore.hookspecs.KERNELS`), or None:
-    asked once, when a Dense layer with a bias is built."""
-    return kernel("affine", xp)
 
 
 class PReLU(Layer):

@@ -202,10 +202,8 @@ _KERNELS = {"adam_update": _adam_update, "sgd_update": _sgd_update}
 @hookimpl
 def mlcore_kernel(name: str, xp: Any) -> Any:
     """torch's fused optimiser updates, for array-api-compat's torch namespace only."""
-    if name not in (*_KERNELS, "affine") or "array_api_compat.torch" not in sys.modules:
+    if name not in _KERNELS or "array_api_compat.torch" not in sys.modules:
         return None
     import array_api_compat.torch as xp_torch
 
-    from . import kernels
-
-    return {**_KERNELS, "affine": kernels.affine}[name] if xp is xp_torch else None
+    return _KERNELS[name] if xp is xp_torch else None
