@@ -206,6 +206,10 @@ Examples:
                    "activation/relu). Repeatable or comma-separated.")
 @click.option("--rounds", type=click.IntRange(1), default=None,
               help="Interleaved timing rounds per case (default 5, 2 with --quick).")
+@click.option("--max-seconds", "max_seconds", type=click.FloatRange(0, min_open=True),
+              default=None,
+              help="Seconds one competitor may spend on one case (set-up included) before it "
+                   "is cut and shown as 'cut' (default: 5 with --quick, no cap otherwise).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Cap BLAS, OpenMP and PyTorch threads (default: each library's own).")
 @click.option("--progress/--no-progress", default=None,
@@ -218,8 +222,8 @@ Examples:
               help="With --distributed: process counts besides 1, comma-separated.")
 def bench(quick: bool, json_path: str | None, plot_path: str | None,
           backends: tuple[str, ...], dtypes: tuple[str, ...], case_patterns: tuple[str, ...],
-          rounds: int | None, threads: int | None, progress: bool | None,
-          distributed: bool, processes: str) -> None:
+          rounds: int | None, max_seconds: float | None, threads: int | None,
+          progress: bool | None, distributed: bool, processes: str) -> None:
     """Time mlcore on every backend against hand-written NumPy and PyTorch.
 
     Needs the benchmark suite: pip install mlcore-bench ('mlcore-bench[torch,plot]' for
@@ -243,7 +247,7 @@ def bench(quick: bool, json_path: str | None, plot_path: str | None,
     chosen = list(dtypes) or (["float32"] if quick else ["float32", "float64"])
     opts = runner.Options(quick=quick, backends=list(backends), dtypes=chosen,
                           cases=patterns, rounds=rounds, threads=threads, echo=click.echo,
-                          progress=progress)
+                          progress=progress, max_seconds=max_seconds)
     runner.main(opts, json_path, plot_path)
 
 

@@ -175,7 +175,7 @@ class BinaryCrossEntropy(BinaryProbabilities, ElementwiseLoss):
 
     def _clipped(self, xp: Any, pred: Any) -> Any:
         eps = eps_value(xp, pred, self.eps)
-        return xp.clip(pred, eps, 1.0 - eps)
+        return xp.minimum(xp.maximum(pred, eps), 1.0 - eps)  # clip, minus its wrappers
 
     def terms(self, xp: Any, pred: Any, target: Any) -> Any:
         if self.from_logits:
@@ -301,14 +301,14 @@ class CrossEntropy(ClassProbabilities, LossBase):
         if self.from_logits:  # log sum e^z - sum_j y_j z_j: the shift cancels, rows sum to 1
             z, _, total = self._shifted(xp, pred)
             return xp.log(total[:, 0]) - self._weighted(xp, z, target)
-        logp = xp.log(xp.clip(pred, eps_value(xp, pred, self.eps), None))
+        logp = xp.log(xp.maximum(pred, eps_value(xp, pred, self.eps)))
         return -self._weighted(xp, logp, target)
 
     def gradient(self, xp: Any, pred: Any, target: Any) -> Any:
         y = self._dense_target(xp, pred, target)
         if self.from_logits:
             return nm.softmax(xp, pred, axis=1) - y
-        return -y / xp.clip(pred, eps_value(xp, pred, self.eps), None)
+        return -y / xp.maximum(pred, eps_value(xp, pred, self.eps))
 
     def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
         """As the base's, through the backend's fused ``softmax_cross_entropy`` kernel (one
@@ -366,12 +366,12 @@ class KLDivergence(TwoDistributions, LossBase):
     def values(self, xp: Any, pred: Any, target: Any) -> Any:
         tiny = xp.finfo(pred.dtype).smallest_normal
         log_ratio = xp.log(xp.maximum(target, tiny)) - xp.log(
-            xp.clip(pred, eps_value(xp, pred, self.eps), None)
+            xp.maximum(pred, eps_value(xp, pred, self.eps))
         )
         return xp.sum(target * log_ratio, axis=1)
 
     def gradient(self, xp: Any, pred: Any, target: Any) -> Any:
-        return -target / xp.clip(pred, eps_value(xp, pred, self.eps), None)
+        return -target / xp.maximum(pred, eps_value(xp, pred, self.eps))
 
 
 _BUILTIN: dict[str, Any] = {

@@ -8,6 +8,7 @@ the shared initial weights loaded, ``model.train_step(X, y, loss, optimizer)``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +17,19 @@ import numpy as np
 import mlcore
 
 from .bench_reference import FnBench, train_epochs
-from .cases import ActivationCase, Case, DenseCase, FitCase, LossCase, StepCase, TrainCase
+from .cases import (
+    XOR_SIZES,
+    ActivationCase,
+    Case,
+    DenseCase,
+    FitCase,
+    LossCase,
+    StepCase,
+    TrainCase,
+)
 from .timing import UnavailableError
 
-__all__ = ["make", "make_steps", "status", "is_gpu", "is_conformance"]
+__all__ = ["make", "make_steps", "make_metrics", "status", "is_gpu", "is_conformance"]
 
 
 def status(name: str) -> str:
@@ -57,6 +67,14 @@ def make_steps(case: Case, dtype: Any) -> FnBench:
     if not isinstance(case, FitCase):
         raise UnavailableError("mlcore-steps runs the fit cases only")
     return make(case, dtype, "numpy", steps=True)
+
+
+def make_metrics(case: Case, dtype: Any) -> FnBench:
+    """The ``mlcore-metrics`` row: the 784-512-512-10 fit cases on NumPy with metrics and
+    EarlyStopping, timed interleaved with the plain fit of the same case."""
+    if not isinstance(case, FitCase) or case.sizes == XOR_SIZES:
+        raise UnavailableError("mlcore-metrics runs the 784-512-512-10 fit cases only")
+    return make(dataclasses.replace(case, mode="fit+metrics"), dtype, "numpy")
 
 
 def make(case: Case, dtype: Any, name: str, steps: bool = False) -> FnBench:

@@ -206,6 +206,13 @@ def make_mlcore_steps(case: Case, dtype: Any) -> FnBench:
     return bench_mlcore.make_steps(case, dtype)
 
 
+def make_mlcore_metrics(case: Case, dtype: Any) -> FnBench:
+    """mlcore's numpy fit with metrics and EarlyStopping, beside the plain fit's row."""
+    from . import bench_mlcore
+
+    return bench_mlcore.make_metrics(case, dtype)
+
+
 TORCH_INSTALL = "pip install 'mlcore-bench[torch]'"
 JAX_INSTALL = "pip install 'mlcore-bench[jax]'"
 
@@ -223,6 +230,7 @@ REFERENCES: list[Reference] = [
     Reference("torch-cuda", "torch", partial(make_torch, device="cuda"),
               partial(torch_status, "cuda"), "torch", TORCH_INSTALL, gpu=True),
     Reference("mlcore-steps", "mlcore-steps", make_mlcore_steps),
+    Reference("mlcore-metrics", "mlcore-metrics", make_mlcore_metrics),
     Reference("jax-hand", "jax-hand", make_jax_hand, needs="jax", install=JAX_INSTALL),
 ]
 """Every reference, in column order. The first one that ran is the equality check's

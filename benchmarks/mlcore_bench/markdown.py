@@ -23,7 +23,7 @@ def _load(load: list[float] | None) -> str:
 
 def _cell(row: dict[str, Any] | None) -> str:
     if row is None or row["status"] != "ok":
-        return "n/a"
+        return "cut" if row is not None and row["status"] == "cut" else "n/a"
     return fmt_time(row["median_s"])
 
 

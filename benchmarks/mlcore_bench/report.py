@@ -107,11 +107,11 @@ def _check_text(label: str, entry: dict[str, Any]) -> str:
 def _row_line(label: str, row: dict[str, Any], entry: dict[str, Any],
               columns: dict[str, set[str]]) -> str:
     if row["status"] != "ok":
-        return f"  {label:<11} {row['status']}: {row['reason']}"
+        return f"  {label:<14} {row['status']}: {row['reason']}"
     spread = f"{fmt_time(row['q1_s'])}-{fmt_time(row['q3_s'])}"
-    ratios = "".join(f"{fmt_ratio(_ratio_for(entry, label, labels)):<20}"
+    ratios = "".join(f"{fmt_ratio(_ratio_for(entry, label, labels)):<24} "
                      for labels in columns.values())
-    return (f"  {label:<11} {fmt_time(row['median_s']):>9} {spread:>21} "
+    return (f"  {label:<14} {fmt_time(row['median_s']):>9} {spread:>21} "
             f"{fmt_bytes(row['peak_memory_bytes']):>9}  {ratios}{_check_text(label, entry)}")
 
 
@@ -122,10 +122,10 @@ def print_case(entry: dict[str, Any], echo: Echo, columns: dict[str, set[str]]) 
     if len(reasons) == 1 and all(r["status"] == "n/a" for r in entry["rows"].values()):
         echo(f"  n/a for every competitor: {reasons.pop()}")
         return
-    heads = "".join(f"{'x ' + family:<20}" for family in columns)
-    echo(f"  {'':<11} {'median':>9} {'IQR':>21} {'peak mem':>9}  {heads}check")
+    heads = "".join(f"{'x ' + family:<24} " for family in columns)
+    echo(f"  {'':<14} {'median':>9} {'IQR':>21} {'peak mem':>9}  {heads}check")
     for label, row in entry["rows"].items():
-        if label == "mlcore-steps" and entry["group"] != "fit":
+        if label in FIT_ONLY and entry["group"] != "fit":
             continue  # a row of the fit cases only
         echo(_row_line(label, row, entry, columns))
 
@@ -148,6 +148,8 @@ _TARGETS = (  # (description, case, batch, a, b, limit, "<=" or ">=")
      1.10, "<="),
     ("numpy / torch-cpu, 784-512-512-10 step, batch 32", MNIST_SIZES, 32, "numpy", "torch-cpu",
      1.0, "<="),
+    ("numpy / numpy-hand, 64-128-128-10 step, batch 32", SMALL_SIZES, 32, "numpy", "numpy-hand",
+     1.0, "<="),
     ("torch-cpu / numpy, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "torch-cpu", "numpy", 5.0, ">="),
     ("strict / numpy, 784-512-512-10 step, batch 32", MNIST_SIZES, 32, "strict", "numpy", 2.0,
      "<="),
@@ -159,15 +161,39 @@ _TARGETS = (  # (description, case, batch, a, b, limit, "<=" or ">=")
     ("cupy / torch-cuda, 784-512-512-10 step, batch 4096", MNIST_SIZES, 4096, "cupy",
      "torch-cuda", 0.9, "<="),
     ("jax / jax-hand, 64-128-128-10 step, batch 32", SMALL_SIZES, 32, "jax", "jax-hand",
-     1.25, "<="),
-    ("jax / jax-hand, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "jax", "jax-hand", 1.25, "<="),
+     1.05, "<="),
+    ("jax / jax-hand, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "jax", "jax-hand", 1.05, "<="),
     ("jax / numpy, 64-128-128-10 step, batch 32", SMALL_SIZES, 32, "jax", "numpy", 0.8, "<="),
     ("jax / numpy, 2-4-1 XOR step, batch 4", XOR_SIZES, 4, "jax", "numpy", 0.8, "<="),
     ("torch / torch-cpu, 784-512-512-10 step, batch 32", MNIST_SIZES, 32, "torch", "torch-cpu",
-     1.15, "<="),
+     1.0, "<="),
     ("torch / torch-cpu, 784-512-512-10 step, batch 256", MNIST_SIZES, 256, "torch",
-     "torch-cpu", 1.15, "<="),
+     "torch-cpu", 1.0, "<="),
+    ("torch / torch-cpu, 784-512-512-10 step, batch 1024", MNIST_SIZES, 1024, "torch",
+     "torch-cpu", 1.0, "<="),
 )
+"""The training-step targets (issue 26 set the 64-128-128-10, jax and torch ones)."""
+
+ELEMENTWISE_REFERENCES = ("torch-cpu", "numpy-hand")
+"""Every activation and loss case (forward + backward): numpy at most 1.0x each of these,
+where the case has that row."""
+
+
+def _elementwise_targets(report: dict[str, Any], dtype: str) -> list[dict[str, Any]]:
+    out = []
+    for e in report["results"]:
+        if e["group"] not in ("activation", "loss") or e["dtype"] != dtype:
+            continue
+        for ref in ELEMENTWISE_REFERENCES:
+            if ref not in e["rows"] or e["rows"][ref].get("status") == "n/a":
+                continue  # no such reference for this case (no hand-written version)
+            r = _paired(e, "numpy", ref)
+            out.append({"target": f"numpy / {ref}, {e['case']} forward + backward, batch "
+                                  f"{e['batch']}, {dtype}", "limit": 1.0, "op": "<=",
+                        "ratio": r, "passed": None if r is None else r["median"] <= 1.0,
+                        "check_passed": rows_checked(e, ("numpy", ref)),
+                        "reason": "" if r is not None else "a row did not run"})
+    return out
 
 
 def _paired(entry: dict[str, Any], a: str, b: str) -> dict[str, float] | None:
@@ -182,21 +208,41 @@ def _paired(entry: dict[str, Any], a: str, b: str) -> dict[str, float] | None:
 
 _FIT_TARGETS = (  # (description, (case, row) a, (case, row) b, limit, op)
     ("torch-cpu / numpy, 2-4-1 XOR through fit(epochs=400, batch_size=4)",
-     ("fit/2-4-1/b4/fit", "torch-cpu"), ("fit/2-4-1/b4/fit", "numpy"), 5.0, ">="),
+     ("fit/2-4-1/b4/fit", "torch-cpu"), ("fit/2-4-1/b4/fit", "numpy"), 8.0, ">="),
     ("numpy fit / numpy train_step loop, 2-4-1 XOR, 400 epochs",
-     ("fit/2-4-1/b4/fit", "numpy"), ("fit/2-4-1/b4/fit", "mlcore-steps"), 1.3, "<="),
+     ("fit/2-4-1/b4/fit", "numpy"), ("fit/2-4-1/b4/fit", "mlcore-steps"), 1.2, "<="),
     ("numpy fit with metrics and EarlyStopping / plain fit, 784-512-512-10, batch 32",
-     ("fit/784-512-512-10/b32/fit+metrics", "numpy"), ("fit/784-512-512-10/b32/fit", "numpy"),
+     ("fit/784-512-512-10/b32/fit", "mlcore-metrics"), ("fit/784-512-512-10/b32/fit", "numpy"),
      1.05, "<="),
     ("numpy fit with metrics and EarlyStopping / plain fit, 784-512-512-10, batch 256",
-     ("fit/784-512-512-10/b256/fit+metrics", "numpy"), ("fit/784-512-512-10/b256/fit", "numpy"),
-     1.05, "<="),
+     ("fit/784-512-512-10/b256/fit", "mlcore-metrics"),
+     ("fit/784-512-512-10/b256/fit", "numpy"), 1.05, "<="),
 )
+"""Targets between rows of one fit case: interleaved, round by round."""
+
+FIT_ONLY = ("mlcore-steps", "mlcore-metrics")
+"""Rows that run the fit cases only (mlcore's own variants of the numpy fit)."""
 
 
 def _entry(report: dict[str, Any], case: str, dtype: str) -> dict[str, Any] | None:
     return next((e for e in report["results"] if e["case"] == case and e["dtype"] == dtype),
                 None)
+
+
+def rows_checked(entry: dict[str, Any] | None, labels: tuple[str, ...]) -> bool:
+    """Whether the equality check passed for the rows ``labels`` of ``entry``: a target is
+    judged by its own rows only, so a third-party row that failed its check does not void a
+    ratio between two others."""
+    if entry is None:
+        return False
+    check = entry["check"]
+    errors = check.get("errors")
+    if errors is None:  # a report without per-row errors: the case's own verdict
+        return bool(check.get("passed"))
+    if check["reference"] is None:  # training: each row reached the target accuracy
+        return all(errors.get(label) == 0 for label in labels)
+    return all(errors.get(label) is not None and errors[label] <= check["tolerance"]
+               for label in labels)
 
 
 def _cross_ratio(report: dict[str, Any], a: tuple[str, str], b: tuple[str, str],
@@ -205,7 +251,7 @@ def _cross_ratio(report: dict[str, Any], a: tuple[str, str], b: tuple[str, str],
     ea, eb = _entry(report, a[0], dtype), _entry(report, b[0], dtype)
     if ea is None or eb is None:
         return None, False
-    checked = bool(ea["check"]["passed"] and eb["check"]["passed"])
+    checked = rows_checked(ea, (a[1],)) and rows_checked(eb, (b[1],))
     if ea is eb:
         return _paired(ea, a[1], b[1]), checked
     ra, rb = ea["rows"].get(a[1], {}), eb["rows"].get(b[1], {})
@@ -224,16 +270,19 @@ def _fit_targets(report: dict[str, Any], dtype: str) -> list[dict[str, Any]]:
             continue
         passed = None if r is None else (r["median"] <= limit if op == "<="
                                          else r["median"] >= limit)
+        cut = [row for (case, row) in (a, b) if (_entry(report, case, dtype) or {}).get(
+            "rows", {}).get(row, {}).get("status") == "cut"]
+        reason = ("" if r is not None else f"{' and '.join(cut)} cut by --max-seconds" if cut
+                  else "a row did not run")
         out.append({"target": f"{text}, {dtype}", "limit": limit, "op": op, "ratio": r,
-                    "passed": passed, "check_passed": checked,
-                    "reason": "" if r is not None else "a row did not run"})
+                    "passed": passed, "check_passed": checked, "reason": reason})
     return out
 
 
 def targets(report: dict[str, Any], dtype: str = "float32") -> list[dict[str, Any]]:
     """The performance bar, each with its measured ratio, for every optimiser; a target
     that was not measured says why in ``reason``."""
-    out = _fit_targets(report, dtype)
+    out = _fit_targets(report, dtype) + _elementwise_targets(report, dtype)
     optimizers = sorted({e["params"].get("optimizer") for e in report["results"]
                          if e["group"] == "mlp_step"})
     running = {c["label"] for c in report["competitors"] if c["available"]}
@@ -243,10 +292,12 @@ def targets(report: dict[str, Any], dtype: str = "float32") -> list[dict[str, An
             r = _paired(entry, a, b) if entry else None
             passed = None if r is None else (r["median"] <= limit if op == "<="
                                              else r["median"] >= limit)
-            checked = bool(entry and entry["check"]["passed"])
+            checked = rows_checked(entry, (a, b))
             absent = [x for x in (a, b) if x not in running]
+            cut = [x for x in (a, b) if entry and entry["rows"].get(x, {}).get("status") == "cut"]
             reason = ("" if r is not None else
-                      f"needs {' and '.join(absent)}" if absent else "case not run")
+                      f"needs {' and '.join(absent)}" if absent else
+                      f"{' and '.join(cut)} cut by --max-seconds" if cut else "case not run")
             out.append({"target": f"{text}, {opt}, {dtype}", "limit": limit, "op": op,
                         "ratio": r, "passed": passed, "check_passed": checked,
                         "reason": reason})

@@ -55,15 +55,23 @@ class Options:
     threads: int | None = None  # cap BLAS/OpenMP pools and PyTorch (None: library defaults)
     echo: Callable[[str], None] = print
     progress: bool | None = None  # a bar on stderr: None when stderr is a terminal
+    max_seconds: float | None = None  # per competitor and case (None: QUICK_MAX_S with quick)
 
     def settings(self, case: Case) -> Settings:
+        cap = self.max_seconds if self.max_seconds is not None or not self.quick \
+            else QUICK_MAX_S
         if isinstance(case, TrainCase):
             return Settings(rounds=self.rounds or (2 if self.quick else 3), samples=1,
-                            block_s=0.0, warmup=0)
+                            block_s=0.0, warmup=0, max_s=cap)
         if self.quick:
             return Settings(rounds=self.rounds or 2, samples=3, block_s=0.002, warmup=1,
-                            pause_s=0.1)
-        return Settings(rounds=self.rounds or 5)
+                            pause_s=0.1, max_s=cap)
+        return Settings(rounds=self.rounds or 5, max_s=cap)
+
+
+QUICK_MAX_S = 5.0
+"""With ``--quick``, the seconds one competitor may spend on one case unless
+``--max-seconds`` says otherwise: ~16 cases and 7 competitors then fit in about 2 minutes."""
 
 
 @dataclass
@@ -182,17 +190,24 @@ def run_case(case: Case, dtype: str, comps: list[Competitor], opts: Options,
     benches: dict[str, Bench] = {}
     results: dict[str, list[Any]] = {}
     memory: dict[str, int | None] = {}
+    spent: dict[str, float] = {}
     for comp in comps:
+        t0 = time.perf_counter()
         try:
             benches[comp.label], results[comp.label], memory[comp.label] = _prepare(
                 comp, case, np.dtype(dtype))
+            spent[comp.label] = time.perf_counter() - t0
         except UnavailableError as exc:
             rows[comp.label] = {"status": "n/a", "reason": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a failing competitor is reported, not fatal
             rows[comp.label] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
     verdict = check(case, results)
-    stats = measure(benches, opts.settings(case), progress) if benches else {}
-    for label, s in stats.items():
+    stats = measure(benches, opts.settings(case), progress, spent) if benches else {}
+    for label, s in list(stats.items()):
+        if s.cut:  # timed no further: no median, no ratio
+            rows[label] = {"status": "cut", "reason": s.cut}
+            del stats[label]
+            continue
         rows[label] = _stats_row(s, memory[label]) | {"clock": clock_name(benches[label])}
     return {"case": case.name, "group": case.group, "batch": case.batch, "dtype": dtype,
             "params": _case_params(case), "check": verdict,

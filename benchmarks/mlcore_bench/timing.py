@@ -9,6 +9,10 @@ calibrated so that a block lasts ``block_s``. GPU competitors (CuPy, PyTorch CUD
 with CUDA events recorded on the current stream around the block (:func:`clock_name`), the
 others with ``time.perf_counter``. Ratios are taken per round, between samples
 of the same round, so a stall that slows one round does not bias them.
+
+``Settings.max_s`` caps the seconds one competitor may spend on one case (its set-up and
+first call included): once over, it is *cut* (:attr:`Stats.cut` says why) and timed no
+further, so one slow competitor cannot hold the whole run; a cut row has no ratios.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class Settings:
     block_s: float = 0.005
     warmup: int = 3
     pause_s: float = 0.15
+    max_s: float | None = None
+    """Seconds one competitor may spend on one case before it is cut (None: no cap)."""
 
 
 @dataclass
@@ -60,6 +66,8 @@ class Stats:
     """Seconds per call of one competitor: every sample, grouped by round."""
 
     rounds: list[list[float]] = field(default_factory=list)
+    cut: str = ""
+    """Why this competitor was cut (its time cap spent), or "" when it ran every round."""
 
     @property
     def samples(self) -> list[float]:
@@ -137,22 +145,42 @@ def _pause(settings: Settings) -> None:
 
 
 def measure(benches: dict[str, Bench], settings: Settings,
-            progress: Callable[[], None] | None = None) -> dict[str, Stats]:
-    """Time every bench, interleaved; returns seconds per call by competitor label."""
+            progress: Callable[[], None] | None = None,
+            spent: dict[str, float] | None = None) -> dict[str, Stats]:
+    """Time every bench, interleaved; returns seconds per call by competitor label.
+
+    ``spent``: seconds each competitor already took on this case (set-up, first call),
+    counted against ``settings.max_s``; a competitor over it is cut before its next block."""
     labels = list(benches)
+    used = {label: (spent or {}).get(label, 0.0) for label in labels}
+    stats = {label: Stats() for label in labels}
     blocks = {}
     for label in labels:
         _pause(settings)
-        blocks[label] = _calibrate(benches[label], settings)
-    stats = {label: Stats() for label in labels}
+        if not _cut(stats[label], used[label], settings):
+            t0 = time.perf_counter()
+            blocks[label] = _calibrate(benches[label], settings)
+            used[label] += time.perf_counter() - t0
     for r in range(settings.rounds):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            if stats[label].cut or _cut(stats[label], used[label], settings):
+                continue
             _pause(settings)
             bench, k = benches[label], blocks[label]
+            t0 = time.perf_counter()
             stats[label].rounds.append([_block(bench, k) for _ in range(settings.samples)])
+            used[label] += time.perf_counter() - t0
             if progress is not None:
                 progress()
     return stats
+
+
+def _cut(stats: Stats, used: float, settings: Settings) -> bool:
+    """Mark ``stats`` cut when ``used`` seconds passed the cap; whether it is."""
+    if settings.max_s is not None and used > settings.max_s:
+        stats.cut = (f"{used:.1f} s spent, over --max-seconds {settings.max_s:g} "
+                     f"(after {len(stats.rounds)} of {settings.rounds} rounds)")
+    return bool(stats.cut)
 
 
 def peak_memory(bench: Bench) -> int | None:

@@ -116,3 +116,33 @@ def test_bad_options_fail_before_anything_runs(args: list[str], message: str,
     assert result.stderr.count("\n") == 1
     if "--backend" in args:
         assert "numpy, strict" in result.stderr and "numpy-hand, torch-cpu" in result.stderr
+
+
+def test_a_target_is_judged_by_its_own_rows_checks_only() -> None:
+    """A third-party row failing its equality check does not mark numpy / numpy-hand void."""
+    entry = {"check": {"reference": "numpy-hand", "tolerance": 1e-4, "passed": False,
+                       "errors": {"numpy-hand": 0.0, "numpy": 2e-7, "stranger": 0.5}}}
+    assert report.rows_checked(entry, ("numpy", "numpy-hand"))
+    assert not report.rows_checked(entry, ("stranger", "numpy-hand"))
+    assert not report.rows_checked(entry, ("absent",))
+    assert not report.rows_checked(None, ("numpy",))
+    trained = {"check": {"reference": None, "tolerance": 0.97, "passed": False,
+                         "errors": {"numpy": 0.0, "stranger": float("inf")}}}
+    assert report.rows_checked(trained, ("numpy",))
+    assert not report.rows_checked(trained, ("numpy", "stranger"))
+
+
+def test_every_activation_and_loss_is_held_to_torch_and_the_hand_version() -> None:
+    entry = {"case": "activation/relu", "group": "activation", "batch": 256,
+             "dtype": "float32", "params": {},
+             "rows": {"numpy": {"status": "ok"}, "torch-cpu": {"status": "ok"},
+                      "numpy-hand": {"status": "n/a", "reason": "no hand-written version"}},
+             "ratios": [{"a": "numpy", "b": "torch-cpu", "median": 0.8, "min": 0.7,
+                         "max": 1.1}],
+             "check": {"reference": "torch-cpu", "tolerance": 1e-4, "passed": True,
+                       "errors": {"numpy": 0.0, "torch-cpu": 0.0}}}
+    found = [t for t in report.targets(_report([entry])) if "activation/relu" in t["target"]]
+    assert len(found) == 1  # no numpy-hand target: that case has no hand-written version
+    (t,) = found
+    assert t["target"].startswith("numpy / torch-cpu, activation/relu forward + backward")
+    assert t["passed"] and t["check_passed"] and t["limit"] == 1.0

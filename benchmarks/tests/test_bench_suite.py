@@ -237,3 +237,48 @@ def test_gpu_competitors_are_timed_with_cuda_events(kind: str,
     assert timing._block(gpu, 5) == pytest.approx(2e-3)  # GPU time, not the host's ~0 s
     assert entered == ["in", "out"]
     assert timing._block(host, 5) < 1e-3
+
+
+class _Sleeper:
+    """A competitor whose every call sleeps ``s`` seconds (no timing is asserted: a sleep
+    lasts at least its length, so the cap is certainly passed)."""
+
+    memory = ""
+
+    def __init__(self, s: float) -> None:
+        self.s, self.calls = s, 0
+
+    def step(self) -> None:
+        import time
+
+        self.calls += 1
+        time.sleep(self.s)
+
+    def sync(self) -> None:
+        pass
+
+    def result(self) -> list[Any]:
+        return []
+
+
+def test_a_slow_competitor_is_cut_not_waited_for() -> None:
+    from mlcore_bench.timing import Settings, measure
+
+    settings = Settings(rounds=4, samples=2, block_s=0.0, warmup=1, pause_s=0.0, max_s=0.05)
+    slow, fast = _Sleeper(0.03), _Sleeper(0.0)
+    stats = measure({"slow": slow, "fast": fast}, settings)
+    assert "s spent" in stats["slow"].cut and "--max-seconds 0.05" in stats["slow"].cut
+    assert len(stats["slow"].rounds) < 4 and slow.calls < 1 + 4 * 2
+    assert not stats["fast"].cut and len(stats["fast"].rounds) == 4
+    spent = measure({"fast": _Sleeper(0.0)}, settings, spent={"fast": 1.0})["fast"]
+    assert spent.cut and spent.rounds == []  # its set-up already took the budget
+
+
+def test_quick_caps_each_competitor_and_the_option_overrides() -> None:
+    from mlcore_bench.cases import StepCase
+    from mlcore_bench.runner import QUICK_MAX_S, Options
+
+    case = StepCase((2, 4, 1), 4)
+    assert Options(quick=True).settings(case).max_s == QUICK_MAX_S
+    assert Options().settings(case).max_s is None
+    assert Options(max_seconds=9.0).settings(case).max_s == 9.0

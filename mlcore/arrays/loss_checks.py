@@ -8,6 +8,7 @@ capture has no values to read; :mod:`mlcore.training.step` checks the first batc
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,7 +118,14 @@ def check_unit_interval(xp: Any, x: Any, label: str, owner: str,
 
 def eps_value(xp: Any, pred: Any, eps: float | None) -> float:
     """The clipping epsilon: ``eps`` or, by default, the machine epsilon of pred's dtype."""
-    return float(xp.finfo(pred.dtype).eps) if eps is None else eps
+    return machine_eps(xp, pred.dtype) if eps is None else eps
+
+
+@functools.lru_cache(maxsize=64)
+def machine_eps(xp: Any, dtype: Any) -> float:
+    """``finfo(dtype).eps`` as a float, cached per namespace and dtype (``finfo`` costs three
+    Python calls, and every loss call asked for it)."""
+    return float(xp.finfo(dtype).eps)
 
 
 def eps_param(owner: str, eps: Any) -> float | None:
@@ -229,7 +237,7 @@ def probability_tolerance(xp: Any, dtype: Any) -> float:
     """How far rows of computed probabilities (a softmax output) may sum from 1: the square
     root of the dtype's machine epsilon, at least 1e-5 (3.5e-4 in float32, 1e-5 in
     float64, which leaves room for finite differences)."""
-    return max(1e-5, math.sqrt(float(xp.finfo(dtype).eps)))
+    return max(1e-5, math.sqrt(machine_eps(xp, dtype)))
 
 
 def check_probability_rows(xp: Any, pred: Any, owner: str, fix: str) -> None:

@@ -60,8 +60,11 @@ def _positional(method: Any, obj: Any, args: Any, kwargs: Any) -> tuple[Any, ...
     return tuple(bound.arguments.values())[1:]
 
 
+@functools.lru_cache(maxsize=64)
 def exp_floor(xp: Any, dtype: Any) -> float:
-    """The most negative ``t`` whose ``exp(-t)`` still fits ``dtype`` (about -87.7 in float32)."""
+    """The most negative ``t`` whose ``exp(-t)`` still fits ``dtype`` (about -87.7 in float32).
+
+    Cached per namespace and dtype: ``finfo`` costs three Python calls, on every sigmoid."""
     return 1.0 - math.log(xp.finfo(dtype).max)
 
 

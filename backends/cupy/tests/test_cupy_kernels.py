@@ -285,8 +285,10 @@ def test_cupy_kernels_are_those_of_the_hookspecs_table(cupy: FakeCupy) -> None:
     from mlcore.hookspecs import KERNELS
 
     made = kernels.make_kernels(cupy)
-    # exactly the kernels the core asks for: none offered that no code path calls
-    assert set(made) == set(kernels.KERNEL_NAMES) == set(KERNELS)
+    # only kernels the core asks for (none offered that no code path calls); another
+    # backend may offer a kernel CuPy does not
+    assert set(made) == set(kernels.KERNEL_NAMES) <= set(KERNELS)
+    assert {"adam_update", "sgd_update", "softmax_cross_entropy"} <= set(made)
     for name, fn in made.items():
         params = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
                            for p in inspect.signature(fn).parameters.values())
