@@ -253,7 +253,8 @@ class Optimizer:
             grads = clip_gradients(xp, grads, self.clip_norm, self.clip_value)
         done = None if self._fused is None else self.fast_update(xp, values, grads, state, lr)
         if done is not None:
-            self.store(chosen, done)
+            if done:
+                self.store(chosen, done)
             return
         self.scatter(chosen, *self.rule(xp, values, grads, state, lr))
 

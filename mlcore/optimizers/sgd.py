@@ -52,6 +52,8 @@ class SGD(Optimizer):
         """The step directions ``d`` (``p ← p - lr·d``) and the new momentum buffers."""
         mu, nesterov, wd = self.momentum, self.nesterov, self.weight_decay
         if not mu:
+            if not wd:
+                return list(grads), {}  # plain SGD: the direction is the gradient
             return [_decayed(p, g, wd) for p, g in zip(params, grads, strict=True)], {}
         out, bufs = [], []
         for p, g, b in zip(params, grads, state["buffers"], strict=True):
