@@ -47,6 +47,7 @@ from ..optimizers import SGD
 from ..saving.io import load
 from ..training.fit import make_train_step
 from .case import takes
+from .checks import _numeric_grad
 from .float64 import SkippedCheck, float64_reason
 from .training import _backends, _Identity, identity_compiler
 
@@ -137,7 +138,7 @@ def _gradient(ctx: _Ctx) -> None:
     if getattr(layer, "differentiable_input", True):
         if dX is None:
             raise _fail(ctx, "backprop(dY) returned None with input_grad=True; return dX")
-        _close(ctx, ctx.host(dX), _numeric(np, total, np.asarray(x0, dtype=float)),
+        _close(ctx, ctx.host(dX), _numeric_grad(np, total, np.asarray(x0, dtype=float)),
                "dX vs central finite differences (float64)")
     grads: dict[str, Any] = {n: (None if p.grad is None else ctx.host(p.grad))
                              for n, p in params}
@@ -153,7 +154,7 @@ def _gradient(ctx: _Ctx) -> None:
             return total(x0)
 
         try:
-            want = _numeric(np, by_param, v0)
+            want = _numeric_grad(np, by_param, np.asarray(v0, dtype=float))
         finally:
             p.value = saved
         _close(ctx, grads[name], want, f"gradient of {name!r} vs central finite differences "
@@ -164,17 +165,6 @@ def _gradient(ctx: _Ctx) -> None:
         _close(ctx, ctx.host(p.grad), 2.0 * grads[name],
                f"{name!r}.grad after a second backprop: gradients must accumulate "
                f"(Parameter.accumulate adds; zero_grad clears)")
-
-
-def _numeric(np: Any, f: Callable[[Any], float], x0: Any) -> Any:
-    grad = np.zeros_like(x0, dtype=float)
-    for i in range(x0.size):
-        h = 1e-6 * max(1.0, abs(float(x0.flat[i])))
-        up, down = x0.copy(), x0.copy()
-        up.flat[i] += h
-        down.flat[i] -= h
-        grad.flat[i] = (f(up) - f(down)) / (2 * h)
-    return grad
 
 
 def _close(ctx: _Ctx, got: Any, want: Any, what: str, tol: float | None = None) -> None:
