@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import pluggy
 
+from .types import Array, DType, Namespace, Step
+
 if TYPE_CHECKING:
     from .backend import Backend
 
@@ -37,10 +39,10 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 class ActivationFn(Protocol):
     """What an activation factory returns (element-wise unless documented otherwise)."""
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         """y = f(x), in the namespace, device and floating dtype of ``x``."""
 
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+    def backward(self, x: Array, y: Array, dy: Array) -> Array:
         """dx = dy · f'(x), the vector-Jacobian product; ``y`` is ``forward(x)``."""
 
 
@@ -48,10 +50,10 @@ class ActivationFn(Protocol):
 class LossFn(Protocol):
     """What a loss factory returns."""
 
-    def forward(self, pred: Any, target: Any) -> Any:
+    def forward(self, pred: Array, target: Array) -> Array:
         """The loss: a 0-d array (per-sample values when ``reduction="none"``)."""
 
-    def backward(self, pred: Any, target: Any) -> Any:
+    def backward(self, pred: Array, target: Array) -> Array:
         """d forward(pred, target) / d pred, same shape and dtype as ``pred``.
 
         With ``reduction="none"`` it is the gradient of the *sum* of the per-sample values.
@@ -69,10 +71,10 @@ class ActivationKernels(Protocol):
     written on it has both. They do no validation: ``x`` is a floating array of ``xp``.
     """
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         """``forward(x)`` without checks."""
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         """``backward(x, y, dy)`` without checks."""
 
 
@@ -86,13 +88,15 @@ class LossKernels(Protocol):
     calls ``value_and_grad_unchecked`` on every batch, and ``forward_unchecked`` to evaluate.
     """
 
-    def prepare_target(self, xp: Any, target: Any, n_out: int | None, dtype: Any) -> Any:
+    def prepare_target(self, xp: Namespace, target: Array, n_out: int | None,
+                       dtype: DType) -> Array:
         """Validate a whole training target once; return it as the unchecked methods take it."""
 
-    def forward_unchecked(self, xp: Any, pred: Any, target: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
         """``forward(pred, target)`` for inputs already checked."""
 
-    def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
+                                 target: Array) -> tuple[Array, Array]:
         """``(forward(pred, target), backward(pred, target))`` for inputs already checked."""
 
 
@@ -111,7 +115,7 @@ class LogitsLoss(Protocol):
     logits_activation: str
     reduction: str
 
-    def logits_form(self) -> Any:
+    def logits_form(self) -> LossKernels:
         """This loss, taking the logits of ``logits_activation`` as its ``pred``."""
 
 
@@ -161,7 +165,7 @@ def mlcore_backends() -> Sequence[Backend]:
 
 
 @hookspec
-def mlcore_activations() -> Mapping[str, Callable[..., Any]]:
+def mlcore_activations() -> Mapping[str, Callable[..., ActivationFn]]:
     """Return ``{name: factory}`` for the activations this plugin provides.
 
     ``factory(**params)`` returns an object with ``forward(x) -> y`` and
@@ -173,7 +177,7 @@ def mlcore_activations() -> Mapping[str, Callable[..., Any]]:
 
 
 @hookspec
-def mlcore_losses() -> Mapping[str, Callable[..., Any]]:
+def mlcore_losses() -> Mapping[str, Callable[..., LossFn]]:
     """Return ``{name: factory}`` for the losses this plugin provides.
 
     ``factory(**params)`` returns an object with ``forward(pred, target) -> 0-d array``
@@ -228,7 +232,7 @@ def mlcore_layers() -> Mapping[str, type[Any]]:
 
 
 @hookspec(firstresult=True)
-def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
+def mlcore_kernel(name: str, xp: Namespace) -> Callable[..., Any] | None:
     """Return a fused kernel ``name`` for arrays of the namespace ``xp``, or None.
 
     An optional speed-up, asked once when the object that would use it is built (never per
@@ -248,7 +252,7 @@ def mlcore_kernel(name: str, xp: Any) -> Callable[..., Any] | None:
 
 
 @hookspec(firstresult=True)
-def mlcore_compile_step(backend: Backend, step: Callable[..., Any]) -> Callable[..., Any] | None:
+def mlcore_compile_step(backend: Backend, step: Step) -> Step | None:
     """Return a compiled version of the training step ``step`` for ``backend``, or None.
 
     ``step(params: tuple, state: tuple, X, y) -> (new_params: tuple, new_state: tuple,

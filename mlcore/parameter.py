@@ -7,10 +7,10 @@ Below the layers and the optimisers, which both hold parameters (re-exported by
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
 
 from .arrays.namespace import check_same_device, enters_device, namespace, writes_in_place
 from .errors import DTypeError, ShapeError
+from .types import Array, Device
 
 __all__ = ["Parameter", "on_device"]
 
@@ -20,15 +20,15 @@ class Parameter:
 
     __slots__ = ("grad", "value")
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Array) -> None:
         self.value = value
-        self.grad: Any = None
+        self.grad: Array | None = None
 
-    def accumulate(self, grad: Any) -> None:
+    def accumulate(self, grad: Array) -> None:
         """Add ``grad`` (a fresh array the parameter may keep) to the gradient."""
         self.grad = grad if self.grad is None else self.grad + grad
 
-    def set(self, value: Any) -> None:
+    def set(self, value: Array) -> None:
         """Copy ``value`` into the parameter's own storage, as ``torch``'s ``copy_`` does.
 
         The array keeps its identity and memory layout (a Dense weight stays stored as the
@@ -67,8 +67,8 @@ class Parameter:
         return f"Parameter(shape={self.shape}, dtype={self.value.dtype})"
 
 
-def on_device(device: Any) -> AbstractContextManager[Any]:
+def on_device(device: Device) -> AbstractContextManager[object]:
     """``device`` itself when its backend asks the core to enter it
     (:func:`mlcore.arrays.namespace.enters_device`: CuPy allocates every new array on its *current*
     device, whatever ``device=`` says), else a no-op context."""
-    return device if enters_device(device) else nullcontext()  # type: ignore[no-any-return]
+    return device if enters_device(device) else nullcontext()

@@ -17,7 +17,7 @@ import mlcore
 CORE = pathlib.Path(mlcore.__file__).parent
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "hookspecs"),
+    ("errors", "hookspecs", "types"),
     ("plugins",),
     ("backend",),
     ("arrays",),

@@ -10,26 +10,26 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import TypeGuard
 
 from ..errors import InvalidParameterError
 
 __all__ = ["real", "integer", "is_integer", "is_real"]
 
 
-def is_integer(value: Any) -> bool:
+def is_integer(value: object) -> TypeGuard[numbers.Integral]:
     """An int or a NumPy integer, not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) \
         and type(value).__name__ != "bool_"
 
 
-def is_real(value: Any) -> bool:
+def is_real(value: object) -> TypeGuard[numbers.Real]:
     """An int, a float or a NumPy number of either kind, not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) \
         and type(value).__name__ != "bool_"
 
 
-def real(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *,
+def real(name: str, value: object, low: float = -math.inf, high: float = math.inf, *,
          open_low: bool = False, open_high: bool = False, example: str = "",
          owner: str = "") -> float:
     """``value`` as a finite float in the interval (``[low, high]`` unless opened)."""
@@ -48,14 +48,14 @@ def real(name: str, value: Any, low: float = -math.inf, high: float = math.inf, 
     return v
 
 
-def integer(name: str, value: Any, low: int = 0, *, example: str = "",
+def integer(name: str, value: object, low: int = 0, *, example: str = "",
             owner: str = "") -> int:
     """``value`` as an int ``>= low`` (a NumPy integer is accepted; 2.0 and "2" are not)."""
-    if not is_integer(value) or int(value) < low:
-        raise InvalidParameterError(
-            f"{_who(owner, name)} must be an integer >= {low}, received {value!r} of type "
-            f"{type(value).__name__}.{_fix(example)}", value)
-    return int(value)
+    if is_integer(value) and int(value) >= low:
+        return int(value)
+    raise InvalidParameterError(
+        f"{_who(owner, name)} must be an integer >= {low}, received {value!r} of type "
+        f"{type(value).__name__}.{_fix(example)}", value)
 
 
 def _who(owner: str, name: str) -> str:
@@ -66,7 +66,7 @@ def _fix(example: str) -> str:
     return f" Pass, for example, {example}." if example else ""
 
 
-def seed(value: Any, name: str = "seed") -> int | None:
+def seed(value: object, name: str = "seed") -> int | None:
     """A random seed: None (fresh entropy) or an integer >= 0 (NumPy's generators refuse
     negative seeds, with a message that does not name the argument)."""
     if value is None:

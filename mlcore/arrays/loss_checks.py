@@ -13,9 +13,9 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
 
 from ..errors import DTypeError, InvalidParameterError, InvalidValueError, ShapeError
+from ..types import Array, DType, Namespace
 from .checks import is_real
 from .namespace import check_finite, check_floating, check_same_shape
 
@@ -70,7 +70,7 @@ PROBABILITY_TOLERANCE = 1e-3
 """How far a probability target's row sum may be from 1 (float32 rounding leaves ~1e-6)."""
 
 
-def check_pred(xp: Any, pred: Any, owner: str, ndim: int | None = None) -> None:
+def check_pred(xp: Namespace, pred: Array, owner: str, ndim: int | None = None) -> None:
     """``pred`` must be floating with N >= 1 samples (and ``ndim`` axes when given)."""
     check_floating(xp, pred, "pred")
     if (ndim is not None and pred.ndim != ndim) or pred.ndim < 1 or pred.shape[0] == 0:
@@ -82,14 +82,14 @@ def check_pred(xp: Any, pred: Any, owner: str, ndim: int | None = None) -> None:
         )
 
 
-def float_target(xp: Any, pred: Any, target: Any) -> Any:
+def float_target(xp: Namespace, pred: Array, target: Array) -> Array:
     """``target`` checked to be floating, cast to ``pred``'s dtype (no copy when equal)."""
     check_floating(xp, target, "target")
     return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)
 
 
-def same_shape_float(xp: Any, pred: Any, target: Any, owner: str,
-                     ndim: int | None = None) -> Any:
+def same_shape_float(xp: Namespace, pred: Array, target: Array, owner: str,
+                     ndim: int | None = None) -> Array:
     """The checks of an element-wise loss: floating, one shape (of ``ndim`` axes when
     given), N >= 1 samples; returns ``target`` in ``pred``'s dtype."""
     check_pred(xp, pred, owner, ndim)
@@ -97,13 +97,13 @@ def same_shape_float(xp: Any, pred: Any, target: Any, owner: str,
     return float_target(xp, pred, target)
 
 
-def _seen(lo: Any, hi: Any) -> str:
+def _seen(lo: Array, hi: Array) -> str:
     """``"values from a to b"``, or ``"NaN"`` (a NaN makes every comparison false)."""
-    lo, hi = float(lo), float(hi)
-    return "NaN" if math.isnan(lo) or math.isnan(hi) else f"values from {lo:g} to {hi:g}"
+    a, b = float(lo), float(hi)
+    return "NaN" if math.isnan(a) or math.isnan(b) else f"values from {a:g} to {b:g}"
 
 
-def check_unit_interval(xp: Any, x: Any, label: str, owner: str,
+def check_unit_interval(xp: Namespace, x: Array, label: str, owner: str,
                         fix: str = "Pass logits with from_logits=True, or end the model with "
                                    "output_activation='sigmoid'.") -> None:
     """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1] (NaN
@@ -116,43 +116,43 @@ def check_unit_interval(xp: Any, x: Any, label: str, owner: str,
             f"Loss {owner!r} expected {label} in [0, 1], received {_seen(lo, hi)}. {fix}", x)
 
 
-def eps_value(xp: Any, pred: Any, eps: float | None) -> float:
+def eps_value(xp: Namespace, pred: Array, eps: float | None) -> float:
     """The clipping epsilon: ``eps`` or, by default, the machine epsilon of pred's dtype."""
     return machine_eps(xp, pred.dtype) if eps is None else eps
 
 
 @functools.lru_cache(maxsize=64)
-def machine_eps(xp: Any, dtype: Any) -> float:
+def machine_eps(xp: Namespace, dtype: DType) -> float:
     """``finfo(dtype).eps`` as a float, cached per namespace and dtype (``finfo`` costs three
     Python calls, and every loss call asked for it)."""
     return float(xp.finfo(dtype).eps)
 
 
-def eps_param(owner: str, eps: Any) -> float | None:
+def eps_param(owner: str, eps: object) -> float | None:
     """``eps`` is None or a number in (0, 0.5)."""
-    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0.0 < eps < 0.5
-    if eps is not None and not ok:
-        raise InvalidParameterError(
-            f"Loss {owner!r}: eps must be None (the dtype's machine epsilon) or a number in "
-            f"(0, 0.5); received {eps!r}.",
-            eps,
-        )
-    return None if eps is None else float(eps)
+    if eps is None:
+        return None
+    if isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0.0 < eps < 0.5:
+        return float(eps)
+    raise InvalidParameterError(
+        f"Loss {owner!r}: eps must be None (the dtype's machine epsilon) or a number in "
+        f"(0, 0.5); received {eps!r}.",
+        eps,
+    )
 
 
-def number_param(owner: str, name: str, value: Any, above: float | None = None) -> float:
+def number_param(owner: str, name: str, value: object, above: float | None = None) -> float:
     """``value`` as a finite float (greater than ``above`` when given), else
     :class:`InvalidParameterError`. ``owner`` starts the message: ``"Loss 'huber'"``,
     ``"Activation 'elu'"``."""
-    ok = is_real(value)
-    if not ok or not math.isfinite(value) or (above is not None and value <= above):
-        bound = f" greater than {above:g}" if above is not None else ""
-        raise InvalidParameterError(
-            f"{owner}: {name} must be a finite real number{bound}, received {value!r}.", value)
-    return float(value)
+    if is_real(value) and math.isfinite(value) and (above is None or float(value) > above):
+        return float(value)
+    bound = f" greater than {above:g}" if above is not None else ""
+    raise InvalidParameterError(
+        f"{owner}: {name} must be a finite real number{bound}, received {value!r}.", value)
 
 
-def bool_param(owner: str, name: str, value: Any) -> bool:
+def bool_param(owner: str, name: str, value: object) -> bool:
     """Flags such as ``from_logits`` must be real booleans (a string "no" is truthy)."""
     if not isinstance(value, bool):
         raise InvalidParameterError(
@@ -161,7 +161,7 @@ def bool_param(owner: str, name: str, value: Any) -> bool:
     return value
 
 
-def class_targets(xp: Any, pred: Any, target: Any, owner: str) -> Any:
+def class_targets(xp: Namespace, pred: Array, target: Array, owner: str) -> Array:
     """Check ``target`` is (N,) class indices in [0, M) or (N, M) probability rows."""
     if target.ndim == 1 and xp.isdtype(target.dtype, "integral"):
         check_class_indices(xp, pred, target, owner)
@@ -179,7 +179,7 @@ def class_targets(xp: Any, pred: Any, target: Any, owner: str) -> Any:
     return target
 
 
-def check_class_indices(xp: Any, pred: Any, target: Any, owner: str) -> None:
+def check_class_indices(xp: Namespace, pred: Array, target: Array, owner: str) -> None:
     """(N,) integer ``target`` for (N, M) ``pred``: N labels, each in [0, M)."""
     n, m = pred.shape
     if target.shape[0] != n:
@@ -191,7 +191,7 @@ def check_class_indices(xp: Any, pred: Any, target: Any, owner: str) -> None:
     check_labels(xp, target, m, f"pred with {m} classes", f"Loss {owner!r}: ")
 
 
-def check_labels(xp: Any, labels: Any, m: int, where: str, prefix: str = "") -> None:
+def check_labels(xp: Namespace, labels: Array, m: int, where: str, prefix: str = "") -> None:
     """Integer ``labels`` must be class indices in [0, m): a min and a max over the N labels
     (not the N x M scores), one host round trip. ``where`` names what has the m classes
     ("pred with 4 classes", "a model with 3 outputs"); ``prefix`` starts the message."""
@@ -207,7 +207,7 @@ def check_labels(xp: Any, labels: Any, m: int, where: str, prefix: str = "") -> 
         )
 
 
-def training_target(xp: Any, y: Any, n_out: int | None, dtype: Any) -> Any:
+def training_target(xp: Namespace, y: Array, n_out: int | None, dtype: DType) -> Array:
     """A training target checked once at the ``fit`` boundary: numbers cast to ``dtype``,
     finite, and an (N,) target made (N, 1) for a model with one output."""
     if y.dtype != dtype:
@@ -218,7 +218,7 @@ def training_target(xp: Any, y: Any, n_out: int | None, dtype: Any) -> Any:
     return y
 
 
-def check_distribution(xp: Any, target: Any, owner: str, label: str = "target",
+def check_distribution(xp: Namespace, target: Array, owner: str, label: str = "target",
                        tolerance: float = PROBABILITY_TOLERANCE,
                        fix: str = "Normalise each row, or pass integer class indices.") -> None:
     """Rows must be non-negative and sum to 1 within ``tolerance`` (NaN fails)."""
@@ -233,28 +233,27 @@ def check_distribution(xp: Any, target: Any, owner: str, label: str = "target",
             f"summing to 1 within {tolerance:.3g}); received {found}. {fix}", target)
 
 
-def probability_tolerance(xp: Any, dtype: Any) -> float:
+def probability_tolerance(xp: Namespace, dtype: DType) -> float:
     """How far rows of computed probabilities (a softmax output) may sum from 1: the square
     root of the dtype's machine epsilon, at least 1e-5 (3.5e-4 in float32, 1e-5 in
     float64, which leaves room for finite differences)."""
     return max(1e-5, math.sqrt(machine_eps(xp, dtype)))
 
 
-def check_probability_rows(xp: Any, pred: Any, owner: str, fix: str) -> None:
+def check_probability_rows(xp: Namespace, pred: Array, owner: str, fix: str) -> None:
     """(N, M) ``pred`` must hold probability rows (within :func:`probability_tolerance`)."""
     check_distribution(xp, pred, owner, "pred", probability_tolerance(xp, pred.dtype), fix)
 
 
-def smoothing_param(value: Any) -> float:
+def smoothing_param(value: object) -> float:
     """``label_smoothing`` is a number in [0, 1)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
-    if not ok:
-        raise InvalidParameterError(
-            f"Loss 'cross_entropy': label_smoothing must be a number in [0, 1), received "
-            f"{value!r}.",
-            value,
-        )
-    return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0:
+        return float(value)
+    raise InvalidParameterError(
+        f"Loss 'cross_entropy': label_smoothing must be a number in [0, 1), received "
+        f"{value!r}.",
+        value,
+    )
 
 
 CE_FIX = ("These look like logits, not probabilities: pass from_logits=True, or end the model "
@@ -264,7 +263,7 @@ MULTI_HOT_FIX = ("Several classes per sample (multi-hot rows) need loss='binary_
                  "soft rows must sum to 1.")
 
 
-def logits_flag(owner: str, value: Any) -> bool | None:
+def logits_flag(owner: str, value: object) -> bool | None:
     """``from_logits``: True, False, or None (the default: the model decides in ``fit``)."""
     return None if value is None else bool_param(owner, "from_logits", value)
 

@@ -7,9 +7,9 @@ public function and passes ``xp`` down.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, ParamSpec, TypeGuard, TypeVar, cast
 
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
@@ -24,6 +24,13 @@ from ..errors import (
     ShapeError,
 )
 from ..plugins import registry
+from ..types import Array, Device, DType, Namespace
+
+if TYPE_CHECKING:
+    from ..backend import Backend
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 __all__ = [
     "namespace",
@@ -40,7 +47,7 @@ __all__ = [
 ]
 
 
-def describe(x: Any) -> str:
+def describe(x: object) -> str:
     """A short description of an array: its backend, shape and dtype."""
 
     b = backend_of(x)
@@ -50,11 +57,11 @@ def describe(x: Any) -> str:
     return f"{kind} of shape {shape_text}, dtype {getattr(x, 'dtype', '?')}"
 
 
-_NAMESPACES: dict[tuple[type, ...], Any] = {}
+_NAMESPACES: dict[tuple[type, ...], Namespace] = {}
 """Namespaces already resolved, by the argument types (filled on first use, bounded)."""
 
 
-def namespace(*arrays: Any, names: Sequence[str] = ()) -> Any:
+def namespace(*arrays: Array, names: Sequence[str] = ()) -> Namespace:
     """The Array API namespace shared by ``arrays``; a clear error when they differ.
 
     ``names`` labels the arrays in the error ("pred is a numpy array ..., target is a
@@ -90,12 +97,12 @@ def namespace(*arrays: Any, names: Sequence[str] = ()) -> Any:
     return xp
 
 
-def device_of(x: Any) -> Any:
+def device_of(x: Array) -> Device:
     """The device ``x`` lives on."""
     return _device(x)
 
 
-def check_same_device(*arrays: Any, names: Sequence[str] = ()) -> Any:
+def check_same_device(*arrays: Array, names: Sequence[str] = ()) -> Device:
     """Return the common device of ``arrays``; raise naming each when they differ."""
     devices = [_device(a) for a in arrays]
     first = devices[0]
@@ -114,7 +121,7 @@ _ENTERS: dict[type, bool] = {}
 """Per device type: whether a backend declared that the core must enter it (filled lazily)."""
 
 
-def enters_device(device: Any) -> bool:
+def enters_device(device: Device) -> TypeGuard[AbstractContextManager[object]]:
     """Whether the core computes on ``device`` inside ``with device:``.
 
     Only when a backend declares it, through the optional Backend member
@@ -130,7 +137,7 @@ def enters_device(device: Any) -> bool:
     return known
 
 
-def _declared(device: Any) -> bool:
+def _declared(device: Device) -> bool:
 
     for b in registry().backends.values():
         ask = optional_members(b).enters_device
@@ -139,12 +146,12 @@ def _declared(device: Any) -> bool:
     return False
 
 
-def scoped(device: Any, fn: Any) -> Any:
+def scoped(device: Device, fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """``fn`` itself, or ``fn`` run inside ``with device:`` when :func:`enters_device`."""
     if not enters_device(device):
         return fn
 
-    def on_device(*args: Any, **kwargs: Any) -> Any:
+    def on_device(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with device:
             return fn(*args, **kwargs)
 
@@ -154,7 +161,7 @@ def scoped(device: Any, fn: Any) -> Any:
 _INPLACE: dict[type, bool] = {}
 
 
-def writes_in_place(x: Any) -> bool:
+def writes_in_place(x: Array) -> bool:
     """Whether the core may write into arrays of ``x``'s type (``x[...] = v``).
 
     An opt-in capability: the backend owning ``x`` declares ``inplace = True`` (NumPy,
@@ -173,7 +180,7 @@ def writes_in_place(x: Any) -> bool:
 
 
 @contextmanager
-def device_scope(*arrays: Any, names: Sequence[str] = ()) -> Iterator[Any]:
+def device_scope(*arrays: Array, names: Sequence[str] = ()) -> Iterator[Device]:
     """Run the enclosed code on the one device of ``arrays``; yield that device.
 
     Raises :class:`DeviceMismatchError` (naming each argument) when the arrays are on
@@ -190,7 +197,7 @@ def device_scope(*arrays: Any, names: Sequence[str] = ()) -> Iterator[Any]:
         yield dev
 
 
-def count_dtype(xp: Any) -> Any:
+def count_dtype(xp: Namespace) -> DType:
     """The namespace's default integer dtype, for counts and class indices: int64 on NumPy,
     int32 on JAX without 64-bit mode (where asking for int64 warns and truncates)."""
     info = getattr(xp, "__array_namespace_info__", None)
@@ -199,7 +206,7 @@ def count_dtype(xp: Any) -> Any:
     return info().default_dtypes()["integral"]
 
 
-def wide_float(xp: Any) -> Any:
+def wide_float(xp: Namespace) -> DType:
     """float64 where the namespace has it (JAX has it only in 64-bit mode), else float32:
     for metric results computed from counts."""
     info = getattr(xp, "__array_namespace_info__", None)
@@ -209,7 +216,7 @@ def wide_float(xp: Any) -> Any:
     return xp.float64
 
 
-def check_floating(xp: Any, x: Any, name: str) -> None:
+def check_floating(xp: Namespace, x: Array, name: str) -> None:
     """Raise :class:`DTypeError` unless ``x`` has a real floating dtype.
 
     float32 and float64 are recognised by two equality tests (0.1 us) before the general
@@ -226,7 +233,7 @@ def check_floating(xp: Any, x: Any, name: str) -> None:
         )
 
 
-def check_finite(xp: Any, x: Any, name: str) -> None:
+def check_finite(xp: Namespace, x: Array, name: str) -> None:
     """Raise :class:`InvalidValueError` when ``x`` holds NaN or infinity."""
     if not bool(xp.all(xp.isfinite(x))):
         bad = int(xp.sum(xp.astype(~xp.isfinite(x), count_dtype(xp))))
@@ -237,7 +244,7 @@ def check_finite(xp: Any, x: Any, name: str) -> None:
         )
 
 
-def check_same_shape(a: Any, b: Any, names: tuple[str, str]) -> None:
+def check_same_shape(a: Array, b: Array, names: tuple[str, str]) -> None:
     """Raise :class:`ShapeError` naming both arrays when their shapes differ."""
     if tuple(a.shape) != tuple(b.shape):
         raise ShapeError(
@@ -247,11 +254,11 @@ def check_same_shape(a: Any, b: Any, names: tuple[str, str]) -> None:
         )
 
 
-def convert(backend: Any, data: Any, name: str) -> Any:
+def convert(backend: Backend, data: object, name: str) -> Array:
     """``data`` as an array of ``backend`` (unchanged when it already is one) holding real
     numbers (complex is refused, never cast)."""
     try:
-        array = data if backend.owns(data) else backend.asarray(data)
+        array: Array = cast("Array", data) if backend.owns(data) else backend.asarray(data)
     except (TypeError, ValueError, RuntimeError) as exc:
         detail = str(exc).rstrip(".")
         if type(data).__module__ == "numpy" and hasattr(data, "astype"):

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
+from ..types import Array, DType, Namespace
 from .namespace import check_same_device, device_of, enters_device, namespace
 
 __all__ = ["on_input_device", "sigmoid", "softmax", "log_softmax", "softplus_neg_abs",
@@ -61,14 +62,14 @@ def _positional(method: Any, obj: Any, args: Any, kwargs: Any) -> tuple[Any, ...
 
 
 @functools.lru_cache(maxsize=64)
-def exp_floor(xp: Any, dtype: Any) -> float:
+def exp_floor(xp: Namespace, dtype: DType) -> float:
     """The most negative ``t`` whose ``exp(-t)`` still fits ``dtype`` (about -87.7 in float32).
 
     Cached per namespace and dtype: ``finfo`` costs three Python calls, on every sigmoid."""
     return 1.0 - math.log(xp.finfo(dtype).max)
 
 
-def sigmoid(xp: Any, x: Any) -> Any:
+def sigmoid(xp: Namespace, x: Array) -> Array:
     """``1 / (1 + exp(-x))``, eq. (1.8), without overflow.
 
     ``x`` is floored at :func:`exp_floor` so ``exp(-x)`` stays finite; below the floor the
@@ -79,36 +80,36 @@ def sigmoid(xp: Any, x: Any) -> Any:
     return 1.0 / (1.0 + xp.exp(-xp.maximum(x, exp_floor(xp, x.dtype))))
 
 
-def softmax(xp: Any, x: Any, axis: int) -> Any:
+def softmax(xp: Namespace, x: Array, axis: int) -> Array:
     """``e^(z_i) / sum_k e^(z_k)``, eq. (1.12), shifted by the maximum so it never overflows."""
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
-def log_softmax(xp: Any, x: Any, axis: int) -> Any:
+def log_softmax(xp: Namespace, x: Array, axis: int) -> Array:
     """``z_i - log sum_k e^(z_k)`` by the log-sum-exp trick (finite for any finite input)."""
     z = x - xp.max(x, axis=axis, keepdims=True)
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
-def softplus_neg_abs(xp: Any, x: Any) -> Any:
+def softplus_neg_abs(xp: Namespace, x: Array) -> Array:
     """``log(1 + exp(-|x|))``, in (0, log 2]; never overflows."""
     return xp.log1p(xp.exp(-xp.abs(x)))
 
 
-def softplus(xp: Any, x: Any) -> Any:
+def softplus(xp: Namespace, x: Array) -> Array:
     """``log(1 + e^x)`` as ``max(x, 0) + log(1 + e^(-|x|))``: finite, no cancellation."""
     return xp.maximum(x, 0.0) + softplus_neg_abs(xp, x)
 
 
-def logsumexp(xp: Any, x: Any, axis: int, keepdims: bool = False) -> Any:
+def logsumexp(xp: Namespace, x: Array, axis: int, keepdims: bool = False) -> Array:
     """``log sum_k e^(x_k)`` over ``axis``, shifted by the maximum (finite for finite x)."""
     m = xp.max(x, axis=axis, keepdims=True)
     out = m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
-def log1mexp(xp: Any, x: Any) -> Any:
+def log1mexp(xp: Namespace, x: Array) -> Array:
     """``log(1 - e^x)`` for ``x <= 0`` (Maechler, 2012): ``log(-expm1(x))`` above ``-log 2``,
     ``log1p(-e^x)`` below, each on inputs clipped to its side and blended by a 0/1 mask
     (no ``where``). ``-inf`` at 0; NaN above 0, where the log is undefined."""
@@ -118,7 +119,7 @@ def log1mexp(xp: Any, x: Any) -> Any:
     return near * a + (1.0 - near) * b
 
 
-def one_hot(xp: Any, labels: Any, m: int, dtype: Any) -> Any:
+def one_hot(xp: Namespace, labels: Array, m: int, dtype: DType) -> Array:
     """(N, M) one-hot rows of integer ``labels`` by a broadcast comparison (no scatter)."""
     classes = xp.arange(m, device=device_of(labels))
     return xp.astype(labels[:, None] == classes, dtype)
