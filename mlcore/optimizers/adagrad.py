@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from ..parameter import Parameter
+from ..types import Array, Namespace
 from .base import Optimizer, State, _check_range, _decayed
 
 __all__ = ["Adagrad"]
@@ -33,11 +33,11 @@ class Adagrad(Optimizer):
             "initial_accumulator_value", initial_accumulator_value, 0.0)
         self.eps = _check_range("eps", eps, 0.0, open_low=True)
 
-    def init_slot(self, xp: Any, name: str, p: Any) -> Any:
+    def init_slot(self, xp: Namespace, name: str, p: Array) -> Array:
         return xp.full_like(p, self.initial_accumulator_value)
 
-    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
-             lr: Any) -> tuple[tuple[Any, ...], State]:
+    def rule(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array], state: State,
+             lr: Array | float) -> tuple[tuple[Array, ...], State]:
         t = state["step"] + 1
         lr_t = lr / (1.0 + (t - 1) * self.lr_decay)
         new_p, new_s = [], []

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..parameter import Parameter
 from ..plugins import kernel
+from ..types import Array, Namespace
 from .base import (
     Optimizer,
     State,
@@ -47,7 +48,7 @@ class Adam(Optimizer):
         self._scalar_cache: tuple[Any, ...] = (None, None, None, None)
         self._fused = kernel("adam_update", self.xp)  # the backend's in-place update, if any
 
-    def scalars(self, num: Any, t: Any, lr: Any) -> tuple[Any, Any]:
+    def scalars(self, num: Namespace, t: Array | int, lr: Array | float) -> tuple[Any, Any]:
         """``(eps_t, scale)`` at step ``t`` (1 for the first update): the update is
         ``p - m / ((√v + eps_t)·scale)`` on the scaled moments. ``num`` is ``math`` for
         Python numbers, the array namespace for 0-d arrays; ``lr = 0`` gives an infinite
@@ -69,14 +70,14 @@ class Adam(Optimizer):
         return self.eps / s, num.where(positive, top / (safe * (1.0 - b1)),
                                        num.full_like(lr, math.inf))
 
-    def decay(self, p: Any, g: Any, lr: Any) -> tuple[Any, Any]:
+    def decay(self, p: Array, g: Array, lr: Array | float) -> tuple[Any, Any]:
         """Weight decay: decoupled (AdamW: ``p (1 - lr·wd)``) or L2 (Adam: on ``g``)."""
         if self.decoupled and self.weight_decay:
             return p * (1.0 - lr * self.weight_decay), g
         return p, _decayed(p, g, self.weight_decay)
 
-    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
-             lr: Any) -> tuple[tuple[Any, ...], State]:
+    def rule(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array], state: State,
+             lr: Array | float) -> tuple[tuple[Array, ...], State]:
         b1, b2 = self.betas
         t = state["step"] + 1
         eps, scale = self.scalars(math if isinstance(t, int) else xp, t, lr)
@@ -89,8 +90,11 @@ class Adam(Optimizer):
             new_v.append(v)
         return tuple(new_p), {"step": t, "m": tuple(new_m), "v": tuple(new_v)}
 
-    def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
+    def fast_update(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array],
                     state: State, lr: float) -> State | None:
+        fused = self._fused
+        if fused is None:
+            return None
         t = state["step"] + 1
         eps, scale = self.scalars(math, t, lr)
         b1, b2 = self.betas
@@ -100,7 +104,7 @@ class Adam(Optimizer):
                 q, g = self.decay(p, g, lr)
                 if q is not p:
                     p[...] = q
-            self._fused(p, g, m, v, b1, b2, eps, scale)
+            fused(p, g, m, v, b1, b2, eps, scale)
         return {"step": t}  # m and v updated where they are
 
 

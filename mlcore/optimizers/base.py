@@ -37,12 +37,13 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..arrays.namespace import device_of, namespace, writes_in_place
 from ..errors import InvalidParameterError
 from ..parameter import Parameter, on_device
+from ..types import Array, Namespace
 
 __all__ = ["Optimizer", "clip_gradients", "State"]
 
@@ -50,7 +51,7 @@ State = dict[str, Any]
 """An optimiser's state: ``{slot: tuple of arrays (one per parameter), "step": count}``."""
 
 
-def _check_range(name: str, value: Any, low: float, high: float = math.inf, *,
+def _check_range(name: str, value: object, low: float, high: float = math.inf, *,
                  open_low: bool = False) -> float:
     """``value`` as a float in ``[low, high)`` (``(low, high)`` with ``open_low``), finite.
 
@@ -75,7 +76,7 @@ _EXAMPLE = {"lr": "0.001", "momentum": "0.9", "weight_decay": "0.0001", "eps": "
             "initial_accumulator_value": "0.0"}
 
 
-def _check_betas(betas: Any) -> tuple[float, float]:
+def _check_betas(betas: object) -> tuple[float, float]:
     if isinstance(betas, str) or not isinstance(betas, tuple | list) or len(betas) != 2:
         raise InvalidParameterError(
             f"betas must be a pair (beta1, beta2), each in [0, 1), such as (0.9, 0.999); "
@@ -84,7 +85,7 @@ def _check_betas(betas: Any) -> tuple[float, float]:
             _check_range("betas[1]", betas[1], 0.0, 1.0))
 
 
-def _check_clip(name: str, value: Any) -> float | None:
+def _check_clip(name: str, value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
@@ -95,7 +96,7 @@ def _check_clip(name: str, value: Any) -> float | None:
     return float(value)
 
 
-def _check_bool(name: str, value: Any) -> bool:
+def _check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidParameterError(
             f"{name} must be True or False, received {value!r} of type "
@@ -103,8 +104,8 @@ def _check_bool(name: str, value: Any) -> bool:
     return value
 
 
-def clip_gradients(xp: Any, grads: Sequence[Any], clip_norm: float | None,
-                   clip_value: float | None) -> list[Any]:
+def clip_gradients(xp: Namespace, grads: Sequence[Array], clip_norm: float | None,
+                   clip_value: float | None) -> list[Array]:
     """``grads`` clipped elementwise to ``[-clip_value, clip_value]``, then scaled together
     to a global L2 norm of at most ``clip_norm`` (PyTorch's ``clip_grad_value_`` and
     ``clip_grad_norm_``, with its ``1e-6``); new arrays, nothing read back to the host."""
@@ -118,7 +119,7 @@ def clip_gradients(xp: Any, grads: Sequence[Any], clip_norm: float | None,
     return out
 
 
-def _one_minus_power(num: Any, beta: float, t: Any) -> Any:
+def _one_minus_power(num: Namespace, beta: float, t: Array | int) -> Array | float:
     """``1 - beta**t``: in Python floats (float64) for a Python count (``num`` is
     ``math``), else as ``-expm1(t log beta)`` on the 0-d array ``t`` (accurate in float32
     too; ``num`` is the array namespace)."""
@@ -161,16 +162,16 @@ class Optimizer:
         self.state: dict[str, Any] = {"step": 0} if self.counted else {}
         """The live state: one list per slot (None for a parameter not updated yet) and the
         step count as a Python int (never read back from a device)."""
-        self._fused: Any = None  # the backend's in-place kernel for this rule, if any
+        self._fused: Callable[..., None] | None = None  # the backend's in-place kernel, if any
         self._filled: set[str] = set()  # slots every parameter has (no None left)
         self._ruled = _has_rule(type(self))
 
     # -- the rule ------------------------------------------------------------------------
-    def init_slot(self, xp: Any, name: str, p: Any) -> Any:
+    def init_slot(self, xp: Namespace, name: str, p: Array) -> Array:
         """The initial value of slot ``name`` for a parameter array ``p`` (zeros)."""
         return xp.zeros_like(p)
 
-    def init(self, xp: Any, params: Sequence[Any]) -> State:
+    def init(self, xp: Namespace, params: Sequence[Array]) -> State:
         """The state of a fresh optimiser over the arrays ``params``."""
         state: State = {name: tuple(self.init_slot(xp, name, p) for p in params)
                         for name in self.slots}
@@ -178,14 +179,14 @@ class Optimizer:
             state["step"] = 0
         return state
 
-    def update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
-               lr: Any) -> tuple[tuple[Any, ...], State]:
+    def update(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array], state: State,
+               lr: Array | float) -> tuple[tuple[Array, ...], State]:
         """The whole update: gradients clipped as asked, then :meth:`rule`. Pure."""
         grads = clip_gradients(xp, grads, self.clip_norm, self.clip_value)
         return self.rule(xp, params, grads, state, lr)
 
-    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
-             lr: Any) -> tuple[tuple[Any, ...], State]:
+    def rule(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array], state: State,
+             lr: Array | float) -> tuple[tuple[Array, ...], State]:
         """The optimiser's arithmetic: new parameters and state from (clipped) gradients.
 
         ``lr`` is a Python float (eager) or a 0-d array (compiled); ``state["step"]`` the
@@ -194,7 +195,7 @@ class Optimizer:
             f"{type(self).__name__} has no update rule: define rule(self, xp, params, grads, "
             f"state, lr) -> (new_params, new_state) (see mlcore.plugin.OptimizerBase).")
 
-    def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
+    def fast_update(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array],
                     state: State, lr: float) -> State | None:
         """The rule run in place by the backend's kernel (:attr:`_fused`): the parameters
         ``params`` updated where they are, the new state returned (only the entries that
@@ -202,7 +203,7 @@ class Optimizer:
         :meth:`rule`). ``grads`` are already clipped. Tested against :meth:`rule`."""
         return None
 
-    def hyper(self) -> tuple[Any, ...]:
+    def hyper(self) -> tuple[object, ...]:
         """What a compiled step holds as constants: the kind, the clipping settings and
         every declared hyperparameter (a change makes the step compile again)."""
         return (type(self).__qualname__, self.clip_norm, self.clip_value,
@@ -227,15 +228,15 @@ class Optimizer:
                 self._legacy_step()
                 return
             grads = [p.grad for p in self.params]
-            for g in grads:
-                if g is None:  # only the parameters that have a gradient
-                    chosen = [i for i, g in enumerate(grads) if g is not None]
-                    if chosen:
-                        self.apply([grads[i] for i in chosen], chosen)
-                    return
-            self.apply(grads)
+            present = [g for g in grads if g is not None]
+            if len(present) == len(grads):
+                self.apply(present)
+                return
+            chosen = [i for i, g in enumerate(grads) if g is not None]
+            if chosen:  # only the parameters that have a gradient
+                self.apply(present, chosen)
 
-    def apply(self, grads: Sequence[Any], chosen: Sequence[int] | None = None) -> None:
+    def apply(self, grads: Sequence[Array], chosen: Sequence[int] | None = None) -> None:
         """Update the parameters ``chosen`` (default: all) from ``grads`` in place: the
         eager half of the training step (the backend's kernel where one is offered, else
         the rule, whose results are written back)."""
@@ -264,10 +265,10 @@ class Optimizer:
 
     def _legacy_step(self) -> None:
         if self.clip_value is not None or self.clip_norm is not None:
-            grads = [p for p in self.params if p.grad is not None]
-            for p, g in zip(grads, clip_gradients(self.xp, [p.grad for p in grads],
-                                                  self.clip_norm, self.clip_value),
-                            strict=True):
+            held = [p for p in self.params if p.grad is not None]
+            grads = [p.grad for p in held if p.grad is not None]
+            for p, g in zip(held, clip_gradients(self.xp, grads, self.clip_norm,
+                                                 self.clip_value), strict=True):
                 p.grad = g
         self._step()
 
@@ -289,7 +290,7 @@ class Optimizer:
             state["step"] = self.state["step"]
         return state
 
-    def scatter(self, chosen: Sequence[int] | None, values: Sequence[Any],
+    def scatter(self, chosen: Sequence[int] | None, values: Sequence[Array],
                 state: State) -> None:
         """Write a rule's results back: parameters into their own storage where it can be
         written (its layout kept), the state into :attr:`state`."""
@@ -323,11 +324,11 @@ class Optimizer:
             live = self.state[name] = [None] * len(self.params)
         return live  # type: ignore[no-any-return]
 
-    def state_arrays(self) -> list[Any]:
+    def state_arrays(self) -> list[Array]:
         """Every live state array (for a lazy backend's ``materialize``)."""
         return [a for name in self.slots for a in self._slot_list(name) if a is not None]
 
-    def replace_state_arrays(self, arrays: Sequence[Any]) -> None:
+    def replace_state_arrays(self, arrays: Sequence[Array]) -> None:
         """Put ``arrays`` (as :meth:`state_arrays` listed them) in place."""
         it = iter(arrays)
         for name in self.slots:
@@ -390,7 +391,7 @@ class Optimizer:
         self._filled = set()
         self.lr = lr
 
-    def _slot(self, state: dict[str, Any], key: str, p: Parameter) -> Any:
+    def _slot(self, state: dict[str, Any], key: str, p: Parameter) -> Array | None:
         value = state.get(key)
         if value is None:
             return None
@@ -416,14 +417,14 @@ def _has_rule(cls: type) -> bool:
     return found
 
 
-def _frozen(value: Any) -> Any:
+def _frozen(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _writeable(a: Any) -> bool:
+def _writeable(a: object) -> bool:
     return bool(getattr(getattr(a, "flags", None), "writeable", True))
 
 
-def _decayed(p: Any, g: Any, weight_decay: float) -> Any:
+def _decayed(p: Array, g: Array, weight_decay: float) -> Array:
     """L2 weight decay on the gradient, ``g + weight_decay·p`` (PyTorch's ``weight_decay``)."""
     return g + weight_decay * p if weight_decay else g

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from ..parameter import Parameter
+from ..types import Array, Namespace
 from .base import Optimizer, State, _check_bool, _check_range, _decayed
 
 __all__ = ["RMSprop"]
@@ -38,11 +38,11 @@ class RMSprop(Optimizer):
         return (("square_avg",) + (("grad_avg",) if self.centered else ())
                 + (("buffers",) if self.momentum else ()))
 
-    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
-             lr: Any) -> tuple[tuple[Any, ...], State]:
+    def rule(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array], state: State,
+             lr: Array | float) -> tuple[tuple[Array, ...], State]:
         a, mu, eps = self.alpha, self.momentum, self.eps
-        new_p: list[Any] = []
-        new: dict[str, list[Any]] = {name: [] for name in self.slots}
+        new_p: list[Array] = []
+        new: dict[str, list[Array]] = {name: [] for name in self.slots}
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             g = _decayed(p, g, self.weight_decay)
             v = a * state["square_avg"][i] + (1.0 - a) * (g * g)

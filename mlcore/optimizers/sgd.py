@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from ..errors import InvalidParameterError
 from ..parameter import Parameter
 from ..plugins import kernel
+from ..types import Array, Namespace
 from .base import (
     Optimizer,
     State,
@@ -47,8 +47,8 @@ class SGD(Optimizer):
     def slots(self) -> tuple[str, ...]:  # type: ignore[override]
         return ("buffers",) if self.momentum else ()
 
-    def directions(self, params: Sequence[Any], grads: Sequence[Any],
-                   state: State) -> tuple[list[Any], State]:
+    def directions(self, params: Sequence[Array], grads: Sequence[Array],
+                   state: State) -> tuple[list[Array], State]:
         """The step directions ``d`` (``p ← p - lr·d``) and the new momentum buffers."""
         mu, nesterov, wd = self.momentum, self.nesterov, self.weight_decay
         if not mu:
@@ -63,14 +63,17 @@ class SGD(Optimizer):
             out.append(g + mu * b if nesterov else b)
         return out, {"buffers": tuple(bufs)}
 
-    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
-             lr: Any) -> tuple[tuple[Any, ...], State]:
+    def rule(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array], state: State,
+             lr: Array | float) -> tuple[tuple[Array, ...], State]:
         d, new_state = self.directions(params, grads, state)
         return tuple(p - lr * u for p, u in zip(params, d, strict=True)), new_state
 
-    def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
+    def fast_update(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array],
                     state: State, lr: float) -> State | None:
+        fused = self._fused
+        if fused is None:
+            return None
         d, new_state = self.directions(params, grads, state)
         for p, u in zip(params, d, strict=True):
-            self._fused(p, u, lr)
+            fused(p, u, lr)
         return new_state
