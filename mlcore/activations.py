@@ -11,7 +11,7 @@ vector-Jacobian product), reusing ``y = forward(x)`` where that is cheaper.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from .arrays import numerics as nm
 from .arrays.loss_checks import number_param
@@ -20,6 +20,7 @@ from .bases import ActivationBase
 from .errors import InvalidParameterError, ShapeError
 from .hookspecs import ActivationFn, hookimpl
 from .plugins import make, registry
+from .types import Array, Namespace
 
 __all__ = [
     "activation",
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-def activation(name: str, **params: Any) -> ActivationFn:
+def activation(name: str, **params: object) -> ActivationFn:
     """Build the registered activation ``name`` with ``params``.
 
     Raises :class:`~mlcore.errors.UnknownNameError` listing the registered names, or
@@ -54,17 +55,17 @@ class Identity(ActivationBase):
 
     name = "identity"
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         check_floating(namespace(x, names=("x",)), x, "x")
         return x
 
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+    def backward(self, x: Array, y: Array, dy: Array) -> Array:
         return dy
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         return x
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         return dy
 
 
@@ -76,10 +77,10 @@ class Sigmoid(ActivationBase):
 
     name = "sigmoid"
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         return nm.sigmoid(xp, x)
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         return dy * (y * (1.0 - y))
 
 
@@ -89,10 +90,10 @@ class Tanh(ActivationBase):
 
     name = "tanh"
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         return xp.tanh(x)
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         return dy * (1.0 - y * y)
 
 
@@ -105,10 +106,10 @@ class ReLU(ActivationBase):
 
     name = "relu"
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         return xp.maximum(x, 0.0)
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         return dy * xp.astype(x > 0.0, dy.dtype)
 
 
@@ -125,11 +126,11 @@ class LeakyReLU(ActivationBase):
     def __init__(self, alpha: float = 0.01) -> None:
         self.alpha = number_param("Activation 'leaky_relu'", "alpha", alpha)
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         pick = xp.maximum if self.alpha <= 1.0 else xp.minimum
         return pick(x, self.alpha * x)
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         positive = xp.astype(x > 0.0, dy.dtype)
         return dy * (positive * (1.0 - self.alpha) + self.alpha)
 
@@ -147,11 +148,11 @@ class Softmax(ActivationBase):
     def __init__(self, axis: int = -1) -> None:
         self.axis = _axis_param("softmax", axis)
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         _check_axis("softmax", self.axis, x)
         return nm.softmax(xp, x, self.axis)
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         return y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))
 
 
@@ -167,11 +168,11 @@ class LogSoftmax(ActivationBase):
     def __init__(self, axis: int = -1) -> None:
         self.axis = _axis_param("log_softmax", axis)
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         _check_axis("log_softmax", self.axis, x)
         return nm.log_softmax(xp, x, self.axis)
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         return dy - xp.exp(y) * xp.sum(dy, axis=self.axis, keepdims=True)
 
 
@@ -185,14 +186,14 @@ class Step(ActivationBase):
 
     name = "step"
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         return xp.astype(x > 0.0, x.dtype)
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         return xp.zeros_like(dy)
 
 
-def _axis_param(owner: str, value: Any) -> int:
+def _axis_param(owner: str, value: object) -> int:
     """``value`` as an int axis, or an :class:`InvalidParameterError`."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidParameterError(
@@ -202,7 +203,7 @@ def _axis_param(owner: str, value: Any) -> int:
     return value
 
 
-def _check_axis(owner: str, axis: int, x: Any) -> None:
+def _check_axis(owner: str, axis: int, x: Array) -> None:
     """The axis against the input's dimensions (known only when called)."""
     if not -x.ndim <= axis < x.ndim:
         raise ShapeError(
@@ -211,12 +212,12 @@ def _check_axis(owner: str, axis: int, x: Any) -> None:
             f"[{-x.ndim}, {x.ndim - 1}] (axis=-1: over the features).", x)
 
 
-_BUILTIN: dict[str, Any] = {
+_BUILTIN: dict[str, type[ActivationBase]] = {
     cls.name: cls for cls in (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, Softmax, LogSoftmax, Step)
 }
 
 
 @hookimpl
-def mlcore_activations() -> dict[str, Any]:
+def mlcore_activations() -> dict[str, Callable[..., ActivationFn]]:
     """mlcore's own activations, registered like any plugin's."""
     return dict(_BUILTIN)

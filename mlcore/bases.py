@@ -26,8 +26,6 @@ to an unchecked method).
 
 from __future__ import annotations
 
-from typing import Any
-
 from .arrays.loss_checks import (
     NAMES,
     PROBABILITY_TOLERANCE,
@@ -54,6 +52,7 @@ from .arrays.numerics import (
 )
 from .errors import InvalidParameterError
 from .hookspecs import hookimpl
+from .types import Array, DType, Namespace
 
 __all__ = [
     "ActivationBase",
@@ -88,12 +87,12 @@ _on_x = on_input_device(("x",))
 _on_pred = on_input_device(NAMES)
 
 
-def per_sample_mean(xp: Any, x: Any) -> Any:
+def per_sample_mean(xp: Namespace, x: Array) -> Array:
     """The mean over every axis but the first (identity for 1-d input)."""
     return x if x.ndim == 1 else xp.mean(x, axis=tuple(range(1, x.ndim)))
 
 
-def feature_count(x: Any) -> int:
+def feature_count(x: Array) -> int:
     """How many values each sample has (the product of the shape after axis 0)."""
     n = 1
     for d in x.shape[1:]:
@@ -101,7 +100,7 @@ def feature_count(x: Any) -> int:
     return n
 
 
-def _repr(kind: str, obj: Any) -> str:
+def _repr(kind: str, obj: ActivationBase | LossBase) -> str:
     params = ", ".join(f"{k}={v!r}" for k, v in vars(obj).items())
     return f"{kind}({obj.name!r}{', ' if params else ''}{params})"
 
@@ -119,21 +118,21 @@ class ActivationBase:
     name = ""
 
     @_on_x
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         """y = f(x), in the namespace, device and floating dtype of ``x``."""
         xp = namespace(x, names=("x",))
         check_floating(xp, x, "x")
         return self.forward_unchecked(xp, x)
 
     @_on_x
-    def backward(self, x: Any, y: Any, dy: Any) -> Any:
+    def backward(self, x: Array, y: Array, dy: Array) -> Array:
         """dx = dy · f'(x); ``y`` is ``forward(x)``."""
         return self.backward_unchecked(namespace(x, dy, names=("x", "dy")), x, y, dy)
 
-    def forward_unchecked(self, xp: Any, x: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         raise NotImplementedError
 
-    def backward_unchecked(self, xp: Any, x: Any, y: Any, dy: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -168,71 +167,73 @@ class LossBase:
 
     # -- checked: what users call ---------------------------------------------------------
     @_on_pred
-    def forward(self, pred: Any, target: Any) -> Any:
+    def forward(self, pred: Array, target: Array) -> Array:
         """The loss value: a 0-d array, or per-sample values when ``reduction="none"``."""
         xp = namespace(pred, target, names=NAMES)
         return self.forward_unchecked(xp, pred, self._checked(xp, pred, target))
 
     @_on_pred
-    def backward(self, pred: Any, target: Any) -> Any:
+    def backward(self, pred: Array, target: Array) -> Array:
         """d forward(pred, target) / d pred, same shape and dtype as ``pred``."""
         xp = namespace(pred, target, names=NAMES)
         return self.backward_unchecked(xp, pred, self._checked(xp, pred, target))
 
     @_on_pred
-    def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+    def value_and_grad(self, pred: Array, target: Array) -> tuple[Array, Array]:
         """``(forward(pred, target), backward(pred, target))``, validating once."""
         xp = namespace(pred, target, names=NAMES)
         return self.value_and_grad_unchecked(xp, pred, self._checked(xp, pred, target))
 
     # -- unchecked: the same numbers for inputs already validated ----------------------------
-    def forward_unchecked(self, xp: Any, pred: Any, target: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return self._reduce(xp, self.values(xp, pred, target))
 
-    def backward_unchecked(self, xp: Any, pred: Any, target: Any) -> Any:
+    def backward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return self._scale(pred, self.gradient(xp, pred, target))
 
-    def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
+                                 target: Array) -> tuple[Array, Array]:
         values, grad = self.values_and_gradient(xp, pred, target)
         return self._reduce(xp, values), self._scale(pred, grad)
 
-    def prepare_target(self, xp: Any, target: Any, n_out: int | None, dtype: Any) -> Any:
+    def prepare_target(self, xp: Namespace, target: Array, n_out: int | None,
+                       dtype: DType) -> Array:
         """A whole training target, checked once where ``fit`` receives it: numbers cast to
         the model's ``dtype``, finite, and (N,) made (N, 1) for a model with one output."""
         return training_target(xp, target, n_out, dtype)
 
-    def _reduce(self, xp: Any, values: Any) -> Any:
+    def _reduce(self, xp: Namespace, values: Array) -> Array:
         if self.reduction == "none":
             return values
         total = xp.sum(values)  # sum * (1/N): NumPy's mean costs twice a sum on small arrays
         return total * (1.0 / values.shape[0]) if self.reduction == "mean" else total
 
-    def _scale(self, pred: Any, grad: Any) -> Any:
+    def _scale(self, pred: Array, grad: Array) -> Array:
         return grad * (1.0 / pred.shape[0]) if self.reduction == "mean" else grad
 
-    def _checked(self, xp: Any, pred: Any, target: Any) -> Any:
+    def _checked(self, xp: Namespace, pred: Array, target: Array) -> Array:
         target = self.check(xp, pred, target)
         if values_checked():
             self.check_values(xp, pred, target)
         return target
 
     # -- what a subclass writes ----------------------------------------------------------
-    def check_values(self, xp: Any, pred: Any, target: Any) -> None:
+    def check_values(self, xp: Namespace, pred: Array, target: Array) -> None:
         """Checks that read values (``float()``, ``bool()`` of an array); raise
         :class:`mlcore.InvalidValueError`. Skipped inside a compiled step (see the class)."""
 
-    def check(self, xp: Any, pred: Any, target: Any) -> Any:
+    def check(self, xp: Namespace, pred: Array, target: Array) -> Array:
         """Validate; return ``target`` ready to use. Default: floating, of pred's shape,
         N >= 1 samples; the target cast to pred's dtype."""
         return same_shape_float(xp, pred, target, self.name)
 
-    def values(self, xp: Any, pred: Any, target: Any) -> Any:
+    def values(self, xp: Namespace, pred: Array, target: Array) -> Array:
         raise NotImplementedError
 
-    def gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+    def gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         raise NotImplementedError
 
-    def values_and_gradient(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def values_and_gradient(self, xp: Namespace, pred: Array, target: Array) -> tuple[Array, Array]:
         return self.values(xp, pred, target), self.gradient(xp, pred, target)
 
 
@@ -245,37 +246,38 @@ class ElementwiseLoss(LossBase):
     ``terms_gradient / F``; with ``reduction="mean"`` the value is one sum over every term.
     """
 
-    def values(self, xp: Any, pred: Any, target: Any) -> Any:
+    def values(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return per_sample_mean(xp, self.terms(xp, pred, target))
 
-    def gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+    def gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return self.terms_gradient(xp, pred, target) * (1.0 / feature_count(pred))
 
-    def values_and_gradient(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def values_and_gradient(self, xp: Namespace, pred: Array, target: Array) -> tuple[Array, Array]:
         terms, grad = self.terms_and_gradient(xp, pred, target)
         return per_sample_mean(xp, terms), grad * (1.0 / feature_count(pred))
 
-    def forward_unchecked(self, xp: Any, pred: Any, target: Any) -> Any:
+    def forward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
         if self.reduction != "mean":
             return super().forward_unchecked(xp, pred, target)
         return xp.sum(self.terms(xp, pred, target)) * (1.0 / _size(pred))
 
-    def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
+                                 target: Array) -> tuple[Array, Array]:
         if self.reduction != "mean":
             return super().value_and_grad_unchecked(xp, pred, target)
         terms, grad = self.terms_and_gradient(xp, pred, target)
         scale = 1.0 / _size(pred)
         return xp.sum(terms) * scale, grad * scale
 
-    def terms(self, xp: Any, pred: Any, target: Any) -> Any:
+    def terms(self, xp: Namespace, pred: Array, target: Array) -> Array:
         raise NotImplementedError
 
-    def terms_gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+    def terms_gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         raise NotImplementedError
 
-    def terms_and_gradient(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def terms_and_gradient(self, xp: Namespace, pred: Array, target: Array) -> tuple[Array, Array]:
         return self.terms(xp, pred, target), self.terms_gradient(xp, pred, target)
 
 
-def _size(x: Any) -> int:
+def _size(x: Array) -> int:
     return int(x.shape[0]) * feature_count(x)

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Protocol
 
 from .arrays.checks import integer
 from .errors import ShapeError
 
-__all__ = ["Batches", "batches"]
+__all__ = ["Batches", "batches", "Rows"]
+
+
+class Rows(Protocol):
+    """What :class:`Batches` needs of ``X`` and ``y``: a length and rows taken by a list of
+    indices or a slice (NumPy arrays and memmaps, PyTorch tensors, ...)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, rows: list[int] | slice, /) -> object: ...
 
 
 class Batches:
@@ -27,7 +35,7 @@ class Batches:
     (NumPy arrays and memmaps, PyTorch tensors, ...): only one batch is in memory at a time.
     """
 
-    def __init__(self, X: Any, y: Any, batch_size: int = 32, shuffle: bool = True,
+    def __init__(self, X: Rows, y: Rows, batch_size: int = 32, shuffle: bool = True,
                  seed: int | None = None) -> None:
         batch_size = integer("batch_size", batch_size, 1, example="batch_size=32")
         n, m = len(X), len(y)
@@ -41,19 +49,19 @@ class Batches:
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+    def __iter__(self) -> Iterator[tuple[object, object]]:
         order = list(range(self.n))
         if self.shuffle:
             self._random.shuffle(order)
         for start in range(0, self.n, self.batch_size):
             if self.shuffle:
-                rows: Any = order[start:start + self.batch_size]
+                rows: list[int] | slice = order[start:start + self.batch_size]
             else:
                 rows = slice(start, start + self.batch_size)
             yield self.X[rows], self.y[rows]
 
 
-def batches(X: Any, y: Any, batch_size: int = 32, shuffle: bool = True,
+def batches(X: Rows, y: Rows, batch_size: int = 32, shuffle: bool = True,
             seed: int | None = None) -> Batches:
     """``(X_batch, y_batch)`` pairs for ``fit``; see :class:`Batches`."""
     return Batches(X, y, batch_size=batch_size, shuffle=shuffle, seed=seed)

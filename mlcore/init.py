@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 from .backend import Backend, RandomSource
 from .errors import UnknownNameError
+from .types import Array, DType
 
 __all__ = ["Initializer", "get_initializer", "initializer_names", "default_init", "RELU_FAMILY"]
 
-Initializer = Callable[[tuple[int, ...], Any, RandomSource, Backend], Any]
+Initializer = Callable[[tuple[int, ...], DType, RandomSource, Backend], Array]
 """``init(shape, dtype, rng, backend) -> array`` on ``backend.device``."""
 
 RELU_FAMILY = frozenset({"relu", "leaky_relu", "prelu"})
@@ -35,31 +35,33 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return fan_in, fan_out
 
 
-def glorot_uniform(shape: tuple[int, ...], dtype: Any, rng: RandomSource, backend: Backend) -> Any:
+def glorot_uniform(shape: tuple[int, ...], dtype: DType, rng: RandomSource,
+                   backend: Backend) -> Array:
     """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
     fan_in, fan_out = _fans(shape)
     a = math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-a, a, shape, dtype)
 
 
-def glorot_normal(shape: tuple[int, ...], dtype: Any, rng: RandomSource, backend: Backend) -> Any:
+def glorot_normal(shape: tuple[int, ...], dtype: DType, rng: RandomSource,
+                  backend: Backend) -> Array:
     """N(0, s²) with s = sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _fans(shape)
     return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape, dtype)
 
 
-def he_uniform(shape: tuple[int, ...], dtype: Any, rng: RandomSource, backend: Backend) -> Any:
+def he_uniform(shape: tuple[int, ...], dtype: DType, rng: RandomSource, backend: Backend) -> Array:
     """U(-a, a) with a = sqrt(6 / fan_in) (He et al., 2015), for the ReLU family."""
     a = math.sqrt(6.0 / _fans(shape)[0])
     return rng.uniform(-a, a, shape, dtype)
 
 
-def he_normal(shape: tuple[int, ...], dtype: Any, rng: RandomSource, backend: Backend) -> Any:
+def he_normal(shape: tuple[int, ...], dtype: DType, rng: RandomSource, backend: Backend) -> Array:
     """N(0, s²) with s = sqrt(2 / fan_in)."""
     return rng.normal(0.0, math.sqrt(2.0 / _fans(shape)[0]), shape, dtype)
 
 
-def zeros(shape: tuple[int, ...], dtype: Any, rng: RandomSource, backend: Backend) -> Any:
+def zeros(shape: tuple[int, ...], dtype: DType, rng: RandomSource, backend: Backend) -> Array:
     """All zeros (biases; the perceptron's starting point)."""
     return backend.xp.zeros(shape, dtype=dtype, device=backend.device)
 

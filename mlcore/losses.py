@@ -25,7 +25,8 @@ Conventions shared by every built-in loss:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import cast
 
 from .arrays import numerics as nm
 from .arrays.loss_checks import (
@@ -54,6 +55,7 @@ from .bases import REDUCTIONS, ElementwiseLoss, LossBase
 from .errors import DTypeError, ShapeError
 from .hookspecs import LossFn, hookimpl
 from .plugins import kernel, make, registry
+from .types import Array, DType, Namespace
 
 __all__ = [
     "loss",
@@ -67,7 +69,7 @@ __all__ = [
     "KLDivergence",
 ]
 
-def loss(name: str, **params: Any) -> LossFn:
+def loss(name: str, **params: object) -> LossFn:
     """Build the registered loss ``name`` with ``params`` (e.g. ``reduction="sum"``).
 
     Raises :class:`~mlcore.errors.UnknownNameError` listing the registered names, or
@@ -91,11 +93,11 @@ class MSE(ElementwiseLoss):
 
     name = "mse"
 
-    def terms(self, xp: Any, pred: Any, target: Any) -> Any:
+    def terms(self, xp: Namespace, pred: Array, target: Array) -> Array:
         d = pred - target
         return d * d
 
-    def terms_gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+    def terms_gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return (pred - target) * 2.0
 
 
@@ -108,10 +110,10 @@ class MAE(ElementwiseLoss):
 
     name = "mae"
 
-    def terms(self, xp: Any, pred: Any, target: Any) -> Any:
+    def terms(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return xp.abs(pred - target)
 
-    def terms_gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+    def terms_gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return xp.sign(pred - target)
 
 
@@ -156,34 +158,36 @@ class BinaryCrossEntropy(BinaryProbabilities, ElementwiseLoss):
             return self
         return BinaryCrossEntropy(self.reduction, from_logits=True, eps=self.eps)
 
-    def check(self, xp: Any, pred: Any, target: Any) -> Any:
+    def check(self, xp: Namespace, pred: Array, target: Array) -> Array:
         target = same_shape_float(xp, pred, target, self.name)
         check_unit_interval(xp, target, "target", self.name, "Use 0/1 labels or probabilities.")
         if not self.from_logits:
             check_unit_interval(xp, pred, "pred (probabilities)", self.name)
         return target
 
-    def prepare_target(self, xp: Any, target: Any, n_out: int | None, dtype: Any) -> Any:
+    def prepare_target(self, xp: Namespace, target: Array, n_out: int | None,
+                       dtype: DType) -> Array:
         target = training_target(xp, target, n_out, dtype)
         check_unit_interval(xp, target, "target", self.name, "Use 0/1 labels or probabilities.")
         return target
 
-    def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
+                                 target: Array) -> tuple[Array, Array]:
         if target.shape != pred.shape:  # (N,) labels for one output: take its (N, 1) shape
             target = xp.reshape(target, pred.shape)
         return super().value_and_grad_unchecked(xp, pred, target)
 
-    def _clipped(self, xp: Any, pred: Any) -> Any:
+    def _clipped(self, xp: Namespace, pred: Array) -> Array:
         eps = eps_value(xp, pred, self.eps)
         return xp.minimum(xp.maximum(pred, eps), 1.0 - eps)  # clip, minus its wrappers
 
-    def terms(self, xp: Any, pred: Any, target: Any) -> Any:
+    def terms(self, xp: Namespace, pred: Array, target: Array) -> Array:
         if self.from_logits:
             return xp.maximum(pred, 0.0) - pred * target + nm.softplus_neg_abs(xp, pred)
         p = self._clipped(xp, pred)
         return -(target * xp.log(p) + (1.0 - target) * xp.log1p(-p))
 
-    def terms_gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+    def terms_gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         if self.from_logits:
             return nm.sigmoid(xp, pred) - target
         p = self._clipped(xp, pred)
@@ -242,14 +246,15 @@ class CrossEntropy(ClassProbabilities, LossBase):
         return CrossEntropy(self.reduction, from_logits=True,
                             label_smoothing=self.label_smoothing, eps=self.eps)
 
-    def check(self, xp: Any, pred: Any, target: Any) -> Any:
+    def check(self, xp: Namespace, pred: Array, target: Array) -> Array:
         check_pred(xp, pred, self.name, ndim=2)
         two_classes(int(pred.shape[1]), "pred has")
         if not self.from_logits:
             check_probability_rows(xp, pred, self.name, CE_FIX)
         return class_targets(xp, pred, target, self.name)
 
-    def prepare_target(self, xp: Any, target: Any, n_out: int | None, dtype: Any) -> Any:
+    def prepare_target(self, xp: Namespace, target: Array, n_out: int | None,
+                       dtype: DType) -> Array:
         """(N,) integer labels in [0, M), or (N, M) rows cast to ``dtype``, for a model with
         M = ``n_out`` outputs; checked once where ``fit`` receives them."""
         m = int(n_out or 0)
@@ -270,14 +275,14 @@ class CrossEntropy(ClassProbabilities, LossBase):
         check_labels(xp, target, m, f"a model with {m} outputs")
         return target
 
-    def _dense_target(self, xp: Any, pred: Any, target: Any) -> Any:
+    def _dense_target(self, xp: Namespace, pred: Array, target: Array) -> Array:
         """The (N, M) target distribution after label smoothing (for the gradient)."""
         m = pred.shape[1]
         y = nm.one_hot(xp, target, m, pred.dtype) if target.ndim == 1 else target
         s = self.label_smoothing
         return y if s == 0.0 else y * (1.0 - s) + s / m
 
-    def _weighted(self, xp: Any, a: Any, target: Any) -> Any:
+    def _weighted(self, xp: Namespace, a: Array, target: Array) -> Array:
         """``sum_j y_j a_j`` per sample for the smoothed target y; class indices are picked
         with ``take_along_axis`` (O(N), no one-hot rows), or through one-hot rows where the
         library lacks that function (it is new in the 2024.12 standard; dask has none)."""
@@ -291,26 +296,27 @@ class CrossEntropy(ClassProbabilities, LossBase):
         s = self.label_smoothing
         return picked if s == 0.0 else picked * (1.0 - s) + xp.mean(a, axis=1) * s
 
-    def _shifted(self, xp: Any, pred: Any) -> tuple[Any, Any, Any]:
+    def _shifted(self, xp: Namespace, pred: Array) -> tuple[Array, Array, Array]:
         """Logits shifted by the row maximum ``z``, ``e^z`` and the row sums of ``e^z``."""
         z = pred - xp.max(pred, axis=1, keepdims=True)
         e = xp.exp(z)
         return z, e, xp.sum(e, axis=1, keepdims=True)
 
-    def values(self, xp: Any, pred: Any, target: Any) -> Any:
+    def values(self, xp: Namespace, pred: Array, target: Array) -> Array:
         if self.from_logits:  # log sum e^z - sum_j y_j z_j: the shift cancels, rows sum to 1
             z, _, total = self._shifted(xp, pred)
             return xp.log(total[:, 0]) - self._weighted(xp, z, target)
         logp = xp.log(xp.maximum(pred, eps_value(xp, pred, self.eps)))
         return -self._weighted(xp, logp, target)
 
-    def gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+    def gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         y = self._dense_target(xp, pred, target)
         if self.from_logits:
             return nm.softmax(xp, pred, axis=1) - y
         return -y / xp.maximum(pred, eps_value(xp, pred, self.eps))
 
-    def value_and_grad_unchecked(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
+                                 target: Array) -> tuple[Array, Array]:
         """As the base's, through the backend's fused ``softmax_cross_entropy`` kernel (one
         launch on a GPU; :data:`mlcore.hookspecs.KERNELS`) when it has one."""
         fused = _softmax_ce(xp) if self.from_logits and self.reduction == "mean" else None
@@ -319,9 +325,9 @@ class CrossEntropy(ClassProbabilities, LossBase):
         s = self.label_smoothing
         if s and target.ndim == 2:  # the kernel takes rows as they are
             target, s = self._dense_target(xp, pred, target), 0.0
-        return fused(xp, pred, target, s)  # type: ignore[no-any-return]
+        return cast("tuple[Array, Array]", fused(xp, pred, target, s))  # grad=True: both
 
-    def values_and_gradient(self, xp: Any, pred: Any, target: Any) -> tuple[Any, Any]:
+    def values_and_gradient(self, xp: Namespace, pred: Array, target: Array) -> tuple[Array, Array]:
         if not self.from_logits:
             return super().values_and_gradient(xp, pred, target)
         y = self._dense_target(xp, pred, target)  # one softmax serves value and gradient
@@ -330,7 +336,7 @@ class CrossEntropy(ClassProbabilities, LossBase):
 
 
 @functools.cache
-def _softmax_ce(xp: Any) -> Any:
+def _softmax_ce(xp: Namespace) -> Callable[..., tuple[Array, Array | None]] | None:
     """The backend's fused softmax cross-entropy for ``xp``, or None (asked once per xp)."""
     return kernel("softmax_cross_entropy", xp)
 
@@ -354,7 +360,7 @@ class KLDivergence(TwoDistributions, LossBase):
         super().__init__(reduction)
         self.eps = eps_param(self.name, eps)
 
-    def check(self, xp: Any, pred: Any, target: Any) -> Any:
+    def check(self, xp: Namespace, pred: Array, target: Array) -> Array:
         check_pred(xp, pred, self.name, ndim=2)
         check_same_shape(pred, target, NAMES)
         target = float_target(xp, pred, target)
@@ -363,23 +369,23 @@ class KLDivergence(TwoDistributions, LossBase):
                                "normalise each row).")
         return target
 
-    def values(self, xp: Any, pred: Any, target: Any) -> Any:
+    def values(self, xp: Namespace, pred: Array, target: Array) -> Array:
         tiny = xp.finfo(pred.dtype).smallest_normal
         log_ratio = xp.log(xp.maximum(target, tiny)) - xp.log(
             xp.maximum(pred, eps_value(xp, pred, self.eps))
         )
         return xp.sum(target * log_ratio, axis=1)
 
-    def gradient(self, xp: Any, pred: Any, target: Any) -> Any:
+    def gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return -target / xp.maximum(pred, eps_value(xp, pred, self.eps))
 
 
-_BUILTIN: dict[str, Any] = {
+_BUILTIN: dict[str, type[LossBase]] = {
     cls.name: cls for cls in (MSE, MAE, BinaryCrossEntropy, CrossEntropy, KLDivergence)
 }
 
 
 @hookimpl
-def mlcore_losses() -> dict[str, Any]:
+def mlcore_losses() -> dict[str, Callable[..., LossFn]]:
     """mlcore's own losses, registered like any plugin's."""
     return dict(_BUILTIN)

@@ -23,20 +23,31 @@ mae/mse/rmse/r2 average over the outputs with equal weight (``"uniform_average"`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar, cast, overload
 
 from .arrays.namespace import count_dtype, device_of, namespace, wide_float
 from .backend import backend_of, get_backend
 from .errors import InvalidParameterError, InvalidValueError, ShapeError
 from .hookspecs import hookimpl
 from .plugins import make, registry
+from .types import Array, Namespace
+
+S = TypeVar("S")
+"""A metric's state: whatever its ``update`` accumulates (sums and counts on the device)."""
+
+Counts = tuple[Array | int, ...]
+"""The state of the counting metrics: sums and counts, 0-d arrays on the device or ints."""
+Batch = tuple[Array, Array, tuple[Array, Array]]
+"""One batch as :class:`AUC` keeps it: scores, 0/1 truths and the faults' counts."""
+Moments = tuple[int, Array, Array, Array]
+""":class:`R2`'s state per output: count, mean, squared deviations and squared residuals."""
 
 __all__ = ["metric", "metric_names", "Metric", "Accuracy", "BinaryAccuracy", "Precision",
            "Recall", "F1", "AUC", "MAE", "MSE", "RMSE", "R2"]
 
 
-def metric(name: str, **params: Any) -> Metric:
+def metric(name: str, **params: object) -> Metric[Any]:
     """Build the registered metric ``name`` (e.g. ``metric("binary_accuracy", threshold=0.3)``).
 
     Raises :class:`~mlcore.errors.UnknownNameError` listing the registered names.
@@ -49,14 +60,14 @@ def metric_names() -> list[str]:
     return registry().names("metrics")
 
 
-def _count(shape: Any) -> int:
+def _count(shape: tuple[int, ...]) -> int:
     n = 1
     for d in shape:
         n *= int(d)
     return n
 
 
-def _columns(xp: Any, y_pred: Any, y_true: Any, name: str) -> tuple[Any, Any]:
+def _columns(xp: Namespace, y_pred: Array, y_true: Array, name: str) -> tuple[Array, Array]:
     """``y_pred`` as (N, k) and ``y_true`` cast to its dtype and shape."""
     if y_pred.ndim == 1:
         y_pred = xp.reshape(y_pred, (y_pred.shape[0], 1))
@@ -68,7 +79,7 @@ def _columns(xp: Any, y_pred: Any, y_true: Any, name: str) -> tuple[Any, Any]:
     return y_pred, xp.reshape(xp.astype(y_true, y_pred.dtype), y_pred.shape)
 
 
-class Metric:
+class Metric(Generic[S]):
     """Base class: subclasses give ``update`` and ``result``; ``name`` is the history key.
 
     The metric input contract, what ``fit`` (and ``evaluate``) hand ``update`` batch by
@@ -90,32 +101,38 @@ class Metric:
 
     name = ""
 
-    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
-        """``state`` with the batch ``(y_pred, y_true)`` added (on the device)."""
+    def update(self, state: S | None, y_pred: Array, y_true: Array) -> S:
+        """``state`` with the batch ``(y_pred, y_true)`` added (on the device); ``state`` is
+        None for the first batch."""
         raise NotImplementedError
 
-    def result(self, state: Any) -> float:
+    def result(self, state: S) -> float:
         """The metric over everything added to ``state`` (one read-back)."""
         raise NotImplementedError
 
-    def __call__(self, y_pred: Any, y_true: Any) -> float:
+    def __call__(self, y_pred: Array | object, y_true: Array | object) -> float:
         """The metric of a whole data set; ``y_true`` (and a ``y_pred`` that is not an
         array) may be host data such as lists or NumPy arrays, converted to the backend of
         ``y_pred`` (the selected backend for a list) as ``fit`` converts its inputs."""
 
         backend = backend_of(y_pred) or get_backend()
-        y_pred, y_true = (a if backend.owns(a) else backend.asarray(a) for a in (y_pred, y_true))
-        return self.result(self.update(None, y_pred, y_true))
+        pred, true = (cast("Array", a) if backend.owns(a) else backend.asarray(a)
+                      for a in (y_pred, y_true))
+        return self.result(self.update(None, pred, true))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
-def _add(state: Any, new: tuple[Any, ...]) -> tuple[Any, ...]:
+@overload
+def _add(state: tuple[Array, ...] | None, new: tuple[Array, ...]) -> tuple[Array, ...]: ...
+@overload
+def _add(state: Counts | None, new: Counts) -> Counts: ...
+def _add(state: Counts | None, new: Counts) -> Counts:
     return new if state is None else tuple(a + b for a, b in zip(state, new, strict=True))
 
 
-def _faults(xp: Any, y_pred: Any, true: Any, m: int) -> tuple[Any, Any]:
+def _faults(xp: Namespace, y_pred: Array, true: Array, m: int) -> tuple[Array, Array]:
     """Counts (0-d, on the device) of non-finite predictions and of targets that are no
     class label: not 0/1 for one output or one-hot rows, not an integer in [0, m) for class
     indices. Read back once, in ``result``."""
@@ -131,7 +148,7 @@ def _faults(xp: Any, y_pred: Any, true: Any, m: int) -> tuple[Any, Any]:
     return bad_pred, xp.sum(xp.astype(~ok, count_dtype(xp)))
 
 
-def _refuse(name: str, faults: tuple[Any, Any]) -> None:
+def _refuse(name: str, faults: Sequence[Array | int]) -> None:
     """Refuse, as scikit-learn does, a classification metric of garbage: a NaN prediction
     thresholds to a confident class, a continuous target to an arbitrary one."""
     bad_pred, bad_true = int(faults[0]), int(faults[1])
@@ -148,16 +165,16 @@ def _refuse(name: str, faults: tuple[Any, Any]) -> None:
             f"regressor use 'mae', 'mse', 'rmse' or 'r2'.", bad_true)
 
 
-class _Classification(Metric):
+class _Classification(Metric[S]):
     """Predicted and true classes: argmax for several outputs, ``> threshold`` for one."""
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = float(threshold)
 
-    def faults(self, xp: Any, y_pred: Any, y_true: Any, m: int) -> tuple[Any, Any]:
+    def faults(self, xp: Namespace, y_pred: Array, y_true: Array, m: int) -> tuple[Array, Array]:
         return _faults(xp, y_pred, y_true, m)
 
-    def classes(self, y_pred: Any, y_true: Any) -> tuple[Any, Any, int]:
+    def classes(self, y_pred: Array, y_true: Array) -> tuple[Array, Array, int]:
         """``(predicted, true, classes)``: integer indices (N,) for several outputs
         (``classes`` = M), booleans shaped like ``y_pred`` for one (``classes`` = 0)."""
         xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
@@ -174,18 +191,18 @@ class _Classification(Metric):
         return pred > self.threshold, true > 0.5, 0
 
 
-class Accuracy(_Classification):
+class Accuracy(_Classification[Counts]):
     """The fraction of correct predictions (``sklearn.metrics.accuracy_score``)."""
 
     name = "accuracy"
 
-    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+    def update(self, state: Counts | None, y_pred: Array, y_true: Array) -> Counts:
         xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
         pred, true, m = self.classes(y_pred, y_true)
         return _add(state, (xp.count_nonzero(pred == true), _count(pred.shape),
                             *self.faults(xp, y_pred, y_true, m)))
 
-    def result(self, state: Any) -> float:
+    def result(self, state: Counts) -> float:
         _refuse(self.name, state[2:])
         return int(state[0]) / int(state[1])
 
@@ -195,16 +212,17 @@ class BinaryAccuracy(Accuracy):
 
     name = "binary_accuracy"
 
-    def classes(self, y_pred: Any, y_true: Any) -> tuple[Any, Any, int]:
+    def classes(self, y_pred: Array, y_true: Array) -> tuple[Array, Array, int]:
         xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
         pred, true = _columns(xp, y_pred, y_true, self.name)
         return pred > self.threshold, true > 0.5, 0
 
 
-class _Counts(_Classification):
+class _Counts(_Classification[tuple[Array, ...]]):
     """True positives, false positives and false negatives, per class (on the device)."""
 
-    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+    def update(self, state: tuple[Array, ...] | None, y_pred: Array,
+               y_true: Array) -> tuple[Array, ...]:
         xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
         pred, true, m = self.classes(y_pred, y_true)
         if m:
@@ -217,7 +235,7 @@ class _Counts(_Classification):
         fn = xp.sum(xp.astype(~pred & true, count_dtype(xp)), axis=0)
         return _add(state, (tp, fp, fn, *self.faults(xp, y_pred, y_true, m)))
 
-    def result(self, state: Any) -> float:
+    def result(self, state: tuple[Array, ...]) -> float:
         _refuse(self.name, state[3:])
         state = state[:3]
         xp = namespace(state[0])
@@ -229,11 +247,11 @@ class _Counts(_Classification):
         present = xp.astype((tp + fp + fn) > 0, wide)  # classes seen, as scikit-learn
         return float(xp.sum(values * present) / xp.maximum(xp.sum(present), 1.0))
 
-    def score(self, xp: Any, tp: Any, fp: Any, fn: Any) -> Any:
+    def score(self, xp: Namespace, tp: Array, fp: Array, fn: Array) -> Array:
         raise NotImplementedError
 
 
-def _ratio(xp: Any, num: Any, den: Any) -> Any:
+def _ratio(xp: Namespace, num: Array, den: Array) -> Array:
     """num / den, 0 where den is 0 (scikit-learn's ``zero_division=0``)."""
     return xp.where(den > 0, num / xp.where(den > 0, den, 1.0), 0.0)
 
@@ -243,7 +261,7 @@ class Precision(_Counts):
 
     name = "precision"
 
-    def score(self, xp: Any, tp: Any, fp: Any, fn: Any) -> Any:
+    def score(self, xp: Namespace, tp: Array, fp: Array, fn: Array) -> Array:
         return _ratio(xp, tp, tp + fp)
 
 
@@ -252,7 +270,7 @@ class Recall(_Counts):
 
     name = "recall"
 
-    def score(self, xp: Any, tp: Any, fp: Any, fn: Any) -> Any:
+    def score(self, xp: Namespace, tp: Array, fp: Array, fn: Array) -> Array:
         return _ratio(xp, tp, tp + fn)
 
 
@@ -261,11 +279,11 @@ class F1(_Counts):
 
     name = "f1"
 
-    def score(self, xp: Any, tp: Any, fp: Any, fn: Any) -> Any:
+    def score(self, xp: Namespace, tp: Array, fp: Array, fn: Array) -> Array:
         return _ratio(xp, 2.0 * tp, 2.0 * tp + fp + fn)
 
 
-class AUC(Metric):
+class AUC(Metric[list[Batch]]):
     """Area under the ROC curve (``sklearn.metrics.roc_auc_score``).
 
     One output: the binary AUC. Several outputs (softmax probabilities with class-index or
@@ -279,7 +297,7 @@ class AUC(Metric):
 
     name = "auc"
 
-    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+    def update(self, state: list[Batch] | None, y_pred: Array, y_true: Array) -> list[Batch]:
         xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
         if y_pred.ndim == 2 and y_pred.shape[1] > 1:
             batch = (y_pred, _one_vs_rest(xp, y_pred, y_true),
@@ -290,7 +308,7 @@ class AUC(Metric):
                  _faults(xp, pred, true, 0))
         return [batch] if state is None else [*state, batch]
 
-    def result(self, state: Any) -> float:
+    def result(self, state: list[Batch]) -> float:
         for batch in state:
             _refuse(self.name, batch[2])
         xp = namespace(state[0][0])
@@ -303,7 +321,7 @@ class AUC(Metric):
                          for c in range(s.shape[1])) / s.shape[1])
 
 
-def _one_vs_rest(xp: Any, y_pred: Any, y_true: Any) -> Any:
+def _one_vs_rest(xp: Namespace, y_pred: Array, y_true: Array) -> Array:
     """``y_true`` as an (N, M) 0/1 matrix: class indices one-hot, a matrix as it is."""
     m = y_pred.shape[1]
     if y_true.ndim == 2 and y_true.shape[1] == m:
@@ -317,7 +335,7 @@ def _one_vs_rest(xp: Any, y_pred: Any, y_true: Any) -> Any:
     return xp.astype(y_true, classes.dtype)[:, None] == classes[None, :]
 
 
-def _binary_auc(xp: Any, s: Any, t: Any, state: Any, which: str) -> float:
+def _binary_auc(xp: Namespace, s: Array, t: Array, state: list[Batch], which: str) -> float:
     """The ROC AUC of scores ``s`` for the 0/1 truths ``t`` (both 1-D, a wide float)."""
     dt = s.dtype
     order = xp.argsort(s, descending=True, stable=True)
@@ -336,18 +354,18 @@ def _binary_auc(xp: Any, s: Any, t: Any, state: Any, which: str) -> float:
     return float(xp.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1])) / 2.0)
 
 
-class _Errors(Metric):
+class _Errors(Metric[Counts]):
     """Sums of an element-wise error over the batches, divided by the count at the end."""
 
-    def error(self, xp: Any, diff: Any) -> Any:
+    def error(self, xp: Namespace, diff: Array) -> Array:
         raise NotImplementedError
 
-    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+    def update(self, state: Counts | None, y_pred: Array, y_true: Array) -> Counts:
         xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
         pred, true = _columns(xp, y_pred, y_true, self.name)
         return _add(state, (xp.sum(self.error(xp, pred - true)), _count(pred.shape)))
 
-    def result(self, state: Any) -> float:
+    def result(self, state: Counts) -> float:
         return float(state[0]) / int(state[1])
 
 
@@ -356,7 +374,7 @@ class MAE(_Errors):
 
     name = "mae"
 
-    def error(self, xp: Any, diff: Any) -> Any:
+    def error(self, xp: Namespace, diff: Array) -> Array:
         return xp.abs(diff)
 
 
@@ -365,7 +383,7 @@ class MSE(_Errors):
 
     name = "mse"
 
-    def error(self, xp: Any, diff: Any) -> Any:
+    def error(self, xp: Namespace, diff: Array) -> Array:
         return diff * diff
 
 
@@ -375,11 +393,11 @@ class RMSE(MSE):
 
     name = "rmse"
 
-    def result(self, state: Any) -> float:
+    def result(self, state: Counts) -> float:
         return math.sqrt(super().result(state))
 
 
-class R2(Metric):
+class R2(Metric[Moments]):
     """Coefficient of determination 1 - SS_res / SS_tot per output, averaged
     (``sklearn.metrics.r2_score``; 1 for a constant target fitted exactly, else 0 there).
 
@@ -389,7 +407,7 @@ class R2(Metric):
 
     name = "r2"
 
-    def update(self, state: Any, y_pred: Any, y_true: Any) -> Any:
+    def update(self, state: Moments | None, y_pred: Array, y_true: Array) -> Moments:
         xp = namespace(y_pred, y_true, names=("y_pred", "y_true"))
         pred, true = _columns(xp, y_pred, y_true, self.name)
         nb = int(true.shape[0])
@@ -403,7 +421,7 @@ class R2(Metric):
         delta = mb - ma
         return (n, ma + delta * (nb / n), m2a + m2b + delta * delta * (na * nb / n), resa + resb)
 
-    def result(self, state: Any) -> float:
+    def result(self, state: Moments) -> float:
         _, _, tot, res = state
         xp = namespace(tot)
         ok = tot > 0
@@ -412,8 +430,8 @@ class R2(Metric):
         return float(xp.mean(score))
 
 
-def _threshold(cls: type[Metric]) -> Callable[..., Metric]:
-    def factory(threshold: float = 0.5) -> Metric:
+def _threshold(cls: type[_Classification[Any]]) -> Callable[..., Metric[Any]]:
+    def factory(threshold: float = 0.5) -> Metric[Any]:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
                 or not 0.0 <= threshold <= 1.0:
             raise InvalidParameterError(
@@ -425,7 +443,7 @@ def _threshold(cls: type[Metric]) -> Callable[..., Metric]:
     return factory
 
 
-BUILTIN_METRICS: dict[str, Callable[..., Metric]] = {
+BUILTIN_METRICS: dict[str, Callable[..., Metric[Any]]] = {
     "accuracy": _threshold(Accuracy),
     "binary_accuracy": _threshold(BinaryAccuracy),
     "precision": _threshold(Precision),
@@ -440,6 +458,6 @@ BUILTIN_METRICS: dict[str, Callable[..., Metric]] = {
 
 
 @hookimpl
-def mlcore_metrics() -> dict[str, Callable[..., Metric]]:
+def mlcore_metrics() -> dict[str, Callable[..., Metric[Any]]]:
     """mlcore's own metrics, registered like any plugin's."""
     return dict(BUILTIN_METRICS)

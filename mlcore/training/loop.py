@@ -32,7 +32,7 @@ class Data(NamedTuple):
     weights: Any = None  # (N,) sample weights, or None
 
 
-def resolve_metrics(metrics: Sequence[Any] | None) -> list[Metric]:
+def resolve_metrics(metrics: Sequence[Any] | None) -> list[Metric[Any]]:
     """Metric objects for names (``mlcore.metric(name)``) and objects in ``metrics``."""
     if metrics is None:
         return []
@@ -52,7 +52,7 @@ def resolve_metrics(metrics: Sequence[Any] | None) -> list[Metric]:
 class Tracker:
     """The metric states of one pass over data, fed the model's outputs batch by batch."""
 
-    def __init__(self, metrics: list[Metric], model: LayerStack, plan: LossPlan) -> None:
+    def __init__(self, metrics: list[Metric[Any]], model: LayerStack, plan: LossPlan) -> None:
         self.metrics = metrics
         self.states: list[Any] = [None] * len(metrics)
         self.tail = model.layers[len(model.layers) - plan.trim:]
