@@ -113,8 +113,10 @@ Index: TypeAlias = (
 """A key of ``x[key]``: an integer, a slice, ``...``, ``None`` (a new axis), a boolean or
 integer array, or a tuple of them."""
 
-Backprop: TypeAlias = Callable[[Array], Array]
-"""A layer's backward function: ``dX = backprop(dY)``; it adds the parameters' gradients."""
+Backprop: TypeAlias = Callable[[Array], Array | None]
+"""A layer's backward function: ``dX = backprop(dY)``; it adds the parameters' gradients,
+and returns None where the forward pass was asked for no input gradient
+(``forward(X, input_grad=False)``: the first layer of a model)."""
 
 Step: TypeAlias = Callable[
     [tuple[Array, ...], tuple[Array, ...], Array, Array],

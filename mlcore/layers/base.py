@@ -44,6 +44,7 @@ from typing import Any
 from ..arrays.checks import seed as check_seed
 from ..backend import Backend, RandomSource, get_backend
 from ..init import Initializer, get_initializer
+from ..types import DType
 from .core import Layer, Parameter, dtype_name, on_device, resolve_dtype
 
 __all__ = ["LayerBase", "all_layers"]
@@ -62,7 +63,7 @@ class LayerBase(Layer):
     name = ""
     differentiable_input = True
 
-    def __init__(self, *, dtype: Any = None) -> None:
+    def __init__(self, *, dtype: DType | str | None = None) -> None:
         backend = get_backend()
         self.backend: Backend = backend
         self.param_dtype = resolve_dtype(backend.xp, dtype)

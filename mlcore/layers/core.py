@@ -17,8 +17,7 @@ Layer sequences (:class:`~mlcore.Sequential`, :class:`~mlcore.MLP`) live in
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
-from typing import Any
+from typing import Any, SupportsIndex, cast
 
 from ..activations import activation
 from ..arrays.checks import real
@@ -34,15 +33,14 @@ from ..backend import Backend, RandomSource, get_backend
 from ..errors import DTypeError, InvalidParameterError, ShapeError
 from ..init import Initializer, get_initializer
 from ..parameter import Parameter, on_device
+from ..types import Array, Backprop, DType, Namespace
 
 __all__ = ["Parameter", "Layer", "Dense", "PReLU", "Activation", "Backprop", "resolve_dtype",
            "on_device", "transposed_storage"]
 
-Backprop = Callable[[Any], Any]
-"""``backprop(dY) -> dX``: adds parameter gradients, returns the input gradient."""
 
 
-def resolve_dtype(xp: Any, dtype: Any) -> Any:
+def resolve_dtype(xp: Namespace, dtype: DType | str | None) -> DType:
     """``None`` -> float32; ``"float32"``/``"float64"`` or a floating dtype of ``xp``."""
     if dtype is None:
         return xp.float32
@@ -55,16 +53,17 @@ def resolve_dtype(xp: Any, dtype: Any) -> Any:
         f"Pass dtype='float32' (the default) or dtype='float64'.", dtype)
 
 
-def dtype_name(xp: Any, dtype: Any) -> str:
+def dtype_name(xp: Namespace, dtype: DType) -> str:
     """``"float32"`` or ``"float64"`` for a floating dtype of ``xp``."""
     return "float64" if dtype == xp.float64 else "float32"
 
 
-def positive_int(value: Any, name: str, hint: str = "") -> int:
+def positive_int(value: object, name: str, hint: str = "") -> int:
     """``value`` as a positive int (a NumPy integer too); floats, strings and bools are
     refused with :class:`InvalidParameterError` naming ``name``."""
     try:
-        n = operator.index(value) if not isinstance(value, bool) else 0
+        n = operator.index(value) if isinstance(value, SupportsIndex) \
+            and not isinstance(value, bool) else 0
     except TypeError:
         n = 0
     if n < 1:
@@ -83,7 +82,8 @@ class Layer:
     training = True
     modal = False
 
-    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+    def forward(self, X: Array, xp: Namespace | None = None, *,
+                input_grad: bool = True) -> tuple[Array, Backprop]:
         """Return the output and the function that backpropagates through this call."""
         raise NotImplementedError
 
@@ -117,16 +117,15 @@ class Layer:
         loaded after): the constructor called with every entry but ``"type"``."""
         return cls(**{k: v for k, v in config.items() if k != "type"})
 
-    def __call__(self, X: Any) -> Any:
+    def __call__(self, X: Array | object) -> Array:
         """The output alone (inference), computed on the device of ``X``; a list (or any
         non-array) is converted as :meth:`Sequential.predict` converts it."""
-        if not hasattr(X, "shape"):
-            X = to_layer_input(self, X)
-        with device_scope(X, names=("X",)):
-            return self.forward(X, input_grad=False)[0]
+        array = cast("Array", X) if hasattr(X, "shape") else to_layer_input(self, X)
+        with device_scope(array, names=("X",)):
+            return self.forward(array, input_grad=False)[0]
 
 
-def transposed_storage(xp: Any, w: Any) -> Any:
+def transposed_storage(xp: Namespace, w: Array) -> Array:
     """``w`` (out, in), stored as the transpose of a row-major (in, out) array.
 
     The values and shape are ``w``'s; only the memory order changes (``Wᵀ`` is then a
@@ -161,7 +160,7 @@ class Dense(Layer):
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
                  init: str | Initializer = "glorot_uniform", seed: int | None = None,
-                 dtype: Any = None, rng: RandomSource | None = None) -> None:
+                 dtype: DType | str | None = None, rng: RandomSource | None = None) -> None:
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
         backend = get_backend()
@@ -180,7 +179,7 @@ class Dense(Layer):
             return [("weight", self.weight)]
         return [("weight", self.weight), ("bias", self.bias)]
 
-    def _check(self, X: Any) -> None:
+    def _check(self, X: Array) -> None:
         shape = tuple(X.shape)
         if len(shape) != 2 or shape[1] != self.in_features:
             raise ShapeError(
@@ -191,7 +190,8 @@ class Dense(Layer):
                 f"Dense has {self.weight.value.dtype} weights but received {X.dtype} input. "
                 f"Convert the input with astype, or build the layer with that dtype.", X)
 
-    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+    def forward(self, X: Array, xp: Namespace | None = None, *,
+                input_grad: bool = True) -> tuple[Array, Backprop]:
         W, b = self.weight.value, self.bias
         if xp is None:
             xp = namespace(X, W, names=("X", "Dense.weight"))
@@ -200,7 +200,7 @@ class Dense(Layer):
         if b is not None:
             Y += b.value  # Y is ours: add in place (rebinds on immutable array types)
 
-        def backprop(dY: Any) -> Any:
+        def backprop(dY: Array) -> Array | None:
             self.weight.accumulate((X.T @ dY).T)  # W's layout: see transposed_storage
             if b is not None:
                 b.accumulate(xp.sum(dY, axis=0))
@@ -233,7 +233,7 @@ class PReLU(Layer):
     """
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, *,
-                 dtype: Any = None) -> None:
+                 dtype: DType | str | None = None) -> None:
         self.num_parameters = positive_int(num_parameters, "num_parameters")
         init = real("init", init, owner="PReLU", example="init=0.25")
         backend = get_backend()
@@ -246,7 +246,8 @@ class PReLU(Layer):
     def named_parameters(self) -> list[tuple[str, Parameter]]:
         return [("alpha", self.alpha)]
 
-    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+    def forward(self, X: Array, xp: Namespace | None = None, *,
+                input_grad: bool = True) -> tuple[Array, Backprop]:
         a = self.alpha.value
         if xp is None:
             xp = namespace(X, a, names=("X", "PReLU.alpha"))
@@ -257,7 +258,7 @@ class PReLU(Layer):
         neg = xp.minimum(X, 0.0)
         Y = X + (a - 1.0) * neg  # max(X, 0) + alpha min(X, 0)
 
-        def backprop(dY: Any) -> Any:
+        def backprop(dY: Array) -> Array | None:
             self.alpha.accumulate(self._alpha_grad(xp, dY * neg))
             if not input_grad:
                 return None
@@ -265,7 +266,7 @@ class PReLU(Layer):
 
         return Y, backprop
 
-    def _alpha_grad(self, xp: Any, g: Any) -> Any:
+    def _alpha_grad(self, xp: Namespace, g: Array) -> Array:
         if self.num_parameters == 1:
             return xp.reshape(xp.sum(g), (1,))
         return xp.sum(xp.reshape(g, (-1, self.num_parameters)), axis=0)
@@ -289,7 +290,7 @@ class Activation(Layer):
     device scope of the public ``forward`` cost more than ``tanh`` itself on small layers.
     """
 
-    def __init__(self, name: str, **params: Any) -> None:
+    def __init__(self, name: str, **params: object) -> None:
         self.name = name
         self.params = params
         self.fn = activation(name, **params)
@@ -297,23 +298,24 @@ class Activation(Layer):
         bwd = getattr(self.fn, "backward_unchecked", None)
         self._kernels = (fwd, bwd) if callable(fwd) and callable(bwd) else None
 
-    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+    def forward(self, X: Array, xp: Namespace | None = None, *,
+                input_grad: bool = True) -> tuple[Array, Backprop]:
         kernels = self._kernels
         if xp is None or kernels is None or X.dtype not in (xp.float32, xp.float64):
             return self._forward_checked(X, input_grad)
         fwd, bwd = kernels
         Y = fwd(xp, X)
 
-        def backprop(dY: Any) -> Any:
+        def backprop(dY: Array) -> Array | None:
             return bwd(xp, X, Y, dY) if input_grad else None
 
         return Y, backprop
 
-    def _forward_checked(self, X: Any, input_grad: bool) -> tuple[Any, Backprop]:
+    def _forward_checked(self, X: Array, input_grad: bool) -> tuple[Array, Backprop]:
         fn = self.fn
         Y = fn.forward(X)
 
-        def backprop(dY: Any) -> Any:
+        def backprop(dY: Array) -> Array | None:
             return fn.backward(X, Y, dY) if input_grad else None
 
         return Y, backprop
@@ -330,7 +332,7 @@ class Activation(Layer):
         return f"Activation({self.name!r}{extra})"
 
 
-def to_layer_input(layer: Any, X: Any) -> Any:
+def to_layer_input(layer: Layer, X: object) -> Array:
     """A list (or other non-array) ``X`` given to ``layer(X)``, as an array of the layer's
     backend and parameter dtype (float32 for a layer without parameters)."""
     params = layer.parameters()

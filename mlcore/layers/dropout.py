@@ -10,12 +10,13 @@ step with the same seed drop the same inputs (:mod:`mlcore.training.step`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ..arrays.checks import seed as check_seed
 from ..arrays.namespace import namespace
 from ..backend import Backend, get_backend
 from ..errors import InvalidParameterError
+from ..types import Array, DType, Namespace
 from .core import Backprop, Layer
 
 __all__ = ["Dropout"]
@@ -26,33 +27,36 @@ class Dropout(Layer):
 
     modal = True
 
-    def __init__(self, rate: float = 0.5, seed: int | None = None, *, dtype: Any = None) -> None:
+    def __init__(self, rate: float = 0.5, seed: int | None = None, *,
+                 dtype: DType | str | None = None) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
             raise InvalidParameterError(
                 f"Dropout rate must be a probability in [0, 1), received {rate!r}.", rate)
         self.rate, self.seed, self.dtype = float(rate), seed, dtype
         self.backend: Backend = get_backend()
         self.rng = self.backend.rng(check_seed(seed))
-        self.noise: Any = None  # uniform noise for the next forward pass, set by the step
+        self.noise: Array | None = None  # uniform noise for the next forward pass, set by the step
 
     @property
     def active(self) -> bool:
         """Whether the layer drops inputs now (training, with a rate above 0)."""
         return self.training and self.rate > 0.0
 
-    def draw(self, shape: tuple[int, ...], dtype: Any) -> Any:
+    def draw(self, shape: tuple[int, ...], dtype: DType) -> Array | None:
         """Uniform noise in [0, 1) for an input of ``shape`` (None when inactive)."""
         return self.rng.uniform(0.0, 1.0, shape, dtype) if self.active else None
 
-    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+    def forward(self, X: Array, xp: Namespace | None = None, *,
+                input_grad: bool = True) -> tuple[Array, Backprop]:
         if not self.active:
             return X, (lambda dY: dY if input_grad else None)
-        u = self.noise if self.noise is not None else self.draw(tuple(X.shape), X.dtype)
+        u = self.noise if self.noise is not None else cast(  # active: draw() gives noise
+            "Array", self.draw(tuple(X.shape), X.dtype))
         if xp is None:
             xp = namespace(X, u, names=("X", "Dropout's random mask"))
         mask = xp.astype(u >= self.rate, X.dtype) * (1.0 / (1.0 - self.rate))
 
-        def backprop(dY: Any) -> Any:
+        def backprop(dY: Array) -> Array | None:
             return dY * mask if input_grad else None
 
         return X * mask, backprop

@@ -28,22 +28,23 @@ from typing import Any
 from ..arrays.namespace import device_of, namespace
 from ..backend import Backend, get_backend
 from ..errors import DTypeError, InvalidParameterError, ShapeError
+from ..types import Array, DType, Namespace
 from .core import Backprop, Layer, Parameter, dtype_name, on_device, positive_int, resolve_dtype
 
 __all__ = ["LayerNorm", "BatchNorm"]
 
 
-def _check_number(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
-        raise InvalidParameterError(
-            f"{name} must be a number in ({low}, {high}), received {value!r}.", value)
-    return float(value)
+def _check_number(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and low < value < high:
+        return float(value)
+    raise InvalidParameterError(
+        f"{name} must be a number in ({low}, {high}), received {value!r}.", value)
 
 
 class _Norm(Layer):
     """The affine parameters, the input checks and the shared backward formula."""
 
-    def __init__(self, num_features: int, eps: float, dtype: Any) -> None:
+    def __init__(self, num_features: int, eps: float, dtype: DType) -> None:
         self.num_features = positive_int(num_features, "num_features")
         self.eps = _check_number("eps", eps, 0.0, 1.0)
         backend = get_backend()
@@ -58,7 +59,7 @@ class _Norm(Layer):
     def named_parameters(self) -> list[tuple[str, Parameter]]:
         return [("weight", self.weight), ("bias", self.bias)]
 
-    def _namespace(self, X: Any, xp: Any) -> Any:
+    def _namespace(self, X: Array, xp: Namespace | None) -> Namespace:
         if xp is None:
             xp = namespace(X, self.weight.value, names=("X", f"{type(self).__name__}.weight"))
         if X.ndim != 2 or X.shape[1] != self.num_features:
@@ -72,13 +73,13 @@ class _Norm(Layer):
                 f"Convert the input with astype, or build the layer with that dtype.", X)
         return xp
 
-    def _affine(self, xp: Any, xhat: Any, inv: Any, axis: int, input_grad: bool,
-                synced: tuple[Callable[[Any], Any], int, int] | None = None
-                ) -> tuple[Any, Backprop]:
+    def _affine(self, xp: Namespace, xhat: Array, inv: Array, axis: int, input_grad: bool,
+                synced: tuple[Callable[[Array], Array], int, int] | None = None
+                ) -> tuple[Array, Backprop]:
         gamma = self.weight.value
         Y = xhat * gamma + self.bias.value
 
-        def backprop(dY: Any) -> Any:
+        def backprop(dY: Array) -> Array | None:
             self.weight.accumulate(xp.sum(dY * xhat, axis=0))
             self.bias.accumulate(xp.sum(dY, axis=0))
             if not input_grad:
@@ -106,10 +107,12 @@ class _Norm(Layer):
 class LayerNorm(_Norm):
     """Normalise each sample over its ``num_features`` features (``torch.nn.LayerNorm``)."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, *, dtype: Any = None) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-5, *,
+                 dtype: DType | str | None = None) -> None:
         super().__init__(num_features, eps, dtype)
 
-    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+    def forward(self, X: Array, xp: Namespace | None = None, *,
+                input_grad: bool = True) -> tuple[Array, Backprop]:
         xp = self._namespace(X, xp)
         d = X - xp.mean(X, axis=1, keepdims=True)
         inv = 1.0 / xp.sqrt(xp.mean(d * d, axis=1, keepdims=True) + self.eps)
@@ -127,12 +130,12 @@ class BatchNorm(_Norm):
     statistics for inference."""
 
     modal = True
-    sync: Callable[[Any], Any] | None = None
+    sync: Callable[[Array], Array] | None = None
     """A sum over the processes of a distributed fit (set by it for the fit): batch
     statistics over every process's rows (SyncBatchNorm). None: this batch's own."""
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
-                 dtype: Any = None) -> None:
+                 dtype: DType | str | None = None) -> None:
         super().__init__(num_features, eps, dtype)
         self.momentum = _check_number("momentum", momentum, 0.0, 1.0 + 1e-12)
         if self.momentum > 0.5:
@@ -152,7 +155,8 @@ class BatchNorm(_Norm):
     def named_buffers(self) -> list[tuple[str, Parameter]]:
         return [("running_mean", self.running_mean), ("running_var", self.running_var)]
 
-    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+    def forward(self, X: Array, xp: Namespace | None = None, *,
+                input_grad: bool = True) -> tuple[Array, Backprop]:
         xp = self._namespace(X, xp)
         if not self.training:
             inv = 1.0 / xp.sqrt(self.running_var.value + self.eps)
@@ -181,7 +185,8 @@ class BatchNorm(_Norm):
         return self._affine(xp, d * inv, inv, 0, input_grad, synced)
 
     @staticmethod
-    def _global_statistics(xp: Any, X: Any, total: Callable[[Any], Any]) -> tuple[Any, Any, int]:
+    def _global_statistics(xp: Namespace, X: Array,
+                           total: Callable[[Array], Array]) -> tuple[Array, Array, int]:
         """Mean and biased variance over every process's rows, and their count."""
         count = xp.full((1,), float(X.shape[0]), dtype=X.dtype, device=device_of(X))
         sums = total(xp.concat([xp.sum(X, axis=0), count]))

@@ -43,12 +43,12 @@ def register_layer(name: str, build: Callable[[dict[str, Any]], Layer]) -> None:
     _BUILDERS[name] = build
 
 
-def layer_class(name: Any) -> Any:
+def layer_class(name: object) -> type[Layer] | None:
     """The class registered under the layer type ``name`` (hook ``mlcore_layers``), or None."""
     return registry().lookup("layers", name) if isinstance(name, str) else None
 
 
-def layer_from_config(cfg: Any) -> Layer:
+def layer_from_config(cfg: object) -> Layer:
     """Rebuild a layer from :meth:`Layer.config` data (weights as initialised).
 
     Only registered layer types are accepted (no code named by the file is run); anything
@@ -57,7 +57,7 @@ def layer_from_config(cfg: Any) -> Layer:
     kind = cfg.get("type") if isinstance(cfg, dict) else type(cfg).__name__
     build = _BUILDERS.get(kind) if isinstance(kind, str) else None
     cls = None if build is not None else layer_class(kind)
-    if build is None and cls is None:
+    if not isinstance(cfg, dict) or (build is None and cls is None):
         raise ModelFileError(
             f"Unknown layer type {kind!r} in the model file; known: "
             f"{', '.join(layer_types())}. A plugin's layer loads when its distribution is "
@@ -65,7 +65,7 @@ def layer_from_config(cfg: Any) -> Layer:
     try:
         if build is not None:
             return build(cfg)
-        return cls.from_config(cfg)  # type: ignore[no-any-return, union-attr]
+        return cls.from_config(cfg)  # type: ignore[union-attr]  # one of the two is set
     except (KeyError, TypeError, ValueError, MlcoreError) as exc:
         raise ModelFileError(f"Malformed {kind} entry in the model file: {exc}.",
                              cfg) from exc
@@ -85,10 +85,11 @@ def check_registered(model: Layer, what: str) -> None:
         kind = _declared_type(layer)
         if kind in _BUILDERS and type(layer).__name__ == kind:
             continue
-        if kind is not None and layer_class(kind) is type(layer):
+        registered = layer_class(kind) if kind is not None else None
+        if registered is type(layer):
             continue
-        shown = f"type {kind!r}, which is registered to {layer_class(kind).__name__}" \
-            if kind is not None and layer_class(kind) is not None else (
+        shown = f"type {kind!r}, which is registered to {registered.__name__}" \
+            if registered is not None else (
                 f"type {kind!r}, which no plugin registers" if kind is not None else "no type")
         raise InvalidParameterError(
             f"{what}: its layer {type(layer).__name__} is a custom layer with {shown}, so a "

@@ -15,22 +15,24 @@ from typing import Any
 from ..arrays.namespace import device_scope, namespace
 from ..backend import Backend, get_backend
 from ..errors import InvalidParameterError, ShapeError
+from ..types import Array, DType, Namespace
 from .base import all_layers
 from .core import Backprop, Dense, Layer, Parameter
 
 __all__ = ["LayerStack", "chain"]
 
 
-def chain(layers: Sequence[Layer], X: Any, xp: Any, input_grad: bool) -> tuple[Any, Backprop]:
+def chain(layers: Sequence[Layer], X: Array, xp: Namespace,
+          input_grad: bool) -> tuple[Array, Backprop]:
     """Run ``layers`` in order; the backprop runs them in reverse (the chain rule)."""
     backprops = []
     for i, layer in enumerate(layers):
         X, bp = layer.forward(X, xp, input_grad=input_grad or i > 0)
         backprops.append(bp)
 
-    def backprop(dY: Any) -> Any:
+    def backprop(dY: Array) -> Array | None:
         for bp in reversed(backprops):
-            dY = bp(dY)
+            dY = bp(dY)  # type: ignore[assignment]  # None only from the first layer, last
         return dY
 
     return X, backprop
@@ -96,7 +98,7 @@ class LayerStack(Layer):
         return None
 
     @property
-    def dtype(self) -> Any:
+    def dtype(self) -> DType:
         """The floating dtype of the parameters (float32 if there are none)."""
         params = self.parameters()
         return params[0].value.dtype if params else self.backend.xp.float32
@@ -139,19 +141,20 @@ class LayerStack(Layer):
         for layer, mode in zip(self._all_layers(), modes, strict=True):
             layer.training = mode
 
-    def namespace(self, X: Any, y: Any = None) -> Any:
+    def namespace(self, X: Array, y: Array | None = None) -> Namespace:
         """The namespace of ``X`` (and ``y``) and the parameters; an error if backends differ."""
         arrays = (X,) if y is None else (X, y)
         first = [p.value for p in self.parameters()[:1]]
         return namespace(*arrays, *first, names=(*("X", "y")[: len(arrays)], "model parameters"))
 
     # -- computation -----------------------------------------------------------------------
-    def forward(self, X: Any, xp: Any = None, *, input_grad: bool = True) -> tuple[Any, Backprop]:
+    def forward(self, X: Array, xp: Namespace | None = None, *,
+                input_grad: bool = True) -> tuple[Array, Backprop]:
         if xp is None:
             xp = self.namespace(X)
         return chain(self.layers, X, xp, input_grad)
 
-    def __call__(self, X: Any) -> Any:
+    def __call__(self, X: Array | object) -> Array:
         """The output alone, in inference mode, on the device of ``X``."""
         if not self.has_modes():
             return super().__call__(X)
