@@ -16,13 +16,14 @@ from ..errors import (
     ShapeError,
 )
 from ..layers.stack import LayerStack
+from ..types import Array, DType, Namespace
 from .loop import Data
 from .lossplan import LossPlan, prepare_targets
 
 __all__ = ["to_model_input", "prepare", "prepare_validation"]
 
 
-def to_model_input(model: LayerStack, X: Any, name: str = "X") -> Any:
+def to_model_input(model: LayerStack, X: Array, name: str = "X") -> Any:
     """``X`` as a finite array of the model's backend and dtype (the conversion boundary)."""
     X = convert(model.backend, X, name)
     params = model.parameters()
@@ -41,7 +42,7 @@ def to_model_input(model: LayerStack, X: Any, name: str = "X") -> Any:
     return X
 
 
-def _check_overflow(xp: Any, source: Any, dtype: Any, name: str) -> None:
+def _check_overflow(xp: Namespace, source: Any, dtype: DType, name: str) -> None:
     """Finite data that became infinite in the conversion to the model's dtype: say so (the
     user's data had no NaN or inf)."""
     if not xp.isdtype(source.dtype, "real floating") or not bool(xp.all(xp.isfinite(source))):
@@ -53,7 +54,7 @@ def _check_overflow(xp: Any, source: Any, dtype: Any, name: str) -> None:
         f"Scale {name} (standardise it), or build the model with dtype='float64'.", source)
 
 
-def prepare(model: LayerStack, plan: LossPlan, X: Any, y: Any,
+def prepare(model: LayerStack, plan: LossPlan, X: Array, y: Array,
              names: tuple[str, str] = ("X", "y")) -> Data:
     Xa = to_model_input(model, X, names[0])
     ya = convert(model.backend, y, names[1])

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..backend import Backend
 from ..errors import (
     CompiledStepWarning,
     InvalidParameterError,
@@ -21,6 +22,7 @@ from ..errors import (
 )
 from ..layers.stack import chain
 from ..plugins import registry
+from ..types import Array, Namespace
 from .eager import EagerStep
 from .step import Pure, TrainStep, flat_halves, flat_step
 
@@ -42,7 +44,7 @@ class CompiledStep:
     unless ``strict`` (``jit_compile=True``).
     """
 
-    def __init__(self, ts: TrainStep, compiled: Pure, xp: Any, outputs: int,
+    def __init__(self, ts: TrainStep, compiled: Pure, xp: Namespace, outputs: int,
                  recompile: Callable[[], Pure | None], *, eager: EagerStep,
                  check: Callable[[Any, Any], Any] | None = None, guard: Any = None,
                  strict: bool = False, modal: bool = False) -> None:
@@ -57,12 +59,12 @@ class CompiledStep:
         self._lr: tuple[float, Any] = (math.nan, None)  # (optimizer.lr, its 0-d array)
         self._t: tuple[int, Any] = (-1, None)  # (host step count, the step's 0-d array)
 
-    def __call__(self, X: Any, y: Any) -> Any:
+    def __call__(self, X: Array, y: Array) -> Any:
         if self.modal:
             self.ts.model.train()
         return self.run(X, y)[0]
 
-    def run(self, X: Any, y: Any, w: Any = None) -> tuple[Any, Any]:
+    def run(self, X: Array, y: Array, w: Array | None = None) -> tuple[Any, Any]:
         """One step: ``(loss, output)`` (output None without ``outputs``)."""
         if self.compiled is None:  # fell back to the eager step
             return self.eager(X, y, None, w)
@@ -99,19 +101,19 @@ class CompiledStep:
             arrays.append(t)
         return arrays
 
-    def _write(self, new_params: Sequence[Any], new_flat: Sequence[Any]) -> None:
+    def _write(self, new_params: Sequence[Array], new_flat: Sequence[Array]) -> None:
         self._write_params(new_params)
         self._write_buffers(new_flat, self._write_opt(new_flat, 1))
         self._lr = (self._lr[0], new_flat[0])  # the step's own array (the old one donated)
         if self.outputs:
             self.output = new_flat[-1]
 
-    def _write_params(self, new_params: Sequence[Any]) -> None:
+    def _write_params(self, new_params: Sequence[Array]) -> None:
         for p, v in zip(self.ts.params, new_params, strict=True):
             p.value = v
             p.grad = None
 
-    def _write_opt(self, new_flat: Sequence[Any], at: int) -> int:
+    def _write_opt(self, new_flat: Sequence[Array], at: int) -> int:
         opt, n = self.opt, len(self.ts.params)
         for name in opt.slots:
             opt.state[name] = list(new_flat[at: at + n])
@@ -122,7 +124,7 @@ class CompiledStep:
             at += 1
         return at
 
-    def _write_buffers(self, new_flat: Sequence[Any], at: int) -> int:
+    def _write_buffers(self, new_flat: Sequence[Array], at: int) -> int:
         for h in self.ts.holders:
             h.value = new_flat[at]
             at += 1
@@ -133,7 +135,7 @@ class CompiledStep:
             self.opt.state["step"] -= 1
             self._t = (-1, None)
 
-    def _fall_back(self, X: Any, y: Any, w: Any) -> tuple[Any, Any]:
+    def _fall_back(self, X: Array, y: Array, w: Array | None) -> tuple[Array, Array]:
         self.compiled, exc = None, self._failure
         warnings.warn(CompiledStepWarning(
             f"The compiled training step failed ({type(exc).__name__}: "
@@ -143,7 +145,7 @@ class CompiledStep:
             f"compiling, or jit_compile=True to raise instead."), stacklevel=4)
         return self.eager(X, y, None, w)
 
-    def _lr_array(self, like: Any) -> Any:
+    def _lr_array(self, like: Array) -> Any:
         """``optimizer.lr`` as a 0-d array of the parameters' dtype, made when it changes (a
         schedule's new value is one small host-to-device copy, never a new trace)."""
         lr = self.opt.lr
@@ -152,14 +154,14 @@ class CompiledStep:
                                             device=getattr(like, "device", None)))
         return self._lr[1]
 
-    def _output_buffer(self, X: Any) -> Any:
+    def _output_buffer(self, X: Array) -> Any:
         rows = X.shape[0]
         if self.output is None or self.output.shape != (rows, self.outputs):
             self.output = self.xp.zeros((rows, self.outputs), dtype=X.dtype,
                                         device=getattr(X, "device", None))
         return self.output
 
-    def _ready(self, X: Any, y: Any) -> Any:
+    def _ready(self, X: Array, y: Array) -> Any:
         """The compiled step to run now: the loss's first-batch check done, compiled again
         if the optimiser's hyperparameters changed."""
         if self.check is not None:
@@ -174,7 +176,7 @@ class CompiledStep:
             self.compiled, self._hyper = found, hyper
         return self.compiled
 
-    def _invoke(self, fn: Pure, flat: tuple[Any, ...], X: Any, y: Any) -> Any:
+    def _invoke(self, fn: Pure, flat: tuple[Array, ...], X: Array, y: Array) -> Any:
         """``fn(params, flat, X, y)``; None when it failed with an error that is not
         mlcore's (kept for the warning), unless ``strict``."""
         try:
@@ -189,7 +191,8 @@ class CompiledStep:
 
     def fit_step(self) -> Callable[..., tuple[Any, Any]]:
         """``fit``'s step, ``step(X, T, xp, w=None) -> (loss, output)``."""
-        def step(X: Any, T: Any, xp: Any = None, w: Any = None) -> tuple[Any, Any]:
+        def step(X: Array, T: Array, xp: Namespace | None = None,
+                 w: Array | None = None) -> tuple[Any, Any]:
             return self.run(X, T, w)
 
         return step
@@ -203,14 +206,14 @@ class CompiledHalves(CompiledStep):
     process takes the same update and none waits on another. A process with no rows (an
     empty share) runs the eager step."""
 
-    def __init__(self, ts: TrainStep, halves: tuple[Pure, Pure], xp: Any, outputs: int,
+    def __init__(self, ts: TrainStep, halves: tuple[Pure, Pure], xp: Namespace, outputs: int,
                  recompile: Callable[[], Any], *, sync: Callable[[list[Any], int], None],
                  **kw: Any) -> None:
         super().__init__(ts, halves, xp, outputs, recompile, **kw)  # type: ignore[arg-type]
         self.sync = sync
         self._grads: list[Any] | None = None  # the last gradients: the next input buffers
 
-    def run(self, X: Any, y: Any, w: Any = None) -> tuple[Any, Any]:
+    def run(self, X: Array, y: Array, w: Array | None = None) -> tuple[Any, Any]:
         if self.compiled is None or X.shape[0] == 0:
             return self.eager(X, y, None, w)
         (gradients, apply), ts = self._ready(X, y), self.ts
@@ -256,15 +259,15 @@ def check_jit_compile(value: Any) -> None:
             f"received {value!r}.", value)
 
 
-def _probe(params: tuple[Any, ...], state: tuple[Any, ...], X: Any,
-           y: Any) -> tuple[Any, Any, Any]:
+def _probe(params: tuple[Any, ...], state: tuple[Any, ...], X: Array,
+           y: Array) -> tuple[Any, Any, Any]:
     return params, state, X  # never called: only shown to the hook
 
 
 _COMPILES: dict[tuple[Any, ...], tuple[bool, tuple[Any, ...]]] = {}
 
 
-def compiles(backend: Any, compile_hook: Any = None) -> bool:
+def compiles(backend: Backend, compile_hook: Any = None) -> bool:
     """Whether a plugin compiles training steps for ``backend`` (asked once per backend and
     set of compiling plugins, with a step that is never run)."""
     hook = registry().pm.hook.mlcore_compile_step if compile_hook is None else compile_hook
@@ -393,7 +396,7 @@ def _first_batch_check(ts: TrainStep) -> Callable[..., Any]:
     """The loss's value checks on the first batch, eagerly (a forward pass and the loss)."""
     model, plan, layers = ts.model, ts.plan, ts.layers
 
-    def check(X: Any, y: Any) -> None:
+    def check(X: Array, y: Array) -> None:
         xp = model.namespace(X)
         modes = [getattr(layer, "training", True) for layer in layers]
         try:
@@ -408,7 +411,7 @@ def _first_batch_check(ts: TrainStep) -> Callable[..., Any]:
     return check
 
 
-def _ask(compile_hook: Callable[..., Any], backend: Any, step: Pure) -> Pure | None:
+def _ask(compile_hook: Callable[..., Any], backend: Backend, step: Pure) -> Pure | None:
     """The backend's compiled ``step``, or None; a failing plugin warns and is skipped."""
     try:
         compiled = compile_hook(backend=backend, step=step)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..layers.stack import LayerStack
+
 __all__ = ["MainCallbacks"]
 
 _BATCH_HOOKS = ("on_batch_begin", "on_batch_end")
@@ -22,7 +24,7 @@ class MainCallbacks:
     """Stands in for ``fit``'s callback list (``call(hook, *args)``, ``batch_hooks``) on
     every process of a distributed fit."""
 
-    def __init__(self, hooks: Any, dp: Any, model: Any, optimizer: Any) -> None:
+    def __init__(self, hooks: Any, dp: Any, model: LayerStack, optimizer: Any) -> None:
         self.hooks, self.dp, self.model, self.optimizer = hooks, dp, model, optimizer
         # per-batch hooks (and their broadcasts) only if some process's callbacks use them
         self.batch_hooks = any(dp.comm.allgather_object(bool(getattr(hooks, "batch_hooks",

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend import Backend
+from ..types import Array, Namespace
+
 __all__ = ["GatheredTracker"]
 
 
 class GatheredTracker:
     """Stands in for ``fit``'s metric tracker (``reset``, ``update``, ``results``)."""
 
-    def __init__(self, tracker: Any, dp: Any, backend: Any) -> None:
+    def __init__(self, tracker: Any, dp: Any, backend: Backend) -> None:
         self.tracker, self.dp, self.backend = tracker, dp, backend
         self.batches: list[tuple[Any, Any] | None] = []
 
@@ -28,7 +31,7 @@ class GatheredTracker:
         self.tracker.reset()
         self.batches = []
 
-    def update(self, xp: Any, out: Any, y_true: Any) -> None:
+    def update(self, xp: Namespace, out: Array, y_true: Any) -> None:
         """Keep this process's slice (None when it had no rows of the batch)."""
         if out is None or out.shape[0] == 0:
             self.batches.append(None)

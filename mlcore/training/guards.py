@@ -26,6 +26,8 @@ import warnings
 from typing import Any
 
 from ..errors import InvalidParameterError, NonFiniteError
+from ..layers.stack import LayerStack
+from ..types import Array
 
 __all__ = ["NonFiniteGuard", "make_guard", "MODES"]
 
@@ -38,7 +40,7 @@ _MODERATE_WEIGHT = 1e3  # finite weights below this did not diverge
 class NonFiniteGuard:
     """Called with each batch's loss inside the training step (see the module)."""
 
-    def __init__(self, model: Any, X: Any, lr: float | None, mode: str) -> None:
+    def __init__(self, model: LayerStack, X: Array | None, lr: float | None, mode: str) -> None:
         self.model, self.X, self.lr, self.mode = model, X, lr, mode
         self.optimizer: Any = None  # when set, its lr and eps are read for the message
         self.weighted = False  # sample or class weights scale the loss
@@ -111,6 +113,8 @@ class NonFiniteGuard:
         return f"The loss became {loss} at {where}. {self._cause(loss)} {self._restore()}"
 
     def _input_hint(self) -> str:
+        if self.X is None:  # streamed batches: no whole X to look at
+            return ""
         xp = self.model.namespace(self.X)
         big = float(xp.max(xp.abs(self.X))) if self.X.shape[0] else 0.0
         if big > _LARGE_INPUT:
@@ -165,7 +169,7 @@ class NonFiniteGuard:
                 f"{self._saved_at[back] + 1}, the last known to give finite losses.")
 
 
-def make_guard(model: Any, X: Any, opt: Any, mode: Any,
+def make_guard(model: LayerStack, X: Array | None, opt: Any, mode: Any,
                weighted: bool = False) -> NonFiniteGuard | None:
     """The guard for ``fit(on_nonfinite=mode)``, or None when it is off; its messages read
     ``opt``'s learning rate and eps when they are written."""

@@ -18,6 +18,7 @@ from ..callbacks import CallbackList
 from ..errors import InvalidParameterError
 from ..layers.stack import LayerStack, chain
 from ..metrics import Metric, metric
+from ..types import Array, DType, Namespace
 from .lossplan import LossPlan
 
 __all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "shuffle_source",
@@ -26,10 +27,10 @@ __all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "shuffle_source",
 
 
 class Data(NamedTuple):
-    X: Any
-    targets: Any
-    labels: Any  # for accuracy and classification metrics, or None
-    weights: Any = None  # (N,) sample weights, or None
+    X: Array
+    targets: Array
+    labels: Array | None  # for accuracy and classification metrics, or None
+    weights: Array | None = None  # (N,) sample weights, or None
 
 
 def resolve_metrics(metrics: Sequence[Any] | None) -> list[Metric[Any]]:
@@ -64,7 +65,7 @@ class Tracker:
     def reset(self) -> None:
         self.states = [None] * len(self.metrics)
 
-    def update(self, xp: Any, out: Any, y_true: Any) -> None:
+    def update(self, xp: Namespace, out: Array, y_true: Any) -> None:
         if self.tail:
             out = chain(self.tail, out, xp, False)[0]
         elif self.squash is not None:
@@ -96,7 +97,7 @@ class _Sums:
         if correct is not None:
             self.correct = correct if self.correct is None else self.correct + correct
 
-    def reduce(self, xp: Any, dtype: Any, dp: Any) -> None:
+    def reduce(self, xp: Namespace, dtype: DType, dp: Any) -> None:
         """Sum over the processes of a data-parallel run (each process adds its share of
         the loss, the correct count and the row and label counts)."""
         if self.total is None:
@@ -114,14 +115,14 @@ class _Sums:
         return result
 
 
-def label_count(labels: Any) -> int:
+def label_count(labels: Array) -> int:
     count = 1
     for d in labels.shape:
         count *= int(d)
     return count
 
 
-def run_epoch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
+def run_epoch(xp: Namespace, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
               batches: list[tuple[int, int]], bar: Any, tracker: Tracker | None,
               hooks: CallbackList | None, dp: Any = None, labelled: int = 0) -> dict[str, float]:
     """One pass over in-memory ``data`` in ``batches`` (row ranges); the epoch's values
@@ -158,7 +159,7 @@ def run_epoch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, dat
     return sums.read() | ({} if tracker is None else tracker.results())
 
 
-def _one_batch(xp: Any, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
+def _one_batch(xp: Namespace, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
                bar: Any, labelled: int) -> dict[str, float]:
     """An epoch that is one batch of all the data (XOR-sized nets): its mean is the loss."""
     value, out = step(data.X, data.targets, xp)
@@ -178,13 +179,13 @@ def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Any,
     epoch sums are reduced over the processes.
     """
     sums: _Sums | None = None
-    xp = None
+    xp: Namespace | None = None
     hooked = hooks is not None and hooks.batch_hooks
     for b, item in enumerate(batches):
         if hooked:
             hooks.call("on_batch_begin", b, None)  # type: ignore[union-attr]
         d = prepare(item, b)
-        if sums is None:
+        if sums is None or xp is None:
             xp, sums = model.namespace(d.X), _Sums()
         size = d.X.shape[0]
         value, out = (step(d.X, d.targets, xp) if d.weights is None
@@ -198,7 +199,7 @@ def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Any,
         bar.update(1)
         if hooked:
             hooks.call("on_batch_end", b, None)  # type: ignore[union-attr]
-    if sums is None:
+    if sums is None or xp is None:
         raise InvalidParameterError(
             "The training data yielded no batches this epoch. A generator object runs once: "
             "pass the generator function itself (it is called again each epoch), or set "
@@ -208,7 +209,7 @@ def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Any,
     return sums.read() | ({} if tracker is None else tracker.results())
 
 
-def _labels_per_row(labels: Any) -> int:
+def _labels_per_row(labels: Array | None) -> int:
     return 0 if labels is None or not labels.shape[0] else label_count(labels) // labels.shape[0]
 
 
@@ -238,11 +239,15 @@ def evaluate_data(model: LayerStack, plan: LossPlan, data: Data, batch_size: int
     return sums.read() | ({} if tracker is None else tracker.results())
 
 
-def shuffled(xp: Any, data: Data, order: Any) -> Data:
-    return Data(*(None if a is None else xp.take(a, order, axis=0) for a in data))
+def shuffled(xp: Namespace, data: Data, order: Array) -> Data:
+    def rows(a: Array | None) -> Array | None:
+        return None if a is None else xp.take(a, order, axis=0)
+
+    return Data(xp.take(data.X, order, axis=0), xp.take(data.targets, order, axis=0),
+                rows(data.labels), rows(data.weights))
 
 
-def split(xp: Any, data: Data, fraction: float) -> tuple[Data, Data]:
+def split(xp: Namespace, data: Data, fraction: float) -> tuple[Data, Data]:
     """The last ``fraction`` of the samples (before shuffling, as Keras) held out."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
             or not 0.0 <= fraction < 1.0:
@@ -260,7 +265,7 @@ def split(xp: Any, data: Data, fraction: float) -> tuple[Data, Data]:
     return (Data(*(part(a, 0, cut) for a in data)), Data(*(part(a, cut, n) for a in data)))
 
 
-def is_stream(X: Any, y: Any) -> bool:
+def is_stream(X: Array, y: Array) -> bool:
     """Training data given as an iterable (or function) of batches rather than arrays."""
     if y is not None:
         return False

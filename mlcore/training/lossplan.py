@@ -19,7 +19,9 @@ from typing import Any
 from ..arrays.loss_checks import training_target
 from ..errors import InvalidParameterError, ShapeError
 from ..layers.core import Activation
+from ..layers.stack import LayerStack
 from ..losses import loss as make_loss
+from ..types import Array, DType, Namespace
 
 __all__ = ["LossPlan", "resolve_loss", "prepare_targets"]
 
@@ -38,7 +40,7 @@ class LossPlan:
     fused: bool = False  # fn takes logits and runs unchecked on prepared targets
     threshold: float = 0.0  # binary accuracy: output > threshold means class 1
 
-    def value_and_grad(self, xp: Any, out: Any, t: Any) -> tuple[Any, Any]:
+    def value_and_grad(self, xp: Namespace, out: Array, t: Array) -> tuple[Any, Any]:
         if self.fused:
             return self.fn.value_and_grad_unchecked(xp, out, t)  # type: ignore[no-any-return]
         both = getattr(self.fn, "value_and_grad", None)
@@ -46,24 +48,24 @@ class LossPlan:
             return both(out, t)  # type: ignore[no-any-return]
         return self.fn.forward(out, t), self.fn.backward(out, t)
 
-    def value(self, xp: Any, out: Any, t: Any) -> Any:
+    def value(self, xp: Namespace, out: Array, t: Array) -> Any:
         if self.fused:
             return self.fn.forward_unchecked(xp, out, t)
         return self.fn.forward(out, t)
 
-    def correct(self, xp: Any, out: Any, labels: Any) -> Any:
+    def correct(self, xp: Namespace, out: Array, labels: Array) -> Any:
         """How many predictions in ``out`` match ``labels`` (a 0-d integer array)."""
         if self.task == "multiclass":
             return xp.count_nonzero(xp.argmax(out, axis=1) == labels)
         return xp.count_nonzero((out > self.threshold) == labels)
 
 
-def _output_activation(model: Any) -> str | None:
+def _output_activation(model: LayerStack) -> str | None:
     last = model.layers[-1] if model.layers else None
     return last.name if isinstance(last, Activation) and not last.params else None
 
 
-def _logits_loss(model: Any, fn: Any) -> tuple[int, Any] | None:
+def _logits_loss(model: LayerStack, fn: Any) -> tuple[int, Any] | None:
     """``(layers to skip, the loss taking logits)`` when training can compute ``fn`` from
     the logits, else None.
 
@@ -93,7 +95,7 @@ def _logits_loss(model: Any, fn: Any) -> tuple[int, Any] | None:
     return (0, logits) if takes_logits or auto else None
 
 
-def resolve_loss(model: Any, loss: Any) -> LossPlan:
+def resolve_loss(model: LayerStack, loss: Any) -> LossPlan:
     """The plan for training ``model`` with ``loss`` (a registered name or a loss object).
 
     A name is the object ``mlcore.loss(name)``: both mean the same. ``cross_entropy`` /
@@ -110,7 +112,7 @@ def resolve_loss(model: Any, loss: Any) -> LossPlan:
     return LossPlan(name, task, fn=fn, threshold=threshold)
 
 
-def _check_outputs(plan: LossPlan, y: Any, targets: Any, n_out: int | None) -> None:
+def _check_outputs(plan: LossPlan, y: Array, targets: Array, n_out: int | None) -> None:
     """One target per output for every loss but cross-entropy (whose targets are indices)."""
     per_row = 1
     for d in targets.shape[1:]:
@@ -127,8 +129,8 @@ def _check_outputs(plan: LossPlan, y: Any, targets: Any, n_out: int | None) -> N
         f"({n}, {n_out}).{hint}", y)
 
 
-def prepare_targets(xp: Any, plan: LossPlan, y: Any, n_out: int | None,
-                    dtype: Any) -> tuple[Any, Any]:
+def prepare_targets(xp: Namespace, plan: LossPlan, y: Array, n_out: int | None,
+                    dtype: DType) -> tuple[Any, Any]:
     """Check ``y`` once (the loss's ``prepare_target``) and return ``(targets for the loss,
     labels for accuracy)``."""
     prepare = getattr(plan.fn, "prepare_target", None)

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..backend import optional_members
+from ..backend import Backend, optional_members
 
 __all__ = ["settler"]
 
 
-def settler(backend: Any, params: Sequence[Any], opt: Any) -> Callable[[], None] | None:
+def settler(backend: Backend, params: Sequence[Any], opt: Any) -> Callable[[], None] | None:
     """A function materialising ``params`` and ``opt``'s state through ``backend``, or None
     when the backend does not declare ``materialize``."""
     materialize = optional_members(backend).materialize

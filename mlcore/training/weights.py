@@ -11,23 +11,27 @@ the sample's outputs. For the fused sigmoid/softmax forms (eq. 1.15/1.16) the gr
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from ..arrays.checks import is_integer, is_real
 from ..arrays.namespace import check_finite, count_dtype, device_of
+from ..backend import Backend
 from ..errors import InvalidParameterError, InvalidValueError, ShapeError
 from ..losses import loss as make_loss
+from ..types import Array, DType, Namespace
 from .lossplan import LossPlan
 
 __all__ = ["sample_weights", "weighted_loss", "check_some_weight"]
 
 
-def sample_weights(xp: Any, backend: Any, plan: LossPlan, labels: Any, n: int, dtype: Any,
-                   sample_weight: Any, class_weight: Any, n_out: int | None) -> Any:
+def sample_weights(xp: Namespace, backend: Backend, plan: LossPlan, labels: Array | None, n: int,
+                   dtype: DType, sample_weight: object, class_weight: object,
+                   n_out: int | None) -> Array | None:
     """The (N,) weights from ``sample_weight`` times ``class_weight`` (None when neither)."""
     w = None
     if sample_weight is not None:
-        w = sample_weight if backend.owns(sample_weight) else backend.asarray(sample_weight)
+        w = cast("Array", sample_weight) if backend.owns(sample_weight) \
+            else backend.asarray(sample_weight)
         if tuple(w.shape) != (n,):
             raise ShapeError(f"sample_weight must have one weight per sample, shape ({n},); "
                              f"received shape {tuple(w.shape)}.", sample_weight)
@@ -42,7 +46,7 @@ def sample_weights(xp: Any, backend: Any, plan: LossPlan, labels: Any, n: int, d
     return w
 
 
-def check_some_weight(xp: Any, w: Any, class_weight: Any) -> None:
+def check_some_weight(xp: Namespace, w: Array | None, class_weight: object) -> None:
     """Refuse training weights that are 0 for every sample: the loss and its gradient would
     be 0, so fit would change nothing while reporting a loss of 0 (scikit-learn refuses
     all-zero sample_weight too)."""
@@ -56,8 +60,8 @@ def check_some_weight(xp: Any, w: Any, class_weight: Any) -> None:
             f"does not zero every class present in y).", w)
 
 
-def _class_weights(xp: Any, plan: LossPlan, labels: Any, dtype: Any, class_weight: Any,
-                   n_out: int | None) -> Any:
+def _class_weights(xp: Namespace, plan: LossPlan, labels: Array | None, dtype: DType,
+                   class_weight: object, n_out: int | None) -> Array:
     if plan.task is None or labels is None:
         raise InvalidParameterError(
             "class_weight applies to classification (cross_entropy or binary_cross_entropy "
@@ -84,7 +88,7 @@ def _class_weights(xp: Any, plan: LossPlan, labels: Any, dtype: Any, class_weigh
     return xp.take(table, labels, axis=0)
 
 
-def _rows(xp: Any, w: Any, like: Any) -> Any:
+def _rows(xp: Namespace, w: Array, like: Array) -> Any:
     """``w`` shaped (N, 1, ...) to broadcast against ``like``."""
     return xp.reshape(w, (w.shape[0],) + (1,) * (like.ndim - 1))
 
@@ -102,7 +106,7 @@ def weighted_loss(plan: LossPlan, loss: Any) -> Any:
         fn = _per_sample_loss(plan, loss)
         both = lambda xp, out, t: (fn.forward(out, t), fn.backward(out, t))  # noqa: E731
 
-    def value_and_grad(xp: Any, out: Any, t: Any, w: Any) -> tuple[Any, Any]:
+    def value_and_grad(xp: Namespace, out: Array, t: Array, w: Array) -> tuple[Any, Any]:
         if t.ndim == 1 and out.ndim == 2 and out.shape[1] == 1:
             t = xp.reshape(t, out.shape)  # (N,) 0/1 labels of a one-output model
         n = out.shape[0]
