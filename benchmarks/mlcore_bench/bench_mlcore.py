@@ -26,6 +26,7 @@ from .cases import (
     LossCase,
     StepCase,
     TrainCase,
+    TutorialCase,
 )
 from .timing import UnavailableError
 
@@ -237,6 +238,43 @@ def _fit(case: FitCase, dtype: Any, backend: Any, steps: bool = False) -> FnBenc
     return _bench(backend, run, lambda: [backend.to_numpy(p.value) for p in model.parameters()])
 
 
+def _tutorial(case: TutorialCase, dtype: Any, backend: Any) -> FnBench:
+    """The Keras-tutorial model through ``model.fit`` as a user writes it (see the case)."""
+    X64, y64 = case.data()
+    X, y = _put(backend, X64, dtype), _put(backend, y64, dtype)
+    kind = np.dtype(dtype).name
+    loss = mlcore.loss("cross_entropy", from_logits=True)
+    out: list[Any] = []
+
+    def build() -> Any:
+        layers: list[Any] = []
+        width = case.features
+        for h in case.hidden:
+            layers += [mlcore.Dense(width, h, dtype=kind), mlcore.BatchNorm(h, dtype=kind),
+                       mlcore.Activation("relu"), mlcore.Dropout(case.dropout)]
+            width = h
+        return mlcore.Sequential([*layers, mlcore.Dense(width, 2, dtype=kind)])
+
+    def run() -> None:  # timed later, outside make()'s use_backend: select it again
+        with mlcore.use_backend(backend.name):
+            model = build()
+            stop = mlcore.callbacks.EarlyStopping(monitor="val_loss", patience=case.patience)
+            history = model.fit(X, y, loss=loss, optimizer="adam", lr=case.lr,
+                                epochs=case.epochs, batch_size=case.batch,
+                                validation_split=case.validation_split, callbacks=[stop],
+                                verbose=False)
+        out[:] = [model, len(history["loss"])]
+
+    def result() -> list[Any]:
+        model, epochs = out
+        with mlcore.use_backend(backend.name):
+            scores = model.predict(X[-case.validation_rows:, ...])
+        predicted = np.argmax(backend.to_numpy(scores), axis=1)
+        return [epochs, case.accuracy(predicted, y64)]
+
+    return _bench(backend, run, result)
+
+
 _BUILDERS: dict[str, Callable[..., FnBench]] = {
     "activation": _activation, "loss": _loss, "dense": _dense, "mlp_step": _step,
-    "train": _train, "fit": _fit}
+    "train": _train, "fit": _fit, "tutorial": _tutorial}

@@ -96,6 +96,8 @@ def make_hand(case: Case, dtype: Any) -> FnBench:
     builders: dict[str, Callable[..., FnBench]] = {
         "activation": _hand_activation, "loss": _hand_loss, "dense": _hand_dense,
         "mlp_step": _hand_step, "train": _hand_train, "fit": _hand_fit}
+    if case.group not in builders:
+        raise UnavailableError(f"no hand-written NumPy version of {case.name}")
     return builders[case.group](case, dtype)
 
 
@@ -215,6 +217,7 @@ def make_mlcore_metrics(case: Case, dtype: Any) -> FnBench:
 
 TORCH_INSTALL = "pip install 'mlcore-bench[torch]'"
 JAX_INSTALL = "pip install 'mlcore-bench[jax]'"
+KERAS_INSTALL = "pip install 'mlcore-bench[keras]'"
 
 
 def make_jax_hand(case: Case, dtype: Any) -> FnBench:
@@ -222,6 +225,22 @@ def make_jax_hand(case: Case, dtype: Any) -> FnBench:
     from . import bench_jax
 
     return bench_jax.make(case, dtype)
+
+def make_keras(case: Case, dtype: Any) -> FnBench:
+    """Keras 3 on JAX (:mod:`mlcore_bench.bench_keras`): training steps and the tutorial fit."""
+    from . import bench_keras
+
+    return bench_keras.make(case, dtype)
+
+
+def keras_status() -> str:
+    """Why ``keras-jax`` cannot run here (Keras imported with another backend), or ""."""
+    if importlib.util.find_spec("keras") is None or importlib.util.find_spec("jax") is None:
+        return ""  # Reference.reason names the missing module and the install command
+    from . import bench_keras
+
+    return bench_keras.status()
+
 
 REFERENCES: list[Reference] = [
     Reference("numpy-hand", "numpy-hand", make_hand),
@@ -232,6 +251,8 @@ REFERENCES: list[Reference] = [
     Reference("mlcore-steps", "mlcore-steps", make_mlcore_steps),
     Reference("mlcore-metrics", "mlcore-metrics", make_mlcore_metrics),
     Reference("jax-hand", "jax-hand", make_jax_hand, needs="jax", install=JAX_INSTALL),
+    Reference("keras-jax", "keras", make_keras, keras_status, needs="keras",
+              install=KERAS_INSTALL),
 ]
 """Every reference, in column order. The first one that ran is the equality check's
 reference for a case."""

@@ -10,7 +10,16 @@ import torch
 
 from . import reference_torch as ref
 from .bench_reference import FnBench, train_epochs
-from .cases import ActivationCase, Case, DenseCase, FitCase, LossCase, StepCase, TrainCase
+from .cases import (
+    ActivationCase,
+    Case,
+    DenseCase,
+    FitCase,
+    LossCase,
+    StepCase,
+    TrainCase,
+    TutorialCase,
+)
 from .timing import UnavailableError
 
 __all__ = ["make"]
@@ -130,6 +139,60 @@ def _fit(case: FitCase, dtype: Any, put: Any, device: str) -> FnBench:
     return _bench(step, lambda: out[0].params(), device)
 
 
+def _tutorial(case: TutorialCase, dtype: Any, put: Any, device: str) -> FnBench:
+    """The Keras-tutorial model as a PyTorch user writes its training: ``torch.nn`` layers,
+    ``torch.optim.Adam``, a shuffled loop over the first 80 % of the rows, the validation
+    loss after each epoch under ``torch.no_grad()`` in eval mode, early stopping on it."""
+    X64, y64 = case.data()
+    X, y = put(X64), put(y64)
+    n_val = case.validation_rows
+    n_train = case.samples - n_val
+    tdt = ref.torch_dtype(dtype)
+    out: list[Any] = []
+
+    def build() -> torch.nn.Sequential:
+        layers: list[torch.nn.Module] = []
+        width = case.features
+        for h in case.hidden:
+            layers += [torch.nn.Linear(width, h), torch.nn.BatchNorm1d(h), torch.nn.ReLU(),
+                       torch.nn.Dropout(case.dropout)]
+            width = h
+        return torch.nn.Sequential(*layers, torch.nn.Linear(width, 2)).to(device, tdt)
+
+    def step() -> None:
+        model = build()
+        opt = torch.optim.Adam(model.parameters(), lr=case.lr)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        best, waited, epochs = float("inf"), 0, 0
+        for _ in range(case.epochs):
+            epochs += 1
+            model.train()
+            order = torch.randperm(n_train, device=device)
+            for s in range(0, n_train, case.batch):
+                idx = order[s:s + case.batch]
+                opt.zero_grad()
+                loss_fn(model(X[idx]), y[idx]).backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                val = float(loss_fn(model(X[n_train:]), y[n_train:]))
+            if val < best:
+                best, waited = val, 0
+            else:
+                waited += 1
+                if waited >= case.patience:
+                    break
+        out[:] = [model, epochs]
+
+    def result() -> list[Any]:
+        model, epochs = out
+        with torch.no_grad():
+            predicted = _host(model(X[n_train:]).argmax(dim=1))
+        return [epochs, case.accuracy(predicted, y64)]
+
+    return _bench(step, result, device)
+
+
 _BUILDERS: dict[str, Callable[..., FnBench]] = {
     "activation": _activation, "loss": _loss, "dense": _dense, "mlp_step": _step,
-    "train": _train, "fit": _fit}
+    "train": _train, "fit": _fit, "tutorial": _tutorial}

@@ -16,7 +16,8 @@ import numpy as np
 
 from .timing import UnavailableError
 
-__all__ = ["ActivationCase", "LossCase", "DenseCase", "StepCase", "TrainCase", "FitCase", "Case",
+__all__ = ["ActivationCase", "LossCase", "DenseCase", "StepCase", "TrainCase", "FitCase",
+           "TutorialCase", "Case", "WHOLE_FITS",
            "all_cases", "select", "QUICK", "init_weights", "LOSS_VARIANTS", "MNIST_SIZES",
            "XOR_SIZES"]
 
@@ -249,7 +250,62 @@ class FitCase:
                 for s in range(0, self.samples, self.batch)]
 
 
-Case = ActivationCase | LossCase | DenseCase | StepCase | TrainCase | FitCase
+@dataclass(frozen=True)
+class TutorialCase:
+    """The MLP of the Keras tutorials, trained by a whole ``fit`` as practitioners write it:
+    ``features -> Dense(256) -> BatchNorm -> ReLU -> Dropout(0.3) -> Dense(128) -> BatchNorm
+    -> ReLU -> Dropout(0.3) -> Dense(2)``, softmax cross-entropy from logits, Adam (lr 1e-3),
+    batches of 256, the last 20 % of the rows held out for validation (``validation_split``),
+    ``EarlyStopping(monitor="val_loss", patience=2)`` and shuffling every epoch.
+
+    The data: ``samples`` synthetic rows of ``features`` standard normal values; the label of
+    a row is whether a fixed random two-layer "teacher" network scores it above zero. Each
+    competitor starts from its own library's initialisation and its own random streams (as a
+    user's would), so they cannot be compared number by number: the check is that each
+    reaches ``target`` accuracy on the validation rows, and the timed quantity is the whole
+    ``fit`` call.
+    """
+
+    samples: int = 200_000
+    features: int = 64
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.3
+    batch: int = 256
+    epochs: int = 3
+    validation_split: float = 0.2
+    lr: float = 1e-3
+    patience: int = 2
+    target: float = 0.85
+    group: str = "tutorial"
+
+    @property
+    def name(self) -> str:
+        sizes = "-".join(map(str, (self.features, *self.hidden, 2)))
+        return f"fit/tutorial-{sizes}/b{self.batch}"
+
+    @property
+    def validation_rows(self) -> int:
+        """How many of the last rows are held out (Keras's and mlcore's rounding)."""
+        return int(self.samples * self.validation_split)
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        """(X of shape (samples, features) float64, integer labels 0/1)."""
+        rng = _rng(7)
+        X = rng.normal(0, 1, (self.samples, self.features))
+        A = rng.normal(0, 1 / np.sqrt(self.features), (self.features, 32))
+        c = rng.normal(0, 1, 32)
+        score = np.tanh(X @ A) @ c
+        return X, (score > np.median(score)).astype(np.int64)
+
+    def accuracy(self, predicted: np.ndarray, y: np.ndarray) -> float:
+        """Validation accuracy from the predicted class of each held-out row."""
+        return float(np.mean(np.asarray(predicted) == y[-self.validation_rows:]))
+
+
+WHOLE_FITS = (TrainCase, TutorialCase)
+"""Cases timed as one whole training run per sample, checked by the accuracy reached."""
+
+Case = ActivationCase | LossCase | DenseCase | StepCase | TrainCase | FitCase | TutorialCase
 
 
 def fit_cases(quick: bool) -> list[FitCase]:
@@ -291,7 +347,7 @@ def all_cases(activations: list[str], losses: list[str], quick: bool,
                               lr=lr))
     cases += fit_cases(quick)
     if not quick:
-        cases.append(TrainCase())
+        cases += [TrainCase(), TutorialCase()]
     return cases
 
 

@@ -68,7 +68,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         out += ["Backend kernels: " + "; ".join(f"{k}: {v}" for k, v in m["kernels"].items())
                 + ".", ""]
     out += ["### Training steps, Dense, end-to-end", ""]
-    out += [*_table(report, ("mlp_step", "dense", "train")), ""]
+    out += [*_table(report, ("mlp_step", "dense", "fit", "train", "tutorial")), ""]
     out += ["### Activations and losses (forward + backward)", ""]
     out += [*_table(report, ("activation", "loss")), ""]
     out += ["### Targets", "", "| target | ratio, median [min-max] | limit | verdict |",

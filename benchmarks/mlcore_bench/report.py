@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .cases import MNIST_SIZES, SMALL_SIZES, XOR_SIZES
+from .cases import MNIST_SIZES, SMALL_SIZES, XOR_SIZES, TutorialCase
 
 __all__ = ["print_header", "print_case", "ratio_columns", "targets", "recommendations",
            "withheld", "print_summary", "fmt_time", "fmt_bytes", "fmt_ratio"]
@@ -206,6 +206,8 @@ def _paired(entry: dict[str, Any], a: str, b: str) -> dict[str, float] | None:
     return None
 
 
+TUTORIAL = TutorialCase().name
+
 _FIT_TARGETS = (  # (description, (case, row) a, (case, row) b, limit, op)
     ("torch-cpu / numpy, 2-4-1 XOR through fit(epochs=400, batch_size=4)",
      ("fit/2-4-1/b4/fit", "torch-cpu"), ("fit/2-4-1/b4/fit", "numpy"), 8.0, ">="),
@@ -217,6 +219,11 @@ _FIT_TARGETS = (  # (description, (case, row) a, (case, row) b, limit, op)
     ("numpy fit with metrics and EarlyStopping / plain fit, 784-512-512-10, batch 256",
      ("fit/784-512-512-10/b256/fit", "mlcore-metrics"),
      ("fit/784-512-512-10/b256/fit", "numpy"), 1.05, "<="),
+    ("numpy / keras-jax, the Keras-tutorial model's whole fit (200 000 x 64 rows, "
+     "BatchNorm, Dropout, validation_split, EarlyStopping)",
+     (TUTORIAL, "numpy"), (TUTORIAL, "keras-jax"), 0.8, "<="),
+    ("jax / keras-jax, the Keras-tutorial model's whole fit",
+     (TUTORIAL, "jax"), (TUTORIAL, "keras-jax"), 1.0, "<="),
 )
 """Targets between rows of one fit case: interleaved, round by round."""
 

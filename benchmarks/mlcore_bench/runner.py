@@ -21,7 +21,7 @@ import numpy as np
 
 from . import bench_mlcore, bench_reference, cases, machine
 from .bench_reference import REFERENCES
-from .cases import Case, TrainCase
+from .cases import WHOLE_FITS, Case
 from .timing import (
     Bench,
     Settings,
@@ -60,7 +60,7 @@ class Options:
     def settings(self, case: Case) -> Settings:
         cap = self.max_seconds if self.max_seconds is not None or not self.quick \
             else QUICK_MAX_S
-        if isinstance(case, TrainCase):
+        if isinstance(case, WHOLE_FITS):
             return Settings(rounds=self.rounds or (2 if self.quick else 3), samples=1,
                             block_s=0.0, warmup=0, max_s=cap)
         if self.quick:
@@ -121,7 +121,7 @@ def _rel_error(a: Any, b: Any) -> float:
 
 def check(case: Case, results: dict[str, list[Any]]) -> dict[str, Any]:
     """Compare every competitor's first-call result with the reference's."""
-    if isinstance(case, TrainCase):
+    if isinstance(case, WHOLE_FITS):
         errors = {k: (0.0 if r[1] >= case.target else float("inf")) for k, r in results.items()}
         return {"reference": None, "tolerance": case.target, "errors": errors,
                 "epochs": {k: r[0] for k, r in results.items()},
@@ -144,7 +144,7 @@ def _prepare(comp: Competitor, case: Case, dtype: Any) -> tuple[Bench, list[Any]
     bench.step()
     bench.sync()
     result = bench.result()
-    memory = None if isinstance(case, TrainCase) else peak_memory(bench)
+    memory = None if isinstance(case, WHOLE_FITS) else peak_memory(bench)
     return bench, result, memory
 
 

@@ -5,6 +5,7 @@ No timing assertions: only structure, the equality check, and the reference math
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -282,3 +283,49 @@ def test_quick_caps_each_competitor_and_the_option_overrides() -> None:
     assert Options(quick=True).settings(case).max_s == QUICK_MAX_S
     assert Options().settings(case).max_s is None
     assert Options(max_seconds=9.0).settings(case).max_s == 9.0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_keras_step_matches_the_hand_written_step(optimizer: str) -> None:
+    """keras-jax's training step, first call, equals the hand-written NumPy step (Keras's
+    Adam ε is set so that its first step is torch.optim's), on a network and a bce XOR."""
+    if importlib.util.find_spec("keras") is None:  # not imported here: it reads
+        pytest.skip("keras is not installed")     # KERAS_BACKEND once, bench_keras sets it
+    from mlcore_bench.bench_keras import status
+    from mlcore_bench.bench_reference import make_hand, make_keras
+
+    if status():
+        pytest.skip(status())
+    for case in (cases.StepCase((20, 16, 4), 8, optimizer=optimizer),
+                 cases.StepCase(cases.XOR_SIZES, 4, hidden="tanh", loss="sigmoid_bce",
+                                optimizer=optimizer, lr=0.1)):
+        hand, keras = make_hand(case, np.float32), make_keras(case, np.float32)
+        hand.step()
+        keras.step()
+        for a, b in zip(keras.result(), hand.result(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.slow
+def test_tutorial_case_trains_to_its_target_on_every_competitor() -> None:
+    """The Keras-tutorial fit (BatchNorm, Dropout, validation_split, EarlyStopping) on a
+    tenth of its rows: mlcore, PyTorch and Keras each reach the case's accuracy; the
+    hand-written NumPy reference says it has no version of it."""
+    import dataclasses
+
+    from mlcore_bench import bench_mlcore
+    from mlcore_bench.bench_reference import make_hand, make_keras, make_torch
+
+    case = dataclasses.replace(cases.TutorialCase(), samples=20_000, epochs=2)
+    makers = [lambda: bench_mlcore.make(case, np.float32, "numpy")]
+    if importlib.util.find_spec("torch"):
+        makers.append(lambda: make_torch(case, np.float32, "cpu"))
+    if importlib.util.find_spec("keras"):
+        makers.append(lambda: make_keras(case, np.float32))
+    for make in makers:
+        bench = make()
+        bench.step()
+        epochs, accuracy = bench.result()
+        assert 1 <= epochs <= case.epochs and accuracy >= case.target, (make, accuracy)
+    with pytest.raises(timing.UnavailableError, match="no hand-written NumPy version"):
+        make_hand(case, np.float32)

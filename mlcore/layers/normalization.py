@@ -4,7 +4,10 @@ Both normalise ``x̂ = (x - μ) / √(σ² + ε)`` and scale and shift it, ``y =
 ``weight`` starts at 1, β ``bias`` at 0, as in PyTorch); σ² is the biased variance. With
 ``g = dY γ`` the input gradient is ``dX = (g - mean(g) - x̂ mean(g x̂)) / √(σ² + ε)``, the
 means taken over the axis that was normalised; ``dγ = Σ dY x̂`` and ``dβ = Σ dY`` over the
-batch. LayerNorm normalises each sample over its features, the same in training and
+batch. For BatchNorm in training the two means are over the batch, so they are
+``γ dβ / N`` and ``γ dγ / N``: ``dX = (dY - dβ/N - x̂ dγ/N) γ / √(σ² + ε)`` reuses the
+parameter gradients' sums (four passes over the batch fewer). LayerNorm normalises each
+sample over its features, the same in training and
 inference. BatchNorm normalises each feature over the batch while training and keeps running
 statistics, ``r ← (1 - momentum) r + momentum · s`` (the variance unbiased, N/(N-1)), which
 it uses in inference mode; they are saved and loaded with the model (buffers
@@ -80,10 +83,17 @@ class _Norm(Layer):
         Y = xhat * gamma + self.bias.value
 
         def backprop(dY: Array) -> Array | None:
-            self.weight.accumulate(xp.sum(dY * xhat, axis=0))
-            self.bias.accumulate(xp.sum(dY, axis=0))
+            sum_dy_xhat, sum_dy = xp.sum(dY * xhat, axis=0), xp.sum(dY, axis=0)
+            self.weight.accumulate(sum_dy_xhat)
+            self.bias.accumulate(sum_dy)
             if not input_grad:
                 return None
+            if axis == 0 and synced is None:
+                # this batch's statistics, per feature (BatchNorm training): the two means
+                # of the general formula below are the parameter gradients' sums over n,
+                # times gamma, so they are not computed again
+                n = dY.shape[0]
+                return (dY - sum_dy / n - xhat * (sum_dy_xhat / n)) * (gamma * inv)
             g = dY * gamma
             if axis < 0:  # statistics not from this batch (BatchNorm inference)
                 return g * inv
