@@ -31,7 +31,7 @@ from .backend import backend_of, get_backend
 from .errors import InvalidParameterError, InvalidValueError, ShapeError
 from .hookspecs import hookimpl
 from .plugins import make, registry
-from .types import Array, Namespace
+from .types import Array, ArrayLike, Namespace
 
 S = TypeVar("S")
 """A metric's state: whatever its ``update`` accumulates (sums and counts on the device)."""
@@ -110,7 +110,7 @@ class Metric(Generic[S]):
         """The metric over everything added to ``state`` (one read-back)."""
         raise NotImplementedError
 
-    def __call__(self, y_pred: Array | object, y_true: Array | object) -> float:
+    def __call__(self, y_pred: ArrayLike, y_true: ArrayLike) -> float:
         """The metric of a whole data set; ``y_true`` (and a ``y_pred`` that is not an
         array) may be host data such as lists or NumPy arrays, converted to the backend of
         ``y_pred`` (the selected backend for a list) as ``fit`` converts its inputs."""

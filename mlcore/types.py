@@ -19,7 +19,8 @@ from collections.abc import Callable
 from types import EllipsisType, ModuleType
 from typing import Protocol, TypeAlias
 
-__all__ = ["Array", "Namespace", "Device", "DType", "Index", "Scalar", "Backprop", "Step"]
+__all__ = ["Array", "ArrayLike", "Namespace", "Device", "DType", "Index", "Scalar", "Backprop",
+           "Step"]
 
 Namespace: TypeAlias = ModuleType
 """An Array API namespace (``xp``), as ``array_api_compat.array_namespace(x)`` returns it."""
@@ -29,6 +30,12 @@ Device: TypeAlias = object
 
 DType: TypeAlias = object
 """A data type (``x.dtype``, ``xp.float32``): compared, printed and passed to ``dtype=``."""
+
+ArrayLike: TypeAlias = object
+"""What a user-facing function converts at its boundary (``fit``, ``predict``, a metric, a
+layer called directly): an array of any backend, a NumPy array, a nested list of numbers.
+Checked and converted at run time (:func:`mlcore.arrays.namespace.convert`), so nothing is
+assumed of it before."""
 
 Scalar: TypeAlias = complex
 """A Python number an array meets in arithmetic (``bool``, ``int`` and ``float`` included)."""
@@ -43,7 +50,9 @@ class Array(Protocol):
     assignment on arrays that allow it; conversion of a 0-d array to a Python ``float``,
     ``int`` or ``bool``. Methods outside the standard (``.item()``, ``.astype()``,
     ``.copy()``, ``.reshape()``, ``len(x)``) are not part of it: use ``xp.astype(x, ...)``,
-    ``float(x)``, ``xp.asarray(x, copy=True)``, ``xp.reshape(x, ...)``.
+    ``float(x)``, ``xp.asarray(x, copy=True)``, ``xp.reshape(x, ...)``. Nor is
+    ``__array_namespace__`` (a PyTorch tensor lacks it): the namespace comes from
+    :func:`mlcore.arrays.namespace.namespace`, through array-api-compat.
     """
 
     @property
@@ -58,8 +67,6 @@ class Array(Protocol):
     def T(self) -> Array: ...  # noqa: N802 (the standard's name)
     @property
     def mT(self) -> Array: ...  # noqa: N802 (the standard's name)
-
-    def __array_namespace__(self, /, *, api_version: str | None = None) -> Namespace: ...
 
     def __getitem__(self, key: Index, /) -> Array: ...
     def __setitem__(self, key: Index, value: Array | Scalar, /) -> None: ...

@@ -33,7 +33,7 @@ from ..backend import Backend, RandomSource, get_backend
 from ..errors import DTypeError, InvalidParameterError, ShapeError
 from ..init import Initializer, get_initializer
 from ..parameter import Parameter, on_device
-from ..types import Array, Backprop, DType, Namespace
+from ..types import Array, ArrayLike, Backprop, DType, Namespace
 
 __all__ = ["Parameter", "Layer", "Dense", "PReLU", "Activation", "Backprop", "resolve_dtype",
            "on_device", "transposed_storage"]
@@ -117,7 +117,7 @@ class Layer:
         loaded after): the constructor called with every entry but ``"type"``."""
         return cls(**{k: v for k, v in config.items() if k != "type"})
 
-    def __call__(self, X: Array | object) -> Array:
+    def __call__(self, X: ArrayLike) -> Array:
         """The output alone (inference), computed on the device of ``X``; a list (or any
         non-array) is converted as :meth:`Sequential.predict` converts it."""
         array = cast("Array", X) if hasattr(X, "shape") else to_layer_input(self, X)

@@ -15,7 +15,7 @@ from typing import Any
 from ..arrays.namespace import device_scope, namespace
 from ..backend import Backend, get_backend
 from ..errors import InvalidParameterError, ShapeError
-from ..types import Array, DType, Namespace
+from ..types import Array, ArrayLike, DType, Namespace
 from .base import all_layers
 from .core import Backprop, Dense, Layer, Parameter
 
@@ -154,7 +154,7 @@ class LayerStack(Layer):
             xp = self.namespace(X)
         return chain(self.layers, X, xp, input_grad)
 
-    def __call__(self, X: Array | object) -> Array:
+    def __call__(self, X: ArrayLike) -> Array:
         """The output alone, in inference mode, on the device of ``X``."""
         if not self.has_modes():
             return super().__call__(X)

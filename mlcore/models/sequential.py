@@ -13,15 +13,18 @@ from typing import Any
 from ..arrays.checks import seed as check_seed
 from ..backend import get_backend
 from ..errors import InvalidParameterError
+from ..hookspecs import LossFn
 from ..init import default_init
 from ..layers.core import Activation, Dense, Layer, PReLU, dtype_name, positive_int
 from ..layers.dropout import Dropout
 from ..layers.normalization import BatchNorm, LayerNorm
 from ..layers.registry import layer_from_config, register_layer
 from ..layers.stack import LayerStack
+from ..metrics import Metric
 from ..plugins import canonical_name
 from ..saving.io import save
 from ..training.fit import evaluate, fit, make_train_step, predict
+from ..types import ArrayLike, DType
 from .summary import summary
 
 __all__ = ["Sequential", "MLP"]
@@ -34,14 +37,15 @@ class Sequential(LayerStack):
     :meth:`evaluate`; :meth:`save` (load with :func:`mlcore.load`).
     """
 
-    def fit(self, X: Any, y: Any = None, *, loss: Any, **options: Any) -> dict[str, list[float]]:
+    def fit(self, X: ArrayLike, y: ArrayLike = None, *, loss: str | LossFn,
+            **options: Any) -> dict[str, list[float]]:
         """Train on mini-batches; every option (``epochs``, ``batch_size``, ``optimizer``,
         ``metrics``, ``callbacks``, ``validation_split`` ...) is
         :func:`mlcore.training.fit.fit`'s."""
         _check_foreign(options)
         return fit(self, X, y, loss=loss, **options)
 
-    def train_step(self, X: Any, y: Any, loss: Any, optimizer: Any) -> Any:
+    def train_step(self, X: ArrayLike, y: ArrayLike, loss: str | LossFn, optimizer: Any) -> Any:
         """One optimisation step on a batch; returns the loss as a 0-d array (no sync).
 
         See :func:`mlcore.training.fit.make_train_step` (the prepared step is cached for the
@@ -53,13 +57,14 @@ class Sequential(LayerStack):
             self._step_cache = cache
         return cache[2](X, y)
 
-    def predict(self, X: Any, *, batch_size: int | None = None) -> Any:
+    def predict(self, X: ArrayLike, *, batch_size: int | None = None) -> Any:
         """The model's output for ``X`` (converted at this boundary); see
         :mod:`mlcore.training.fit`."""
         return predict(self, X, batch_size=batch_size)
 
-    def evaluate(self, X: Any, y: Any, *, loss: Any = None, batch_size: int | None = None,
-                 metrics: Sequence[Any] | None = None) -> dict[str, float]:
+    def evaluate(self, X: ArrayLike, y: ArrayLike, *, loss: str | LossFn | None = None,
+                 batch_size: int | None = None,
+                 metrics: Sequence[str | Metric[Any]] | None = None) -> dict[str, float]:
         """Loss (and accuracy for classification, and ``metrics``) on ``X, y``; see
         :func:`mlcore.training.fit.evaluate`."""
         return evaluate(self, X, y, loss=loss, batch_size=batch_size, metrics=metrics)
@@ -99,7 +104,7 @@ def _same(a: Any, b: Any) -> bool:
     return a is b or (isinstance(a, str) and a == b)
 
 
-def _act_layer(name: str, width: int, dtype: Any) -> Layer:
+def _act_layer(name: str, width: int, dtype: DType) -> Layer:
     return PReLU(width, dtype=dtype) if name == "prelu" else Activation(name)
 
 
@@ -118,7 +123,7 @@ class MLP(Sequential):
 
     def __init__(self, sizes: Sequence[int], activation: str = "relu",
                  output_activation: str | None = None, seed: int | None = None, *,
-                 init: str | None = None, bias: bool = True, dtype: Any = None,
+                 init: str | None = None, bias: bool = True, dtype: DType | None = None,
                  dropout: float = 0.0, norm: str | None = None) -> None:
         self.sizes = _sizes(sizes)
         activation = canonical_name(activation)

@@ -16,16 +16,17 @@ from ..errors import (
     ShapeError,
 )
 from ..layers.stack import LayerStack
-from ..types import Array, DType, Namespace
+from ..types import Array, ArrayLike, DType, Namespace
 from .loop import Data
 from .lossplan import LossPlan, prepare_targets
 
 __all__ = ["to_model_input", "prepare", "prepare_validation"]
 
 
-def to_model_input(model: LayerStack, X: Array, name: str = "X") -> Any:
-    """``X`` as a finite array of the model's backend and dtype (the conversion boundary)."""
-    X = convert(model.backend, X, name)
+def to_model_input(model: LayerStack, data: ArrayLike, name: str = "X") -> Array:
+    """``data`` as a finite array of the model's backend and dtype (the conversion
+    boundary)."""
+    X = convert(model.backend, data, name)
     params = model.parameters()
     if params:  # before any value is read: a tensor on another device fails in the read
         check_same_device(X, params[0].value, names=(name, "model parameters"))
@@ -54,7 +55,7 @@ def _check_overflow(xp: Namespace, source: Any, dtype: DType, name: str) -> None
         f"Scale {name} (standardise it), or build the model with dtype='float64'.", source)
 
 
-def prepare(model: LayerStack, plan: LossPlan, X: Array, y: Array,
+def prepare(model: LayerStack, plan: LossPlan, X: ArrayLike, y: ArrayLike,
              names: tuple[str, str] = ("X", "y")) -> Data:
     Xa = to_model_input(model, X, names[0])
     ya = convert(model.backend, y, names[1])

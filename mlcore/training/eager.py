@@ -9,6 +9,7 @@ from typing import Any
 
 from ..arrays.namespace import namespace
 from ..errors import NonFiniteError
+from ..types import Array, Namespace
 from .materialize import settler
 from .step import Batch, TrainStep
 
@@ -32,7 +33,8 @@ class EagerStep:
         self.settle = settler(ts.model.backend, ts.params, ts.opt)
         self.names = ("X", "y", "model parameters")
 
-    def __call__(self, X: Any, y: Any, xp: Any = None, w: Any = None) -> tuple[Any, Any]:
+    def __call__(self, X: Array, y: Array, xp: Namespace | None = None,
+                 w: Array | None = None) -> tuple[Any, Any]:
         ts = self.ts
         params = ts.params
         if xp is None:
@@ -66,7 +68,7 @@ class EagerStep:
             self._apply(0)
         return loss, out
 
-    def _restore(self, buffers: list[Any]) -> None:
+    def _restore(self, buffers: list[Array]) -> None:
         for h, v in zip(self.ts.holders, buffers, strict=True):
             h.value = v
 

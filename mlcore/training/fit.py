@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ..arrays.checks import is_real
 from ..arrays.checks import seed as check_seed
 from ..arrays.namespace import device_of, device_scope, namespace, scoped
 from ..callbacks import Callback, CallbackList, check_callbacks
-from ..distributed.parallel import for_fit
+from ..distributed.parallel import DataParallel, for_fit
 from ..errors import (
     InvalidParameterError,
 )
+from ..hookspecs import LossFn
 from ..layers.core import positive_int
 from ..layers.stack import LayerStack, chain
+from ..metrics import Metric
 from ..optimizers import Optimizer, get_optimizer
+from ..types import Array, ArrayLike, Device
 from .boundary import prepare, prepare_validation, to_model_input
 from .compiled import check_jit_compile, compiled_executor
 from .distributed_callbacks import MainCallbacks
@@ -59,7 +63,7 @@ from .weights import check_some_weight, sample_weights
 
 __all__ = ["fit", "predict", "evaluate", "make_train_step", "to_model_input"]
 
-def make_train_step(model: LayerStack, loss: Any, optimizer: str | Optimizer = "sgd",
+def make_train_step(model: LayerStack, loss: str | LossFn, optimizer: str | Optimizer = "sgd",
                     lr: float | None = None, *,
                     jit_compile: bool | None = None) -> Callable[[Any, Any], Any]:
     """A prepared training step ``step(X, y) -> loss`` (a 0-d array; nothing is synced).
@@ -91,7 +95,7 @@ def make_train_step(model: LayerStack, loss: Any, optimizer: str | Optimizer = "
         return scoped(device, compiled)  # type: ignore[no-any-return]
     names = ("X", "y", "model parameters")
 
-    def train_step(X: Any, y: Any) -> Any:
+    def train_step(X: Array, y: Array) -> Array:
         if modal:
             model.train()
         return eager(X, y, namespace(X, y, first, names=names))[0]
@@ -104,7 +108,8 @@ def _non_negative(value: Any, name: str) -> int:
     return 0 if value == 0 and not isinstance(value, bool) else positive_int(value, name)
 
 
-def _in_memory(model: LayerStack, plan: LossPlan, X: Any, y: Any, opts: dict[str, Any]) -> Data:
+def _in_memory(model: LayerStack, plan: LossPlan, X: ArrayLike, y: ArrayLike,
+               opts: dict[str, Any]) -> Data:
     data = prepare(model, plan, X, y)
     if opts["sample_weight"] is None and opts["class_weight"] is None:
         return data
@@ -133,14 +138,15 @@ def _stream_preparer(model: LayerStack, plan: LossPlan, opts: dict[str, Any]) ->
     return prepare_batch
 
 
-def fit(model: LayerStack, X: Any, y: Any = None, *, loss: Any,
+def fit(model: LayerStack, X: ArrayLike, y: ArrayLike = None, *, loss: str | LossFn,
         optimizer: str | Optimizer = "adam", lr: float | None = None, epochs: int = 1,
         batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
-        validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
-        callbacks: Sequence[Callback] | None = None, metrics: Sequence[Any] | None = None,
-        sample_weight: Any = None, class_weight: dict[int, float] | None = None,
-        initial_epoch: int = 0, steps_per_epoch: int | None = None,
-        verbose: bool | int | str = "auto", distributed: Any = False,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        validation_split: float = 0.0, callbacks: Sequence[Callback] | None = None,
+        metrics: Sequence[str | Metric[Any]] | None = None, sample_weight: ArrayLike = None,
+        class_weight: dict[int, float] | None = None, initial_epoch: int = 0,
+        steps_per_epoch: int | None = None, verbose: bool | int | str = "auto",
+        distributed: bool | DataParallel = False,
         on_nonfinite: str = "raise", jit_compile: bool | None = None) -> dict[str, list[float]]:
     """Train ``model`` on mini-batches of ``(X, y)``; return the history.
 
@@ -277,7 +283,7 @@ def fit(model: LayerStack, X: Any, y: Any = None, *, loss: Any,
     return history
 
 
-def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, loss: Any, weighted: bool,
+def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, loss: str | LossFn, weighted: bool,
               dp: Any, guard: Any, jit_compile: bool | None) -> Callable[..., tuple[Any, Any]]:
     """``fit``'s training step: the one step (:mod:`mlcore.training.step`), compiled by the
     backend where it compiles steps, else eager."""
@@ -434,7 +440,7 @@ def _guard(dp: Any) -> Any:
     return nullcontext() if dp is None else dp.guard()
 
 
-def predict(model: LayerStack, X: Any, *, batch_size: int | None = None) -> Any:
+def predict(model: LayerStack, X: ArrayLike, *, batch_size: int | None = None) -> Any:
     """The model's full output for ``X`` (softmax probabilities for a softmax model), in
     inference mode, as an array of the model's backend; ``X`` is converted at this boundary."""
     Xa = to_model_input(model, X)
@@ -448,9 +454,9 @@ def predict(model: LayerStack, X: Any, *, batch_size: int | None = None) -> Any:
         return xp.concat(parts, axis=0)
 
 
-def evaluate(model: LayerStack, X: Any, y: Any, *, loss: Any = None,
+def evaluate(model: LayerStack, X: ArrayLike, y: ArrayLike, *, loss: str | LossFn | None = None,
              batch_size: int | None = None,
-             metrics: Sequence[Any] | None = None) -> dict[str, float]:
+             metrics: Sequence[str | Metric[Any]] | None = None) -> dict[str, float]:
     """``{"loss": ..., "accuracy": ..., <metric>: ...}`` on ``(X, y)`` in inference mode
     (accuracy for cross-entropy losses; ``metrics`` as in :func:`fit`).
 
@@ -469,7 +475,7 @@ def evaluate(model: LayerStack, X: Any, y: Any, *, loss: Any = None,
         return evaluate_data(model, plan, data, batch_size, tracker)
 
 
-def _scope(model: LayerStack, X: Any) -> Any:
+def _scope(model: LayerStack, X: Array) -> AbstractContextManager[Device]:
     """Run on the device of ``X`` and the parameters (CuPy's current device); see
     :func:`mlcore.arrays.namespace.device_scope`."""
     first = [p.value for p in model.parameters()[:1]]

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import InvalidParameterError, NonFiniteError
 from ..layers.stack import LayerStack
+from ..optimizers import Optimizer
 from ..types import Array
 
 __all__ = ["NonFiniteGuard", "make_guard", "MODES"]
@@ -169,7 +170,7 @@ class NonFiniteGuard:
                 f"{self._saved_at[back] + 1}, the last known to give finite losses.")
 
 
-def make_guard(model: LayerStack, X: Array | None, opt: Any, mode: Any,
+def make_guard(model: LayerStack, X: Array | None, opt: Optimizer, mode: Any,
                weighted: bool = False) -> NonFiniteGuard | None:
     """The guard for ``fit(on_nonfinite=mode)``, or None when it is off; its messages read
     ``opt``'s learning rate and eps when they are written."""

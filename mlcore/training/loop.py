@@ -18,7 +18,7 @@ from ..callbacks import CallbackList
 from ..errors import InvalidParameterError
 from ..layers.stack import LayerStack, chain
 from ..metrics import Metric, metric
-from ..types import Array, DType, Namespace
+from ..types import Array, ArrayLike, DType, Namespace
 from .lossplan import LossPlan
 
 __all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "shuffle_source",
@@ -33,7 +33,7 @@ class Data(NamedTuple):
     weights: Array | None = None  # (N,) sample weights, or None
 
 
-def resolve_metrics(metrics: Sequence[Any] | None) -> list[Metric[Any]]:
+def resolve_metrics(metrics: Sequence[str | Metric[Any]] | None) -> list[Metric[Any]]:
     """Metric objects for names (``mlcore.metric(name)``) and objects in ``metrics``."""
     if metrics is None:
         return []
@@ -265,7 +265,7 @@ def split(xp: Namespace, data: Data, fraction: float) -> tuple[Data, Data]:
     return (Data(*(part(a, 0, cut) for a in data)), Data(*(part(a, cut, n) for a in data)))
 
 
-def is_stream(X: Array, y: Array) -> bool:
+def is_stream(X: ArrayLike, y: ArrayLike) -> bool:
     """Training data given as an iterable (or function) of batches rather than arrays."""
     if y is not None:
         return False

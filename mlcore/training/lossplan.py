@@ -18,6 +18,7 @@ from typing import Any
 
 from ..arrays.loss_checks import training_target
 from ..errors import InvalidParameterError, ShapeError
+from ..hookspecs import LossFn
 from ..layers.core import Activation
 from ..layers.stack import LayerStack
 from ..losses import loss as make_loss
@@ -95,7 +96,7 @@ def _logits_loss(model: LayerStack, fn: Any) -> tuple[int, Any] | None:
     return (0, logits) if takes_logits or auto else None
 
 
-def resolve_loss(model: LayerStack, loss: Any) -> LossPlan:
+def resolve_loss(model: LayerStack, loss: str | LossFn) -> LossPlan:
     """The plan for training ``model`` with ``loss`` (a registered name or a loss object).
 
     A name is the object ``mlcore.loss(name)``: both mean the same. ``cross_entropy`` /

@@ -43,12 +43,17 @@ under ``"raise"`` and ``"warn"``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..arrays.loss_checks import values_unchecked
 from ..layers.stack import chain
 from ..optimizers.base import Optimizer
+from ..types import Array, Namespace
 from .weights import weighted_loss
+
+if TYPE_CHECKING:
+    from ..hookspecs import LossFn
+    from .lossplan import LossPlan
 
 __all__ = ["Batch", "TrainStep", "Pure", "flat_step", "flat_halves"]
 
@@ -59,16 +64,16 @@ class Batch(NamedTuple):
     """What one step trains on: inputs, targets, sample weights (or None) and the Dropout
     noise (one array per active Dropout layer, in layer order)."""
 
-    X: Any
-    y: Any
-    w: Any = None
-    noise: tuple[Any, ...] = ()
+    X: Array
+    y: Array
+    w: Array | None = None
+    noise: tuple[Array, ...] = ()
 
 
 class TrainStep:
     """The training step of ``model`` with loss plan ``plan`` and optimiser ``opt``."""
 
-    def __init__(self, model: Any, plan: Any, opt: Optimizer, loss: Any, *,
+    def __init__(self, model: Any, plan: LossPlan, opt: Optimizer, loss: str | LossFn, *,
                  weighted: bool = False) -> None:
         self.model, self.plan, self.opt = model, plan, opt
         self.layers = model.layers[: len(model.layers) - plan.trim]
@@ -81,7 +86,7 @@ class TrainStep:
         self._grad: Any = None  # the loss gradient between the forward and backward pass
 
     # -- the noise, drawn outside the step -----------------------------------------------
-    def draw(self, X: Any) -> tuple[Any, ...]:
+    def draw(self, X: Array) -> tuple[Any, ...]:
         """The Dropout noise for a batch ``X``: each active Dropout layer draws from its own
         random source, shaped like its input."""
         if not self.noisy:
@@ -96,7 +101,7 @@ class TrainStep:
         return tuple(noise)
 
     # -- the two halves ------------------------------------------------------------------
-    def backward(self, xp: Any, batch: Batch, *, checked: bool = True) -> tuple[Any, Any]:
+    def backward(self, xp: Namespace, batch: Batch, *, checked: bool = True) -> tuple[Any, Any]:
         """Forward, loss and backward on the layers' current arrays: ``(loss, output)``,
         each parameter's gradient in its ``grad`` (BatchNorm's new running statistics in
         its buffers). ``checked=False`` skips the loss's value checks (a traced step has
@@ -123,7 +128,7 @@ class TrainStep:
         self._grad = None
         return loss, out
 
-    def _forward(self, xp: Any, batch: Batch, checked: bool) -> tuple[Any, Any, Any]:
+    def _forward(self, xp: Namespace, batch: Batch, checked: bool) -> tuple[Any, Any, Any]:
         if not checked:
             with values_unchecked():
                 return self._forward(xp, batch, True)
@@ -135,7 +140,8 @@ class TrainStep:
                                                    batch.w)
         return loss, out, backprop
 
-    def gradients(self, xp: Any, values: Sequence[Any], buffers: Sequence[Any], batch: Batch,
+    def gradients(self, xp: Namespace, values: Sequence[Array], buffers: Sequence[Array],
+                  batch: Batch,
                   *, checked: bool = True) -> tuple[list[Any], list[Any], Any, Any]:
         """:meth:`backward` as a pure function of the parameter arrays ``values`` and the
         buffer arrays ``buffers``: ``(grads, new_buffers, loss, output)``. The layers'
@@ -158,7 +164,7 @@ class TrainStep:
                 h.value = v
         return grads, new_buffers, loss, out
 
-    def step(self, xp: Any, values: Sequence[Any], state: dict[str, Any], batch: Batch, *,
+    def step(self, xp: Namespace, values: Sequence[Array], state: dict[str, Any], batch: Batch, *,
              checked: bool = True) -> tuple[tuple[Any, ...], dict[str, Any], Any, Any]:
         """One whole step: ``(new_params, new_state, loss, output)``; ``state`` holds
         ``"lr"``, the optimiser's ``"opt"`` state and the model's ``"buffers"``."""
@@ -169,7 +175,7 @@ class TrainStep:
                             "buffers": tuple(buffers)}, loss, out
 
 
-def _unpack_opt(opt: Optimizer, flat: Sequence[Any], at: int,
+def _unpack_opt(opt: Optimizer, flat: Sequence[Array], at: int,
                 n: int) -> tuple[dict[str, Any], int]:
     """The optimiser state laid out flat from ``flat[at]`` on, and the index after it."""
     state: dict[str, Any] = {}
@@ -188,14 +194,14 @@ def _pack_opt(opt: Optimizer, state: dict[str, Any]) -> list[Any]:
     return flat
 
 
-def flat_step(ts: TrainStep, xp: Any, *, outputs: bool, finite_only: bool) -> Pure:
+def flat_step(ts: TrainStep, xp: Namespace, *, outputs: bool, finite_only: bool) -> Pure:
     """:meth:`TrainStep.step` in the hook's calling convention (see the module): flat
     tuples in and out, nothing read back to the host."""
     opt = ts.opt
     n, n_buf = len(ts.params), len(ts.holders)
 
-    def step(values: tuple[Any, ...], flat: tuple[Any, ...], X: Any,
-             y: Any) -> tuple[Any, Any, Any]:
+    def step(values: tuple[Array, ...], flat: tuple[Array, ...], X: Array,
+             y: Array) -> tuple[Any, Any, Any]:
         opt_state, at = _unpack_opt(opt, flat, 1, n)
         buffers, at = tuple(flat[at: at + n_buf]), at + n_buf
         w = None
@@ -222,7 +228,7 @@ def flat_step(ts: TrainStep, xp: Any, *, outputs: bool, finite_only: bool) -> Pu
     return step
 
 
-def flat_halves(ts: TrainStep, xp: Any, *, outputs: bool) -> tuple[Pure, Pure]:
+def flat_halves(ts: TrainStep, xp: Namespace, *, outputs: bool) -> tuple[Pure, Pure]:
     """The step's two halves in the hook's calling convention, for a distributed fit (the
     gradients are averaged over the processes between them):
 
@@ -234,8 +240,8 @@ def flat_halves(ts: TrainStep, xp: Any, *, outputs: bool) -> tuple[Pure, Pure]:
     opt = ts.opt
     n, n_buf = len(ts.params), len(ts.holders)
 
-    def gradients(values: tuple[Any, ...], flat: tuple[Any, ...], X: Any,
-                  y: Any) -> tuple[Any, Any, Any]:
+    def gradients(values: tuple[Array, ...], flat: tuple[Array, ...], X: Array,
+                  y: Array) -> tuple[Any, Any, Any]:
         end = len(flat) - n - (1 if outputs else 0)
         at = 1 + n_buf
         w = flat[at] if ts.weighted else None
@@ -245,8 +251,8 @@ def flat_halves(ts: TrainStep, xp: Any, *, outputs: bool) -> tuple[Pure, Pure]:
         rest = (*buffers, *flat[1 + n_buf: end], *grads, *((out,) if outputs else ()))
         return tuple(values), (flat[0], *rest), loss
 
-    def apply(values: tuple[Any, ...], flat: tuple[Any, ...], X: Any,
-              y: Any) -> tuple[Any, Any, Any]:
+    def apply(values: tuple[Array, ...], flat: tuple[Array, ...], X: Array,
+              y: Array) -> tuple[Any, Any, Any]:
         opt_state, at = _unpack_opt(opt, flat, 1, n)
         grads = flat[at:]
         new_values, new = opt.update(xp, values, grads, opt_state, flat[0])

@@ -17,6 +17,7 @@ from ..arrays.checks import is_integer, is_real
 from ..arrays.namespace import check_finite, count_dtype, device_of
 from ..backend import Backend
 from ..errors import InvalidParameterError, InvalidValueError, ShapeError
+from ..hookspecs import LossFn
 from ..losses import loss as make_loss
 from ..types import Array, DType, Namespace
 from .lossplan import LossPlan
@@ -93,7 +94,7 @@ def _rows(xp: Namespace, w: Array, like: Array) -> Any:
     return xp.reshape(w, (w.shape[0],) + (1,) * (like.ndim - 1))
 
 
-def weighted_loss(plan: LossPlan, loss: Any) -> Any:
+def weighted_loss(plan: LossPlan, loss: str | LossFn) -> Any:
     """``value_and_grad(xp, out, t, w)`` for ``plan``: the weighted mean loss and its gradient.
 
     A loss built on :class:`mlcore.plugin.LossBase` (every built-in) gives its per-sample
@@ -116,7 +117,7 @@ def weighted_loss(plan: LossPlan, loss: Any) -> Any:
     return value_and_grad
 
 
-def _per_sample_loss(plan: LossPlan, loss: Any) -> Any:
+def _per_sample_loss(plan: LossPlan, loss: str | LossFn) -> Any:
     if isinstance(loss, str):
         return make_loss(loss, reduction="none")
     if getattr(loss, "reduction", None) == "none":
