@@ -23,13 +23,19 @@ before. SGD's momentum is PyTorch's ``b ← μb + g, p ← p - lr·b`` (sklearn'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .arrays.namespace import namespace
 from .callbacks import Callback
 from .errors import InvalidParameterError
+from .layers.stack import LayerStack
 from .optimizers import SGD, Adam, Optimizer, State
+from .parameter import Parameter
+from .types import Array, Namespace
+
+if TYPE_CHECKING:
+    from .sklearn import _MLPEstimator
 
 __all__ = ["make_solver", "EpochBook", "penalty_of"]
 
@@ -40,17 +46,17 @@ class _Penalised(Optimizer):
 
     l2: float = 0.0
 
-    def _penalised(self, params: Sequence[Any], grads: Sequence[Any]) -> list[Any]:
+    def _penalised(self, params: Sequence[Array], grads: Sequence[Array]) -> list[Array]:
         l2 = self.l2
         if not l2:
             return list(grads)
         return [g + l2 * p if p.ndim == 2 else g for p, g in zip(params, grads, strict=True)]
 
-    def rule(self, xp: Any, params: Sequence[Any], grads: Sequence[Any], state: State,
-             lr: Any) -> tuple[tuple[Any, ...], State]:
+    def rule(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array], state: State,
+             lr: Array | float) -> tuple[tuple[Array, ...], State]:
         return super().rule(xp, params, self._penalised(params, grads), state, lr)
 
-    def fast_update(self, xp: Any, params: Sequence[Any], grads: Sequence[Any],
+    def fast_update(self, xp: Namespace, params: Sequence[Array], grads: Sequence[Array],
                     state: State, lr: float) -> State | None:
         return super().fast_update(xp, params, self._penalised(params, grads), state, lr)
 
@@ -67,7 +73,7 @@ class PenalisedAdam(_Penalised, Adam):
     hyperparameters = (*Adam.hyperparameters, "l2")  # type: ignore[assignment]
 
 
-def make_solver(est: Any, params: Sequence[Any], lr: float, ratio: float,
+def make_solver(est: _MLPEstimator, params: Sequence[Parameter], lr: float, ratio: float,
                 batch_weight: float) -> Optimizer:
     """The optimiser for the estimator ``est``'s ``solver``, scaled by the loss ratio;
     ``batch_weight``: a batch's weight sum (its size for unit weights), which divides
@@ -84,7 +90,7 @@ def make_solver(est: Any, params: Sequence[Any], lr: float, ratio: float,
     return opt
 
 
-def penalty_of(model: Any, alpha: float, n_batches: int, weight: float) -> float:
+def penalty_of(model: LayerStack, alpha: float, n_batches: int, weight: float) -> float:
     """sklearn's epoch-mean penalty term, ``alpha/2 · sum ||W||² · batches / weight`` (each
     batch adds ``alpha/(2 w_b)·||W||²``, ``w_b`` its weight sum, weighted by its rows; the
     ``weight`` of all rows), on the current weights."""
@@ -102,7 +108,8 @@ class EpochBook(Callback):
     ``tol``/``n_iter_no_change`` stopping rule and SGD's ``invscaling``/``adaptive`` rates
     (``sklearn.neural_network._multilayer_perceptron._fit_stochastic``)."""
 
-    def __init__(self, est: Any, n: int, weight: float, n_batches: int, validation: Any,
+    def __init__(self, est: Any, n: int, weight: float, n_batches: int,
+                 validation: Callable[[LayerStack], float] | None,
                  report: float) -> None:
         self.est, self.n, self.weight, self.n_batches = est, n, weight, n_batches
         self.validation, self.report = validation, report
@@ -157,12 +164,12 @@ class EpochBook(Callback):
         return True
 
 
-def _scaled_lr(est: Any) -> float:
+def _scaled_lr(est: _MLPEstimator) -> float:
     """The first rate in the optimiser's terms (sklearn's divided by the loss ratio)."""
     return float(est._lr()) / float(est._loss_ratio)
 
 
-def check_choice(name: str, value: Any, choices: Sequence[str], extra: str = "") -> str:
+def check_choice(name: str, value: object, choices: Sequence[str], extra: str = "") -> str:
     """``value`` if it is one of ``choices``, else an error listing them."""
     if not isinstance(value, str) or value not in choices:
         raise InvalidParameterError(

@@ -60,6 +60,7 @@ from .backend import get_backend, use_backend
 from .errors import InvalidParameterError
 from .models.sequential import MLP
 from .training.fit import fit as train
+from .types import ArrayLike
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -339,14 +340,14 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):  # type: ignore[misc]  # sk
     def _stratify(self) -> bool:
         return not self._multilabel
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike = None) -> MLPClassifier:
         """Train for up to ``max_iter`` epochs (from the current weights with
         ``warm_start=True``); returns ``self``."""
         return self._fit(X, y, sample_weight, incremental=False, classes=None)
 
     @available_if(_MLPEstimator._solver_ok)  # type: ignore[untyped-decorator]
-    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None,
-                    classes: Any = None) -> MLPClassifier:
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike = None,
+                    classes: ArrayLike = None) -> MLPClassifier:
         """One epoch over ``(X, y)``; ``classes`` (every label there will be) is needed on
         the first call."""
         if "model_" not in self.__dict__ and classes is None:
@@ -412,7 +413,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):  # type: ignore[misc]  # sk
         return self._label_binarizer.inverse_transform(
             out[:, 0] if out.shape[1] == 1 else out)
 
-    def predict_proba(self, X: Any) -> Any:
+    def predict_proba(self, X: ArrayLike) -> Any:
         """Class probabilities, one column per entry of ``classes_`` (rows sum to 1, except
         for multilabel ``y``: one probability per label)."""
         out = self._output(X)
@@ -420,12 +421,12 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):  # type: ignore[misc]  # sk
             return out
         return array_namespace(out).concat([1.0 - out, out], axis=1)
 
-    def predict_log_proba(self, X: Any) -> Any:
+    def predict_log_proba(self, X: ArrayLike) -> Any:
         """The logarithm of :meth:`predict_proba`."""
         proba = self.predict_proba(X)
         return array_namespace(proba).log(proba)
 
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: ArrayLike) -> Any:
         """The most probable class of each row (multilabel: the labels above 1/2)."""
         return self._decode(self._output(X))
 
@@ -445,13 +446,14 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):  # type: ignore[misc]  # skle
 
     out_activation_ = "identity"
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike = None) -> MLPRegressor:
         """Train for up to ``max_iter`` epochs (from the current weights with
         ``warm_start=True``); returns ``self``."""
         return self._fit(X, y, sample_weight, incremental=False)
 
     @available_if(_MLPEstimator._solver_ok)  # type: ignore[untyped-decorator]
-    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+    def partial_fit(self, X: ArrayLike, y: ArrayLike,
+                    sample_weight: ArrayLike = None) -> MLPRegressor:
         """One epoch over ``(X, y)``."""
         return self._fit(X, y, sample_weight, incremental=True)
 
@@ -477,7 +479,7 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):  # type: ignore[misc]  # skle
     def _score_outputs(self, out: Any, y: Any, sample_weight: Any) -> float:
         return float(r2_score(y, out, sample_weight=sample_weight))
 
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: ArrayLike) -> Any:
         """The predicted targets: shape (n,) for one target, else (n, targets)."""
         out = self._output(X)
         return out[:, 0] if out.shape[1] == 1 else out

@@ -64,9 +64,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from ..backend import Backend, get_backend
+from ..hookspecs import ActivationFn, LossFn
 from ..plugins import PluginRecord, registry
 from .backend_checks import BACKEND_CHECKS, check_backend
 from .case import CHECKS, KINDS, Case
@@ -105,7 +106,8 @@ class BoundCase:
 
 
 # -- the function API -----------------------------------------------------------------------
-def check_activation(activation: Any, backend: Backend | str | None = None, *,
+def check_activation(activation: str | Callable[..., ActivationFn] | ActivationFn,
+                     backend: Backend | str | None = None, *,
                      params: Mapping[str, Any] | None = None, checks: Sequence[str] = CHECKS,
                      **case: Any) -> None:
     """Run the conformance checks on an activation; raise ``AssertionError`` on failure.
@@ -117,14 +119,14 @@ def check_activation(activation: Any, backend: Backend | str | None = None, *,
     _check("activation", activation, backend, params, checks, case)
 
 
-def check_loss(loss: Any, backend: Backend | str | None = None, *,
+def check_loss(loss: str | Callable[..., LossFn] | LossFn, backend: Backend | str | None = None, *,
                params: Mapping[str, Any] | None = None, checks: Sequence[str] = CHECKS,
                **case: Any) -> None:
     """Run the conformance checks on a loss; as :func:`check_activation`."""
     _check("loss", loss, backend, params, checks, case)
 
 
-def _check(kind: str, obj: Any, backend: Backend | str | None,
+def _check(kind: str, obj: object, backend: Backend | str | None,
            params: Mapping[str, Any] | None, checks: Sequence[str], extra: dict[str, Any]) -> None:
     unknown = sorted(set(checks) - set(CHECKS))
     if unknown:
@@ -141,15 +143,15 @@ def _check(kind: str, obj: Any, backend: Backend | str | None,
                 warnings.warn(str(why), UserWarning, stacklevel=3)
 
 
-def _name_of(obj: Any) -> str:
+def _name_of(obj: object) -> str:
     return str(getattr(obj, "name", "") or getattr(obj, "__name__", type(obj).__name__))
 
 
-def _as_factory(obj: Any) -> Callable[..., Any]:
+def _as_factory(obj: object) -> Callable[..., object]:
     if isinstance(obj, type) or not hasattr(obj, "forward"):
-        return obj  # type: ignore[no-any-return]
+        return cast("Callable[..., object]", obj)  # a factory (checked where it is called)
 
-    def built() -> Any:  # an object already built: nothing to pass
+    def built() -> object:  # an object already built: nothing to pass
         return obj
 
     built.mlcore_prebuilt = True  # type: ignore[attr-defined]

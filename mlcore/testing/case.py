@@ -22,7 +22,7 @@ KINDS = {"activation": "activations", "loss": "losses"}
 _LADDER = (-1e4, -1e3, -100.0, -30.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 30.0, 100.0, 1e3, 1e4)
 
 
-def takes(factory: Any, param: str) -> bool:
+def takes(factory: Callable[..., object], param: str) -> bool:
     try:
         ps = inspect.signature(factory).parameters
     except (TypeError, ValueError):

@@ -40,12 +40,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backend import Backend, get_backend, use_backend
-from ..layers.core import Dense
+from ..layers.core import Dense, Layer
 from ..layers.registry import layer_class, layer_from_config
 from ..models.sequential import Sequential
 from ..optimizers import SGD
 from ..saving.io import load
 from ..training.fit import make_train_step
+from ..types import Array, Backprop
 from .case import takes
 from .checks import _numeric_grad
 from .float64 import SkippedCheck, float64_reason
@@ -109,8 +110,8 @@ def _fail(ctx: _Ctx, what: str) -> AssertionError:
     return AssertionError(f"{ctx.label}: {what}")
 
 
-def _forward(layer: Any, X: Any) -> tuple[Any, Any]:
-    return layer.forward(X, None, input_grad=True)  # type: ignore[no-any-return]
+def _forward(layer: Layer, X: Array) -> tuple[Array, Backprop]:
+    return layer.forward(X, None, input_grad=True)
 
 
 def _fixed_noise(layer: Any, X: Any, out_shape: Any = None) -> None:
@@ -393,7 +394,7 @@ class LayerCase:
         return f"layer:{_label(self.factory)}-{self.backend}-{self.check}"
 
 
-def _label(factory: Any) -> str:
+def _label(factory: object) -> str:
     return str(getattr(factory, "__name__", type(factory).__name__))
 
 

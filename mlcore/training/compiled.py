@@ -189,7 +189,7 @@ class CompiledStep:
             self._failure = exc
             return None
 
-    def fit_step(self) -> Callable[..., tuple[Any, Any]]:
+    def fit_step(self) -> Callable[..., tuple[Array, Array]]:
         """``fit``'s step, ``step(X, T, xp, w=None) -> (loss, output)``."""
         def step(X: Array, T: Array, xp: Namespace | None = None,
                  w: Array | None = None) -> tuple[Any, Any]:
@@ -251,7 +251,7 @@ class CompiledHalves(CompiledStep):
         return loss, self.output
 
 
-def check_jit_compile(value: Any) -> None:
+def check_jit_compile(value: object) -> None:
     """``jit_compile`` must be None, True or False (1 or "yes" would mean something else)."""
     if value is not None and not isinstance(value, bool):
         raise InvalidParameterError(
@@ -259,7 +259,7 @@ def check_jit_compile(value: Any) -> None:
             f"received {value!r}.", value)
 
 
-def _probe(params: tuple[Any, ...], state: tuple[Any, ...], X: Array,
+def _probe(params: tuple[Array, ...], state: tuple[Array, ...], X: Array,
            y: Array) -> tuple[Any, Any, Any]:
     return params, state, X  # never called: only shown to the hook
 
@@ -267,7 +267,7 @@ def _probe(params: tuple[Any, ...], state: tuple[Any, ...], X: Array,
 _COMPILES: dict[tuple[Any, ...], tuple[bool, tuple[Any, ...]]] = {}
 
 
-def compiles(backend: Backend, compile_hook: Any = None) -> bool:
+def compiles(backend: Backend, compile_hook: Callable[..., object] | None = None) -> bool:
     """Whether a plugin compiles training steps for ``backend`` (asked once per backend and
     set of compiling plugins, with a step that is never run)."""
     hook = registry().pm.hook.mlcore_compile_step if compile_hook is None else compile_hook
@@ -382,12 +382,12 @@ def _cache_key(ts: TrainStep, width: int, finite_only: bool,
             tuple(opt.slots), opt.counted, ts.weighted, width, finite_only, modes, compilers)
 
 
-def _impls(compile_hook: Any) -> list[Any]:
+def _impls(compile_hook: Callable[..., object] | None) -> list[Any]:
     get = getattr(compile_hook, "get_hookimpls", None)
     return list(get()) if get is not None else []
 
 
-def _keep_alive(ts: TrainStep, compile_hook: Any) -> tuple[Any, ...]:
+def _keep_alive(ts: TrainStep, compile_hook: Callable[..., object] | None) -> tuple[Any, ...]:
     """Objects whose ``id`` is in a key, held so that no new object reuses it."""
     return (ts.plan.fn, type(ts.opt), *(impl.plugin for impl in _impls(compile_hook)))
 

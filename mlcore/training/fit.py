@@ -16,7 +16,7 @@ batch losses and correct counts on the device and converts them once per epoch.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -39,7 +39,7 @@ from .compiled import check_jit_compile, compiled_executor
 from .distributed_callbacks import MainCallbacks
 from .distributed_metrics import GatheredTracker
 from .eager import EagerStep
-from .guards import make_guard
+from .guards import NonFiniteGuard, make_guard
 from .loop import (
     Data,
     Tracker,
@@ -103,7 +103,7 @@ def make_train_step(model: LayerStack, loss: str | LossFn, optimizer: str | Opti
     return scoped(device, train_step)  # type: ignore[no-any-return]
 
 
-def _non_negative(value: Any, name: str) -> int:
+def _non_negative(value: object, name: str) -> int:
     """``value`` as an int >= 0 (``initial_epoch``); see :func:`mlcore.layers.positive_int`."""
     return 0 if value == 0 and not isinstance(value, bool) else positive_int(value, name)
 
@@ -283,8 +283,9 @@ def fit(model: LayerStack, X: ArrayLike, y: ArrayLike = None, *, loss: str | Los
     return history
 
 
-def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, loss: str | LossFn, weighted: bool,
-              dp: Any, guard: Any, jit_compile: bool | None) -> Callable[..., tuple[Any, Any]]:
+def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, loss: str | LossFn,
+              weighted: bool, dp: DataParallel | None, guard: NonFiniteGuard | None,
+              jit_compile: bool | None) -> Callable[..., tuple[Array, Array]]:
     """``fit``'s training step: the one step (:mod:`mlcore.training.step`), compiled by the
     backend where it compiles steps, else eager."""
     check_jit_compile(jit_compile)
@@ -297,7 +298,7 @@ def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, loss: str | Los
 
 
 def _validate(model: LayerStack, plan: LossPlan, val: Data, tracker: Tracker | None,
-              dp: Any = None) -> dict[str, float]:
+              dp: DataParallel | None = None) -> dict[str, float]:
     if tracker is not None:
         tracker.reset()
     with eval_mode(model):
@@ -309,7 +310,7 @@ def _epoch_runner(model: LayerStack, plan: LossPlan, step: Any, data: Data | Non
                   batches: list[tuple[int, int]] | None, shuffle: bool, seed: int | None,
                   initial_epoch: int, steps: int | None, tracker: Tracker | None,
                   hooks: CallbackList | None, opts: dict[str, Any],
-                  dp: Any) -> Callable[[int, Any], dict[str, float]]:
+                  dp: DataParallel | None) -> Callable[[int, Any], dict[str, float]]:
     """``run(epoch, bar) -> logs`` for in-memory arrays or for a stream of batches."""
     if data is None:
         prepare, shared = _stream_preparer(model, plan, opts), []  # type: ignore[var-annotated]
@@ -319,7 +320,7 @@ def _epoch_runner(model: LayerStack, plan: LossPlan, step: Any, data: Data | Non
                 tracker.reset()
             batches = stream_batches(source, steps, shared)
             if dp is not None:  # exactly steps_per_epoch batches on every process
-                batches = dp.stream(batches, steps)
+                batches = dp.stream(batches, steps)  # type: ignore[arg-type]  # required
             elif shared and steps is not None:  # a one-shot stream: it may run out
                 counted = _Counted(batches)
                 if epoch > initial_epoch and counted.empty():
@@ -364,7 +365,7 @@ class _Counted:
 
     _END = object()
 
-    def __init__(self, items: Any) -> None:
+    def __init__(self, items: Iterable[object]) -> None:
         self.items, self.taken = iter(items), 0
         self.ahead: list[Any] = []
 
@@ -405,7 +406,8 @@ def _stream_ended(end: _StreamEndedError) -> None:
         stacklevel=3)
 
 
-def _data_parallel(distributed: Any, model: LayerStack, data: Data | None, val: Data | None,
+def _data_parallel(distributed: bool | DataParallel, model: LayerStack, data: Data | None,
+                   val: Data | None,
                    **settings: Any) -> Any:
     """The :class:`~mlcore.distributed.DataParallel` of a distributed fit, started (facts
     checked, weights broadcast), or None (not asked, or a single process)."""
@@ -420,13 +422,14 @@ def _data_parallel(distributed: Any, model: LayerStack, data: Data | None, val: 
     return for_fit(distributed, model, data, val, settings)
 
 
-def _names(items: Sequence[Any] | None) -> list[str]:
+def _names(items: Sequence[object] | None) -> list[str]:
     """Names of callbacks or metrics, for the processes of a distributed fit to compare."""
     return [x if isinstance(x, str) else type(x).__name__ for x in items or []]
 
 
-def _distributed_parts(dp: Any, model: LayerStack, opt: Optimizer, hooks: Any,
-                       tracker: Any) -> tuple[Any, Any]:
+def _distributed_parts(dp: DataParallel, model: LayerStack, opt: Optimizer,
+                       hooks: CallbackList | None,
+                       tracker: Tracker | None) -> tuple[Any, Any]:
     """Callbacks decided on rank 0 and obeyed by all; metrics over every process's batches
     (:mod:`mlcore.distributed`)."""
 
@@ -434,7 +437,7 @@ def _distributed_parts(dp: Any, model: LayerStack, opt: Optimizer, hooks: Any,
             None if tracker is None else GatheredTracker(tracker, dp, model.backend))
 
 
-def _guard(dp: Any) -> Any:
+def _guard(dp: DataParallel | None) -> Any:
     from contextlib import nullcontext
 
     return nullcontext() if dp is None else dp.guard()

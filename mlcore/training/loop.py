@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..activations import activation
 from ..arrays.namespace import count_dtype
@@ -24,6 +24,10 @@ from .lossplan import LossPlan
 __all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "shuffle_source",
            "eval_mode", "resolve_metrics", "shuffled", "split", "is_stream", "stream_batches",
            "run_stream", "batch_ranges", "label_count"]
+
+
+if TYPE_CHECKING:
+    from ..distributed.parallel import DataParallel
 
 
 class Data(NamedTuple):
@@ -65,7 +69,7 @@ class Tracker:
     def reset(self) -> None:
         self.states = [None] * len(self.metrics)
 
-    def update(self, xp: Namespace, out: Array, y_true: Any) -> None:
+    def update(self, xp: Namespace, out: Array, y_true: Array) -> None:
         if self.tail:
             out = chain(self.tail, out, xp, False)[0]
         elif self.squash is not None:
@@ -92,12 +96,12 @@ class _Sums:
         self.n = 0
         self.labelled = 0  # label entries counted for accuracy
 
-    def add(self, loss_sum: Any, correct: Any) -> None:
+    def add(self, loss_sum: Array, correct: Array | None) -> None:
         self.total = loss_sum if self.total is None else self.total + loss_sum
         if correct is not None:
             self.correct = correct if self.correct is None else self.correct + correct
 
-    def reduce(self, xp: Namespace, dtype: DType, dp: Any) -> None:
+    def reduce(self, xp: Namespace, dtype: DType | None, dp: DataParallel) -> None:
         """Sum over the processes of a data-parallel run (each process adds its share of
         the loss, the correct count and the row and label counts)."""
         if self.total is None:
@@ -122,9 +126,10 @@ def label_count(labels: Array) -> int:
     return count
 
 
-def run_epoch(xp: Namespace, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
+def run_epoch(xp: Namespace, step: Callable[..., tuple[Array, Array]], plan: LossPlan, data: Data,
               batches: list[tuple[int, int]], bar: Any, tracker: Tracker | None,
-              hooks: CallbackList | None, dp: Any = None, labelled: int = 0) -> dict[str, float]:
+              hooks: CallbackList | None, dp: DataParallel | None = None,
+              labelled: int = 0) -> dict[str, float]:
     """One pass over in-memory ``data`` in ``batches`` (row ranges); the epoch's values
     (``labelled``: the number of label entries, for accuracy).
 
@@ -159,7 +164,7 @@ def run_epoch(xp: Namespace, step: Callable[..., tuple[Any, Any]], plan: LossPla
     return sums.read() | ({} if tracker is None else tracker.results())
 
 
-def _one_batch(xp: Namespace, step: Callable[..., tuple[Any, Any]], plan: LossPlan, data: Data,
+def _one_batch(xp: Namespace, step: Callable[..., tuple[Array, Array]], plan: LossPlan, data: Data,
                bar: Any, labelled: int) -> dict[str, float]:
     """An epoch that is one batch of all the data (XOR-sized nets): its mean is the loss."""
     value, out = step(data.X, data.targets, xp)
@@ -169,10 +174,10 @@ def _one_batch(xp: Namespace, step: Callable[..., tuple[Any, Any]], plan: LossPl
     return {"loss": float(value), "accuracy": int(plan.correct(xp, out, data.labels)) / labelled}
 
 
-def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Any, Any]],
+def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Array, Array]],
                batches: Iterator[Any], prepare: Callable[..., Data], bar: Any,
                tracker: Tracker | None, hooks: CallbackList | None,
-               dp: Any = None) -> dict[str, float]:
+               dp: DataParallel | None = None) -> dict[str, float]:
     """One epoch over ``batches`` of ``(X, y)`` (or ``(X, y, sample_weight)``) pairs.
 
     With ``dp`` (data-parallel training) each process streams its own batches and the
@@ -214,7 +219,8 @@ def _labels_per_row(labels: Array | None) -> int:
 
 
 def evaluate_data(model: LayerStack, plan: LossPlan, data: Data, batch_size: int | None,
-                  tracker: Tracker | None = None, dp: Any = None) -> dict[str, float]:
+                  tracker: Tracker | None = None,
+                  dp: DataParallel | None = None) -> dict[str, float]:
     """Loss, accuracy and metrics of ``model`` on ``data`` (inference mode). With ``dp``
     (data-parallel training) each process evaluates its part of ``data``
     (``dp.validation_part``) and the sums are combined over the processes."""
@@ -260,9 +266,14 @@ def split(xp: Namespace, data: Data, fraction: float) -> tuple[Data, Data]:
             f"validation_split={fraction} leaves {cut} of {n} samples for training and "
             f"{n - cut} for validation; both need at least one.", fraction)
 
-    def part(a: Any, lo: int, hi: int) -> Any:
-        return None if a is None else a[lo:hi, ...]
-    return (Data(*(part(a, 0, cut) for a in data)), Data(*(part(a, cut, n) for a in data)))
+    def part(lo: int, hi: int) -> Data:
+        def rows(a: Array | None) -> Array | None:
+            return None if a is None else a[lo:hi, ...]
+
+        return Data(data.X[lo:hi, ...], data.targets[lo:hi, ...], rows(data.labels),
+                    rows(data.weights))
+
+    return part(0, cut), part(cut, n)
 
 
 def is_stream(X: ArrayLike, y: ArrayLike) -> bool:
