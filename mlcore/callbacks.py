@@ -23,6 +23,8 @@ from typing import Any
 from .arrays.checks import integer, is_real, real
 from .arrays.namespace import namespace
 from .errors import InvalidParameterError
+from .layers.stack import LayerStack
+from .optimizers import Optimizer
 from .saving.checkpoint import save_checkpoint
 from .saving.io import architecture
 
@@ -36,7 +38,7 @@ class Callback:
     model: Any = None
     optimizer: Any = None
 
-    def set_context(self, model: Any, optimizer: Any) -> None:
+    def set_context(self, model: LayerStack, optimizer: Optimizer) -> None:
         """Called by ``fit`` before training starts."""
         self.model, self.optimizer = model, optimizer
 
@@ -86,7 +88,8 @@ def check_callbacks(callbacks: Any) -> list[Callback]:
 class CallbackList:
     """The callbacks of one ``fit`` call, called in order."""
 
-    def __init__(self, callbacks: Iterable[Callback] | None, model: Any, optimizer: Any) -> None:
+    def __init__(self, callbacks: Iterable[Callback] | None, model: LayerStack,
+                 optimizer: Optimizer) -> None:
         self.callbacks = check_callbacks(callbacks)
         for cb in self.callbacks:
             cb.set_context(model, optimizer)
@@ -96,7 +99,7 @@ class CallbackList:
     def __bool__(self) -> bool:
         return bool(self.callbacks)
 
-    def call(self, hook: str, *args: Any) -> None:
+    def call(self, hook: str, *args: object) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(*args)
 
@@ -184,7 +187,7 @@ class EarlyStopping(_Monitor):
             self.model.load_state_dict(self.best_state)
 
 
-def _copy_state(model: Any) -> dict[str, Any]:
+def _copy_state(model: LayerStack) -> dict[str, Any]:
 
     return {k: namespace(v).asarray(v, copy=True) for k, v in model.state_dict().items()}
 

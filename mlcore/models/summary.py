@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from ..layers.stack import LayerStack
+from ..parameter import Parameter
 
 __all__ = ["summary"]
 
 
-def _count(params: list[Any]) -> int:
+def _count(params: list[Parameter]) -> int:
     total = 0
     for p in params:
         n = 1
@@ -17,7 +18,7 @@ def _count(params: list[Any]) -> int:
     return total
 
 
-def _rows(model: Any) -> list[tuple[str, str, int]]:
+def _rows(model: LayerStack) -> list[tuple[str, str, int]]:
     width: int | None = next((getattr(layer, "in_features", None) for layer in model.layers
                               if getattr(layer, "in_features", None)), None)
     rows = []
@@ -28,7 +29,7 @@ def _rows(model: Any) -> list[tuple[str, str, int]]:
     return rows
 
 
-def summary(model: Any) -> str:
+def summary(model: LayerStack) -> str:
     """The table ``model.summary()`` returns (the batch dimension shown as None)."""
     rows = _rows(model)
     head = ("Layer", "Output shape", "Params")
