@@ -13,7 +13,7 @@ import pytest
 
 import mlcore
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _blocks() -> list[str]:

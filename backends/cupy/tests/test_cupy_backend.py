@@ -30,7 +30,7 @@ from mlcore.cli import info_report, main
 from mlcore.errors import BackendUnavailableError, DeviceMismatchError, InvalidParameterError
 from mlcore.plugins import registry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # -- a fake cupy: just enough of its API, recording where arrays are made ----------------
@@ -305,7 +305,7 @@ def test_backend_tests_skip_with_the_reason_here() -> None:
     if b.is_available():
         pytest.skip("a GPU is usable here")
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p",
-           "no:xdist", "tests/test_backend.py::test_backend_contract"]
+           "no:xdist", "tests/backend/test_backend.py::test_backend_contract"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                          env=env | {"MLCORE_BACKEND": "cupy", "COLUMNS": "300"})

@@ -12,7 +12,7 @@ import pytest
 
 import mlcore
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 pytest.importorskip("mkdocs")
 pytest.importorskip("mkdocstrings")

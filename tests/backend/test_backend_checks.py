@@ -12,7 +12,7 @@ import pytest
 import mlcore
 from mlcore.testing import BACKEND_CHECKS, check_backend
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "backends" / "template"
+TEMPLATE = Path(__file__).resolve().parents[2] / "backends" / "template"
 
 
 @pytest.mark.parametrize("check", BACKEND_CHECKS)

@@ -1,4 +1,4 @@
-"""Run under MPI by tests/test_distributed_compiled.py: ``mpiexec -n 2 python
+"""Run under MPI by tests/distributed/test_distributed_compiled.py: ``mpiexec -n 2 python
 distributed_compiled_worker.py OUTDIR``. Each process trains the same fits eagerly and with
 the step's two halves "compiled" (an identity compiler: the pure halves themselves) and saves
 the weights."""

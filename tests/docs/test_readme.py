@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_example_runs_and_prints_what_it_says(tmp_path: pathlib.Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROJECTS = {  # copied folder -> source folder
     "mlcore": ROOT, "mlcore-numpy": ROOT / "backends/numpy",
     "mlcore-strict": ROOT / "backends/strict",

@@ -15,7 +15,7 @@ from mlcore_numpy.kit import BackendBase, LibraryBackend
 from mlcore.backend import OptionalMembers, optional_members
 from mlcore.plugins import registry
 
-CORE = Path(__file__).resolve().parents[1] / "mlcore"
+CORE = Path(__file__).resolve().parents[2] / "mlcore"
 OPTIONAL = [f.name for f in fields(OptionalMembers)]
 
 

@@ -1,5 +1,6 @@
-"""Run under MPI by tests/test_distributed.py: ``mpiexec -n K python distributed_worker.py MODE
-OUTDIR``. Each mode trains or fails on purpose and leaves what the test checks in OUTDIR."""
+"""Run under MPI by tests/distributed/test_distributed.py: ``mpiexec -n K python
+distributed_worker.py MODE OUTDIR``. Each mode trains or fails on purpose and leaves what the
+test checks in OUTDIR."""
 
 from __future__ import annotations
 
