@@ -21,8 +21,10 @@ from .core import Backprop, Dense, Layer, Parameter
 __all__ = ["LayerStack", "chain"]
 
 
-def chain(layers: Sequence[Layer], X: Any, xp: Any, input_grad: bool) -> tuple[Any, Backprop]:
-    """Run ``layers`` in order; the backprop runs them in reverse (the chain rule)."""
+def chain(layers: Sequence[Layer], X: Any, xp: Any, input_grad: bool,
+          after: Callable[[int], None] | None = None) -> tuple[Any, Backprop]:
+    """Run ``layers`` in order; the backprop runs them in reverse (the chain rule), calling
+    ``after(i)`` (when given) once layer ``i``'s backprop has returned."""
     backprops = []
     for i, layer in enumerate(layers):
         X, bp = layer.forward(X, xp, input_grad=input_grad or i > 0)
@@ -33,7 +35,16 @@ def chain(layers: Sequence[Layer], X: Any, xp: Any, input_grad: bool) -> tuple[A
             dY = bp(dY)
         return dY
 
-    return X, backprop
+    if after is None:
+        return X, backprop
+
+    def backprop_telling(dY: Any) -> Any:
+        for i in reversed(range(len(backprops))):
+            dY = backprops[i](dY)
+            after(i)
+        return dY
+
+    return X, backprop_telling
 
 
 def _one_backend(layers: list[Layer]) -> None:
