@@ -22,14 +22,17 @@ gradient over the global batch, as one process with batch ``size · batch_size``
 on the same gradient, so the weights stay identical without being sent again.
 
 The buckets follow the parameters in reverse (the order backward produces their gradients,
-as PyTorch DDP plans them; the first bucket at most :data:`FIRST_BUCKET_BYTES`). With
-``overlap`` (the default) the eager step's backward pass tells this object when each
+as PyTorch DDP plans them). With ``overlap`` (the default; the first bucket then holds at
+most :data:`FIRST_BUCKET_BYTES`, so it fills early) the eager step's backward pass tells
+this object when each
 layer's gradients are complete (:meth:`DataParallel.begin`, :meth:`~DataParallel.ready`,
 :meth:`~DataParallel.finish`, the hook of :meth:`mlcore.training.step.TrainStep.backward`):
 a bucket's non-blocking allreduce starts as soon as all its parameters have their gradients,
 while backward goes on through the earlier layers, and :meth:`~DataParallel.reduce_gradients`
-waits for them before the update. The sums and the division are the same as after backward,
-bucket by bucket, so the weights are too (bitwise with 2 processes: one addition per value).
+waits for them before the update. Each gradient value is summed and divided as after
+backward, whichever bucket carries it, so the weights are the same: bitwise with 2
+processes (one addition per value); with more, MPI's association of the sum may depend on
+the message size and the call (tests here found them bitwise equal up to 4 processes).
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ DEFAULT_BUCKET_BYTES = 25 * 2**20
 """Gradients are reduced in flat buckets of at most this many bytes (PyTorch DDP's 25 MiB):
 few messages for most MLPs, several bounded ones for large models."""
 FIRST_BUCKET_BYTES = 2**20
-"""The first bucket (the last layers' gradients, the first that backward produces) holds at
-most this many bytes (PyTorch DDP's 1 MiB), so its allreduce can start early in backward."""
+"""With overlap, the first bucket (the last layers' gradients, the first that backward
+produces) holds at most this many bytes (PyTorch DDP's 1 MiB), so its allreduce can start
+early in backward. Without overlap it would only add a message."""
 
 
 class DataParallel:
@@ -130,8 +134,9 @@ class DataParallel:
         params = model.parameters()
         self._xp = model.namespace(params[0].value)
         itemsize = self._xp.finfo(params[0].value.dtype).bits // 8
+        first = min(self.bucket_bytes, FIRST_BUCKET_BYTES) if self._nonblocking else None
         self._buckets = _plan_buckets(params, self.bucket_bytes // itemsize,
-                                      min(self.bucket_bytes, FIRST_BUCKET_BYTES) // itemsize)
+                                      None if first is None else first // itemsize)
         self._bucket_of = [0] * len(params)
         for b, bucket in enumerate(self._buckets):
             for i in bucket:

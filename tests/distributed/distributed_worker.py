@@ -311,7 +311,8 @@ def overlap_fit(case: str, on: bool) -> tuple[mlcore.Sequential, dict[str, list[
     with mlcore.use_backend(backend):
         model = mlcore.Sequential([layer(dtype) for layer in layers])
         X, y = data(n)
-        dp = distributed.DataParallel(overlap=on, bucket_bytes=96)
+        dp = distributed.DataParallel(overlap=on, **({} if case == "default-buckets"
+                                                      else {"bucket_bytes": 96}))
         history = model.fit(X, y, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=2,
                             batch_size=4, seed=3, verbose=False,
                             validation_data=(X[:10], y[:10]), distributed=dp)
@@ -328,6 +329,11 @@ _PLAIN = [_dense(FEATURES, HIDDEN, 0), _TANH, _dense(HIDDEN, HIDDEN, 1), _TANH,
 OVERLAP_CASES = {
     "float32": ("numpy", "float32", N, _PLAIN),
     "float64": ("numpy", "float64", N, _PLAIN),
+    # the default buckets of a 1.2 MB model: two with overlap (the first of 1 MiB at
+    # most, as DDP's), one without
+    "default-buckets": ("numpy", "float32", N, [
+        _dense(FEATURES, 300, 0), _TANH, _dense(300, 1000, 1), _TANH, _dense(1000, CLASSES, 2),
+        lambda dtype: mlcore.Activation("softmax")]),
     "strict": ("strict", "float32", N, _PLAIN),
     # 49 rows, batches of 2 x 4: process 1's share of the last batch is empty
     "empty-share": ("numpy", "float32", 49, _PLAIN),
