@@ -152,6 +152,7 @@ def _time_fit(batch: int, steps: int | None, size: int, rows: int,
     permutation = _median_seconds(lambda: model.backend.rng(0).permutation(n))
     done = clock.calls or 1
     return {"batch": batch, "rows": n, "steps": clock.calls, "seconds": seconds,
+            "bucket_bytes": _bucket_bytes(dp, model.parameters()) if size > 1 else [],
             "step_seconds": clock.seconds, "allreduce_seconds": dp.stats["allreduce_seconds"],
             "early_buckets": dp.stats["early_buckets"], "gather_seconds": gather,
             "permutation_seconds": permutation, "samples_per_s": n / seconds,
@@ -221,9 +222,17 @@ class _Loopback:
         return [obj]
 
 
-def _packing() -> tuple[float, list[int]]:
+def _bucket_bytes(dp: Any, params: Sequence[Any]) -> list[int]:
+    """The bytes of each gradient bucket of a started DataParallel (bucket 0 carries the
+    count of rows)."""
+    itemsize = params[0].value.dtype.itemsize
+    return [itemsize * (sum(math.prod(params[i].shape) for i in bucket) + (b == 0))
+            for b, bucket in enumerate(dp._buckets)]
+
+
+def _packing() -> float:
     """Seconds of gradient packing and unpacking per step (what reduce_gradients adds
-    besides MPI), and the bytes of each gradient bucket (the count of rows included)."""
+    besides MPI)."""
     from mlcore.distributed import DataParallel
 
     model = _model_and_data(1)[0]
@@ -237,10 +246,7 @@ def _packing() -> tuple[float, list[int]]:
         t0 = time.perf_counter()
         dp.reduce_gradients(params, 32)
         times.append(time.perf_counter() - t0)
-    itemsize = params[0].value.dtype.itemsize
-    buckets = [itemsize * (sum(math.prod(params[i].shape) for i in bucket) + (b == 0))
-               for b, bucket in enumerate(dp._buckets)]
-    return statistics.median(times), buckets
+    return statistics.median(times)
 
 
 def _allreduce_sweep() -> list[dict[str, float]]:
@@ -277,7 +283,7 @@ def worker(batches: list[int], steps: int | None, rows: int, torch_port: int | N
         if size > 1:
             result["sweep"] = _allreduce_sweep()
         else:
-            result["pack_seconds"], result["bucket_bytes"] = _packing()
+            result["pack_seconds"] = _packing()
     if distributed.is_main():
         print("RESULT " + json.dumps(result), flush=True)
 
@@ -481,22 +487,19 @@ def report(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: list
 def fit_model(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: list[int],
               overlap: str = "on") -> dict[str, Any]:
     """Every parameter of the model, from this run: ``c0``, ``c1`` (1-process epochs),
-    ``F`` per K and B, ``alpha`` and ``beta`` per K (ping test), ``t_pack`` and the
-    buckets."""
+    ``t_pack``, ``alpha`` and ``beta`` per K (ping test), and per variant (``"1"``,
+    ``"2"``, ``"2-no-overlap"``, ...) its ``F`` per B and its buckets' bytes."""
     pack = statistics.median(r["mlcore-1"]["pack_seconds"] for r in rounds)
-    buckets = list(rounds[0]["mlcore-1"]["bucket_bytes"])
     ones = [_median_run([r["mlcore-1"]["fits"][i] for r in rounds])
             for i in range(len(batches))]
     c0, c1 = fit_compute(ones)
     model: dict[str, Any] = {"c0": c0, "c1": c1, "pack_seconds": pack,
-                             "bucket_bytes": buckets, "rows": ones[-1]["rows"],
-                             "fixed": {"1": [fixed_seconds(o) for o in ones]},
-                             "network": {}}
+                             "rows": ones[-1]["rows"], "network": {}, "variants": {
+                                 "1": {"fixed": [fixed_seconds(o) for o in ones],
+                                       "bucket_bytes": []}}}
     print(f"compute (non-negative least squares over the 1-process epochs' steps and row "
-          f"gather): c0 = {1e3 * c0:.3f} ms per step + c1 = {1e6 * c1:.2f} us per row")
-    print(f"gradients: {sum(buckets)} B in {len(buckets)} bucket(s) ("
-          + " + ".join(map(str, buckets)) + f" B); packing and unpacking "
-          f"t_pack = {1e3 * pack:.2f} ms per step")
+          f"gather): c0 = {1e3 * c0:.3f} ms per step + c1 = {1e6 * c1:.2f} us per row; "
+          f"packing and unpacking t_pack = {1e3 * pack:.2f} ms per step")
     for k in ks:
         key = next(key for _, key, kk in variants([k], overlap, False) if kk == k)
         sweep = [{"bytes": row["bytes"],
@@ -510,12 +513,18 @@ def fit_model(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: l
         for _, vkey, kk in variants([k], overlap, False):
             if kk != k:
                 continue
-            model["fixed"][vkey.removeprefix("mlcore-")] = [
-                fixed_seconds(_median_run([r[vkey]["fits"][i] for r in rounds]))
-                for i in range(len(batches))]
-    print("per-epoch costs outside the steps, less the row gather (F): " + "; ".join(
-        f"K={name} " + "/".join(f"{1e3 * f:.1f}" for f in values) + " ms"
-        for name, values in model["fixed"].items()) + f" (B = {batches})")
+            buckets = list(rounds[0][vkey]["fits"][0]["bucket_bytes"])
+            model["variants"][vkey.removeprefix("mlcore-")] = {
+                "bucket_bytes": buckets, "fixed": [
+                    fixed_seconds(_median_run([r[vkey]["fits"][i] for r in rounds]))
+                    for i in range(len(batches))]}
+    print("per-epoch costs outside the steps, less the row gather (F) at B = "
+          + "/".join(map(str, batches)) + ": " + "; ".join(
+              f"K={name} " + "/".join(f"{1e3 * f:.1f}" for f in v["fixed"]) + " ms"
+              + (f" ({len(v['bucket_bytes'])} bucket(s): "
+                 + " + ".join(map(str, v["bucket_bytes"])) + " B)" if v["bucket_bytes"]
+                 else "")
+              for name, v in model["variants"].items()))
     return model
 
 
@@ -523,19 +532,19 @@ def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
                 batches: list[int], ks: list[int], overlap: str = "on") -> list[dict[str, Any]]:
     """The model's epoch time and efficiency beside the measured ones (medians over the
     rounds), for K = 1 (the compute fit's residual) and every K and B measured."""
-    c0, c1, pack, buckets = (model["c0"], model["c1"], model["pack_seconds"],
-                             model["bucket_bytes"])
+    c0, c1, pack = model["c0"], model["c1"], model["pack_seconds"]
     print("model check (T: seconds per epoch; E: efficiency; error = (model - measured) / "
           "measured):")
     out = []
     for label, key, k in variants(ks, overlap, False):
-        name = key.removeprefix("mlcore-")
+        variant, one_variant = model["variants"][key.removeprefix("mlcore-")], \
+            model["variants"]["1"]
         net = model["network"].get(str(k), {"alpha": 0.0, "beta": math.inf})
-        t_comm = comm_seconds(k, buckets, net["alpha"], net["beta"], pack)
+        t_comm = comm_seconds(k, variant["bucket_bytes"], net["alpha"], net["beta"], pack)
         for i, b in enumerate(batches):
             run = _median_run([r[key]["fits"][i] for r in rounds])
             n = int(run["rows"])
-            fixed, fixed_1 = model["fixed"][name][i], model["fixed"]["1"][i]
+            fixed, fixed_1 = variant["fixed"][i], one_variant["fixed"][i]
             one = [r["mlcore-1"]["fits"][i] for r in rounds]
             t_model = epoch_seconds(k, n, b, c0, c1, t_comm, fixed)
             n1 = int(statistics.median(o["rows"] for o in one))
@@ -560,17 +569,20 @@ def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
 
 def extrapolate(model: dict[str, Any], rows: int) -> list[dict[str, Any]]:
     """The model on :data:`NETWORKS` at :data:`MACHINES` machines (one process each, this
-    machine's compute, the fixed costs of the largest K measured here, an epoch of ``rows``
-    rows): efficiency at B = 32/256/1024 and the batch per process for :data:`TARGET`."""
-    c0, c1, pack, buckets = (model["c0"], model["c1"], model["pack_seconds"],
-                             model["bucket_bytes"])
-    measured = [name for name in model["fixed"] if name != "1"]
-    largest = max(measured, key=lambda name: int(name.split("-")[0])) if measured else "1"
-    fixed = statistics.median(model["fixed"][largest])
-    fixed_1 = statistics.median(model["fixed"]["1"])
+    machine's compute, the fixed costs and buckets of the largest K measured here, without
+    overlap where measured, an epoch of ``rows`` rows): efficiency at B = 32/256/1024 and
+    the batch per process for :data:`TARGET`."""
+    c0, c1, pack = model["c0"], model["c1"], model["pack_seconds"]
+    names = [name for name in model["variants"] if name != "1"]
+    name = max(names, key=lambda n: (int(n.split("-")[0]), n.endswith("no-overlap")),
+               default="1")
+    variant = model["variants"][name]
+    buckets = variant["bucket_bytes"] or [0]
+    fixed = statistics.median(variant["fixed"])
+    fixed_1 = statistics.median(model["variants"]["1"]["fixed"])
     print(f"extrapolation: one process per machine, compute as fitted here, F = "
-          f"{1e3 * fixed:.1f} ms (K={largest} here; {1e3 * fixed_1:.1f} ms for 1), epochs "
-          f"of {rows} rows:")
+          f"{1e3 * fixed:.1f} ms and {len(buckets)} bucket(s) of {sum(buckets)} B as K={name} "
+          f"here (F = {1e3 * fixed_1:.1f} ms for 1 process), epochs of {rows} rows:")
     out = []
     for net in NETWORKS:
         beta = net["fraction"] * net["line_rate"]

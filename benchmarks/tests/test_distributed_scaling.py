@@ -16,7 +16,7 @@ from mlcore.cli import main
 
 C0, C1, GATHER = 1.25e-3, 15e-6, 0.67e-6  # seconds per step, per row, per gathered row
 ALPHA, BETA, PACK = 6e-6, 1.5e9, 0.3e-3
-BUCKETS = [22_572, 2_656_256]
+BUCKETS = {True: [22_572, 2_656_256], False: [2_678_828]}  # with overlap, without
 FIXED = {1: 4e-3, 2: 9e-3, 3: 11e-3}
 ROWS = 60_000
 
@@ -33,11 +33,13 @@ def test_nnls_recovers_known_coefficients_and_never_goes_negative() -> None:
 def _one(batch: int, k: int = 1, overlap: bool = True) -> dict[str, Any]:
     """One fit's result as the worker reports it, made by the model from the constants."""
     steps = ds.steps_of(ROWS, k, batch)
-    t_comm = ds.comm_seconds(k, BUCKETS, ALPHA, BETA, PACK)
+    buckets = BUCKETS[overlap] if k > 1 else []
+    t_comm = ds.comm_seconds(k, buckets, ALPHA, BETA, PACK)
     gather = ROWS / k * GATHER
     step_seconds = steps * (C0 + t_comm) + ROWS / k * (C1 - GATHER)
     seconds = step_seconds + gather + FIXED[k]
     return {"batch": batch, "rows": ROWS, "steps": steps, "seconds": seconds,
+            "bucket_bytes": buckets,
             "step_seconds": step_seconds, "gather_seconds": gather,
             "permutation_seconds": 1e-3, "allreduce_seconds": steps * t_comm,
             "early_buckets": 0, "samples_per_s": ROWS / seconds,
@@ -54,11 +56,11 @@ BATCHES = [32, 128, 512]
 
 def _rounds(ks: list[int]) -> list[dict[str, dict[str, Any]]]:
     found: dict[str, dict[str, Any]] = {"mlcore-1": {
-        "size": 1, "fits": [_one(b) for b in BATCHES], "pack_seconds": PACK,
-        "bucket_bytes": BUCKETS}}
+        "size": 1, "fits": [_one(b) for b in BATCHES], "pack_seconds": PACK}}
     for k in ks:
-        for key in (f"mlcore-{k}", f"mlcore-{k}-no-overlap"):
-            found[key] = {"size": k, "fits": [_one(b, k) for b in BATCHES], "sweep": _sweep(k)}
+        for key, on in ((f"mlcore-{k}", True), (f"mlcore-{k}-no-overlap", False)):
+            found[key] = {"size": k, "fits": [_one(b, k, on) for b in BATCHES],
+                          "sweep": _sweep(k)}
     return [found, found]
 
 
@@ -93,7 +95,8 @@ def test_the_model_reproduces_timings_it_generated_and_extrapolates(
     model = result["model"]
     assert model["c0"] == pytest.approx(C0, rel=1e-9)
     assert model["c1"] == pytest.approx(C1, rel=1e-9)
-    assert model["fixed"]["2"] == pytest.approx([FIXED[2]] * 3, rel=1e-9)
+    assert model["variants"]["2"]["fixed"] == pytest.approx([FIXED[2]] * 3, rel=1e-9)
+    assert model["variants"]["3-no-overlap"]["bucket_bytes"] == BUCKETS[False]
     checked = {(r["who"], r["processes"], r["batch"]) for r in result["check"]}
     assert checked == {(who, k, b) for who, k in (("mlcore", 1), ("mlcore", 2), ("mlcore", 3),
                                                   ("mlcore/no-overlap", 2),
@@ -108,8 +111,8 @@ def test_the_model_reproduces_timings_it_generated_and_extrapolates(
     assert set(rows) == {(n["name"], p) for n in ds.NETWORKS for p in ds.MACHINES}
     for (name, p), row in rows.items():
         net = next(n for n in ds.NETWORKS if n["name"] == name)
-        t_comm = ds.comm_seconds(p, BUCKETS, net["latency"], net["fraction"] *
-                                 net["line_rate"], PACK)
+        t_comm = ds.comm_seconds(p, BUCKETS[False], net["latency"],  # K=3 without overlap
+                                 net["fraction"] * net["line_rate"], PACK)
         assert row["t_comm"] == pytest.approx(t_comm)
         def eff(batch: int, p: int = p, t_comm: float = t_comm) -> float:
             return ds.efficiency(p, ROWS, batch, C0, C1, t_comm, FIXED[3], FIXED[1])
