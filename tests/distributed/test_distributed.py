@@ -402,8 +402,7 @@ def test_processes_that_disagree_are_stopped_before_the_first_step(tmp_path: Pat
         assert "model architecture is" in got["architecture"]
         assert "Dense(5, 9" in got["architecture"]
         assert "parameter dtype is 'float32' on rank 0 but 'float64' on rank 1" in got["dtype"]
-        assert ("gradient allreduce is 'non-blocking, overlapped with backward' on rank 0 but "
-                "'blocking, after backward' on rank 1") in got["overlap"]
+        assert "DataParallel overlap is True on rank 0 but False on rank 1" in got["overlap"]
 
 
 @pytest.mark.slow
