@@ -661,10 +661,11 @@ def _logged(model: mlcore.Sequential, log: list[str]) -> None:
 
 @pytest.mark.parametrize("on", [True, False])
 def test_buckets_start_while_backward_goes_on(on: bool) -> None:
-    """784-512-512-10's buckets with overlap (DDP's 1 MiB first bucket: the last two
-    layers' 22.5 kB, then the rest): the first starts right after layer 2's backprop, before
-    layer 0's, and the second after backward; the update waits for both. Without, one
-    bucket is reduced after backward with a blocking allreduce."""
+    """784-512-512-10's buckets with overlap (DDP's 1 MiB first bucket: the last layer's
+    weights and the middle layer's bias, 22.5 kB, then the rest): the first starts right
+    after the middle layer's backprop (layer 2), before layer 0's, and the second after
+    backward; the update waits for both. Without, one bucket is reduced after backward with
+    a blocking allreduce."""
     log: list[str] = []
     model = mlcore.Sequential([mlcore.Dense(784, 512, seed=0), mlcore.Activation("relu"),
                                mlcore.Dense(512, 512, seed=1), mlcore.Activation("relu"),
