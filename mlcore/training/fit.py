@@ -291,7 +291,10 @@ def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, loss: str | Los
     check_jit_compile(jit_compile)
     ts = TrainStep(model, plan, opt, loss, weighted=weighted)
     sync = None if dp is None else dp.reduce_gradients
-    eager = EagerStep(ts, guard=guard, sync=sync)
+    # the allreduces start during backward, unless a batch may be left out after it
+    hook = dp if dp is not None and dp.overlaps and getattr(guard, "mode", None) != "warn" \
+        else None
+    eager = EagerStep(ts, guard=guard, sync=sync, hook=hook)
     compiled = compiled_executor(ts, jit_compile, eager=eager, outputs=True, guard=guard,
                                  sync=sync)
     return eager if compiled is None else compiled.fit_step()
