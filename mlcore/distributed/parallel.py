@@ -42,12 +42,18 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..backend import Backend
 from ..errors import DistributedError, InvalidParameterError
 from ..layers.core import Parameter, dtype_name
+from ..layers.stack import LayerStack
+from ..types import Array, Namespace
 from ._world import abort, rendezvous, timeout_seconds
 from .comm import Communicator, communicator
+
+if TYPE_CHECKING:
+    from ..training.loop import Data as Rows  # fit's data: arrays, rows first (or None)
 
 __all__ = ["DataParallel", "DEFAULT_BUCKET_BYTES", "for_fit"]
 
@@ -103,12 +109,12 @@ class DataParallel:
         self._bucket_of: list[int] = []  # parameter index -> its bucket
         self._nonblocking = False  # the gradients go by start_allreduce (overlap possible)
         self._step: _Step | None = None  # this step's buckets in flight
-        self._xp: Any = None
+        self._xp: Any = None  # the backend namespace, once started
         self._rows: list[int] = []  # every process's training rows (sharded)
         self._norms: list[Any] = []  # the model's BatchNorm layers (SyncBatchNorm)
 
     # -- set-up, before the first step ----------------------------------------------------
-    def start(self, model: Any, facts: dict[str, Any]) -> DataParallel:
+    def start(self, model: LayerStack, facts: dict[str, Any]) -> DataParallel:
         """Bind to ``model``: check ``facts`` agree on every process, broadcast rank 0's
         weights, plan the buckets. Returns self."""
         if self.comm is None:
@@ -211,7 +217,7 @@ class DataParallel:
         return (seed + self.rank) % 2**63 if self.sharded else seed
 
     @property
-    def xp(self) -> Any:
+    def xp(self) -> Namespace:
         """The namespace of the model's arrays (after :meth:`start`)."""
         return self._xp
 
@@ -232,7 +238,7 @@ class DataParallel:
             for layer in self._norms:
                 layer.sync = None
 
-    def _sum(self, x: Any) -> Any:
+    def _sum(self, x: Array) -> Array:
         """``x`` summed over the processes (SyncBatchNorm's statistics)."""
         assert self.comm is not None
         return self.comm.allreduce(x, "sum", **self._named("SyncBatchNorm's statistics"))
@@ -274,8 +280,8 @@ class DataParallel:
             error.everywhere = True  # type: ignore[attr-defined]
             raise error
 
-    def epoch(self, xp: Any, data: Any, order: Any,
-              batches: list[tuple[int, int]]) -> tuple[Any, list[tuple[int, int]]]:
+    def epoch(self, xp: Namespace, data: Rows, order: Array | None,
+              batches: list[tuple[int, int]]) -> tuple[Rows, list[tuple[int, int]]]:
         """This epoch's rows of ``data`` (a tuple of arrays, rows first, or None entries)
         in the shuffled ``order`` (None: unshuffled) and their ``batches``. Full data: only
         this process's rows are gathered (each process copies 1/size of the data, not all
@@ -290,10 +296,10 @@ class DataParallel:
                 local.append((at, at + b - a))
                 at += b - a
             batches = local
-        return type(data)(*(None if a is None else xp.take(a, order, axis=0)
-                            for a in data)), batches
+        return type(data)._make(None if a is None else xp.take(a, order, axis=0)
+                                for a in data), batches
 
-    def validation_part(self, data: Any) -> Any:
+    def validation_part(self, data: Rows) -> Rows:
         """This process's part of the validation data: a contiguous 1/size of it (full
         data; the sums and metrics are then combined), or all of it (shards: each process
         passes its own)."""
@@ -302,7 +308,7 @@ class DataParallel:
         q, r = divmod(int(data[0].shape[0]), self.size)
         start = self.rank * q + min(self.rank, r)
         stop = start + q + (self.rank < r)
-        return type(data)(*(None if a is None else a[start:stop, ...] for a in data))
+        return type(data)._make(None if a is None else a[start:stop, ...] for a in data)
 
     # -- the backward hook: buckets started as their gradients are complete --------------
     def begin(self, params: Sequence[Parameter], rows: int) -> None:
@@ -345,8 +351,9 @@ class DataParallel:
         xp, params = self._xp, step.params
         bucket = self._buckets[len(step.pending)]
         dtype = params[0].value.dtype
-        parts = [_flat(xp, xp.zeros(params[i].shape, dtype=dtype) if params[i].grad is None
-                       else params[i].grad) for i in bucket]
+        grads = [params[i].grad for i in bucket]
+        parts = [_flat(xp, xp.zeros(params[i].shape, dtype=dtype) if g is None else g)
+                 for i, g in zip(bucket, grads, strict=True)]
         if not step.pending:
             parts.append(xp.ones((1,), dtype=dtype))
         flat = xp.concat(parts)
@@ -409,7 +416,7 @@ class DataParallel:
         self.stats["steps"] += 1
         self.stats["allreduce_seconds"] += time.perf_counter() - began
 
-    def end_epoch(self, model: Any) -> None:
+    def end_epoch(self, model: LayerStack) -> None:
         """Rank 0's buffers (BatchNorm's running statistics) on every process: each process
         normalises with its own batch's statistics, as PyTorch DDP without SyncBatchNorm,
         and all keep rank 0's running averages."""
@@ -433,7 +440,7 @@ class DataParallel:
                 f"{taken} of steps_per_epoch={steps} batches. In a distributed fit every "
                 f"process must yield steps_per_epoch batches each epoch.", taken)
 
-    def reduce_sums(self, values: Sequence[Any]) -> list[Any]:
+    def reduce_sums(self, values: Sequence[Array | float]) -> list[float]:
         """``values`` (0-d arrays or numbers) summed over all processes, as host floats."""
         assert self.comm is not None
         mine = [float(v) for v in values]
@@ -485,13 +492,14 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _flat(xp: Any, x: Any) -> Any:
+def _flat(xp: Namespace, x: Array) -> Array:
     """``x`` as one row; a matrix goes in as its transpose, so a Dense weight's gradient,
     stored as the transpose of a row-major array, is read in memory order (a view)."""
     return xp.reshape(xp.matrix_transpose(x) if x.ndim == 2 else x, (-1,))
 
 
-def _split(xp: Any, flat: Any, params: Sequence[Parameter], bucket: list[int]) -> list[Any]:
+def _split(xp: Namespace, flat: Array, params: Sequence[Parameter],
+           bucket: list[int]) -> list[Array]:
     """``flat`` cut into arrays shaped like ``params[i]`` for ``i`` in ``bucket`` (the
     inverse of :func:`_flat`: a matrix comes back as the transpose of a row-major view)."""
     out, at = [], 0
@@ -516,7 +524,7 @@ _HINTS = {
 _SAMPLED_ROWS = 256
 
 
-def for_fit(distributed: Any, model: Any, data: Any, val: Any,
+def for_fit(distributed: object, model: LayerStack, data: Rows | None, val: Rows | None,
             settings: dict[str, Any]) -> DataParallel | None:
     """The started :class:`DataParallel` for ``fit(..., distributed=...)``, or None in a
     single process (where data-parallel training changes nothing and costs nothing).
@@ -536,7 +544,7 @@ def for_fit(distributed: Any, model: Any, data: Any, val: Any,
     return dp.start(model, _facts(model, data, val, settings, dp.sharded))
 
 
-def _facts(model: Any, data: Any, val: Any, settings: dict[str, Any],
+def _facts(model: LayerStack, data: Rows | None, val: Rows | None, settings: dict[str, Any],
            sharded: bool) -> dict[str, Any]:
     """What every process of one fit must agree on, by the name an error shows."""
     opt, loss = settings.pop("optimizer"), settings.pop("loss")
@@ -561,7 +569,7 @@ def _facts(model: Any, data: Any, val: Any, settings: dict[str, Any],
     return facts
 
 
-def _fingerprint(backend: Any, data: Any) -> str:
+def _fingerprint(backend: Backend, data: Rows) -> str:
     """A short hash of up to 256 evenly spaced rows of every array of ``data`` (first and
     last included): cheap at any size, and different for shards, other shuffles or other
     files (a difference in rows it does not sample goes unseen)."""
