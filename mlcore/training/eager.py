@@ -29,6 +29,7 @@ class EagerStep:
     def __init__(self, ts: TrainStep, *, guard: Any = None,
                  sync: Callable[[list[Any], int], None] | None = None) -> None:
         self.ts, self.opt, self.guard, self.sync = ts, ts.opt, guard, sync
+        self.backend = ts.model.backend  # fit's epoch loop reads its host_batches
         self.settle = settler(ts.model.backend, ts.params, ts.opt)
         self.names = ("X", "y", "model parameters")
 
