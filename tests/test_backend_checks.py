@@ -497,3 +497,56 @@ def test_info_shows_a_readable_device_never_an_address(with_template: Any,
            "(devices_backend)" in out
     assert "  addressed available, device Device (devices_backend)" in out
     assert "  labelled available, device onnx:cpu" in out
+
+
+def _docs_compile_example() -> str:
+    """docs/backends.md's third-party ``mlcore_compile_step`` (its first Python block after
+    "Compiling steps for your own backend")."""
+    import re
+
+    text = (TEMPLATE.parents[1] / "docs" / "backends.md").read_text()
+    start = text.index("### Compiling steps for your own backend")
+    return str(re.findall(r"```python\n(.*?)```", text[start:], re.S)[0])
+
+
+def test_the_docs_compile_hook_example_runs(with_template: Any) -> None:
+    """The docs' compile hook, as the plugin module of a template backend named mybackend:
+    it answers None for every other backend, its step passes check_backend's training check
+    (compiled and run), and a fit traces one graph per batch shape (8 rows, then 4)."""
+    import sys
+
+    import numpy as np
+
+    from mlcore.plugins import registry
+
+    with_template("mlcore-mybackend", "mybackend_plugin", _docs_compile_example() + """
+
+from mlcore_backend_template import TemplateBackend
+
+TRACED = []
+_trace = trace
+
+
+def trace(step, params, state, X, y):
+    TRACED.append(tuple(X.shape))
+    return _trace(step, params, state, X, y)
+
+
+class MyBackend(TemplateBackend):
+    name = "mybackend"
+
+
+mlcore_backends = MyBackend.backends_hook()
+""", ep_name="mybackend")
+    check_backend("mybackend", checks=["training"])
+    plugin = sys.modules["mybackend_plugin"]
+    for name, b in registry().backends.items():
+        answer = plugin.mlcore_compile_step(backend=b, step=None)
+        assert (answer is None) == (name != "mybackend"), name
+    plugin.TRACED.clear()
+    rng = np.random.default_rng(0)
+    with mlcore.use_backend("mybackend"):
+        model = mlcore.MLP([3, 5, 2], seed=0)
+        model.fit(rng.normal(size=(20, 3)), rng.integers(0, 2, size=20), loss="cross_entropy",
+                  epochs=2, batch_size=8, verbose=False)
+    assert plugin.TRACED == [(8, 3), (4, 3)]
