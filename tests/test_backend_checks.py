@@ -4,6 +4,7 @@ same way, and a faulty backend is told which check fails and why."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,12 @@ NDONNX_FAULTS = {
         raise RuntimeError("no ONNX runtime")
 """, "protocol", r"not usable here \(failed\): is_available\(\) raised RuntimeError: no "
                  r"ONNX runtime"),
+    "xp import raises": ("""
+    @property
+    def xp(self):
+        raise ModuleNotFoundError("No module named 'array_api_compat.ndonnx'")
+""", "protocol", r"not usable here \(failed\): xp raised ModuleNotFoundError: No module named "
+                 r"'array_api_compat\.ndonnx'\. A backend's xp must not raise"),
     "inplace but -= rebinds": ("""
     def owns(self, x):
         return isinstance(x, Own)
@@ -262,11 +269,16 @@ def test_missing_zeros_fails_the_protocol_and_get_backend(with_template: Any) ->
     assert "has no zeros" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("fault", "line"), [
+    ("is_available raises", "is_available() raised RuntimeError: no ONNX runtime."),
+    ("xp import raises", "xp raised ModuleNotFoundError: No module named "
+                         "'array_api_compat.ndonnx'.")])
 def test_info_lists_a_raising_backend_as_failed(with_template: Any,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """``is_available()`` that raises: ``mlcore info`` lists the backend as failed with the
-    reason in one line (no traceback), the others as before; selecting it is mlcore's
-    error."""
+                                                monkeypatch: pytest.MonkeyPatch, fault: str,
+                                                line: str) -> None:
+    """A backend whose ``is_available()`` or ``xp`` (its import) raises: ``mlcore info``
+    lists it as failed with the reason in one line (no traceback), the others as before;
+    selecting it is mlcore's error, naming the member."""
     import json
 
     from click.testing import CliRunner
@@ -274,18 +286,19 @@ def test_info_lists_a_raising_backend_as_failed(with_template: Any,
     from mlcore.cli import main
     from mlcore.errors import BackendUnavailableError
 
-    _plant(with_template, "is_available raises")
+    _plant(with_template, fault)
     monkeypatch.delenv("MLCORE_BACKEND", raising=False)
     result = CliRunner().invoke(main, ["info"])
     assert result.exit_code == 0, result.output
-    line = "  broken   failed: is_available() raised RuntimeError: no ONNX runtime."
-    assert any(row.startswith(line) for row in result.output.splitlines()), result.output
+    assert any(row.startswith(f"  broken   failed: {line}")
+               for row in result.output.splitlines()), result.output
     assert "numpy    available, device cpu" in result.output
+    assert "Traceback" not in result.output
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(main, ["info", "--json"]).output)
             ["backends"]}
     assert rows["broken"]["status"] == "failed" and rows["broken"]["available"] is False
     assert "broken" not in mlcore.backend_names(available_only=True)
-    with pytest.raises(BackendUnavailableError, match=r"is_available\(\) raised RuntimeError"):
+    with pytest.raises(BackendUnavailableError, match=re.escape(line.split(":")[0])):
         mlcore.get_backend("broken")
 
 
@@ -502,8 +515,6 @@ def test_info_shows_a_readable_device_never_an_address(with_template: Any,
 def _docs_compile_example() -> str:
     """docs/backends.md's third-party ``mlcore_compile_step`` (its first Python block after
     "Compiling steps for your own backend")."""
-    import re
-
     text = (TEMPLATE.parents[1] / "docs" / "backends.md").read_text()
     start = text.index("### Compiling steps for your own backend")
     return str(re.findall(r"```python\n(.*?)```", text[start:], re.S)[0])
