@@ -561,3 +561,17 @@ mlcore_backends = MyBackend.backends_hook()
         model.fit(rng.normal(size=(20, 3)), rng.integers(0, 2, size=20), loss="cross_entropy",
                   epochs=2, batch_size=8, verbose=False)
     assert plugin.TRACED == [(8, 3), (4, 3)]
+
+
+def test_the_docs_list_the_functions_the_checks_require() -> None:
+    """docs/backends.md's two lists are the namespace check's: ``XP_CALLS`` for
+    ``backend.xp``, ``MATH_CALLS`` for the arrays' namespace."""
+    from mlcore.backend import XP_CALLS
+    from mlcore.testing.backend_checks import MATH_CALLS
+
+    text = " ".join((TEMPLATE.parents[1] / "docs" / "backends.md").read_text().split())
+    xp_part = text.split("The core calls ", 1)[1].split(" on it (`mlcore.backend.XP_CALLS`)")[0]
+    math_part = text.split("compute with `backend.xp`): ", 1)[1].split(
+        " (`mlcore.testing.backend_checks.MATH_CALLS`)")[0]
+    assert re.findall(r"`(\w+)`", xp_part) == list(XP_CALLS)
+    assert re.findall(r"`(\w+)`", math_part) == list(MATH_CALLS)
