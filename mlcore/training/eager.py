@@ -33,6 +33,7 @@ class EagerStep:
                  sync: Callable[[list[Any], int], None] | None = None,
                  hook: BackwardHook | None = None) -> None:
         self.ts, self.opt, self.guard, self.sync, self.hook = ts, ts.opt, guard, sync, hook
+        self.backend = ts.model.backend  # fit's epoch loop reads its host_batches
         self.settle = settler(ts.model.backend, ts.params, ts.opt)
         self.names = ("X", "y", "model parameters")
 
