@@ -26,7 +26,7 @@ from ..types import Array, Namespace
 from .eager import EagerStep
 from .step import Pure, TrainStep, flat_halves, flat_step
 
-__all__ = ["CompiledStep", "CompiledHalves", "compiled_executor", "check_jit_compile",
+__all__ = ["probe_step", "CompiledStep", "CompiledHalves", "compiled_executor", "check_jit_compile",
            "compiles", "CACHE_SIZE"]
 
 
@@ -262,9 +262,10 @@ _STEP_FILE = flat_step.__code__.co_filename
 
 
 def _failure_text(exc: BaseException, backend: Backend) -> str:
-    """Why the compiled step failed, blaming where the error came from: from inside
-    mlcore's step (a loss, activation or layer that reads a value back to the host), or
-    from the backend's compiled callable before or after it (the compile hook's fault)."""
+    """Why the compiled step failed, blaming where the error came from: mlcore's step (a
+    loss, activation or layer that reads a value back to the host), a compile plugin's own
+    code around it (the hook's fault), or neither (the compiled program failed while running:
+    memory, a device)."""
     frames, modules, tb = [], [], exc.__traceback__
     while tb is not None:
         frames.append(tb.tb_frame.f_code)
@@ -276,25 +277,27 @@ def _failure_text(exc: BaseException, backend: Backend) -> str:
         return (f"The compiled training step failed ({text}{at}). A loss, activation or layer "
                 f"that reads a value back to the host (float(), bool(), int() of an array) "
                 f"cannot be compiled")
-    return (f"The compiled training step that {_compilers(modules)} returned for backend "
-            f"{backend.name!r} failed outside mlcore's step ({text}{at}): the error is that "
-            f"hook's, not the model's (its losses and activations were not reached). The "
-            f"callable mlcore_compile_step returns must run the step it was given, with the "
-            f"same arguments and results; a hook returns None for steps it cannot compile")
+    plugin = _compiler_of(modules)
+    if plugin:
+        return (f"The compiled training step that {plugin} returned for backend "
+                f"{backend.name!r} failed outside mlcore's step ({text}{at}): the error is "
+                f"that hook's, not the model's (its losses and activations were not reached). "
+                f"The callable mlcore_compile_step returns must run the step it was given, "
+                f"with the same arguments and results; a hook returns None for steps it "
+                f"cannot compile")
+    return (f"The compiled training step for backend {backend.name!r} failed while running "
+            f"({text}{at}); if it ran out of memory, lower batch_size")
 
 
-def _compilers(modules: list[str]) -> str:
-    """The plugin whose ``mlcore_compile_step`` compiled the failing step: the one whose
-    module the error passed through, else every plugin implementing the hook."""
-    impls = _impls(registry().pm.hook.mlcore_compile_step)
-    names = []
-    for impl in impls:
+def _compiler_of(modules: list[str]) -> str:
+    """The plugin whose ``mlcore_compile_step`` the error passed through (its module is in
+    the traceback), or ""."""
+    for impl in _impls(registry().pm.hook.mlcore_compile_step):
         plugin = impl.plugin
         home = str(getattr(plugin, "__name__", None) or type(plugin).__module__)
         if any(m == home or m.startswith(home + ".") for m in modules):
             return f"plugin {impl.plugin_name!r}'s mlcore_compile_step"
-        names.append(repr(impl.plugin_name))
-    return f"mlcore_compile_step (implemented by {', '.join(names) or 'no plugin'})"
+    return ""
 
 
 def check_jit_compile(value: object) -> None:
@@ -305,9 +308,11 @@ def check_jit_compile(value: object) -> None:
             f"received {value!r}.", value)
 
 
-def _probe(params: tuple[Array, ...], state: tuple[Array, ...], X: Array,
-           y: Array) -> tuple[Any, Any, Any]:
-    return params, state, X  # never called: only shown to the hook
+def probe_step(params: tuple[Array, ...], state: tuple[Array, ...], X: Array,
+               y: Array) -> tuple[Any, Any, Any]:
+    """The step shown to ``mlcore_compile_step`` to ask whether a plugin compiles for a
+    backend: never run (a plugin answers with a callable, or None)."""
+    return params, state, X
 
 
 _COMPILES: dict[tuple[Any, ...], tuple[bool, tuple[Any, ...]]] = {}
@@ -321,7 +326,7 @@ def compiles(backend: Backend, compile_hook: Callable[..., object] | None = None
     key = (backend.name, repr(backend), *map(id, plugins))
     found = _COMPILES.get(key)
     if found is None:  # the plugins are kept with the answer: their ids stay theirs
-        found = _COMPILES[key] = (_ask(hook, backend, _probe) is not None, plugins)
+        found = _COMPILES[key] = (_ask(hook, backend, probe_step) is not None, plugins)
     return found[0]
 
 

@@ -259,14 +259,14 @@ def evaluate_data(model: LayerStack, plan: LossPlan, data: Data, batch_size: int
     layers = model.layers[: len(model.layers) - plan.trim]
     n = data.X.shape[0]
     sums = _Sums()
+    take = batch_slicer(data, model.backend)  # host slices for a host_batches backend
     for start, stop in batch_ranges(n, batch_size or n) if n else []:
-        out = chain(layers, data.X[start:stop, ...], xp, False)[0]
-        sums.add(plan.value(xp, out, data.targets[start:stop, ...]) * (stop - start),
-                 None if data.labels is None else plan.correct(xp, out,
-                                                               data.labels[start:stop, ...]))
+        part = take(start, stop)
+        out = chain(layers, part.X, xp, False)[0]
+        sums.add(plan.value(xp, out, part.targets) * (stop - start),
+                 None if part.labels is None else plan.correct(xp, out, part.labels))
         if tracker is not None:
-            y = data.targets if data.labels is None else data.labels
-            tracker.update(xp, out, y[start:stop, ...])
+            tracker.update(xp, out, part.targets if part.labels is None else part.labels)
     sums.n = n
     sums.labelled = 0 if data.labels is None else label_count(data.labels)
     if dp is not None:

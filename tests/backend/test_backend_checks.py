@@ -342,6 +342,29 @@ def test_a_host_read_in_the_step_still_blames_the_loss(with_template: Any) -> No
     assert "reads a value back to the host" in text and "mlcore_compile_step" not in text
 
 
+def test_a_compiled_program_failing_on_its_own_blames_neither(with_template: Any) -> None:
+    """A compiled callable that fails in no Python code of the plugin or of mlcore's step (a
+    runtime failure of the compiled program: memory, a device) blames neither the hook nor
+    the losses: the warning says it failed while running and what to try."""
+    import numpy as np
+
+    with_template("mlcore-broken", "broken_backend", _PLANTED.replace("{body}", """
+    def compile_step(self, step):
+        import functools
+        return functools.partial(divmod)  # raises TypeError from C: no plugin frame
+""".strip("\n")), ep_name="broken")
+    rng = np.random.default_rng(0)
+    with mlcore.use_backend("broken"):
+        model = mlcore.MLP([3, 4, 2], seed=0)
+        with pytest.warns(mlcore.CompiledStepWarning) as seen:
+            model.fit(rng.normal(size=(8, 3)), rng.normal(size=(8, 2)), epochs=1, loss="mse",
+                      verbose=False)
+    text = str(seen[0].message)
+    assert "for backend 'broken' failed while running (TypeError" in text, text
+    assert "lower batch_size" in text
+    assert "reads a value back" not in text and "not the model's" not in text
+
+
 _HOSTED = """
 import numpy as np
 from mlcore_backend_template import TemplateBackend, hookimpl
@@ -410,6 +433,31 @@ def test_host_batches_convert_each_batch_once_and_train_the_same(with_template: 
     assert h1 == h0
     for key in w0:
         np.testing.assert_array_equal(w1[key], w0[key])
+
+
+def test_host_batches_cover_the_validation_data(with_template: Any) -> None:
+    """The validation pass of a ``host_batches`` backend is sliced on the host too (one
+    ``asarray`` per array per validation batch) and gives the default path's val_loss."""
+    import sys
+
+    import numpy as np
+
+    with_template("mlcore-hosted", "hosted_backend", _HOSTED, ep_name="hosted")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(24, 3)), rng.integers(0, 2, size=24)
+    histories = {}
+    for name in ("sliced", "hosted"):
+        with mlcore.use_backend(name):
+            model = mlcore.MLP([3, 5, 2], seed=0)
+            histories[name] = model.fit(x, y, loss="cross_entropy", epochs=1, batch_size=10,
+                                        validation_split=0.25, shuffle=False,
+                                        jit_compile=False, verbose=False)
+    calls = sys.modules["hosted_backend"].CALLS
+    # 18 training rows in batches of 10, 8; the 6 validation rows in one batch of 6: each
+    # of the validation data's arrays converted once on the hosted backend, none on the other
+    assert len([s for s in calls["hosted"] if s and s[0] == 6]) >= 2
+    assert [s for s in calls["sliced"] if s and s[0] == 6] == []
+    assert histories["hosted"] == histories["sliced"]
 
 
 def test_every_spot_of_the_template_to_change_is_marked() -> None:
@@ -572,6 +620,28 @@ def test_the_docs_list_the_functions_the_checks_require() -> None:
     text = " ".join((TEMPLATE.parents[1] / "docs" / "backends.md").read_text().split())
     xp_part = text.split("The core calls ", 1)[1].split(" on it (`mlcore.backend.XP_CALLS`)")[0]
     math_part = text.split("compute with `backend.xp`): ", 1)[1].split(
-        " (`mlcore.testing.backend_checks.MATH_CALLS`)")[0]
+        " (`mlcore.testing.backend_checks.MATH_CALLS`")[0]
     assert re.findall(r"`(\w+)`", xp_part) == list(XP_CALLS)
     assert re.findall(r"`(\w+)`", math_part) == list(MATH_CALLS)
+
+
+def test_the_lists_name_every_namespace_function_the_core_calls() -> None:
+    """Every ``xp.<name>`` (and ``<obj>.xp.<name>``) in mlcore's source is in ``XP_CALLS``
+    or ``MATH_CALLS``: a namespace the checks pass has everything the core calls."""
+    import ast
+
+    from mlcore.backend import XP_CALLS
+    from mlcore.testing.backend_checks import MATH_CALLS
+
+    used: dict[str, str] = {}
+    for path in sorted((TEMPLATE.parents[1] / "mlcore").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            if (isinstance(owner, ast.Name) and owner.id == "xp") or (
+                    isinstance(owner, ast.Attribute) and owner.attr == "xp"):
+                used.setdefault(node.attr, f"{path.name}:{node.lineno}")
+    missing = {name: at for name, at in used.items()
+               if name not in XP_CALLS and name not in MATH_CALLS}
+    assert not missing, f"called on a namespace but in neither list: {missing}"

@@ -17,7 +17,7 @@ import pytest
 import mlcore
 from mlcore.errors import InvalidParameterError, PluginWarning
 from mlcore.plugins import registry
-from mlcore.training.compiled import CompiledStep, _probe
+from mlcore.training.compiled import CompiledStep, probe_step
 
 hookimpl = pluggy.HookimplMarker("mlcore")
 
@@ -38,7 +38,7 @@ class Identity:
 
     @hookimpl
     def mlcore_compile_step(self, backend: Any, step: Any) -> Any:
-        if step is not _probe:  # the core's "do you compile?" question, asked once
+        if step is not probe_step:  # the core's "do you compile?" question, asked once
             self.asked.append(backend.name)
         return step
 
