@@ -65,7 +65,7 @@ from .progress import progress
 from .step import TrainStep
 from .weights import check_some_weight, sample_weights
 
-__all__ = ["fit", "predict", "evaluate", "make_train_step", "to_model_input", "FitOptions"]
+__all__ = ["fit", "predict", "evaluate", "make_train_step", "to_model_input"]
 
 
 def make_train_step(model: LayerStack, loss: str | LossFn, optimizer: str | Optimizer = "sgd",
