@@ -10,6 +10,7 @@ per-batch work is :mod:`mlcore.training.loop`'s.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
@@ -254,4 +255,14 @@ def _stream_ended(end: _StreamEndedError) -> None:
         f"The training stream {got}; training stops here. A generator object runs once: "
         f"make it yield at least steps_per_epoch * (epochs - initial_epoch) batches, or pass "
         f"the generator function itself (it is called again each epoch).", RuntimeWarning,
-        stacklevel=3)
+        stacklevel=_caller_of_training())
+
+
+def _caller_of_training() -> int:
+    """The ``stacklevel`` of the first frame outside :mod:`mlcore.training` (``fit``'s
+    caller), counted from the function that calls this one, for a warning to point there."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and str(frame.f_globals.get("__name__")).startswith(
+            "mlcore.training"):
+        frame, level = frame.f_back, level + 1
+    return level
