@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable, Iterable
+from types import FrameType
 from typing import Any, NamedTuple, Protocol
 
 from ..callbacks import CallbackList
@@ -261,7 +262,8 @@ def _stream_ended(end: _StreamEndedError) -> None:
 def _caller_of_training() -> int:
     """The ``stacklevel`` of the first frame outside :mod:`mlcore.training` (``fit``'s
     caller), counted from the function that calls this one, for a warning to point there."""
-    frame, level = sys._getframe(2), 2
+    frame: FrameType | None = sys._getframe(2)
+    level = 2
     while frame is not None and str(frame.f_globals.get("__name__")).startswith(
             "mlcore.training"):
         frame, level = frame.f_back, level + 1
