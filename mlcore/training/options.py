@@ -107,7 +107,7 @@ def _validation_split(value: object, validation_data: object) -> object:
     """``validation_split`` (a NumPy float as a Python one): 0 or a fraction in [0, 1), and
     not together with ``validation_data``."""
     if is_real(value):
-        value = float(value)  # type: ignore[arg-type]  # is_real: a real number
+        value = float(value)
     if not value:
         return value
     if validation_data is not None:
