@@ -29,6 +29,10 @@ __all__ = [
     "Backend",
     "OptionalMembers",
     "optional_members",
+    "BackendStatus",
+    "backend_status",
+    "device_label",
+    "XP_CALLS",
     "RandomSource",
     "BackendChoice",
     "get_backend",
@@ -131,6 +135,14 @@ class OptionalMembers:
     communicator: Callable[[Any], Any] | None = None
     """``communicator(world)``: its own Communicator for several processes (NCCL), or None;
     None: MPI over host memory."""
+    device_label: Callable[[], str] | None = None
+    """``device_label()``: a short readable name of ``device`` for ``mlcore info`` ("cpu",
+    "cuda:1"); None: ``str(device)``, or the device's type where that is an object address
+    (:func:`device_label`)."""
+    host_batches: bool = False
+    """True: ``fit`` slices in-memory training data on the host (NumPy) and converts each
+    batch once with ``asarray``, instead of slicing the backend's arrays batch by batch (a
+    graph library whose every slice is an operation: ndonnx)."""
 
 
 _OPTIONAL = tuple(f.name for f in fields(OptionalMembers))
@@ -141,6 +153,77 @@ def optional_members(backend: object) -> OptionalMembers:
     the default: the one place the core reads them."""
     found = {name: getattr(backend, name, None) for name in _OPTIONAL}
     return OptionalMembers(**{k: v for k, v in found.items() if v is not None})
+
+
+XP_CALLS = ("asarray", "zeros", "ones", "full", "empty", "isdtype", "float32", "float64")
+"""What the core takes from ``backend.xp`` itself: it creates arrays there (parameters,
+buffers, host data) and names dtypes. Every other function it calls on the namespace of the
+arrays at hand (``array_namespace(x)``, docs/backends.md)."""
+
+
+class BackendStatus(NamedTuple):
+    """Whether a backend can be used here: ``state`` is ``"available"``, ``"unavailable"``
+    (it says why, in ``reason``) or ``"failed"`` (one of its members raised, or ``xp`` lacks
+    what the core calls: a fault of the backend, ``reason`` names the member)."""
+
+    state: str
+    reason: str
+
+
+_XP_MISSING: dict[int, tuple[Any, tuple[str, ...]]] = {}
+"""Per namespace (by id, the namespace kept alive with it): the :data:`XP_CALLS` it lacks."""
+
+
+def _xp_missing(xp: Any) -> tuple[str, ...]:
+    known = _XP_MISSING.get(id(xp))
+    if known is None or known[0] is not xp:
+        known = _XP_MISSING[id(xp)] = (xp, tuple(n for n in XP_CALLS if not hasattr(xp, n)))
+    return known[1]
+
+
+def _module_name(xp: Any) -> str:
+    return str(getattr(xp, "__name__", None) or type(xp).__name__)
+
+
+def backend_status(backend: Any) -> BackendStatus:
+    """Whether ``backend`` can run here, never raising: its own answer
+    (``is_available()``, ``unavailable_reason()``), then ``xp`` checked for every function
+    the core calls on it (:data:`XP_CALLS`). What ``get_backend`` and ``mlcore info`` use."""
+    member = "is_available()"
+    try:
+        if not backend.is_available():
+            member = "unavailable_reason()"
+            return BackendStatus("unavailable", str(backend.unavailable_reason()))
+        member = "xp"
+        missing = _xp_missing(backend.xp)
+    except Exception as exc:  # noqa: BLE001 - a backend's fault, reported in one line
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return BackendStatus("failed", f"{member} raised {type(exc).__name__}: {text}. A "
+                             f"backend's {member} must not raise: fix or uninstall its plugin.")
+    if missing:
+        return BackendStatus("failed", (
+            f"its namespace xp ({_module_name(backend.xp)}) has no {', '.join(missing)}, "
+            f"which mlcore calls on backend.xp ({', '.join(XP_CALLS)}). Make xp the "
+            f"library's complete Array API namespace (the module array_namespace(x) gives "
+            f"for its arrays)."))
+    return BackendStatus("available", "")
+
+
+_ADDRESS = " at 0x"
+
+
+def device_label(backend: Any) -> str:
+    """``backend``'s device as ``mlcore info`` shows it: the backend's ``device_label()``,
+    else ``str(device)``, else (an object address) the device's type and module."""
+    label = optional_members(backend).device_label
+    if label is not None:
+        return str(label())
+    device = backend.device
+    text = str(device)
+    if _ADDRESS not in text:
+        return text
+    kind = type(device)
+    return f"{kind.__qualname__} ({kind.__module__.split('.')[0]})"
 
 
 class BackendChoice(NamedTuple):
@@ -179,7 +262,8 @@ def _all_backends() -> dict[str, Backend]:
 def backend_names(available_only: bool = False) -> list[str]:
     """Names of the installed backends (only those usable here if ``available_only``)."""
     backends = _all_backends()
-    return sorted(n for n, b in backends.items() if not available_only or b.is_available())
+    return sorted(n for n, b in backends.items()
+                  if not available_only or backend_status(b).state == "available")
 
 
 def _not_found(name: str) -> BackendNotFoundError:
@@ -226,7 +310,8 @@ def get_backend(name: str | None = None, *, device: Any = None) -> Backend:
     Without ``device``, the device given to :class:`use_backend` applies when the backend
     comes from that context; else the backend's default (cupy: ``MLCORE_DEVICE``, cuda:0).
     Raises :class:`BackendNotFoundError` (listing the installed backends and how to install
-    the missing one), :class:`BackendUnavailableError` (with the backend's reason) or
+    the missing one), :class:`BackendUnavailableError` (with the backend's reason, or the
+    member that raised, or what ``xp`` lacks: :func:`backend_status`) or
     :class:`InvalidParameterError` (a device the backend cannot parse or does not have).
     """
 
@@ -242,10 +327,11 @@ def get_backend(name: str | None = None, *, device: Any = None) -> Backend:
         device = _context_device.get()
     if device is not None:
         backend = _on_device(backend, device)
-    if not backend.is_available():
+    status = backend_status(backend)
+    if status.state != "available":
         raise BackendUnavailableError(
             f"Backend {backend.name!r} (chosen by {choice.source}) is installed but not "
-            f"usable here: {backend.unavailable_reason()}",
+            f"usable here: {status.reason}",
             backend,
         )
     return backend

@@ -16,7 +16,14 @@ import click
 
 from . import __version__
 from . import demo as experiments
-from .backend import backend_choice, get_backend, optional_members, use_backend
+from .backend import (
+    backend_choice,
+    backend_status,
+    device_label,
+    get_backend,
+    optional_members,
+    use_backend,
+)
 from .distributed.launch import launch
 from .errors import MlcoreError
 from .plotting import plot_history
@@ -67,21 +74,32 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _backend_rows() -> list[dict[str, Any]]:
+    """One row per backend; a backend whose members raise is listed as ``failed`` with the
+    member and its error (never a traceback: one broken plugin must not hide the others)."""
+    return [_backend_row(name, b) for name, b in sorted(inspect().backends.items())]
 
-    rows = []
-    for name, b in sorted(inspect().backends.items()):
-        ok = bool(b.is_available())
-        extras = optional_members(b)
-        row: dict[str, Any] = {"name": name, "available": ok,
-                               "reason": "" if ok else b.unavailable_reason(),
-                               "conformance": bool(extras.conformance)}
-        if ok:
-            row["device"] = str(b.device)
-            for key, fn in (("memory", extras.memory_info), ("kernel", extras.kernel_info)):
-                if fn is not None:
-                    row[key] = fn()
-        rows.append(row)
-    return rows
+
+def _backend_row(name: str, b: Any) -> dict[str, Any]:
+    status = backend_status(b)
+    row: dict[str, Any] = {"name": name, "available": status.state == "available",
+                           "status": status.state, "reason": status.reason,
+                           "conformance": False}
+    if status.state != "available":
+        return row
+    extras = optional_members(b)
+    row["conformance"] = bool(extras.conformance)
+    for key, member, fn in (("device", "device", lambda: device_label(b)),
+                            ("memory", "memory_info()", extras.memory_info),
+                            ("kernel", "kernel_info()", extras.kernel_info)):
+        try:
+            if fn is not None:
+                row[key] = fn()
+        except Exception as exc:  # noqa: BLE001 - listed as a failed backend, in one line
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            row.update(available=False, status="failed",
+                       reason=f"{member} raised {type(exc).__name__}: {text}")
+            break
+    return row
 
 
 def info_report() -> dict[str, Any]:
@@ -96,10 +114,13 @@ def info_report() -> dict[str, Any]:
         "plugins": [vars(r) | {} for r in inspect().records],
     }
     try:
-        report["backend"]["device"] = str(get_backend().device)
+        report["backend"]["device"] = device_label(get_backend())
         report["backend"]["error"] = ""
     except MlcoreError as exc:
         report["backend"]["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a backend member that raised (device_label)
+        report["backend"]["error"] = (f"backend {choice.name!r} raised "
+                                      f"{type(exc).__name__}: {exc}")
     return report
 
 
@@ -136,7 +157,7 @@ def _print_info(report: dict[str, Any]) -> None:
     click.echo("backends:")
     for row in report["backends"]:
         state = f"available, device {row['device']}" if row["available"] else (
-            f"unavailable: {row['reason']}")
+            f"{row.get('status', 'unavailable')}: {row['reason']}")
         if row["conformance"]:
             state += " (a conformance backend: checks the core, not built for speed)"
         click.echo(f"  {row['name']:<8} {state}")

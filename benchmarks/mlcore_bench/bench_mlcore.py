@@ -34,13 +34,15 @@ __all__ = ["make", "make_steps", "make_metrics", "status", "is_gpu", "is_conform
 
 
 def status(name: str) -> str:
-    """Why backend ``name`` cannot run here, or "" when it can."""
+    """Why backend ``name`` cannot run here (a member that raised included), or "" when it
+    can."""
+    from mlcore.backend import backend_status
     from mlcore.plugins import registry
 
     backend = registry().backends.get(name)
     if backend is None:
         return f"backend {name!r} is not installed"
-    return "" if backend.is_available() else backend.unavailable_reason()
+    return backend_status(backend).reason
 
 
 def is_gpu(name: str) -> bool:

@@ -1,21 +1,45 @@
 """Data-parallel scaling of 784-512-512-10 on this machine, and a model of larger jobs.
 
 ``mlcore bench --distributed [-n 2] [--rounds 3]``, or ``python -m
-mlcore_bench.distributed_scaling [-n 2] [--rounds 3] [--batches 32,128,512] [--rows 60000]
-[--steps S] [--torch/--no-torch] [--json F]`` (with ``mlcore[mpi]`` installed; runs from any
-folder).
+mlcore_bench.distributed_scaling [-n 2,3] [--rounds 3] [--batches 32,128,512] [--rows 60000]
+[--steps S] [--overlap both|on|off] [--torch/--no-torch] [--json F]`` (with ``mlcore[mpi]``
+installed; runs from any folder).
 
 Launches ``mlcore launch -n K --threads 1`` for K = 1 and each K given, interleaved (1 2 1 2
-...), each timing one whole epoch of ``fit(..., distributed=True)`` over ``--rows`` rows
+...), each timing one whole epoch of ``fit(..., distributed=...)`` over ``--rows`` rows
 (Adam, float32, shuffled, per-process batch B, so the global batch is K·B: weak scaling;
-``--steps S`` times S steps instead, the old default of 20 that hides per-epoch costs) and,
-for K > 1, the allreduce over message sizes from 8 B to 8 MiB. With PyTorch installed the
-same epoch runs under PyTorch DDP (gloo, one thread, its processes started the same way),
-interleaved with mlcore's. Prints per round and as medians with their spread: samples/s, efficiency
+``--steps S`` times S steps instead, which hides the per-epoch costs). With ``--overlap
+both`` (the default) every K > 1 runs twice, with the gradients' allreduces overlapped with
+backward (``DataParallel()``) and after it (``DataParallel(overlap=False)``). For K > 1 the
+job also times the allreduce alone over message sizes from 8 B to 8 MiB (the ping test).
+With PyTorch installed the same epoch runs under PyTorch DDP (gloo, one thread, its
+processes started the same way), interleaved with mlcore's.
+
+Prints per round and as medians with their spread: samples/s, efficiency
 ``E = samples/s(K) / (K · samples/s(1))`` (paired within a round), time in the gradient
-allreduce per step (packing, staging and MPI), the fitted latency and bandwidth of this
-machine's loopback, and what ring/recursive-halving allreduce over a 10 Gb/s network would
-give at 8 and 64 processes (see docs/distributed.md for the model).
+allreduce per step; then the performance model of docs/distributed.md ("A model for larger
+jobs") with every parameter measured in this run, its prediction beside the measurement for
+every K and B with the relative error, and its extrapolation to 8 and 64 machines on 10 and
+100 Gb/s networks with the batch per process that 90 % efficiency needs.
+
+The model (seconds per epoch of N rows, K processes, per-process batch B)::
+
+    T_K(B)    = S_K(B) · (c0 + t_comm(K)) + (N / K) · c1 + F_K      S_K(B) = ceil(N / (K·B))
+    t_comm(K) = t_pack + n_b · 2 (K-1) · alpha + 2 (K-1)/K · S / beta     (0 for K = 1)
+    E(K, B)   = (N / T_K(B)) / (K · N / T_1(B))
+
+``c0`` (seconds per step) and ``c1`` (seconds per row, the row gather included) come from a
+non-negative least-squares fit of the 1-process epochs' time in their training steps (plus
+their row gather) to ``S_1 · c0 + N · c1``; ``F_K`` is measured in each run: the fit's time
+outside its training steps (set-up and the start-up checks, drawing the permutation, the
+batch loop's bookkeeping, the epoch-end sums), less the row gather, which shrinks with K and
+is counted in ``c1``. ``alpha`` and ``beta`` come from the ping test at K: the ring formula
+``t(S) = 2 (K-1) alpha + 2 (K-1)/K · S / beta`` (reduce-scatter then allgather, ``2 (K-1)``
+messages of ``S/K``) fitted to the measured allreduce times by non-negative least squares in
+relative terms, so the model reproduces the measured allreduce. ``S`` is the
+gradients' bytes, in ``n_b`` buckets; ``t_pack`` the packing and unpacking of a step,
+measured. The model is for the gradients reduced after backward: overlap can only hide part
+of ``t_comm`` (on this machine little, see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -29,18 +53,25 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 SIZES = [784, 512, 512, 10]
 MESSAGE_BYTES = [8, 1024, 65536, 2**20, 2_678_824, 8 * 2**20]
-NETWORKS = [{"name": "10 Gb/s Ethernet", "bandwidth": 0.9e9, "latency": 30e-6},
-            {"name": "100 Gb/s InfiniBand", "bandwidth": 10e9, "latency": 3e-6}]
-"""The networks the model assumes, with achievable (not line-rate) allreduce bandwidths:
-about 0.9 GB/s of 10 GbE's 1.25 over TCP, 10 GB/s of 100 Gb/s InfiniBand's 12.5; 30 µs and
-3 µs a message. Assumptions from the vendors' and NCCL/MPI benchmark figures, not measured
-here (one machine)."""
+NETWORKS = [
+    {"name": "10 Gb/s Ethernet (TCP)", "line_rate": 1.25e9, "fraction": 0.7,
+     "latency": 30e-6},
+    {"name": "100 Gb/s InfiniBand", "line_rate": 12.5e9, "fraction": 0.8, "latency": 3e-6},
+]
+"""The networks of the extrapolation. The allreduce bandwidth is an *achievable* fraction of
+the line rate, not the line rate: 70 % over TCP on 10 GbE (0.875 GB/s), 80 % over RDMA on
+100 Gb/s InfiniBand (10 GB/s); 30 us and 3 us a message. Assumptions from the vendors' and
+NCCL/MPI benchmark figures, not measured here (one machine)."""
+MACHINES = (8, 64)
+TARGET = 0.9
+"""The efficiency whose per-process batch the extrapolation reports."""
 
 
 # -- one process of a K-process job --------------------------------------------------------
@@ -57,26 +88,80 @@ def _rows_for(batch: int, steps: int | None, size: int, rows: int) -> int:
     return rows if steps is None else steps * size * batch
 
 
-def _time_fit(batch: int, steps: int | None, size: int, rows: int) -> dict[str, float]:
+class _StepClock:
+    """While entered, every training step ``fit`` builds is timed: ``calls`` and ``seconds``
+    (the step's compute, and for K > 1 its gradient allreduce). The rest of a fit's time is
+    its work outside the steps."""
+
+    def __init__(self) -> None:
+        self.calls, self.seconds = 0, 0.0
+        self._saved: Any = None
+
+    def __enter__(self) -> _StepClock:
+        import mlcore.training.fit as fit_module
+
+        self._saved = original = fit_module._fit_step
+
+        def timed_fit_step(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+            step = original(*args, **kwargs)
+
+            def timed(*a: Any, **k: Any) -> Any:
+                began = time.perf_counter()
+                out = step(*a, **k)
+                self.seconds += time.perf_counter() - began
+                self.calls += 1
+                return out
+            return timed
+
+        fit_module._fit_step = timed_fit_step
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import mlcore.training.fit as fit_module
+
+        fit_module._fit_step = self._saved
+
+
+def _median_seconds(fn: Callable[[], Any], reps: int = 3) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _time_fit(batch: int, steps: int | None, size: int, rows: int,
+              overlap: bool) -> dict[str, Any]:
     from mlcore import distributed
 
     model, X, y = _model_and_data(_rows_for(batch, steps, size, rows))
+    n = int(X.shape[0])
     kwargs = dict(loss="cross_entropy", optimizer="adam", batch_size=batch, shuffle=True,
                   seed=0, verbose=False)
     model.fit(X[: 2 * size * batch], y[: 2 * size * batch], **kwargs, distributed=True)
-    dp = distributed.DataParallel()
+    dp = distributed.DataParallel(overlap=overlap)
     distributed.barrier()
-    began = time.perf_counter()
-    model.fit(X, y, **kwargs, distributed=dp)
-    seconds = time.perf_counter() - began
-    done = int(dp.stats["steps"]) or 1
-    return {"batch": batch, "steps": done, "step_ms": 1e3 * seconds / done,
-            "samples_per_s": X.shape[0] / seconds,
+    with _StepClock() as clock:
+        began = time.perf_counter()
+        model.fit(X, y, **kwargs, distributed=dp)
+        seconds = time.perf_counter() - began
+    order = np.random.default_rng(0).permutation(n)
+    mine = order[: -(-n // size)]  # about this process's share of the epoch's rows
+    gather = _median_seconds(lambda: (np.take(X, mine, axis=0), np.take(y, mine, axis=0)))
+    permutation = _median_seconds(lambda: model.backend.rng(0).permutation(n))
+    done = clock.calls or 1
+    return {"batch": batch, "rows": n, "steps": clock.calls, "seconds": seconds,
+            "bucket_bytes": _bucket_bytes(dp, model.parameters()) if size > 1 else [],
+            "step_seconds": clock.seconds, "allreduce_seconds": dp.stats["allreduce_seconds"],
+            "early_buckets": dp.stats["early_buckets"], "gather_seconds": gather,
+            "permutation_seconds": permutation, "samples_per_s": n / seconds,
+            "step_ms": 1e3 * seconds / done,
             "allreduce_ms": 1e3 * dp.stats["allreduce_seconds"] / done}
 
 
 def _time_torch(batch: int, steps: int | None, size: int, rows: int,
-                port: int) -> dict[str, float]:
+                port: int) -> dict[str, Any]:
     """The same epoch under PyTorch DDP (gloo): each process takes its contiguous slice of
     every global batch of the epoch's shuffled order, gathering only its own rows."""
     import torch
@@ -121,8 +206,8 @@ def _time_torch(batch: int, steps: int | None, size: int, rows: int,
     began = time.perf_counter()
     done = epoch(X.shape[0])
     seconds = time.perf_counter() - began
-    return {"batch": batch, "steps": done, "step_ms": 1e3 * seconds / done,
-            "samples_per_s": X.shape[0] / seconds}
+    return {"batch": batch, "rows": int(X.shape[0]), "steps": done, "seconds": seconds,
+            "step_ms": 1e3 * seconds / done, "samples_per_s": X.shape[0] / seconds}
 
 
 class _Loopback:
@@ -137,8 +222,17 @@ class _Loopback:
         return [obj]
 
 
-def _pack_ms(batch: int) -> float:
-    """Gradient packing and unpacking alone (what reduce_gradients adds besides MPI)."""
+def _bucket_bytes(dp: Any, params: Sequence[Any]) -> list[int]:
+    """The bytes of each gradient bucket of a started DataParallel (bucket 0 carries the
+    count of rows)."""
+    itemsize = params[0].value.dtype.itemsize
+    return [itemsize * (sum(math.prod(params[i].shape) for i in bucket) + (b == 0))
+            for b, bucket in enumerate(dp._buckets)]
+
+
+def _packing() -> float:
+    """Seconds of gradient packing and unpacking per step (what reduce_gradients adds
+    besides MPI)."""
     from mlcore.distributed import DataParallel
 
     model = _model_and_data(1)[0]
@@ -150,12 +244,14 @@ def _pack_ms(batch: int) -> float:
         for p in params:
             p.grad = p.value * 0.001
         t0 = time.perf_counter()
-        dp.reduce_gradients(params, batch)
+        dp.reduce_gradients(params, 32)
         times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return statistics.median(times)
 
 
 def _allreduce_sweep() -> list[dict[str, float]]:
+    """The ping test: one allreduce (as the gradients' are made: every process arrives,
+    then MPI reduces) of each size in MESSAGE_BYTES, median of several."""
     from mlcore import distributed
 
     comm = distributed.communicator("numpy")
@@ -173,7 +269,8 @@ def _allreduce_sweep() -> list[dict[str, float]]:
     return rows
 
 
-def worker(batches: list[int], steps: int | None, rows: int, torch_port: int | None) -> None:
+def worker(batches: list[int], steps: int | None, rows: int, torch_port: int | None,
+           overlap: bool = True) -> None:
     from mlcore import distributed
 
     size = distributed.size()
@@ -181,11 +278,12 @@ def worker(batches: list[int], steps: int | None, rows: int, torch_port: int | N
         result: dict[str, Any] = {"size": size, "fits": [
             _time_torch(b, steps, size, rows, torch_port) for b in batches]}
     else:
-        result = {"size": size, "fits": [_time_fit(b, steps, size, rows) for b in batches]}
+        result = {"size": size, "overlap": overlap,
+                  "fits": [_time_fit(b, steps, size, rows, overlap) for b in batches]}
         if size > 1:
             result["sweep"] = _allreduce_sweep()
         else:
-            result["pack_ms"] = _pack_ms(batches[0])
+            result["pack_seconds"] = _packing()
     if distributed.is_main():
         print("RESULT " + json.dumps(result), flush=True)
 
@@ -200,10 +298,11 @@ def _free_port() -> int:
 
 
 def _launch(k: int, batches: list[int], steps: int | None, rows: int,
-            torch: bool = False) -> dict[str, Any]:
+            torch: bool = False, overlap: bool = True) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "mlcore", "launch", "-n", str(k), "--threads", "1", "-m",
            "mlcore_bench.distributed_scaling", "--worker", "--batches",
-           ",".join(map(str, batches)), "--rows", str(rows)]
+           ",".join(map(str, batches)), "--rows", str(rows),
+           "--overlap", "on" if overlap else "off"]
     cmd += [] if steps is None else ["--steps", str(steps)]
     cmd += ["--torch-port", str(_free_port())] if torch else []
     # PYTHONSAFEPATH: the current folder is not put on sys.path, so a folder holding the
@@ -220,125 +319,293 @@ def _launch(k: int, batches: list[int], steps: int | None, rows: int,
     return dict(json.loads(line[len("RESULT "):]))
 
 
-def fit_latency_bandwidth(sweep: list[dict[str, float]]) -> tuple[float, float]:
-    """(latency in seconds, bandwidth in bytes/s): the time of the smallest message, and
-    the least-squares slope ``t = a + bytes / bandwidth`` over the messages of 64 KiB and
-    more (the fitted intercept of a loaded machine is noise, even negative)."""
-    latency = min(sweep, key=lambda r: r["bytes"])["seconds"]
-    big = [r for r in sweep if r["bytes"] >= 65536]
-    x = np.array([r["bytes"] for r in big], dtype=float)
-    slope = np.polyfit(x, np.array([r["seconds"] for r in big]), 1)[0]
-    return float(latency), 1.0 / float(slope)
+# -- the model (docs/distributed.md, "A model for larger jobs") ---------------------------
+def nnls(columns: Sequence[Sequence[float]], y: Sequence[float]) -> list[float]:
+    """Non-negative least squares for a few unknowns: the coefficients ``x >= 0``
+    minimising ``|sum_j x_j columns[j] - y|``, found exactly by trying every set of
+    unknowns left free (the others 0) and keeping the best solution with no negative
+    coefficient (a negative cost cannot come out)."""
+    A = np.array(columns, dtype=float).T
+    b = np.array(y, dtype=float)
+    best, best_residual = [0.0] * A.shape[1], float(b @ b)
+    for count in range(1, A.shape[1] + 1):
+        for free in itertools.combinations(range(A.shape[1]), count):
+            x = np.linalg.lstsq(A[:, free], b, rcond=None)[0]
+            if (x < 0).any():
+                continue
+            residual = float(np.sum((A[:, free] @ x - b) ** 2))
+            if residual < best_residual * (1 - 1e-12):
+                best, best_residual = [0.0] * A.shape[1], residual
+                for j, v in zip(free, x, strict=True):
+                    best[j] = float(v)
+    return best
 
 
-def batch_for(efficiency: float, t_comm: float, c0: float, c1: float) -> float:
-    """The per-process batch B with ``t_c(B) / (t_c(B) + t_comm) = efficiency`` for a
-    compute time ``t_c(B) = c0 + c1·B``."""
-    return max(0.0, (efficiency / (1 - efficiency) * t_comm - c0) / c1)
+def steps_of(rows: int, processes: int, batch: int) -> int:
+    """``S_K(B) = ceil(N / (K·B))``: the steps of an epoch of ``rows`` rows."""
+    return -(-rows // (processes * batch))
 
 
+def fit_compute(runs: Sequence[dict[str, float]]) -> tuple[float, float]:
+    """``(c0, c1)``: seconds per step and per row, both >= 0, fitted (:func:`nnls`) to the
+    1-process epochs' ``step_seconds + gather_seconds = S_1 · c0 + N · c1``; ``runs``
+    hold ``steps``, ``rows``, ``step_seconds`` and ``gather_seconds`` (medians)."""
+    c0, c1 = nnls([[r["steps"] for r in runs], [r["rows"] for r in runs]],
+                  [r["step_seconds"] + r["gather_seconds"] for r in runs])
+    return c0, c1
+
+
+def fixed_seconds(run: dict[str, float]) -> float:
+    """``F_K``: a fit's time outside its training steps, less the row gather (counted in
+    ``c1``), never below 0."""
+    return max(0.0, run["seconds"] - run["step_seconds"] - run["gather_seconds"])
+
+
+def fit_network(sweep: Sequence[dict[str, float]], processes: int) -> tuple[float, float]:
+    """``(alpha, beta)``: the per-message latency (seconds) and the achievable bandwidth
+    (bytes/s) with which :func:`ring_allreduce` fits the ping test at ``processes``: the
+    non-negative least squares of ``t(S) = 2 (K-1) alpha + 2 (K-1)/K · S / beta`` (unknowns
+    ``alpha`` and ``1/beta``) over every message, each weighted by ``1/t(S)`` so that the
+    small messages set the latency and the large ones the bandwidth (relative errors);
+    ``beta`` is infinite when the times do not grow with the size."""
+    k = processes
+    weights = [1.0 / r["seconds"] for r in sweep]
+    alpha, inverse = nnls(
+        [[2 * (k - 1) * w for w in weights],
+         [2 * (k - 1) / k * r["bytes"] * w for r, w in zip(sweep, weights, strict=True)]],
+        [1.0] * len(sweep))
+    return alpha, (1.0 / inverse if inverse > 0 else math.inf)
+
+
+def ring_allreduce(p: int, nbytes: float, latency: float, bandwidth: float,
+                   messages: int = 1) -> float:
+    """Seconds for ``messages`` ring allreduces of ``nbytes`` in all over ``p`` processes
+    (reduce-scatter then allgather: ``2 (p-1)`` steps of ``nbytes/p`` each):
+    ``messages · 2 (p-1) · latency + 2 (p-1)/p · nbytes / bandwidth``."""
+    if p <= 1:
+        return 0.0
+    return messages * 2 * (p - 1) * latency + 2 * (p - 1) / p * nbytes / bandwidth
+
+
+def comm_seconds(p: int, bucket_bytes: Sequence[int], latency: float, bandwidth: float,
+                 pack: float) -> float:
+    """``t_comm(p)``: a step's gradient allreduce, one message per bucket, and the packing
+    (0 for one process)."""
+    if p <= 1:
+        return 0.0
+    return pack + ring_allreduce(p, sum(bucket_bytes), latency, bandwidth, len(bucket_bytes))
+
+
+def epoch_seconds(p: int, rows: int, batch: int, c0: float, c1: float, t_comm: float,
+                  fixed: float) -> float:
+    """``T_p(B) = S_p(B) · (c0 + t_comm) + (N / p) · c1 + F``."""
+    return steps_of(rows, p, batch) * (c0 + t_comm) + rows / p * c1 + fixed
+
+
+def efficiency(p: int, rows: int, batch: int, c0: float, c1: float, t_comm: float,
+               fixed: float, fixed_1: float) -> float:
+    """``E = T_1(B) / (p · T_p(B))`` for an epoch of the same ``rows`` rows."""
+    one = epoch_seconds(1, rows, batch, c0, c1, 0.0, fixed_1)
+    return one / (p * epoch_seconds(p, rows, batch, c0, c1, t_comm, fixed))
+
+
+def batch_for(target: float, p: int, rows: int, c0: float, c1: float, t_comm: float,
+              fixed: float, fixed_1: float) -> int | None:
+    """The smallest per-process batch whose epoch of ``rows`` rows reaches ``target``
+    efficiency on ``p`` processes (None: none does, the fixed costs being too large)."""
+    for b in range(1, -(-rows // p) + 1):
+        if efficiency(p, rows, b, c0, c1, t_comm, fixed, fixed_1) >= target:
+            return b
+    return None
+
+
+def step_batch_for(target: float, c0: float, c1: float, t_comm: float) -> float | None:
+    """The per-process batch whose *step* reaches ``target`` efficiency,
+    ``(c0 + B c1) / (c0 + B c1 + t_comm) = target`` (a data set large enough for the
+    per-epoch costs to vanish); None when compute does not grow with B and never suffices."""
+    need = target / (1 - target) * t_comm - c0
+    if need <= 0:
+        return 1.0
+    return need / c1 if c1 > 0 else None
+
+
+# -- the report ----------------------------------------------------------------------------
 def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
 
 
-def report(rounds: list[dict[Any, dict[str, Any]]], batches: list[int],
-           ks: list[int] | None = None) -> dict[str, Any]:
-    ks = ks or [2]
-    out: dict[str, Any] = {"loadavg_end": os.getloadavg(), "rows": []}
-    print(f"{'who':>6} {'K':>2} {'B':>5} {'samples/s K=1':>22} {'samples/s K':>22} "
-          f"{'efficiency':>20} {'allreduce ms/step':>20}")
-    for who in ("mlcore", "torch"):
-        for k in ks:
-            key1, keyk = (1, k) if who == "mlcore" else ("torch-1", f"torch-{k}")
-            if keyk not in rounds[0]:
-                continue
-            for i, b in enumerate(batches):
-                one = [r[key1]["fits"][i]["samples_per_s"] for r in rounds]
-                many = [r[keyk]["fits"][i]["samples_per_s"] for r in rounds]
-                eff = [t / (k * o) for o, t in zip(one, many, strict=True)]
-                ar = [r[keyk]["fits"][i].get("allreduce_ms", math.nan) for r in rounds]
-                step1 = [r[key1]["fits"][i]["step_ms"] for r in rounds]
-                out["rows"].append({"who": who, "processes": k, "batch": b,
-                                    "samples_per_s_1": one, "samples_per_s_k": many,
-                                    "efficiency": eff, "allreduce_ms": ar,
-                                    "step_ms_1": step1})
-                print(f"{who:>6} {k:>2} {b:>5} {_spread(one):>22} {_spread(many):>22} "
-                      f"{_spread(eff):>20} {_spread(ar):>20}")
-    k = ks[0]
-    sweep = [statistics.median(r[k]["sweep"][j]["seconds"] for r in rounds)
-             for j in range(len(MESSAGE_BYTES))]
-    rows = [{"bytes": r["bytes"], "seconds": s} for r, s in zip(rounds[0][k]["sweep"], sweep,
-                                                                 strict=True)]
-    alpha, beta = fit_latency_bandwidth(rows)
-    pack = statistics.median(r[1]["pack_ms"] for r in rounds) / 1e3
-    print(f"allreduce over loopback, {k} processes: " + ", ".join(
-        f"{r['bytes']} B {1e6 * r['seconds']:.0f} us" for r in rows))
-    print(f"fitted: latency {1e6 * alpha:.1f} us, bandwidth {beta / 1e9:.2f} GB/s; "
-          f"packing {1e3 * pack:.2f} ms/step")
-    out |= {"sweep": rows, "latency": alpha, "bandwidth": beta, "pack_seconds": pack}
-    out["model"] = _model(out, batches, pack)
-    out["check"] = _check_model(out, rounds, batches, ks, alpha, beta, pack)
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """The median of each number over the rounds' runs of one (K, B)."""
+    return {key: float(statistics.median(r[key] for r in runs)) for key in
+            ("rows", "steps", "seconds", "step_seconds", "gather_seconds",
+             "permutation_seconds", "allreduce_seconds")}
+
+
+def variants(ks: Sequence[int], overlap: str, torch: bool) -> list[tuple[str, str, int]]:
+    """``(label, key, K)`` of every run of a round, in order: mlcore with K = 1, then each K
+    with overlap and/or without; PyTorch DDP likewise."""
+    out = [("mlcore", "mlcore-1", 1)]
+    for k in ks:
+        if overlap in ("on", "both"):
+            out.append(("mlcore", f"mlcore-{k}", k))
+        if overlap in ("off", "both"):
+            out.append(("mlcore/no-overlap", f"mlcore-{k}-no-overlap", k))
+    if torch:
+        out += [("torch", f"torch-{k}", k) for k in (1, *ks)]
     return out
 
 
-QUIET_COMPUTE = (1.25e-3, 1.50e-5)
-"""Seconds per 784-512-512-10 Adam step as ``c0 + c1·B`` on this machine when quiet: the
-line through docs/benchmarks.md's numpy figures (load 0.44: 1.73 ms at batch 32, 16.6 ms at
-1024)."""
-
-
-def _model(out: dict[str, Any], batches: list[int], pack: float) -> list[dict[str, Any]]:
-    mine = [r for r in out["rows"] if r["who"] == "mlcore" and r["processes"] ==
-            out["rows"][0]["processes"]]
-    step = [statistics.median(r["step_ms_1"]) / 1e3 for r in mine]
-    c1, c0 = np.polyfit(np.array(batches, dtype=float), np.array(step), 1)
-    nbytes = sum(a * b + b for a, b in itertools.pairwise(SIZES)) * 4
-    print(f"gradients {nbytes} B; packing {1e3 * pack:.2f} ms; ring allreduce")
-    rows = []
-    for label, (a, b) in (("measured here", (float(c0), float(c1))),
-                          ("quiet machine", QUIET_COMPUTE)):
-        print(f"compute per step ({label}): {1e3 * a:.2f} ms + {1e3 * b:.4f} ms per sample")
-        for net in NETWORKS:
-            for p in (2, 8, 64):
-                t_net = ring_allreduce(p, nbytes, net["latency"], net["bandwidth"])
-                t_comm = t_net + pack
-                need = batch_for(0.9, t_comm, a, b)
-                effs = {k: (a + b * k) / (a + b * k + t_comm) for k in (32, 256, 1024)}
-                rows.append({"compute": label, "network": net["name"], "processes": p,
-                             "allreduce_seconds": t_net, "batch_for_90": need,
-                             **{f"efficiency_at_{k}": float(e) for k, e in effs.items()}})
-                print(f"  {net['name']}, P={p:>3}: allreduce {1e3 * t_net:.2f} ms; "
-                      "efficiency at B=32/256/1024: "
-                      + "/".join(f"{e:.0%}" for e in effs.values())
-                      + f"; 90% needs B >= {math.ceil(need)} per process")
-    return rows
-
-
-def ring_allreduce(p: int, nbytes: float, latency: float, bandwidth: float) -> float:
-    """Seconds for a ring allreduce of ``nbytes`` over ``p`` processes (reduce-scatter then
-    allgather: ``2 (p-1)`` messages of ``nbytes/p``): ``2 (p-1) latency + 2 (p-1)/p ·
-    nbytes / bandwidth``, ``bandwidth`` the achievable one (not the line rate)."""
-    return 2 * (p - 1) * latency + 2 * (p - 1) / p * nbytes / bandwidth
-
-
-def _check_model(out: dict[str, Any], rounds: list[dict[Any, dict[str, Any]]],
-                 batches: list[int], ks: list[int], alpha: float, beta: float,
-                 pack: float) -> list[dict[str, Any]]:
-    """The model's efficiency with this machine's fitted latency and bandwidth and its
-    measured one-process step, against the measured efficiency."""
-    nbytes = sum(a * b + b for a, b in itertools.pairwise(SIZES)) * 4
-    rows = []
-    for row in out["rows"]:
-        if row["who"] != "mlcore":
+def report(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: list[int],
+           overlap: str = "on", rows: int | None = None) -> dict[str, Any]:
+    """Print the medians, the model's parameters, its check against every measured K and
+    B, and its extrapolation; return them all (the ``--json`` file's ``result``)."""
+    out: dict[str, Any] = {"loadavg_end": os.getloadavg(), "rows": []}
+    first = rounds[0]
+    torch = "torch-1" in first
+    print(f"{'who':>18} {'K':>2} {'B':>5} {'samples/s K=1':>22} {'samples/s K':>22} "
+          f"{'efficiency':>20} {'allreduce ms/step':>20}")
+    for label, key, k in variants(ks, overlap, torch):
+        if k == 1:
             continue
-        p, b = row["processes"], row["batch"]
-        t1 = statistics.median(row["step_ms_1"]) / 1e3
-        pred = t1 / (t1 + pack + ring_allreduce(p, nbytes, alpha, beta))
-        meas = statistics.median(row["efficiency"])
-        rows.append({"processes": p, "batch": b, "predicted": pred, "measured": meas})
-        print(f"model check K={p} B={b}: predicted {pred:.2f}, measured {meas:.2f} "
-              f"({(pred - meas) / meas:+.0%})")
-    return rows
+        one_key = "torch-1" if label == "torch" else "mlcore-1"
+        for i, b in enumerate(batches):
+            one = [r[one_key]["fits"][i]["samples_per_s"] for r in rounds]
+            many = [r[key]["fits"][i]["samples_per_s"] for r in rounds]
+            eff = [t / (k * o) for o, t in zip(one, many, strict=True)]
+            ar = [r[key]["fits"][i].get("allreduce_ms", math.nan) for r in rounds]
+            out["rows"].append({"who": label, "processes": k, "batch": b,
+                                "samples_per_s_1": one, "samples_per_s_k": many,
+                                "efficiency": eff, "allreduce_ms": ar})
+            print(f"{label:>18} {k:>2} {b:>5} {_spread(one):>22} {_spread(many):>22} "
+                  f"{_spread(eff):>20} {_spread(ar):>20}")
+    out["model"] = model = fit_model(rounds, batches, ks, overlap)
+    out["check"] = check_model(model, rounds, batches, ks, overlap)
+    out["extrapolation"] = extrapolate(model, rows or int(model["rows"]))
+    return out
+
+
+def fit_model(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: list[int],
+              overlap: str = "on") -> dict[str, Any]:
+    """Every parameter of the model, from this run: ``c0``, ``c1`` (1-process epochs),
+    ``t_pack``, ``alpha`` and ``beta`` per K (ping test), and per variant (``"1"``,
+    ``"2"``, ``"2-no-overlap"``, ...) its ``F`` per B and its buckets' bytes."""
+    pack = statistics.median(r["mlcore-1"]["pack_seconds"] for r in rounds)
+    ones = [_median_run([r["mlcore-1"]["fits"][i] for r in rounds])
+            for i in range(len(batches))]
+    c0, c1 = fit_compute(ones)
+    model: dict[str, Any] = {"c0": c0, "c1": c1, "pack_seconds": pack,
+                             "rows": ones[-1]["rows"], "network": {}, "variants": {
+                                 "1": {"fixed": [fixed_seconds(o) for o in ones],
+                                       "bucket_bytes": []}}}
+    print(f"compute (non-negative least squares over the 1-process epochs' steps and row "
+          f"gather): c0 = {1e3 * c0:.3f} ms per step + c1 = {1e6 * c1:.2f} us per row; "
+          f"packing and unpacking t_pack = {1e3 * pack:.2f} ms per step")
+    for k in ks:
+        key = next(key for _, key, kk in variants([k], overlap, False) if kk == k)
+        sweep = [{"bytes": row["bytes"],
+                  "seconds": statistics.median(r[key]["sweep"][j]["seconds"] for r in rounds)}
+                 for j, row in enumerate(rounds[0][key]["sweep"])]
+        alpha, beta = fit_network(sweep, k)
+        model["network"][str(k)] = {"alpha": alpha, "beta": beta, "sweep": sweep}
+        print(f"ping test, {k} processes: " + ", ".join(
+            f"{r['bytes']} B {1e6 * r['seconds']:.0f} us" for r in sweep)
+            + f"; alpha = {1e6 * alpha:.1f} us, beta = {beta / 1e9:.2f} GB/s")
+        for _, vkey, kk in variants([k], overlap, False):
+            if kk != k:
+                continue
+            buckets = list(rounds[0][vkey]["fits"][0]["bucket_bytes"])
+            model["variants"][vkey.removeprefix("mlcore-")] = {
+                "bucket_bytes": buckets, "fixed": [
+                    fixed_seconds(_median_run([r[vkey]["fits"][i] for r in rounds]))
+                    for i in range(len(batches))]}
+    print("per-epoch costs outside the steps, less the row gather (F) at B = "
+          + "/".join(map(str, batches)) + ": " + "; ".join(
+              f"K={name} " + "/".join(f"{1e3 * f:.1f}" for f in v["fixed"]) + " ms"
+              + (f" ({len(v['bucket_bytes'])} bucket(s): "
+                 + " + ".join(map(str, v["bucket_bytes"])) + " B)" if v["bucket_bytes"]
+                 else "")
+              for name, v in model["variants"].items()))
+    return model
+
+
+def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
+                batches: list[int], ks: list[int], overlap: str = "on") -> list[dict[str, Any]]:
+    """The model's epoch time and efficiency beside the measured ones (medians over the
+    rounds), for K = 1 (the compute fit's residual) and every K and B measured."""
+    c0, c1, pack = model["c0"], model["c1"], model["pack_seconds"]
+    print("model check (T: seconds per epoch; E: efficiency; error = (model - measured) / "
+          "measured):")
+    out = []
+    for label, key, k in variants(ks, overlap, False):
+        variant, one_variant = model["variants"][key.removeprefix("mlcore-")], \
+            model["variants"]["1"]
+        net = model["network"].get(str(k), {"alpha": 0.0, "beta": math.inf})
+        t_comm = comm_seconds(k, variant["bucket_bytes"], net["alpha"], net["beta"], pack)
+        for i, b in enumerate(batches):
+            run = _median_run([r[key]["fits"][i] for r in rounds])
+            n = int(run["rows"])
+            fixed, fixed_1 = variant["fixed"][i], one_variant["fixed"][i]
+            one = [r["mlcore-1"]["fits"][i] for r in rounds]
+            t_model = epoch_seconds(k, n, b, c0, c1, t_comm, fixed)
+            n1 = int(statistics.median(o["rows"] for o in one))
+            t1_model = epoch_seconds(1, n1, b, c0, c1, 0.0, fixed_1)
+            e_model = (n / t_model) / (k * n1 / t1_model)
+            e_meas = statistics.median(
+                r[key]["fits"][i]["samples_per_s"] / (k * o["samples_per_s"])
+                for r, o in zip(rounds, one, strict=True))
+            row = {"who": label, "processes": k, "batch": b, "t_comm": t_comm,
+                   "fixed": fixed, "epoch_predicted": t_model,
+                   "epoch_measured": run["seconds"],
+                   "epoch_error": (t_model - run["seconds"]) / run["seconds"],
+                   "efficiency_predicted": e_model, "efficiency_measured": e_meas,
+                   "efficiency_error": (e_model - e_meas) / e_meas}
+            out.append(row)
+            print(f"model check {label} K={k} B={b}: T predicted {t_model:.3f} s, measured "
+                  f"{run['seconds']:.3f} s ({row['epoch_error']:+.1%}); E predicted "
+                  f"{e_model:.2f}, measured {e_meas:.2f} ({row['efficiency_error']:+.1%}); "
+                  f"t_comm {1e3 * t_comm:.2f} ms/step, F {1e3 * fixed:.1f} ms")
+    return out
+
+
+def extrapolate(model: dict[str, Any], rows: int) -> list[dict[str, Any]]:
+    """The model on :data:`NETWORKS` at :data:`MACHINES` machines (one process each, this
+    machine's compute, the fixed costs and buckets of the largest K measured here, without
+    overlap where measured, an epoch of ``rows`` rows): efficiency at B = 32/256/1024 and
+    the batch per process for :data:`TARGET`."""
+    c0, c1, pack = model["c0"], model["c1"], model["pack_seconds"]
+    names = [name for name in model["variants"] if name != "1"]
+    name = max(names, key=lambda n: (int(n.split("-")[0]), n.endswith("no-overlap")),
+               default="1")
+    variant = model["variants"][name]
+    buckets = variant["bucket_bytes"] or [0]
+    fixed = statistics.median(variant["fixed"])
+    fixed_1 = statistics.median(model["variants"]["1"]["fixed"])
+    print(f"extrapolation: one process per machine, compute as fitted here, F = "
+          f"{1e3 * fixed:.1f} ms and {len(buckets)} bucket(s) of {sum(buckets)} B as K={name} "
+          f"here (F = {1e3 * fixed_1:.1f} ms for 1 process), epochs of {rows} rows:")
+    out = []
+    for net in NETWORKS:
+        beta = net["fraction"] * net["line_rate"]
+        print(f"  {net['name']}: achievable {net['fraction']:.0%} of the line rate "
+              f"{net['line_rate'] / 1e9:.2f} GB/s = {beta / 1e9:.3g} GB/s, "
+              f"{1e6 * net['latency']:.0f} us a message")
+        for p in MACHINES:
+            t_comm = comm_seconds(p, buckets, net["latency"], beta, pack)
+            effs = {b: efficiency(p, rows, b, c0, c1, t_comm, fixed, fixed_1)
+                    for b in (32, 256, 1024)}
+            need = batch_for(TARGET, p, rows, c0, c1, t_comm, fixed, fixed_1)
+            per_step = step_batch_for(TARGET, c0, c1, t_comm)
+            out.append({"network": net["name"], "machines": p, "t_comm": t_comm,
+                        **{f"efficiency_at_{b}": e for b, e in effs.items()},
+                        "batch_for_target": need, "step_batch_for_target": per_step})
+            said = ("none (the per-epoch costs alone exceed the budget)" if need is None
+                    else f"B >= {need} per process (global {p * need})")
+            step = ("never" if per_step is None
+                    else f"B >= {math.ceil(per_step)} (global {p * math.ceil(per_step)})")
+            print(f"    P={p:>3}: t_comm {1e3 * t_comm:.2f} ms/step; E at B=32/256/1024 "
+                  + "/".join(f"{e:.0%}" for e in effs.values())
+                  + f"; {TARGET:.0%} needs {said}; per step (large data) {step}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -351,6 +618,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="rows of the timed epoch (default 60000, MNIST's training set)")
     ap.add_argument("--steps", type=int, default=None,
                     help="time this many steps instead of a whole epoch")
+    ap.add_argument("--overlap", choices=("both", "on", "off"), default="both",
+                    help="K > 1 with the allreduces overlapped with backward, after it, or "
+                         "both (default)")
     ap.add_argument("--torch", action=argparse.BooleanOptionalAction, default=None,
                     help="also PyTorch DDP (gloo); default: when torch is installed")
     ap.add_argument("--json", default=None)
@@ -359,7 +629,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     if args.worker:
-        worker(batches, args.steps, args.rows, args.torch_port)
+        worker(batches, args.steps, args.rows, args.torch_port, args.overlap != "off")
         return
     ks = [int(k) for k in args.processes.split(",")]
     use_torch = args.torch
@@ -370,19 +640,19 @@ def main(argv: list[str] | None = None) -> None:
     timed = f"whole epochs of {args.rows} rows" if args.steps is None else \
         f"{args.steps} steps"
     print(f"load average at start: {os.getloadavg()}; {timed}; K = 1, "
-          f"{', '.join(map(str, ks))}; PyTorch DDP: {'yes' if use_torch else 'no'}")
-    rounds: list[dict[Any, dict[str, Any]]] = []
+          f"{', '.join(map(str, ks))}; overlap: {args.overlap}; PyTorch DDP: "
+          f"{'yes' if use_torch else 'no'}")
+    rounds: list[dict[str, dict[str, Any]]] = []
     for i in range(args.rounds):
-        found: dict[Any, dict[str, Any]] = {}
-        for k in (1, *ks):
-            found[k] = _launch(k, batches, args.steps, args.rows)
-            if use_torch:
-                found[f"torch-{k}"] = _launch(k, batches, args.steps, args.rows, torch=True)
+        found: dict[str, dict[str, Any]] = {}
+        for label, key, k in variants(ks, args.overlap, use_torch):
+            found[key] = _launch(k, batches, args.steps, args.rows, torch=label == "torch",
+                                 overlap=label != "mlcore/no-overlap")
         rounds.append(found)
         print(f"round {i + 1}: " + "; ".join(
             f"{key} " + " ".join(f"B{f['batch']}:{f['samples_per_s']:.0f}/s"
                                  for f in value["fits"]) for key, value in found.items()))
-    result = report(rounds, batches, ks)
+    result = report(rounds, batches, ks, args.overlap, args.rows)
     print(f"load average at end: {result['loadavg_end']}")
     if args.json:
         with open(args.json, "w") as f:

@@ -83,14 +83,14 @@ def backend_kernels() -> dict[str, str]:
     """Each available backend's ``kernel_info()`` line (NumPy: whether BLAS serves the
     SGD update), so a report says which code paths it timed."""
     try:
-        from mlcore.backend import optional_members
+        from mlcore.backend import backend_status, optional_members
         from mlcore.plugins import registry
     except ImportError:
         return {}
     out = {}
     for name, b in sorted(registry().backends.items()):
         fn = optional_members(b).kernel_info
-        if fn is not None and b.is_available():
+        if fn is not None and backend_status(b).state == "available":
             out[name] = str(fn())
     return out
 

@@ -165,10 +165,11 @@ def writes_in_place(x: Array) -> bool:
     """Whether the core may write into arrays of ``x``'s type (``x[...] = v``).
 
     An opt-in capability: the backend owning ``x`` declares ``inplace = True`` (NumPy,
-    array-api-strict, CuPy, torch). Otherwise (JAX's immutable arrays, a backend that does
-    not say) the core builds new arrays instead. Augmented assignments (``p -= u``) need no
-    such check: Python rebinds them on a type without in-place operators. Asked once per
-    array type.
+    array-api-strict, CuPy, torch), a promise that ``x[...] = v`` and ``x -= u`` write into
+    ``x`` itself (``check_backend``'s ``protocol`` check tests it). Otherwise (JAX's immutable
+    arrays, a backend that does not say) the core builds new arrays instead, and its
+    augmented assignments (``Y += b``) rebind on a type without in-place operators. Asked
+    once per array type.
     """
     kind = type(x)
     known = _INPLACE.get(kind)

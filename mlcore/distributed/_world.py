@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import DistributedError
 
 __all__ = ["World", "world", "launched", "abort", "timeout_seconds", "rendezvous", "arrive",
-           "DEFAULT_TIMEOUT", "TIMEOUT_VARIABLE", "TIMEOUT_ALIAS"]
+           "complete", "DEFAULT_TIMEOUT", "TIMEOUT_VARIABLE", "TIMEOUT_ALIAS"]
 
 DEFAULT_TIMEOUT = 1800.0
 """Seconds a process waits for the others, at the start of a distributed fit and in every
@@ -277,6 +277,31 @@ def arrive(w: World, timeout: float | None, what: str) -> None:
         f"It stops the job. A process much slower than the others? Raise "
         f"{TIMEOUT_VARIABLE} (or {TIMEOUT_ALIAS}, or mlcore launch --timeout; seconds).",
         [r for r, _ in late])
+
+
+def complete(w: World, requests: list[Any], timeout: float | None, what: str) -> None:
+    """Return once the non-blocking collectives ``requests`` (started by this process, and
+    by every other in the same order) are complete, at most ``timeout`` seconds each way.
+
+    First :func:`arrive` (a polled, sleeping wait until every process has reached this
+    point, which names a late process past the timeout; its polls also progress the
+    requests), then ``Testall`` in a tight loop: every process is there, so the collectives
+    finish at full speed, as a blocking one would (MPI progresses them only inside MPI
+    calls). A request still pending past the timeout after that (a process gone) raises
+    :class:`DistributedError`.
+    """
+    if w.comm is None or w.size == 1 or not requests:
+        return
+    arrive(w, timeout, what)
+    testall = w.mpi.Request.Testall
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not testall(requests):
+        if deadline is not None and time.monotonic() > deadline:
+            raise DistributedError(
+                f"Distributed job: process {w.rank} of {w.size} reached {what} (collective "
+                f"#{_Calls.count}) with every other process, but its non-blocking allreduce "
+                f"did not complete within {timeout:g} s (a process gone?). It stops the job.",
+                what)
 
 
 def _poll(w: World, done: Any, deadline: float | None) -> bool:

@@ -9,17 +9,24 @@ GPUs, with MPI only to hand out NCCL's id), or None to take the fallback.
 
 A single process (size 1) gets the same class, whose collectives return their input: no
 MPI, no copy.
+
+Non-blocking allreduce (a data-parallel fit's gradients, overlapped with the backward pass):
+:meth:`Communicator.start_allreduce` starts ``MPI_Iallreduce`` on the host buffer and returns
+a :class:`Pending`; :meth:`~Communicator.progress` lets MPI move the pending ones on (MPI
+progresses them only inside MPI calls), :meth:`~Communicator.wait` completes them under the
+same timeout as every collective, then :meth:`Pending.result` is the reduced array.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..backend import Backend, get_backend, optional_members
 from ..errors import DistributedError
-from ._world import World, arrive, timeout_seconds, world
+from ._world import World, arrive, complete, timeout_seconds, world
 
-__all__ = ["Communicator", "communicator", "OPS"]
+__all__ = ["Communicator", "Pending", "communicator", "OPS"]
 
 OPS = ("sum", "max", "min")
 """The reductions :meth:`Communicator.allreduce` accepts."""
@@ -71,6 +78,41 @@ class Communicator:
         self.arrive(what)
         self.world.comm.Allreduce(self.world.mpi.IN_PLACE, buf, op=mpi_op)
         return back(buf)
+
+    @property
+    def nonblocking(self) -> bool:
+        """Whether :meth:`start_allreduce` runs over the same transport as
+        :meth:`allreduce`: a subclass that replaces ``allreduce`` (CuPy's NCCL) without
+        replacing ``start_allreduce`` keeps its gradients on the blocking path."""
+        cls = type(self)
+        return cls.allreduce is Communicator.allreduce \
+            or cls.start_allreduce is not Communicator.start_allreduce
+
+    def start_allreduce(self, x: Any, op: str = "sum") -> Pending:
+        """Start the ``op`` of ``x`` over all processes without waiting (``MPI_Iallreduce``
+        on its host buffer, which must then be left alone); :meth:`wait` completes it and
+        :meth:`Pending.result` gives the array :meth:`allreduce` would have returned. Every
+        process must start the same non-blocking collectives in the same order."""
+        mpi_op = self._op(op)
+        if self.size == 1:
+            return Pending(None, x, _same)
+        buf, back = self._host(x)
+        request = self.world.comm.Iallreduce(self.world.mpi.IN_PLACE, buf, op=mpi_op)
+        return Pending(request, buf, back)
+
+    def progress(self, pending: Sequence[Pending]) -> None:
+        """Let MPI move ``pending`` collectives on (one ``Testall``; it returns at once)."""
+        requests = [p.request for p in pending if p.request is not None]
+        if requests:
+            self.world.mpi.Request.Testall(requests)
+
+    def wait(self, pending: Sequence[Pending], *, what: str = "an allreduce") -> None:
+        """Complete ``pending`` collectives: wait without spinning until every process has
+        come here (at most :attr:`timeout` seconds, then an error naming the late ones, as
+        every collective), then at full speed (see
+        :func:`mlcore.distributed._world.complete`)."""
+        requests = [p.request for p in pending if p.request is not None]
+        complete(self.world, requests, self.timeout, what)
 
     def broadcast(self, x: Any, root: int = 0, *, what: str = "a broadcast") -> Any:
         """``x`` of process ``root``, on every process."""
@@ -126,6 +168,21 @@ class Communicator:
 
 def _same(x: Any) -> Any:
     return x
+
+
+class Pending:
+    """A non-blocking allreduce under way (:meth:`Communicator.start_allreduce`): the MPI
+    request (None: nothing to wait for), the host buffer it reduces in place, and the
+    function turning that buffer into the result."""
+
+    __slots__ = ("back", "buffer", "request")
+
+    def __init__(self, request: Any, buffer: Any, back: Callable[[Any], Any]) -> None:
+        self.request, self.buffer, self.back = request, buffer, back
+
+    def result(self) -> Any:
+        """The reduced array, once :meth:`Communicator.wait` has completed it."""
+        return self.back(self.buffer)
 
 
 _CACHE: dict[tuple[str, str], Communicator] = {}

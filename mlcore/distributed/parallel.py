@@ -20,6 +20,19 @@ Each step: forward and backward on the local slice give the mean gradient ``g_r`
 gradient over the global batch, as one process with batch ``size · batch_size`` computes it
 (up to the order of the float additions). Every process then runs the same optimiser update
 on the same gradient, so the weights stay identical without being sent again.
+
+The buckets follow the parameters in reverse (the order backward produces their gradients,
+as PyTorch DDP plans them). With ``overlap`` (the default; the first bucket then holds at
+most :data:`FIRST_BUCKET_BYTES`, so it fills early) the eager step's backward pass tells
+this object when each layer's gradients are complete (:meth:`DataParallel.begin`,
+:meth:`~DataParallel.ready`, :meth:`~DataParallel.finish`, the hook of
+:meth:`mlcore.training.step.TrainStep.backward`): a bucket's non-blocking allreduce starts as
+soon as all its parameters have their gradients, while backward goes on through the earlier
+layers, and :meth:`~DataParallel.reduce_gradients` waits for them before the update. Each
+gradient value is summed and divided as after backward, whichever bucket carries it, so the
+weights are the same: bitwise with 2 processes (one addition per value); with more, MPI's
+association of a sum may depend on the message size and the call (MPICH 5.0.2 here gave
+bitwise equal sums for 2 to 4 processes).
 """
 
 from __future__ import annotations
@@ -29,18 +42,28 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..backend import Backend
 from ..errors import DistributedError, InvalidParameterError
 from ..layers.core import Parameter, dtype_name
+from ..layers.stack import LayerStack
+from ..types import Array, Namespace
 from ._world import abort, rendezvous, timeout_seconds
 from .comm import Communicator, communicator
+
+if TYPE_CHECKING:
+    from ..training.loop import Data as Rows  # fit's data: arrays, rows first (or None)
 
 __all__ = ["DataParallel", "DEFAULT_BUCKET_BYTES", "for_fit"]
 
 DEFAULT_BUCKET_BYTES = 25 * 2**20
 """Gradients are reduced in flat buckets of at most this many bytes (PyTorch DDP's 25 MiB):
-one message for most MLPs, several bounded ones for large models."""
+few messages for most MLPs, several bounded ones for large models."""
+FIRST_BUCKET_BYTES = 2**20
+"""With overlap, the first bucket (the last layers' gradients, the first that backward
+produces) holds at most this many bytes (PyTorch DDP's 1 MiB), so its allreduce can start
+early in backward. Without overlap it would only add a message."""
 
 
 class DataParallel:
@@ -54,34 +77,44 @@ class DataParallel:
     ``MLCORE_COLLECTIVE_TIMEOUT``, else 1800; see :mod:`mlcore.distributed._world`).
     ``sync_batchnorm``: BatchNorm normalises over the global batch (every process's rows,
     as PyTorch's SyncBatchNorm; :mod:`mlcore.normalization`); False: over each process's
-    own rows (DDP without SyncBatchNorm).
-    After ``fit``, ``stats`` holds ``steps`` and ``allreduce_seconds`` (time in the gradient
-    collectives, staging included) of that fit.
+    own rows (DDP without SyncBatchNorm). ``overlap``: each bucket's allreduce starts
+    (non-blocking) as soon as backward has produced its gradients (see the module; the
+    eager step, unless ``on_nonfinite="warn"`` may still leave a batch out after backward);
+    False: every bucket is reduced after backward, with blocking allreduces. Every process
+    must pass the same value (checked).
+    After ``fit``, ``stats`` holds ``steps``, ``allreduce_seconds`` (time in the gradient
+    collectives: packing, starting, progress calls, waiting, unpacking) and
+    ``early_buckets`` (buckets whose allreduce started before backward ended) of that fit.
     """
 
     def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
                  comm: Communicator | None = None, timeout: float | None = None, *,
-                 sharded: bool = False, sync_batchnorm: bool = True) -> None:
+                 sharded: bool = False, sync_batchnorm: bool = True,
+                 overlap: bool = True) -> None:
         if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) \
                 or bucket_bytes < 1:
             raise DistributedError(
                 f"bucket_bytes must be a positive integer, received {bucket_bytes!r}.",
                 bucket_bytes)
-        for name, flag in (("sharded", sharded), ("sync_batchnorm", sync_batchnorm)):
+        for name, flag in (("sharded", sharded), ("sync_batchnorm", sync_batchnorm),
+                           ("overlap", overlap)):
             if not isinstance(flag, bool):
                 raise DistributedError(f"{name} must be True or False, received {flag!r}.",
                                        flag)
         self.bucket_bytes, self.comm = bucket_bytes, comm
-        self.sharded, self.sync_batchnorm = sharded, sync_batchnorm
+        self.sharded, self.sync_batchnorm, self.overlap = sharded, sync_batchnorm, overlap
         self.timeout = None if timeout is None else timeout_seconds(timeout)
-        self.stats: dict[str, float] = {"steps": 0, "allreduce_seconds": 0.0}
+        self.stats: dict[str, float] = _new_stats()
         self._buckets: list[list[int]] = []
-        self._xp: Any = None
+        self._bucket_of: list[int] = []  # parameter index -> its bucket
+        self._nonblocking = False  # the gradients go by start_allreduce (overlap possible)
+        self._step: _Step | None = None  # this step's buckets in flight
+        self._xp: Any = None  # the backend namespace, once started
         self._rows: list[int] = []  # every process's training rows (sharded)
         self._norms: list[Any] = []  # the model's BatchNorm layers (SyncBatchNorm)
 
     # -- set-up, before the first step ----------------------------------------------------
-    def start(self, model: Any, facts: dict[str, Any]) -> DataParallel:
+    def start(self, model: LayerStack, facts: dict[str, Any]) -> DataParallel:
         """Bind to ``model``: check ``facts`` agree on every process, broadcast rank 0's
         weights, plan the buckets. Returns self."""
         if self.comm is None:
@@ -93,6 +126,10 @@ class DataParallel:
         if isinstance(self.comm, Communicator):
             self.comm.timeout = wait
         rows = facts.pop("_rows", None)
+        self._nonblocking = self.overlap and callable(
+            getattr(self.comm, "start_allreduce", None)) \
+            and bool(getattr(self.comm, "nonblocking", False))
+        facts["DataParallel overlap"] = self.overlap
         self.check(facts)
         if self.sharded and rows is not None:
             every = self.comm.allgather_object(rows, **self._named("the shards' sizes"))
@@ -102,10 +139,25 @@ class DataParallel:
         params = model.parameters()
         self._xp = model.namespace(params[0].value)
         itemsize = self._xp.finfo(params[0].value.dtype).bits // 8
-        self._buckets = _plan_buckets(params, self.bucket_bytes // itemsize)
+        first = min(self.bucket_bytes, FIRST_BUCKET_BYTES) if self._nonblocking else None
+        self._buckets = _plan_buckets(params, self.bucket_bytes // itemsize,
+                                      None if first is None else first // itemsize)
+        self._bucket_of = [0] * len(params)
+        for b, bucket in enumerate(self._buckets):
+            for i in bucket:
+                self._bucket_of[i] = b
+        self._step = None
         self.broadcast_parameters(params)
-        self.stats = {"steps": 0, "allreduce_seconds": 0.0}
+        self.stats = _new_stats()
         return self
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether the gradients' allreduces may start during backward (after
+        :meth:`start`): ``overlap`` asked, and the communicator has a non-blocking
+        allreduce on its own transport. The training step then calls :meth:`begin`,
+        :meth:`ready` and :meth:`finish` from its backward pass."""
+        return self._nonblocking
 
     def _named(self, what: str) -> dict[str, str]:
         """``what=`` for the collectives of a :class:`Communicator` (named in a timeout's
@@ -165,7 +217,7 @@ class DataParallel:
         return (seed + self.rank) % 2**63 if self.sharded else seed
 
     @property
-    def xp(self) -> Any:
+    def xp(self) -> Namespace:
         """The namespace of the model's arrays (after :meth:`start`)."""
         return self._xp
 
@@ -186,7 +238,7 @@ class DataParallel:
             for layer in self._norms:
                 layer.sync = None
 
-    def _sum(self, x: Any) -> Any:
+    def _sum(self, x: Array) -> Array:
         """``x`` summed over the processes (SyncBatchNorm's statistics)."""
         assert self.comm is not None
         return self.comm.allreduce(x, "sum", **self._named("SyncBatchNorm's statistics"))
@@ -228,8 +280,8 @@ class DataParallel:
             error.everywhere = True  # type: ignore[attr-defined]
             raise error
 
-    def epoch(self, xp: Any, data: Any, order: Any,
-              batches: list[tuple[int, int]]) -> tuple[Any, list[tuple[int, int]]]:
+    def epoch(self, xp: Namespace, data: Rows, order: Array | None,
+              batches: list[tuple[int, int]]) -> tuple[Rows, list[tuple[int, int]]]:
         """This epoch's rows of ``data`` (a tuple of arrays, rows first, or None entries)
         in the shuffled ``order`` (None: unshuffled) and their ``batches``. Full data: only
         this process's rows are gathered (each process copies 1/size of the data, not all
@@ -244,10 +296,10 @@ class DataParallel:
                 local.append((at, at + b - a))
                 at += b - a
             batches = local
-        return type(data)(*(None if a is None else xp.take(a, order, axis=0)
-                            for a in data)), batches
+        return type(data)._make(None if a is None else xp.take(a, order, axis=0)
+                                for a in data), batches
 
-    def validation_part(self, data: Any) -> Any:
+    def validation_part(self, data: Rows) -> Rows:
         """This process's part of the validation data: a contiguous 1/size of it (full
         data; the sums and metrics are then combined), or all of it (shards: each process
         passes its own)."""
@@ -256,12 +308,94 @@ class DataParallel:
         q, r = divmod(int(data[0].shape[0]), self.size)
         start = self.rank * q + min(self.rank, r)
         stop = start + q + (self.rank < r)
-        return type(data)(*(None if a is None else a[start:stop, ...] for a in data))
+        return type(data)._make(None if a is None else a[start:stop, ...] for a in data)
+
+    # -- the backward hook: buckets started as their gradients are complete --------------
+    def begin(self, params: Sequence[Parameter], rows: int) -> None:
+        """Backward of a step on ``rows`` rows of this process begins (every ``grad`` of
+        ``params`` is cleared and about to be accumulated)."""
+        self._step = _Step(params, rows, [len(b) for b in self._buckets])
+
+    def ready(self, indices: Sequence[int]) -> None:
+        """Backward has produced the whole gradient of the parameters ``indices`` (it will
+        not add to them again this step): start every bucket now complete, in bucket order,
+        and let MPI progress the ones in flight (it moves them only inside MPI calls)."""
+        step = self._step
+        if step is None:
+            return
+        began = time.perf_counter()
+        for i in indices:
+            step.missing[self._bucket_of[i]] -= 1
+        if step.pending:
+            assert self.comm is not None
+            self.comm.progress(step.pending)
+        while len(step.pending) < len(self._buckets) and not step.missing[len(step.pending)]:
+            self._start_bucket(step)
+            self.stats["early_buckets"] += 1
+        step.seconds += time.perf_counter() - began
+
+    def finish(self) -> None:
+        """Backward has ended: start the buckets not yet started (a parameter no layer used
+        keeps a zero gradient)."""
+        step = self._step
+        if step is None:
+            return
+        began = time.perf_counter()
+        while len(step.pending) < len(self._buckets):
+            self._start_bucket(step)
+        step.seconds += time.perf_counter() - began
+
+    def _start_bucket(self, step: _Step) -> None:
+        """Pack the next bucket of ``step`` (as :meth:`reduce_gradients` does: the local
+        gradients times the rows, the row count in bucket 0) and start its allreduce."""
+        xp, params = self._xp, step.params
+        bucket = self._buckets[len(step.pending)]
+        dtype = params[0].value.dtype
+        grads = [params[i].grad for i in bucket]
+        parts = [_flat(xp, xp.zeros(params[i].shape, dtype=dtype) if g is None else g)
+                 for i, g in zip(bucket, grads, strict=True)]
+        if not step.pending:
+            parts.append(xp.ones((1,), dtype=dtype))
+        flat = xp.concat(parts)
+        flat *= float(step.rows)
+        assert self.comm is not None
+        step.pending.append(self.comm.start_allreduce(flat, "sum"))
+
+    def _reduce_started(self, params: Sequence[Parameter], rows: int) -> None:
+        """:meth:`reduce_gradients` with non-blocking allreduces: the buckets the backward
+        hook started (all of them now, if it did not run: an empty share, a compiled step),
+        completed, then divided by the global row count and unpacked."""
+        step = self._step
+        self._step = None
+        if step is None:
+            step = _Step(params, rows, [])
+        assert step.rows == rows, (step.rows, rows)  # the step whose backward began
+        began = time.perf_counter() - step.seconds
+        while len(step.pending) < len(self._buckets):
+            self._start_bucket(step)
+        comm = self.comm
+        assert comm is not None
+        comm.wait(step.pending, **self._named(
+            f"the gradient allreduce of step {int(self.stats['steps']) + 1}"))
+        xp, inverse_total = self._xp, None
+        for b, (bucket, pending) in enumerate(zip(self._buckets, step.pending, strict=True)):
+            flat = pending.result()
+            if b == 0:
+                inverse_total = 1.0 / flat[-1:]
+            flat *= inverse_total
+            for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
+                params[i].grad = part
+        self.stats["steps"] += 1
+        self.stats["allreduce_seconds"] += time.perf_counter() - began
 
     def reduce_gradients(self, params: Sequence[Parameter], rows: int) -> None:
         """Replace every ``grad`` by the mean gradient over the global batch (see the
-        module's docstring); ``rows`` is the size of this process's slice."""
+        module's docstring); ``rows`` is the size of this process's slice. With
+        :attr:`overlaps`, completes the buckets the backward pass started."""
         assert self.comm is not None
+        if self._nonblocking:
+            self._reduce_started(params, rows)
+            return
         began = time.perf_counter()
         xp, dtype = self._xp, params[0].value.dtype
         grads = [xp.zeros(p.shape, dtype=dtype) if p.grad is None else p.grad for p in params]
@@ -282,7 +416,7 @@ class DataParallel:
         self.stats["steps"] += 1
         self.stats["allreduce_seconds"] += time.perf_counter() - began
 
-    def end_epoch(self, model: Any) -> None:
+    def end_epoch(self, model: LayerStack) -> None:
         """Rank 0's buffers (BatchNorm's running statistics) on every process: each process
         normalises with its own batch's statistics, as PyTorch DDP without SyncBatchNorm,
         and all keep rank 0's running averages."""
@@ -306,7 +440,7 @@ class DataParallel:
                 f"{taken} of steps_per_epoch={steps} batches. In a distributed fit every "
                 f"process must yield steps_per_epoch batches each epoch.", taken)
 
-    def reduce_sums(self, values: Sequence[Any]) -> list[Any]:
+    def reduce_sums(self, values: Sequence[Array | float]) -> list[float]:
         """``values`` (0-d arrays or numbers) summed over all processes, as host floats."""
         assert self.comm is not None
         mine = [float(v) for v in values]
@@ -316,16 +450,36 @@ class DataParallel:
         return [sum(column) for column in zip(*every, strict=True)]
 
 
-def _plan_buckets(params: Sequence[Parameter], cap: int) -> list[list[int]]:
-    """Consecutive parameters grouped into buckets of at most ``cap`` elements (a parameter
-    larger than ``cap`` gets a bucket of its own)."""
+class _Step:
+    """One step's gradient buckets in flight: the parameters, this process's rows, how many
+    parameters each bucket still waits for, the started allreduces (bucket order) and the
+    seconds spent on them so far."""
+
+    __slots__ = ("missing", "params", "pending", "rows", "seconds")
+
+    def __init__(self, params: Sequence[Parameter], rows: int, missing: list[int]) -> None:
+        self.params, self.rows, self.missing = params, rows, missing
+        self.pending: list[Any] = []
+        self.seconds = 0.0
+
+
+def _new_stats() -> dict[str, float]:
+    return {"steps": 0, "allreduce_seconds": 0.0, "early_buckets": 0}
+
+
+def _plan_buckets(params: Sequence[Parameter], cap: int,
+                  first_cap: int | None = None) -> list[list[int]]:
+    """The parameters from the last to the first (the order backward produces their
+    gradients) grouped into buckets of at most ``cap`` elements, the first of at most
+    ``first_cap`` (default ``cap``); a parameter larger than the cap gets a bucket of its
+    own."""
     buckets: list[list[int]] = [[]]
-    used = 0
-    for i, p in enumerate(params):
-        count = _numel(p.shape)
-        if buckets[-1] and used + count > cap:
+    used, limit = 0, cap if first_cap is None else first_cap
+    for i in reversed(range(len(params))):
+        count = _numel(params[i].shape)
+        if buckets[-1] and used + count > limit:
             buckets.append([])
-            used = 0
+            used, limit = 0, cap
         buckets[-1].append(i)
         used += count
     return buckets
@@ -338,13 +492,14 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _flat(xp: Any, x: Any) -> Any:
+def _flat(xp: Namespace, x: Array) -> Array:
     """``x`` as one row; a matrix goes in as its transpose, so a Dense weight's gradient,
     stored as the transpose of a row-major array, is read in memory order (a view)."""
     return xp.reshape(xp.matrix_transpose(x) if x.ndim == 2 else x, (-1,))
 
 
-def _split(xp: Any, flat: Any, params: Sequence[Parameter], bucket: list[int]) -> list[Any]:
+def _split(xp: Namespace, flat: Array, params: Sequence[Parameter],
+           bucket: list[int]) -> list[Array]:
     """``flat`` cut into arrays shaped like ``params[i]`` for ``i`` in ``bucket`` (the
     inverse of :func:`_flat`: a matrix comes back as the transpose of a row-major view)."""
     out, at = [], 0
@@ -369,7 +524,7 @@ _HINTS = {
 _SAMPLED_ROWS = 256
 
 
-def for_fit(distributed: Any, model: Any, data: Any, val: Any,
+def for_fit(distributed: object, model: LayerStack, data: Rows | None, val: Rows | None,
             settings: dict[str, Any]) -> DataParallel | None:
     """The started :class:`DataParallel` for ``fit(..., distributed=...)``, or None in a
     single process (where data-parallel training changes nothing and costs nothing).
@@ -389,7 +544,7 @@ def for_fit(distributed: Any, model: Any, data: Any, val: Any,
     return dp.start(model, _facts(model, data, val, settings, dp.sharded))
 
 
-def _facts(model: Any, data: Any, val: Any, settings: dict[str, Any],
+def _facts(model: LayerStack, data: Rows | None, val: Rows | None, settings: dict[str, Any],
            sharded: bool) -> dict[str, Any]:
     """What every process of one fit must agree on, by the name an error shows."""
     opt, loss = settings.pop("optimizer"), settings.pop("loss")
@@ -414,7 +569,7 @@ def _facts(model: Any, data: Any, val: Any, settings: dict[str, Any],
     return facts
 
 
-def _fingerprint(backend: Any, data: Any) -> str:
+def _fingerprint(backend: Backend, data: Rows) -> str:
     """A short hash of up to 256 evenly spaced rows of every array of ``data`` (first and
     last included): cheap at any size, and different for shards, other shuffles or other
     files (a difference in rows it does not sample goes unseen)."""

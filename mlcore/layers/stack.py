@@ -22,9 +22,10 @@ from .core import Backprop, Dense, Layer, Parameter
 __all__ = ["LayerStack", "chain"]
 
 
-def chain(layers: Sequence[Layer], X: Array, xp: Namespace,
-          input_grad: bool) -> tuple[Array, Backprop]:
-    """Run ``layers`` in order; the backprop runs them in reverse (the chain rule)."""
+def chain(layers: Sequence[Layer], X: Array, xp: Namespace, input_grad: bool,
+          after: Callable[[int], None] | None = None) -> tuple[Array, Backprop]:
+    """Run ``layers`` in order; the backprop runs them in reverse (the chain rule), calling
+    ``after(i)`` (when given) once layer ``i``'s backprop has returned."""
     backprops = []
     for i, layer in enumerate(layers):
         X, bp = layer.forward(X, xp, input_grad=input_grad or i > 0)
@@ -35,7 +36,16 @@ def chain(layers: Sequence[Layer], X: Array, xp: Namespace,
             dY = bp(dY)  # type: ignore[assignment]  # None only from the first layer, last
         return dY
 
-    return X, backprop
+    if after is None:
+        return X, backprop
+
+    def backprop_telling(dY: Array) -> Array | None:
+        for i in reversed(range(len(backprops))):
+            dY = backprops[i](dY)  # type: ignore[assignment]  # None only from the first layer
+            after(i)
+        return dY
+
+    return X, backprop_telling
 
 
 def _one_backend(layers: list[Layer]) -> None:

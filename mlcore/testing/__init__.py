@@ -66,7 +66,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from ..backend import Backend, get_backend
+from ..backend import Backend, backend_status, get_backend
 from ..hookspecs import ActivationFn, LossFn
 from ..plugins import PluginRecord, registry
 from .backend_checks import BACKEND_CHECKS, check_backend
@@ -256,7 +256,7 @@ def _backend_names() -> list[tuple[str, str]]:
     out = []
     for name in names:
         b = backends.get(name)
-        reason = "" if b is not None and b.is_available() else (
-            b.unavailable_reason() if b is not None else f"backend {name!r} is not installed")
+        reason = backend_status(b).reason if b is not None else (
+            f"backend {name!r} is not installed")
         out.append((name, f"{name} unavailable: {reason}" if reason else ""))
     return out

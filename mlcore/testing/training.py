@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..backend import Backend, get_backend, use_backend
+from ..backend import Backend, backend_status, get_backend, use_backend
 from ..hookspecs import hookimpl
 from ..layers.core import Parameter
 from ..models.sequential import MLP
@@ -26,7 +26,8 @@ __all__ = ["check_metric", "check_optimizer", "TASKS", "identity_compiler"]
 def _backends(backend: Backend | str | None, every: bool) -> list[Backend]:
     if backend is not None or not every:
         return [backend if not isinstance(backend, str | None) else get_backend(backend)]
-    return [b for b in registry().backends.values() if b.is_available()]
+    return [b for b in registry().backends.values()
+            if backend_status(b).state == "available"]
 
 
 def _dtypes(b: Backend) -> tuple[str, ...]:

@@ -138,11 +138,9 @@ class CompiledStep:
     def _fall_back(self, X: Array, y: Array, w: Array | None) -> tuple[Array, Array]:
         self.compiled, exc = None, self._failure
         warnings.warn(CompiledStepWarning(
-            f"The compiled training step failed ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); training goes on with the eager "
-            f"step. A loss, activation or layer that reads a value back to the host (float(), "
-            f"bool(), int() of an array) cannot be compiled. Pass jit_compile=False to skip "
-            f"compiling, or jit_compile=True to raise instead."), stacklevel=4)
+            f"{_failure_text(exc, self.ts.model.backend)}; training goes on with the eager "
+            f"step. Pass jit_compile=False to skip compiling, or jit_compile=True to raise "
+            f"instead."), stacklevel=4)
         return self.eager(X, y, None, w)
 
     def _lr_array(self, like: Array) -> Any:
@@ -191,11 +189,20 @@ class CompiledStep:
 
     def fit_step(self) -> Callable[..., tuple[Array, Array]]:
         """``fit``'s step, ``step(X, T, xp, w=None) -> (loss, output)``."""
-        def step(X: Array, T: Array, xp: Namespace | None = None,
-                 w: Array | None = None) -> tuple[Any, Any]:
-            return self.run(X, T, w)
+        return FitStep(self)
 
-        return step
+
+class FitStep:
+    """``fit``'s form of a compiled executor: ``step(X, T, xp, w=None) -> (loss, output)``,
+    with ``backend``, the model's (as the eager executor has it: the epoch loop reads its
+    ``host_batches``)."""
+
+    def __init__(self, executor: CompiledStep) -> None:
+        self.run, self.backend = executor.run, executor.ts.model.backend
+
+    def __call__(self, X: Array, T: Array, xp: Namespace | None = None,
+                 w: Array | None = None) -> tuple[Array, Array]:
+        return self.run(X, T, w)
 
 
 class CompiledHalves(CompiledStep):
@@ -249,6 +256,45 @@ class CompiledHalves(CompiledStep):
         self._lr = (self._lr[0], new_flat[0])
         self._grads = list(new_flat[len(new_flat) - n:])
         return loss, self.output
+
+
+_STEP_FILE = flat_step.__code__.co_filename
+
+
+def _failure_text(exc: BaseException, backend: Backend) -> str:
+    """Why the compiled step failed, blaming where the error came from: from inside
+    mlcore's step (a loss, activation or layer that reads a value back to the host), or
+    from the backend's compiled callable before or after it (the compile hook's fault)."""
+    frames, modules, tb = [], [], exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code)
+        modules.append(str(tb.tb_frame.f_globals.get("__name__", "")))
+        tb = tb.tb_next
+    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    at = f", raised in {frames[-1].co_name} ({frames[-1].co_filename})" if frames else ""
+    if any(code.co_filename == _STEP_FILE for code in frames):
+        return (f"The compiled training step failed ({text}{at}). A loss, activation or layer "
+                f"that reads a value back to the host (float(), bool(), int() of an array) "
+                f"cannot be compiled")
+    return (f"The compiled training step that {_compilers(modules)} returned for backend "
+            f"{backend.name!r} failed outside mlcore's step ({text}{at}): the error is that "
+            f"hook's, not the model's (its losses and activations were not reached). The "
+            f"callable mlcore_compile_step returns must run the step it was given, with the "
+            f"same arguments and results; a hook returns None for steps it cannot compile")
+
+
+def _compilers(modules: list[str]) -> str:
+    """The plugin whose ``mlcore_compile_step`` compiled the failing step: the one whose
+    module the error passed through, else every plugin implementing the hook."""
+    impls = _impls(registry().pm.hook.mlcore_compile_step)
+    names = []
+    for impl in impls:
+        plugin = impl.plugin
+        home = str(getattr(plugin, "__name__", None) or type(plugin).__module__)
+        if any(m == home or m.startswith(home + ".") for m in modules):
+            return f"plugin {impl.plugin_name!r}'s mlcore_compile_step"
+        names.append(repr(impl.plugin_name))
+    return f"mlcore_compile_step (implemented by {', '.join(names) or 'no plugin'})"
 
 
 def check_jit_compile(value: object) -> None:

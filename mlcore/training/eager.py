@@ -11,7 +11,7 @@ from ..arrays.namespace import namespace
 from ..errors import NonFiniteError
 from ..types import Array, Namespace
 from .materialize import settler
-from .step import Batch, TrainStep
+from .step import BackwardHook, Batch, TrainStep
 
 __all__ = ["EagerStep"]
 
@@ -24,12 +24,16 @@ class EagerStep:
     replaces each parameter's ``grad`` by the mean over the processes, between the halves.
     A lazy backend's ``materialize`` runs after the update (:mod:`mlcore._materialize`).
     In a distributed fit a process whose loss is skipped under ``"warn"`` still takes part
-    in the average, with no rows: every process takes the same update.
+    in the average, with no rows: every process takes the same update. ``hook`` (a
+    distributed fit that overlaps its allreduces with backward) is passed to
+    :meth:`TrainStep.backward`; ``sync`` then completes what it started.
     """
 
     def __init__(self, ts: TrainStep, *, guard: Any = None,
-                 sync: Callable[[list[Any], int], None] | None = None) -> None:
-        self.ts, self.opt, self.guard, self.sync = ts, ts.opt, guard, sync
+                 sync: Callable[[list[Any], int], None] | None = None,
+                 hook: BackwardHook | None = None) -> None:
+        self.ts, self.opt, self.guard, self.sync, self.hook = ts, ts.opt, guard, sync, hook
+        self.backend = ts.model.backend  # fit's epoch loop reads its host_batches
         self.settle = settler(ts.model.backend, ts.params, ts.opt)
         self.names = ("X", "y", "model parameters")
 
@@ -53,7 +57,7 @@ class EagerStep:
             return loss, out
         buffers = [h.value for h in ts.holders]
         try:
-            loss, out = ts.backward(xp, batch)
+            loss, out = ts.backward(xp, batch, hook=self.hook)
             applied = self.guard is None or self.guard(loss) is not False
         except NonFiniteError:
             self._restore(buffers)

@@ -40,7 +40,7 @@ from .lossplan import LossPlan
 from .options import FitOptions
 from .weights import sample_weights
 
-__all__ = ["Trainer", "FitStep", "Runner", "Bar", "epoch_runner", "guarded_and_validated",
+__all__ = ["Trainer", "StepFn", "Runner", "Bar", "epoch_runner", "guarded_and_validated",
            "run_epochs", "call_hooks"]
 
 
@@ -51,7 +51,7 @@ class Bar(Protocol):
     def set_postfix(self, stats: dict[str, float]) -> object: ...
 
 
-FitStep = Callable[..., tuple[Array, Array]]
+StepFn = Callable[..., tuple[Array, Array]]
 """``fit``'s step: ``step(X, y, xp[, weights]) -> (loss, output)``."""
 Runner = Callable[[int, Bar], dict[str, float]]
 """``run(epoch, bar) -> logs``: one epoch of ``fit``."""
@@ -62,7 +62,7 @@ class Trainer(NamedTuple):
 
     model: LayerStack
     plan: LossPlan
-    step: FitStep
+    step: StepFn
     hooks: CallbackList | None
     tracker: Tracker | None
     dp: DataParallel | None

@@ -40,8 +40,8 @@ from .distributed_callbacks import MainCallbacks
 from .distributed_metrics import GatheredTracker
 from .eager import EagerStep
 from .epochs import (
-    FitStep,
     Runner,
+    StepFn,
     Trainer,
     call_hooks,
     epoch_runner,
@@ -279,12 +279,15 @@ def _names(items: Sequence[object] | None) -> list[str]:
 
 def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, options: FitOptions,
               weighted: bool, dp: DataParallel | None,
-              guard: NonFiniteGuard | None) -> FitStep:
+              guard: NonFiniteGuard | None) -> StepFn:
     """``fit``'s training step: the one step (:mod:`mlcore.training.step`), compiled by the
     backend where it compiles steps, else eager."""
     ts = TrainStep(model, plan, opt, options.loss, weighted=weighted)
     sync = None if dp is None else dp.reduce_gradients
-    eager = EagerStep(ts, guard=guard, sync=sync)
+    # the allreduces start during backward, unless a batch may be left out after it
+    hook = dp if dp is not None and dp.overlaps and getattr(guard, "mode", None) != "warn" \
+        else None
+    eager = EagerStep(ts, guard=guard, sync=sync, hook=hook)
     compiled = compiled_executor(ts, options.jit_compile, eager=eager, outputs=True,
                                  guard=guard, sync=sync)
     return eager if compiled is None else compiled.fit_step()

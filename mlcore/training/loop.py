@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..activations import activation
 from ..arrays.namespace import count_dtype
+from ..backend import Backend, optional_members
 from ..callbacks import CallbackList
 from ..errors import InvalidParameterError
 from ..layers.stack import LayerStack, chain
@@ -23,7 +24,7 @@ from .lossplan import LossPlan
 
 __all__ = ["Data", "Tracker", "run_epoch", "evaluate_data", "shuffle_source",
            "eval_mode", "resolve_metrics", "shuffled", "split", "is_stream", "stream_batches",
-           "run_stream", "batch_ranges", "label_count"]
+           "run_stream", "batch_ranges", "batch_slicer", "label_count"]
 
 
 if TYPE_CHECKING:
@@ -136,22 +137,24 @@ def run_epoch(xp: Namespace, step: Callable[..., tuple[Array, Array]], plan: Los
     With ``dp`` (data-parallel training) the ranges are this process's shares and the
     epoch sums are reduced over the processes.
     """
-    X, T, L, W = data
+    X, L, W = data.X, data.labels, data.weights
     if len(batches) == 1 and dp is None and not tracker and not hooks and W is None:
         return _one_batch(xp, step, plan, data, bar, labelled)
     sums = _Sums()
     hooked = hooks is not None and hooks.batch_hooks
+    take = batch_slicer(data, getattr(step, "backend", None))  # fit's executors carry it
     for b, (start, stop) in enumerate(batches):
         if hooked:
             hooks.call("on_batch_begin", b, None)  # type: ignore[union-attr]
-        if W is None:
-            value, out = step(X[start:stop, ...], T[start:stop, ...], xp)
+        Xb, Tb, Lb, Wb = take(start, stop)
+        if Wb is None:
+            value, out = step(Xb, Tb, xp)
         else:
-            value, out = step(X[start:stop, ...], T[start:stop, ...], xp, W[start:stop])
-        sums.add(value * (stop - start), None if L is None or out is None
-                 else plan.correct(xp, out, L[start:stop, ...]))
+            value, out = step(Xb, Tb, xp, Wb)
+        sums.add(value * (stop - start), None if Lb is None or out is None
+                 else plan.correct(xp, out, Lb))
         if tracker is not None:
-            tracker.update(xp, out, (T if L is None else L)[start:stop, ...])
+            tracker.update(xp, out, Tb if Lb is None else Lb)
         bar.update(1)
         if hooked:
             hooks.call("on_batch_end", b, None)  # type: ignore[union-attr]
@@ -164,7 +167,33 @@ def run_epoch(xp: Namespace, step: Callable[..., tuple[Array, Array]], plan: Los
     return sums.read() | ({} if tracker is None else tracker.results())
 
 
-def _one_batch(xp: Namespace, step: Callable[..., tuple[Array, Array]], plan: LossPlan, data: Data,
+def batch_slicer(data: Data, backend: Backend | None = None) -> Callable[[int, int], Data]:
+    """``take(start, stop)``: rows ``start:stop`` of every array of ``data``.
+
+    Sliced on the backend's arrays; or, when ``backend`` asks for host batches (the optional
+    member ``host_batches``: a graph library, whose every slice is an operation), sliced on
+    host copies made once per epoch (``to_numpy``) and converted once each per batch with
+    ``backend.asarray`` in the array's own dtype (labels that are the targets, once).
+    """
+    if backend is None or not optional_members(backend).host_batches:
+        X, T, L, W = data
+
+        def take(start: int, stop: int) -> Data:
+            return Data(X[start:stop, ...], T[start:stop, ...],
+                        None if L is None else L[start:stop, ...],
+                        None if W is None else W[start:stop])
+        return take
+    host = {id(a): (a, backend.to_numpy(a)) for a in data if a is not None}
+
+    def take_host(start: int, stop: int) -> Data:
+        done = {key: backend.asarray(rows[start:stop], dtype=a.dtype)
+                for key, (a, rows) in host.items()}
+        return Data._make(None if a is None else done[id(a)] for a in data)
+    return take_host
+
+
+def _one_batch(xp: Namespace, step: Callable[..., tuple[Array, Array]], plan: LossPlan,
+               data: Data,
                bar: Any, labelled: int) -> dict[str, float]:
     """An epoch that is one batch of all the data (XOR-sized nets): its mean is the loss."""
     value, out = step(data.X, data.targets, xp)
@@ -246,11 +275,13 @@ def evaluate_data(model: LayerStack, plan: LossPlan, data: Data, batch_size: int
 
 
 def shuffled(xp: Namespace, data: Data, order: Array) -> Data:
-    def rows(a: Array | None) -> Array | None:
-        return None if a is None else xp.take(a, order, axis=0)
-
-    return Data(xp.take(data.X, order, axis=0), xp.take(data.targets, order, axis=0),
-                rows(data.labels), rows(data.weights))
+    """``data``'s rows in ``order``; an array that is two fields (class labels that are the
+    targets) is taken once and stays one."""
+    taken: dict[int, Array] = {}
+    for a in data:
+        if a is not None and id(a) not in taken:
+            taken[id(a)] = xp.take(a, order, axis=0)
+    return Data._make(None if a is None else taken[id(a)] for a in data)
 
 
 def split(xp: Namespace, data: Data, fraction: float) -> tuple[Data, Data]:

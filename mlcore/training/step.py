@@ -11,7 +11,9 @@
     the optimiser's update rule with clipping and weight decay (:mod:`mlcore.optimizers`).
 
 :meth:`TrainStep.step` is the two in a row. A distributed fit averages the gradients
-between the halves. Two executors run it and nothing else:
+between the halves; the eager executor's backward pass tells it (a :class:`BackwardHook`)
+when each layer's gradients are complete, so their allreduce can start while backward goes
+on through the earlier layers. Two executors run it and nothing else:
 
 :class:`EagerStep`
     runs the halves on the :class:`~mlcore.layers.Parameter` objects' arrays and writes the
@@ -43,7 +45,7 @@ under ``"raise"`` and ``"warn"``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..arrays.loss_checks import values_unchecked
 from ..layers.stack import chain
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
     from ..hookspecs import LossFn
     from .lossplan import LossPlan
 
-__all__ = ["Batch", "TrainStep", "Pure", "flat_step", "flat_halves"]
+__all__ = ["Batch", "BackwardHook", "TrainStep", "Pure", "flat_step", "flat_halves"]
 
 Pure = Callable[[tuple[Any, ...], tuple[Any, ...], Any, Any], tuple[Any, Any, Any]]
 
@@ -68,6 +70,24 @@ class Batch(NamedTuple):
     y: Array
     w: Array | None = None
     noise: tuple[Array, ...] = ()
+
+
+class BackwardHook(Protocol):
+    """Told by :meth:`TrainStep.backward` how far the backward pass has got (a distributed
+    fit's :class:`~mlcore.distributed.DataParallel` starts each gradient bucket's allreduce
+    as soon as its gradients are complete)."""
+
+    def begin(self, params: Sequence[Any], rows: int) -> None:
+        """Backward of a batch of ``rows`` rows begins (the ``grad`` of every parameter in
+        ``params`` is cleared)."""
+
+    def ready(self, indices: Sequence[int]) -> None:
+        """The gradients of ``params[i]`` for ``i`` in ``indices`` are complete and backward
+        goes on (called after each layer's backprop, last layer first, but the first
+        layer's; ``indices`` may be empty)."""
+
+    def finish(self) -> None:
+        """Backward has ended: every gradient is complete."""
 
 
 class TrainStep:
@@ -84,6 +104,7 @@ class TrainStep:
         self.noisy = [i for i, layer in enumerate(self.layers)
                       if callable(getattr(layer, "draw", None))]
         self._grad: Any = None  # the loss gradient between the forward and backward pass
+        self._complete: list[list[int]] | None = None  # per layer: grads it completes
 
     # -- the noise, drawn outside the step -----------------------------------------------
     def draw(self, X: Array) -> tuple[Any, ...]:
@@ -101,38 +122,76 @@ class TrainStep:
         return tuple(noise)
 
     # -- the two halves ------------------------------------------------------------------
-    def backward(self, xp: Namespace, batch: Batch, *, checked: bool = True) -> tuple[Any, Any]:
+    def backward(self, xp: Namespace, batch: Batch, *, checked: bool = True,
+                 hook: BackwardHook | None = None) -> tuple[Any, Any]:
         """Forward, loss and backward on the layers' current arrays: ``(loss, output)``,
         each parameter's gradient in its ``grad`` (BatchNorm's new running statistics in
         its buffers). ``checked=False`` skips the loss's value checks (a traced step has
-        no values to read)."""
+        no values to read). ``hook`` (a distributed fit's eager step) is told when backward
+        begins, after each layer's backprop which gradients are complete, and when it ends.
+        """
         for p in self.params:
             p.grad = None
+        after = None
+        if hook is not None:
+            hook.begin(self.params, int(batch.X.shape[0]))
+            after = self._telling(hook)
         if not self.noisy and checked and batch.w is None:  # the plain step, inline
-            out, backprop = chain(self.layers, batch.X, xp, False)
+            out, backprop = chain(self.layers, batch.X, xp, False, after)
             loss, grad = self.plan.value_and_grad(xp, out, batch.y)
             backprop(grad)
+            if hook is not None:
+                hook.finish()
             return loss, out
         if not self.noisy:
-            loss, out, backprop = self._forward(xp, batch, checked)
+            loss, out, backprop = self._forward(xp, batch, checked, after)
         else:
             active = [self.layers[i] for i in self.noisy if self.layers[i].active]
             for layer, u in zip(active, batch.noise, strict=True):
                 layer.noise = u
             try:
-                loss, out, backprop = self._forward(xp, batch, checked)
+                loss, out, backprop = self._forward(xp, batch, checked, after)
             finally:
                 for layer in active:
                     layer.noise = None
         backprop(self._grad)
         self._grad = None
+        if hook is not None:
+            hook.finish()
         return loss, out
 
-    def _forward(self, xp: Namespace, batch: Batch, checked: bool) -> tuple[Any, Any, Any]:
+    def _telling(self, hook: BackwardHook) -> Callable[[int], None]:
+        """``after(i)`` for :func:`~mlcore.layers.stack.chain`: tells ``hook`` which
+        gradients layer ``i``'s backprop completed."""
+        complete = self._completed_by()
+
+        def after(i: int) -> None:
+            if i:  # layer 0's gradients are the last: finish follows
+                hook.ready(complete[i])
+
+        return after
+
+    def _completed_by(self) -> list[list[int]]:
+        """For each layer, the indices of the parameters whose gradient is complete once its
+        backprop has run: the parameters of the layer that are in no earlier layer (a
+        parameter shared by two layers is complete after the earlier one's)."""
+        if self._complete is None:
+            first: dict[int, int] = {}
+            for i, layer in enumerate(self.layers):
+                for p in layer.parameters():
+                    first.setdefault(id(p), i)
+            self._complete = [[] for _ in self.layers]
+            for j, p in enumerate(self.params):
+                if id(p) in first:
+                    self._complete[first[id(p)]].append(j)
+        return self._complete
+
+    def _forward(self, xp: Namespace, batch: Batch, checked: bool,
+                 after: Callable[[int], None] | None = None) -> tuple[Any, Any, Any]:
         if not checked:
             with values_unchecked():
-                return self._forward(xp, batch, True)
-        out, backprop = chain(self.layers, batch.X, xp, False)
+                return self._forward(xp, batch, True, after)
+        out, backprop = chain(self.layers, batch.X, xp, False, after)
         if batch.w is None:
             loss, self._grad = self.plan.value_and_grad(xp, out, batch.y)
         else:

@@ -151,6 +151,7 @@ def mismatch(out: Path) -> None:
         "data size": dict(n=N - r),
         "architecture": dict(hidden=HIDDEN + r),
         "dtype": dict(dtype="float64" if r else "float32"),
+        "overlap": dict(overlap=r == 0),
     }
     messages = {}
     for name, case in cases.items():
@@ -158,7 +159,8 @@ def mismatch(out: Path) -> None:
                            output_activation="softmax", seed=0, dtype=case.get("dtype"))
         X, y = data(case.get("n", N))
         try:
-            model.fit(X, y, loss="cross_entropy", epochs=1, verbose=False, distributed=True)
+            model.fit(X, y, loss="cross_entropy", epochs=1, verbose=False,
+                      distributed=distributed.DataParallel(overlap=case.get("overlap", True)))
             messages[name] = "no error"
         except DistributedError as exc:
             messages[name] = str(exc)
@@ -301,6 +303,59 @@ def mismatch_uncaught(out: Path) -> None:
     model.fit(X, y, loss="cross_entropy", epochs=1, verbose=False, distributed=True)
 
 
+def overlap_fit(case: str, on: bool) -> tuple[mlcore.Sequential, dict[str, list[float]],
+                                              dict[str, float]]:
+    """One of :data:`OVERLAP_CASES` with the gradients' allreduces overlapped with backward
+    (``on``) or after it; small buckets, so several start while backward goes on."""
+    backend, dtype, n, layers = OVERLAP_CASES[case]
+    with mlcore.use_backend(backend):
+        model = mlcore.Sequential([layer(dtype) for layer in layers])
+        X, y = data(n)
+        dp = distributed.DataParallel(overlap=on, **({} if case == "default-buckets"
+                                                      else {"bucket_bytes": 96}))
+        history = model.fit(X, y, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=2,
+                            batch_size=4, seed=3, verbose=False,
+                            validation_data=(X[:10], y[:10]), distributed=dp)
+    return model, history, dp.stats
+
+
+def _dense(a: int, b: int, seed: int) -> object:
+    return lambda dtype: mlcore.Dense(a, b, dtype=dtype, seed=seed)
+
+
+_TANH = lambda dtype: mlcore.Activation("tanh")  # noqa: E731
+_PLAIN = [_dense(FEATURES, HIDDEN, 0), _TANH, _dense(HIDDEN, HIDDEN, 1), _TANH,
+          _dense(HIDDEN, CLASSES, 2), lambda dtype: mlcore.Activation("softmax")]
+OVERLAP_CASES = {
+    "float32": ("numpy", "float32", N, _PLAIN),
+    "float64": ("numpy", "float64", N, _PLAIN),
+    # the default buckets of a 1.2 MB model: two with overlap (the first of 1 MiB at
+    # most, as DDP's), one without
+    "default-buckets": ("numpy", "float32", N, [
+        _dense(FEATURES, 300, 0), _TANH, _dense(300, 1000, 1), _TANH, _dense(1000, CLASSES, 2),
+        lambda dtype: mlcore.Activation("softmax")]),
+    "strict": ("strict", "float32", N, _PLAIN),
+    # 49 rows, batches of 2 x 4: process 1's share of the last batch is empty
+    "empty-share": ("numpy", "float32", 49, _PLAIN),
+    "dropout": ("numpy", "float32", N, [*_PLAIN[:2], lambda dtype: mlcore.Dropout(0.3, seed=5),
+                                        *_PLAIN[2:]]),
+    # SyncBatchNorm's allreduces run inside backward, between the buckets' starts
+    "batchnorm": ("numpy", "float64", N, [
+        lambda dtype: mlcore.Dense(FEATURES, HIDDEN, bias=False, dtype=dtype, seed=0),
+        lambda dtype: mlcore.BatchNorm(HIDDEN, dtype=dtype), *_PLAIN[1:]]),
+}
+
+
+def overlap(out: Path) -> None:
+    r = distributed.rank()
+    for case in OVERLAP_CASES:
+        for on in (True, False):
+            model, history, stats = overlap_fit(case, on)
+            np.savez(out / f"overlap-{case}-{int(on)}-rank{r}.npz", **weights(model))
+            (out / f"overlap-{case}-{int(on)}-rank{r}.json").write_text(
+                json.dumps({"history": history, "stats": stats}))
+
+
 if __name__ == "__main__":
     mode, outdir = sys.argv[1], Path(sys.argv[2])
     if mode == "equivalence":
@@ -325,3 +380,5 @@ if __name__ == "__main__":
         stall(outdir)
     elif mode == "mismatch-uncaught":
         mismatch_uncaught(outdir)
+    elif mode == "overlap":
+        overlap(outdir)

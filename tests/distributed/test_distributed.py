@@ -115,11 +115,14 @@ def test_each_global_batch_is_split_into_contiguous_near_equal_slices(
         assert max(sizes) - min(sizes) <= 1 and max(sizes) <= batch
 
 
-def test_buckets_bound_the_message_and_keep_the_order() -> None:
+def test_buckets_bound_the_message_and_follow_backward_order() -> None:
     params = mlcore.MLP([784, 512, 512, 10]).parameters()
-    assert _plan_buckets(params, 25 * 2**20 // 4) == [list(range(6))]  # one message
+    backward = list(range(5, -1, -1))  # the last layer's gradients come first
+    assert _plan_buckets(params, 25 * 2**20 // 4) == [backward]  # one message
+    # DDP's small first bucket: the last layers' 22.5 kB start early, the rest in one
+    assert _plan_buckets(params, 25 * 2**20 // 4, 2**20 // 4) == [[5, 4, 3], [2, 1, 0]]
     buckets = _plan_buckets(params, 300_000)
-    assert [i for b in buckets for i in b] == list(range(6)) and len(buckets) > 1
+    assert [i for b in buckets for i in b] == backward and len(buckets) > 1
     assert all(sum(math.prod(params[i].shape) for i in b) <= 300_000 or len(b) == 1
                for b in buckets)
 
@@ -127,6 +130,8 @@ def test_buckets_bound_the_message_and_keep_the_order() -> None:
 def test_bucket_bytes_is_checked() -> None:
     with pytest.raises(mlcore.DistributedError, match="bucket_bytes must be a positive"):
         DataParallel(bucket_bytes=0)
+    with pytest.raises(mlcore.DistributedError, match="overlap must be True or False"):
+        DataParallel(overlap=1)  # type: ignore[arg-type]
 
 
 def test_launch_dry_run_prints_the_exact_command_and_variables(tmp_path: Path) -> None:
@@ -397,6 +402,7 @@ def test_processes_that_disagree_are_stopped_before_the_first_step(tmp_path: Pat
         assert "model architecture is" in got["architecture"]
         assert "Dense(5, 9" in got["architecture"]
         assert "parameter dtype is 'float32' on rank 0 but 'float64' on rank 1" in got["dtype"]
+        assert "DataParallel overlap is True on rank 0 but False on rank 1" in got["overlap"]
 
 
 @pytest.mark.slow
@@ -560,7 +566,10 @@ def test_the_scaling_script_runs_whole_epochs_from_any_folder_and_shows_child_er
     job = subprocess.run([*script, "--batches", "8,16", "--rows", "96"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
-    assert "whole epochs of 96 rows" in job.stdout and "model check K=2 B=16" in job.stdout
+    assert "whole epochs of 96 rows" in job.stdout
+    for label in ("mlcore", "mlcore/no-overlap"):  # overlap on and off, by default
+        assert f"model check {label} K=2 B=16: T predicted" in job.stdout
+    assert "P= 64: t_comm" in job.stdout  # the extrapolation
     bad = subprocess.run([*script, "--batches", "0", "--rows", "96"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert bad.returncode != 0 and "batch_size" in bad.stderr  # the child's own error
@@ -568,3 +577,115 @@ def test_the_scaling_script_runs_whole_epochs_from_any_folder_and_shows_child_er
     helped = subprocess.run([*cmd, "--help"], env=env, capture_output=True, text=True,
                             timeout=60, check=False)
     assert "--distributed" in helped.stdout
+
+
+# -- gradients' allreduces overlapped with backward ----------------------------------------
+def test_overlapped_allreduces_give_the_weights_of_reduce_after_backward_bitwise(
+        tmp_path: Path) -> None:
+    """Two processes, every case of the worker's OVERLAP_CASES (float32 and float64, strict
+    arrays staged through the host, an empty share on one process, Dropout, SyncBatchNorm's
+    allreduces inside backward), buckets of 96 bytes: overlap on and off give the same
+    weights and history bit for bit, on every process, and with overlap on some buckets'
+    allreduces started before backward had ended."""
+    job = _job(2, "overlap", str(tmp_path))
+    assert job.returncode == 0, job.stderr[-3000:]
+
+    def load(case: str, on: int, r: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        stem = tmp_path / f"overlap-{case}-{on}-rank{r}"
+        return dict(np.load(f"{stem}.npz")), json.loads(Path(f"{stem}.json").read_text())
+
+    for case in worker.OVERLAP_CASES:
+        (w_on, j_on), j_off = load(case, 1, 0), load(case, 0, 0)[1]
+        assert j_on["history"] == j_off["history"], case
+        for r in (0, 1):
+            for key, value in w_on.items():
+                for other in (load(case, 1, r)[0], load(case, 0, r)[0]):
+                    np.testing.assert_array_equal(other[key], value, err_msg=f"{case} {key}")
+        steps = j_on["stats"]["steps"]
+        assert steps == j_off["stats"]["steps"] > 0, case
+        assert j_on["stats"]["early_buckets"] >= steps - 1, case  # started in backward
+        assert j_off["stats"]["early_buckets"] == 0, case
+
+
+class _Recording:
+    """A stand-in communicator of 2 processes (each collective returns its input) that logs
+    the non-blocking allreduces: when each starts, progress calls and the final wait."""
+
+    rank, size, nonblocking = 0, 2, True
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def allreduce(self, x: Any, op: str = "sum") -> Any:
+        self.log.append("allreduce")
+        return x
+
+    def start_allreduce(self, x: Any, op: str = "sum") -> Any:
+        from mlcore.distributed.comm import Pending
+
+        self.log.append(f"start {x.shape[0]}")
+        return Pending(None, x, lambda buf: buf)
+
+    def progress(self, pending: Any) -> None:
+        self.log.append("progress")
+
+    def wait(self, pending: Any) -> None:
+        self.log.append(f"wait {len(pending)}")
+
+    def broadcast(self, x: Any, root: int = 0) -> Any:
+        return x
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        return [obj, obj]
+
+
+def _logged(model: mlcore.Sequential, log: list[str]) -> None:
+    """Each Dense layer's backprop notes itself in ``log``."""
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, mlcore.Dense):
+            continue
+
+        def forward(X: Any, xp: Any = None, *, input_grad: bool = True, _i: int = i,
+                    _f: Any = layer.forward) -> Any:
+            Y, backprop = _f(X, xp, input_grad=input_grad)
+
+            def noted(dY: Any) -> Any:
+                log.append(f"backward {_i}")
+                return backprop(dY)
+            return Y, noted
+        layer.forward = forward  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_buckets_start_while_backward_goes_on(on: bool) -> None:
+    """784-512-512-10's buckets with overlap (DDP's 1 MiB first bucket: the last layer's
+    weights and the middle layer's bias, 22.5 kB, then the rest): the first starts right
+    after the middle layer's backprop (layer 2), before layer 0's, and the second after
+    backward; the update waits for both. Without, one bucket is reduced after backward with
+    a blocking allreduce."""
+    log: list[str] = []
+    model = mlcore.Sequential([mlcore.Dense(784, 512, seed=0), mlcore.Activation("relu"),
+                               mlcore.Dense(512, 512, seed=1), mlcore.Activation("relu"),
+                               mlcore.Dense(512, 10, seed=2), mlcore.Activation("softmax")])
+    _logged(model, log)
+    X = np.random.default_rng(0).normal(size=(8, 784))
+    y = np.arange(8) % 10
+    dp = DataParallel(comm=_Recording(log), overlap=on)  # type: ignore[arg-type]
+    model.fit(X, y, loss="cross_entropy", batch_size=4, epochs=1, shuffle=False,
+              verbose=False, distributed=dp)
+    steps = [i for i, entry in enumerate(log) if entry == "backward 4"]
+    assert len(steps) == 1 and dp.stats["steps"] == 1  # one global batch of 2 x 4 rows
+    first = log[steps[0]:]
+    if on:
+        assert [e for e in first if e != "progress"] == [
+            "backward 4", "backward 2", f"start {10 + 5120 + 512 + 1}", "backward 0",
+            f"start {262144 + 512 + 401408}", "wait 2"]
+        started = first.index(f"start {10 + 5120 + 512 + 1}")
+        assert "progress" in first[started:first.index("backward 0")]  # MPI moved it on
+        assert dp.stats["early_buckets"] == 1
+    else:  # one bucket, as before overlap
+        assert first == ["backward 4", "backward 2", "backward 0", "allreduce"]
+        assert dp.stats["early_buckets"] == 0

@@ -26,6 +26,7 @@ from mlcore_cupy import CupyBackend, parse_device
 
 import mlcore
 from mlcore.arrays.namespace import check_same_device, device_scope
+from mlcore.backend import XP_CALLS
 from mlcore.cli import info_report, main
 from mlcore.errors import BackendUnavailableError, DeviceMismatchError, InvalidParameterError
 from mlcore.plugins import registry
@@ -98,6 +99,10 @@ def fake_cupy(monkeypatch: pytest.MonkeyPatch) -> Any:
     def install(**kw: Any) -> Any:
         mod = _fake_cupy(**kw)
         monkeypatch.setitem(sys.modules, "cupy", mod)
+        # its Array API namespace, as far as get_backend looks (the functions it creates with)
+        xp = types.ModuleType("array_api_compat.cupy")
+        xp.__dict__.update(dict.fromkeys(XP_CALLS, None))
+        monkeypatch.setitem(sys.modules, "array_api_compat.cupy", xp)
         return mod
 
     return install

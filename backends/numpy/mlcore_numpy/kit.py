@@ -107,6 +107,8 @@ class BackendBase:
     kernel_info: ClassVar[Callable[..., str] | None] = None  # a line for ``mlcore info``
     memory_info: ClassVar[Callable[..., str] | None] = None  # a line for ``mlcore info``
     communicator: ClassVar[Callable[..., Any] | None] = None  # None: MPI over host memory
+    device_label: ClassVar[Callable[..., str] | None] = None  # None: str(device) in mlcore info
+    host_batches: ClassVar[bool] = False  # True: fit slices batches on the host, asarray each
     #: Fused kernels by name (``mlcore.hookspecs.KERNELS``), served by :meth:`kernel_hook`;
     #: or ``"module:function"``, imported on first use and called as ``function(name, xp)``.
     kernels: ClassVar[Mapping[str, Callable[..., Any]] | str] = {}

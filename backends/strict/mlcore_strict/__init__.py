@@ -31,7 +31,11 @@ class StrictBackend(HostBackend):
     device = array_api_strict.Device("CPU_DEVICE")
 
     def asarray(self, obj: Any, dtype: Any = None) -> Any:
+        """``obj`` on the CPU device; an array on another of array-api-strict's devices
+        ("device1") is moved here (the explicit transfer)."""
         if isinstance(obj, _StrictArray):
+            if obj.device != self.device:
+                obj = array_api_strict.asarray(obj, device=self.device)
             return obj if dtype is None else array_api_strict.astype(obj, dtype)
         return array_api_strict.asarray(np.asarray(obj), dtype=dtype)
 

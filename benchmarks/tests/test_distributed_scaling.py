@@ -1,0 +1,136 @@
+"""The scaling benchmark's performance model (docs/distributed.md, "A model for larger jobs"),
+on made-up timings generated from known parameters: the fits recover them, no cost comes out
+negative, the model reproduces timings it generated, and ``mlcore bench --distributed``
+runs the script."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from mlcore_bench import distributed_scaling as ds
+
+from mlcore.cli import main
+
+C0, C1, GATHER = 1.25e-3, 15e-6, 0.67e-6  # seconds per step, per row, per gathered row
+ALPHA, BETA, PACK = 6e-6, 1.5e9, 0.3e-3
+BUCKETS = {True: [22_572, 2_656_256], False: [2_678_828]}  # with overlap, without
+FIXED = {1: 4e-3, 2: 9e-3, 3: 11e-3}
+ROWS = 60_000
+
+
+def test_nnls_recovers_known_coefficients_and_never_goes_negative() -> None:
+    columns = [[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]]
+    assert ds.nnls(columns, [2 * x + 5 for x in columns[0]]) == pytest.approx([2.0, 5.0])
+    # the least-squares line through these has a negative slope: the slope is held at 0
+    x = ds.nnls(columns, [9.0, 7.0, 5.0, 3.0])
+    assert x[0] == 0.0 and x[1] == pytest.approx(6.0)
+    assert ds.nnls(columns, [-1.0, -2.0, -3.0, -4.0]) == [0.0, 0.0]
+
+
+def _one(batch: int, k: int = 1, overlap: bool = True) -> dict[str, Any]:
+    """One fit's result as the worker reports it, made by the model from the constants."""
+    steps = ds.steps_of(ROWS, k, batch)
+    buckets = BUCKETS[overlap] if k > 1 else []
+    t_comm = ds.comm_seconds(k, buckets, ALPHA, BETA, PACK)
+    gather = ROWS / k * GATHER
+    step_seconds = steps * (C0 + t_comm) + ROWS / k * (C1 - GATHER)
+    seconds = step_seconds + gather + FIXED[k]
+    return {"batch": batch, "rows": ROWS, "steps": steps, "seconds": seconds,
+            "bucket_bytes": buckets,
+            "step_seconds": step_seconds, "gather_seconds": gather,
+            "permutation_seconds": 1e-3, "allreduce_seconds": steps * t_comm,
+            "early_buckets": 0, "samples_per_s": ROWS / seconds,
+            "step_ms": 1e3 * seconds / steps, "allreduce_ms": 1e3 * t_comm}
+
+
+def _sweep(k: int) -> list[dict[str, float]]:
+    return [{"bytes": b, "seconds": ds.ring_allreduce(k, b, ALPHA, BETA)}
+            for b in ds.MESSAGE_BYTES]
+
+
+BATCHES = [32, 128, 512]
+
+
+def _rounds(ks: list[int]) -> list[dict[str, dict[str, Any]]]:
+    found: dict[str, dict[str, Any]] = {"mlcore-1": {
+        "size": 1, "fits": [_one(b) for b in BATCHES], "pack_seconds": PACK}}
+    for k in ks:
+        for key, on in ((f"mlcore-{k}", True), (f"mlcore-{k}-no-overlap", False)):
+            found[key] = {"size": k, "fits": [_one(b, k, on) for b in BATCHES],
+                          "sweep": _sweep(k)}
+    return [found, found]
+
+
+def test_the_compute_fit_recovers_the_costs_per_step_and_per_row() -> None:
+    runs = [_one(b) for b in BATCHES]
+    c0, c1 = ds.fit_compute(runs)
+    assert c0 == pytest.approx(C0, rel=1e-9) and c1 == pytest.approx(C1, rel=1e-9)
+    assert ds.fixed_seconds(runs[0]) == pytest.approx(FIXED[1], rel=1e-9)
+
+
+def test_the_compute_fit_cannot_give_a_negative_cost() -> None:
+    """The timings of a loaded machine (bigger batches ran in quieter moments): a straight
+    line through the time per step falls with B ("4299 ms - 5.8 ms/sample"). Here the costs
+    stay >= 0 and the fit is the best such."""
+    runs = [{"steps": s, "rows": ROWS, "step_seconds": t, "gather_seconds": 0.0}
+            for s, t in ((1875, 9.0), (469, 4.0), (118, 0.5))]
+    c0, c1 = ds.fit_compute(runs)
+    assert c0 >= 0.0 and c1 >= 0.0 and c0 + c1 > 0.0
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_the_ping_test_gives_back_the_latency_and_bandwidth(k: int) -> None:
+    alpha, beta = ds.fit_network(_sweep(k), k)
+    assert alpha == pytest.approx(ALPHA, rel=1e-9) and beta == pytest.approx(BETA, rel=1e-9)
+    flat = [{"bytes": b, "seconds": 1e-5} for b in ds.MESSAGE_BYTES]  # no growth with size
+    assert ds.fit_network(flat, k)[1] == math.inf
+
+
+def test_the_model_reproduces_timings_it_generated_and_extrapolates(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    result = ds.report(_rounds([2, 3]), BATCHES, [2, 3], "both", ROWS)
+    model = result["model"]
+    assert model["c0"] == pytest.approx(C0, rel=1e-9)
+    assert model["c1"] == pytest.approx(C1, rel=1e-9)
+    assert model["variants"]["2"]["fixed"] == pytest.approx([FIXED[2]] * 3, rel=1e-9)
+    assert model["variants"]["3-no-overlap"]["bucket_bytes"] == BUCKETS[False]
+    checked = {(r["who"], r["processes"], r["batch"]) for r in result["check"]}
+    assert checked == {(who, k, b) for who, k in (("mlcore", 1), ("mlcore", 2), ("mlcore", 3),
+                                                  ("mlcore/no-overlap", 2),
+                                                  ("mlcore/no-overlap", 3))
+                       for b in BATCHES}
+    for row in result["check"]:
+        assert abs(row["epoch_error"]) < 1e-6 and abs(row["efficiency_error"]) < 1e-6, row
+    printed = capsys.readouterr().out
+    assert "model check mlcore/no-overlap K=3 B=512: T predicted" in printed
+    assert "achievable 70% of the line rate 1.25 GB/s" in printed
+    rows = {(r["network"], r["machines"]): r for r in result["extrapolation"]}
+    assert set(rows) == {(n["name"], p) for n in ds.NETWORKS for p in ds.MACHINES}
+    for (name, p), row in rows.items():
+        net = next(n for n in ds.NETWORKS if n["name"] == name)
+        t_comm = ds.comm_seconds(p, BUCKETS[False], net["latency"],  # K=3 without overlap
+                                 net["fraction"] * net["line_rate"], PACK)
+        assert row["t_comm"] == pytest.approx(t_comm)
+        def eff(batch: int, p: int = p, t_comm: float = t_comm) -> float:
+            return ds.efficiency(p, ROWS, batch, C0, C1, t_comm, FIXED[3], FIXED[1])
+        for b in (32, 256, 1024):
+            assert row[f"efficiency_at_{b}"] == pytest.approx(eff(b))
+        need = row["batch_for_target"]
+        if need is not None:  # the smallest batch that reaches 90 %
+            assert eff(need) >= 0.9 and (need == 1 or eff(need - 1) < 0.9)
+        step = row["step_batch_for_target"]
+        assert step is not None and (C0 + step * C1) / (C0 + step * C1 + t_comm) \
+            == pytest.approx(0.9)
+
+
+def test_mlcore_bench_distributed_runs_the_scaling_script(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr(ds, "main", lambda argv=None: seen.append(list(argv or [])))
+    result = CliRunner().invoke(main, ["bench", "--distributed", "-n", "2,3", "--rounds", "2",
+                                       "--json", "scaling.json"])
+    assert result.exit_code == 0, result.output
+    assert seen == [["-n", "2,3", "--rounds", "2", "--json", "scaling.json"]]
