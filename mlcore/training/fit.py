@@ -11,23 +11,23 @@ A training step resolves the namespace once, runs the layers forward, computes t
 (fused with a softmax/sigmoid output, see :mod:`mlcore.training.lossplan`), backpropagates, and
 updates the parameters in place. It never reads a value back to the host: ``fit`` sums the
 batch losses and correct counts on the device and converts them once per epoch.
+
+``fit`` reads as its story: its options checked into a
+:class:`~mlcore.training.options.FitOptions`, then one helper per concern (the data, the
+guard, distribution, the step, the callbacks, the epochs, the loop), in that order.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
-from typing import Any
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, NamedTuple
 
-from ..arrays.checks import is_real
-from ..arrays.checks import seed as check_seed
 from ..arrays.namespace import device_of, device_scope, namespace, scoped
-from ..callbacks import Callback, CallbackList, check_callbacks
+from ..callbacks import Callback, CallbackList
 from ..distributed.parallel import DataParallel, for_fit
-from ..errors import (
-    InvalidParameterError,
-)
+from ..errors import InvalidParameterError
 from ..hookspecs import LossFn
 from ..layers.core import positive_int
 from ..layers.stack import LayerStack, chain
@@ -35,10 +35,19 @@ from ..metrics import Metric
 from ..optimizers import Optimizer, get_optimizer
 from ..types import Array, ArrayLike, Device
 from .boundary import prepare, prepare_validation, to_model_input
-from .compiled import check_jit_compile, compiled_executor
+from .compiled import compiled_executor
 from .distributed_callbacks import MainCallbacks
 from .distributed_metrics import GatheredTracker
 from .eager import EagerStep
+from .epochs import (
+    Runner,
+    StepFn,
+    Trainer,
+    call_hooks,
+    epoch_runner,
+    guarded_and_validated,
+    run_epochs,
+)
 from .guards import NonFiniteGuard, make_guard
 from .loop import (
     Data,
@@ -47,21 +56,17 @@ from .loop import (
     eval_mode,
     evaluate_data,
     is_stream,
-    label_count,
     resolve_metrics,
-    run_epoch,
-    run_stream,
-    shuffle_source,
-    shuffled,
     split,
-    stream_batches,
 )
 from .lossplan import LossPlan, resolve_loss
+from .options import FitOptions
 from .progress import progress
 from .step import TrainStep
 from .weights import check_some_weight, sample_weights
 
 __all__ = ["fit", "predict", "evaluate", "make_train_step", "to_model_input"]
+
 
 def make_train_step(model: LayerStack, loss: str | LossFn, optimizer: str | Optimizer = "sgd",
                     lr: float | None = None, *,
@@ -103,39 +108,22 @@ def make_train_step(model: LayerStack, loss: str | LossFn, optimizer: str | Opti
     return scoped(device, train_step)  # type: ignore[no-any-return]
 
 
-def _non_negative(value: object, name: str) -> int:
-    """``value`` as an int >= 0 (``initial_epoch``); see :func:`mlcore.layers.positive_int`."""
-    return 0 if value == 0 and not isinstance(value, bool) else positive_int(value, name)
+class _Prepared(NamedTuple):
+    """``fit``'s data after the conversion boundary."""
+
+    data: Data | None  # the in-memory training data; None for a stream of batches
+    val: Data | None  # the validation data (validation_data or the split), or None
+    stream: object  # ``X``: the iterable of batches when ``data`` is None
+    weighted: bool  # sample or class weights scale the training loss
 
 
-def _in_memory(model: LayerStack, plan: LossPlan, X: ArrayLike, y: ArrayLike,
-               opts: dict[str, Any]) -> Data:
-    data = prepare(model, plan, X, y)
-    if opts["sample_weight"] is None and opts["class_weight"] is None:
-        return data
-    xp = model.namespace(data.X)
-    w = sample_weights(xp, model.backend, plan, data.labels, data.X.shape[0], model.dtype,
-                       opts["sample_weight"], opts["class_weight"], model.out_features)
-    return data._replace(weights=w)
+class _Watchers(NamedTuple):
+    """The callbacks and the metric trackers of one ``fit`` (their stand-ins in a
+    distributed fit)."""
 
-
-def _stream_preparer(model: LayerStack, plan: LossPlan, opts: dict[str, Any]) -> Any:
-    def prepare_batch(item: Any, b: int) -> Data:
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise InvalidParameterError(
-                f"Streamed training data must yield (X_batch, y_batch) pairs (or triples with "
-                f"sample weights); batch {b} is a {type(item).__name__}.", item)
-        data = prepare(model, plan, item[0], item[1])
-        if opts["guard"] is not None:
-            opts["guard"].X = data.X  # what its message describes
-        weight = item[2] if len(item) == 3 else None
-        if weight is None and opts["class_weight"] is None:
-            return data
-        xp = model.namespace(data.X)
-        return data._replace(weights=sample_weights(
-            xp, model.backend, plan, data.labels, data.X.shape[0], model.dtype, weight,
-            opts["class_weight"], model.out_features))
-    return prepare_batch
+    hooks: CallbackList | None
+    tracker: Tracker | None
+    val_tracker: Tracker | None
 
 
 def fit(model: LayerStack, X: ArrayLike, y: ArrayLike = None, *, loss: str | LossFn,
@@ -191,238 +179,97 @@ def fit(model: LayerStack, X: ArrayLike, y: ArrayLike = None, *, loss: str | Los
     ``True``: compiled, or an :class:`~mlcore.errors.InvalidParameterError` saying why
     not. The two give the same weights to float tolerance, and the same non-finite policy.
     """
-    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
-    initial_epoch = _non_negative(initial_epoch, "initial_epoch")
-    if initial_epoch >= epochs:
-        raise InvalidParameterError(
-            f"initial_epoch={initial_epoch} is not below epochs={epochs}, so fit would train "
-            f"no epoch. epochs is the index of the last epoch plus one (as in Keras), not a "
-            f"count: to train k more epochs from epoch {initial_epoch}, pass "
-            f"epochs={initial_epoch} + k.", initial_epoch)
-    callbacks, seed = check_callbacks(callbacks), check_seed(seed)
-    if is_real(validation_split):  # a NumPy float, as a Python one
-        validation_split = float(validation_split)
-    if steps_per_epoch is not None:
-        positive_int(steps_per_epoch, "steps_per_epoch")
-    plan = resolve_loss(model, loss)
-    opts = {"sample_weight": sample_weight, "class_weight": class_weight}
+    options = FitOptions(
+        loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
+        shuffle=shuffle, seed=seed, validation_data=validation_data,
+        validation_split=validation_split, callbacks=callbacks, metrics=metrics,
+        sample_weight=sample_weight, class_weight=class_weight, initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch, verbose=verbose, distributed=distributed,
+        on_nonfinite=on_nonfinite, jit_compile=jit_compile)
+    plan = resolve_loss(model, options.loss)
+    prepared = _prepare_data(model, plan, X, y, options)
+    opt = get_optimizer(options.optimizer, model.parameters(), options.lr)
+    guard = _setup_guard(model, prepared, opt, options)
+    dp, seed = _setup_distribution(model, prepared, opt, options)
+    step = _fit_step(model, plan, opt, options, prepared.weighted, dp, guard)
+    watchers = _setup_callbacks(model, plan, opt, options, prepared.val, dp)
+    trainer = Trainer(model, plan, step, watchers.hooks, watchers.tracker, dp)
+    run, per_epoch = epoch_runner(trainer, prepared.data, prepared.stream, options, seed,
+                                  guard)
+    run = guarded_and_validated(run, trainer, prepared.val, watchers.val_tracker, guard)
+    return _run_loop(trainer, run, options, prepared, per_epoch)
+
+
+# -- fit's concerns, in the order fit meets them ---------------------------------------------
+def _prepare_data(model: LayerStack, plan: LossPlan, X: ArrayLike, y: ArrayLike,
+                  options: FitOptions) -> _Prepared:
+    """The training and validation data through the boundary (weights, validation split)."""
     stream = is_stream(X, y)
-    if stream and (validation_split or sample_weight is not None):
+    if stream and (options.validation_split or options.sample_weight is not None):
         raise InvalidParameterError(
             "validation_split and sample_weight need in-memory arrays; with streamed data "
             "pass validation_data=(X_val, y_val) and yield (X, y, weight) triples.", X)
-    data = None if stream else _in_memory(model, plan, X, y, opts)
-    val = None if validation_data is None else prepare_validation(model, plan, validation_data)
-    if validation_split and data is not None:
-        if val is not None:
-            raise InvalidParameterError(
-                "Pass validation_data or validation_split, not both.", validation_split)
-        data, val = split(model.namespace(data.X), data, validation_split)
+    data = None if stream else _in_memory(model, plan, X, y, options)
+    val = None if options.validation_data is None else prepare_validation(
+        model, plan, options.validation_data)
+    if options.validation_split and data is not None:  # FitOptions: val is None here
+        data, val = split(model.namespace(data.X), data, options.validation_split)
     if data is not None:
-        check_some_weight(model.namespace(data.X), data.weights, class_weight)
-    opt = get_optimizer(optimizer, model.parameters(), lr)
+        check_some_weight(model.namespace(data.X), data.weights, options.class_weight)
     weighted = (data is not None and data.weights is not None) or (
-        stream and class_weight is not None)
-    opts["guard"] = guard = make_guard(model, None if data is None else data.X, opt,
-                                       on_nonfinite, weighted)
-    dp = _data_parallel(distributed, model, data, val, loss=loss, optimizer=opt,
-                        epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                        initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                        callbacks=_names(callbacks), metrics=_names(metrics))
-    if dp is not None and weighted:
+        stream and options.class_weight is not None)
+    return _Prepared(data, val, X, weighted)
+
+
+def _in_memory(model: LayerStack, plan: LossPlan, X: ArrayLike, y: ArrayLike,
+               options: FitOptions) -> Data:
+    """In-memory ``(X, y)`` converted, with their sample weights (or class weights)."""
+    data = prepare(model, plan, X, y)
+    if options.sample_weight is None and options.class_weight is None:
+        return data
+    xp = model.namespace(data.X)
+    w = sample_weights(xp, model.backend, plan, data.labels, data.X.shape[0], model.dtype,
+                       options.sample_weight, options.class_weight, model.out_features)
+    return data._replace(weights=w)
+
+
+def _setup_guard(model: LayerStack, prepared: _Prepared, opt: Optimizer,
+                 options: FitOptions) -> NonFiniteGuard | None:
+    """The guard of the non-finite policy ``on_nonfinite`` (None: ``"ignore"``)."""
+    X = None if prepared.data is None else prepared.data.X
+    return make_guard(model, X, opt, options.on_nonfinite, prepared.weighted)
+
+
+def _setup_distribution(model: LayerStack, prepared: _Prepared, opt: Optimizer,
+                        options: FitOptions) -> tuple[DataParallel | None, int | None]:
+    """The started :class:`~mlcore.distributed.DataParallel` of a distributed fit (None: not
+    asked, or a single process), and the seed this process shuffles with."""
+    dp = _data_parallel(model, prepared, opt, options)
+    if dp is None:
+        return None, options.seed
+    if prepared.weighted:
         raise InvalidParameterError(
-            "distributed=True trains without sample_weight or class_weight.", distributed)
-    step = _fit_step(model, plan, opt, loss, weighted, dp, guard, jit_compile)
-    seed = seed if dp is None else dp.agree_seed(seed)
-    verbose = verbose if dp is None or dp.rank == 0 else False
-    model.last_loss, model.stop_training = loss, False
-    found = resolve_metrics(metrics)
-    tracker = Tracker(found, model, plan) if found else None
-    val_tracker = Tracker(found, model, plan) if found and val is not None else None
-    hooks = CallbackList(callbacks, model, opt) if callbacks else None
-    if dp is not None:
-        hooks, tracker = _distributed_parts(dp, model, opt, hooks, tracker)
-        val_tracker = _distributed_parts(dp, model, opt, None, val_tracker)[1]
-    history: dict[str, list[float]] = {}
-    batches = None if data is None else batch_ranges(data.X.shape[0], batch_size) \
-        if dp is None else dp.batches(data.X.shape[0], batch_size)
-    run = _epoch_runner(model, plan, step, data, X, batches, shuffle, seed, initial_epoch,
-                        steps_per_epoch, tracker, hooks, opts, dp)
-    n_batches = steps_per_epoch if batches is None else len(batches)
-    total = None if n_batches is None else (epochs - initial_epoch) * n_batches
-    show = verbose not in (False, 0) and (verbose != "auto" or sys.stderr.isatty())
-    with _scope(model, model.parameters()[0].value if data is None else data.X), \
-            progress(verbose, total) as bar, eval_mode(model, training=True), _guard(dp):
-        if hooks:
-            hooks.call("on_train_begin", None)
-        logs: dict[str, float] = {}
-        for epoch in range(initial_epoch, epochs):
-            if hooks:
-                hooks.call("on_epoch_begin", epoch, None)
-            if guard is not None:
-                guard.start_epoch(epoch)
-            try:
-                logs = run(epoch, bar)
-            except _StreamEndedError as end:  # before any batch of this epoch: nothing to log
-                _stream_ended(end)
-                break
-            if val is not None:
-                logs |= _validate(model, plan, val, val_tracker, dp)
-                if guard is not None:
-                    guard.check_validation(logs["val_loss"])
-            if hooks:
-                hooks.call("on_epoch_end", epoch, logs)
-            for key, value in logs.items():
-                history.setdefault(key, []).append(value)
-            if show:
-                bar.set_postfix({k: round(v, 4) for k, v in logs.items()})
-            if model.stop_training:
-                break
-        if hooks:
-            hooks.call("on_train_end", logs)
-    return history
+            "distributed=True trains without sample_weight or class_weight.",
+            options.distributed)
+    return dp, dp.agree_seed(options.seed)
 
 
-def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, loss: str | LossFn,
-              weighted: bool, dp: DataParallel | None, guard: NonFiniteGuard | None,
-              jit_compile: bool | None) -> Callable[..., tuple[Array, Array]]:
-    """``fit``'s training step: the one step (:mod:`mlcore.training.step`), compiled by the
-    backend where it compiles steps, else eager."""
-    check_jit_compile(jit_compile)
-    ts = TrainStep(model, plan, opt, loss, weighted=weighted)
-    sync = None if dp is None else dp.reduce_gradients
-    # the allreduces start during backward, unless a batch may be left out after it
-    hook = dp if dp is not None and dp.overlaps and getattr(guard, "mode", None) != "warn" \
-        else None
-    eager = EagerStep(ts, guard=guard, sync=sync, hook=hook)
-    compiled = compiled_executor(ts, jit_compile, eager=eager, outputs=True, guard=guard,
-                                 sync=sync)
-    return eager if compiled is None else compiled.fit_step()
-
-
-def _validate(model: LayerStack, plan: LossPlan, val: Data, tracker: Tracker | None,
-              dp: DataParallel | None = None) -> dict[str, float]:
-    if tracker is not None:
-        tracker.reset()
-    with eval_mode(model):
-        stats = evaluate_data(model, plan, val, None, tracker, dp)
-    return {f"val_{k}": v for k, v in stats.items()}
-
-
-def _epoch_runner(model: LayerStack, plan: LossPlan, step: Any, data: Data | None, source: Any,
-                  batches: list[tuple[int, int]] | None, shuffle: bool, seed: int | None,
-                  initial_epoch: int, steps: int | None, tracker: Tracker | None,
-                  hooks: CallbackList | None, opts: dict[str, Any],
-                  dp: DataParallel | None) -> Callable[[int, Any], dict[str, float]]:
-    """``run(epoch, bar) -> logs`` for in-memory arrays or for a stream of batches."""
-    if data is None:
-        prepare, shared = _stream_preparer(model, plan, opts), []  # type: ignore[var-annotated]
-
-        def run_streamed(epoch: int, bar: Any) -> dict[str, float]:
-            if tracker is not None:
-                tracker.reset()
-            batches = stream_batches(source, steps, shared)
-            if dp is not None:  # exactly steps_per_epoch batches on every process
-                batches = dp.stream(batches, steps)  # type: ignore[arg-type]  # required
-            elif shared and steps is not None:  # a one-shot stream: it may run out
-                counted = _Counted(batches)
-                if epoch > initial_epoch and counted.empty():
-                    raise _StreamEndedError(epoch, 0, steps)
-                logs = run_stream(model, plan, step, counted, prepare, bar, tracker, hooks)
-                if counted.taken < steps:
-                    _stream_ended(_StreamEndedError(epoch, counted.taken, steps))
-                    model.stop_training = True
-                return logs
-            return run_stream(model, plan, step, batches, prepare, bar, tracker, hooks, dp)
-
-        return run_streamed
-    xp, n = model.namespace(data.X), data.X.shape[0]
-    one_batch = dp is None and len(batches or ()) == 1  # its mean gradient ignores the order
-    count = max(model._epochs_seen, initial_epoch)
-    labelled = 0 if data.labels is None else label_count(data.labels)
-    rng = shuffle_source(model, seed, count, n) if shuffle and not one_batch else None
-
-    def run_in_memory(epoch: int, bar: Any) -> dict[str, float]:
-        if tracker is not None:
-            tracker.reset()
-        if dp is None:
-            epoch_data = data if rng is None else shuffled(xp, data, rng.permutation(n))
-            ranges = batches or []
-        else:  # only this process's rows of the epoch
-            epoch_data, ranges = dp.epoch(xp, data, None if rng is None
-                                          else rng.permutation(n), batches or [])
-        logs = run_epoch(xp, step, plan, epoch_data, ranges, bar, tracker, hooks, dp,
-                         labelled)
-        if dp is not None:
-            dp.end_epoch(model)
-        seen = model._epochs_seen = max(model._epochs_seen, initial_epoch) + 1
-        if rng is not None:
-            model._shuffle_state = (seed, (seen, n), rng)
-        return logs
-
-    return run_in_memory
-
-
-class _Counted:
-    """An iterator that counts what it yields, and can look at its first item ahead."""
-
-    _END = object()
-
-    def __init__(self, items: Iterable[object]) -> None:
-        self.items, self.taken = iter(items), 0
-        self.ahead: list[Any] = []
-
-    def empty(self) -> bool:
-        if not self.ahead:
-            item = next(self.items, self._END)
-            self.ahead = [] if item is self._END else [item]
-        return not self.ahead
-
-    def __iter__(self) -> Any:
-        return self
-
-    def __next__(self) -> Any:
-        item = self.ahead.pop() if self.ahead else next(self.items)
-        self.taken += 1
-        return item
-
-
-class _StreamEndedError(Exception):
-    """A one-shot stream ran out at ``epoch`` after ``taken`` of ``steps`` batches."""
-
-    def __init__(self, epoch: int, taken: int, steps: int) -> None:
-        super().__init__(epoch, taken, steps)
-        self.epoch, self.taken, self.steps = epoch, taken, steps
-
-
-def _stream_ended(end: _StreamEndedError) -> None:
-    """Say that a one-shot stream ran out, as Keras does, and that training stops there."""
-    import warnings
-
-    got = (f"had no batch left for epoch {end.epoch + 1}" if end.taken == 0 else
-           f"ran out after {end.taken} of steps_per_epoch={end.steps} batches in epoch "
-           f"{end.epoch + 1} (that epoch's values cover those {end.taken} batches)")
-    warnings.warn(
-        f"The training stream {got}; training stops here. A generator object runs once: "
-        f"make it yield at least steps_per_epoch * (epochs - initial_epoch) batches, or pass "
-        f"the generator function itself (it is called again each epoch).", RuntimeWarning,
-        stacklevel=3)
-
-
-def _data_parallel(distributed: bool | DataParallel, model: LayerStack, data: Data | None,
-                   val: Data | None,
-                   **settings: Any) -> Any:
-    """The :class:`~mlcore.distributed.DataParallel` of a distributed fit, started (facts
-    checked, weights broadcast), or None (not asked, or a single process)."""
-    if distributed is False or distributed is None:
+def _data_parallel(model: LayerStack, prepared: _Prepared, opt: Optimizer,
+                   options: FitOptions) -> DataParallel | None:
+    """Start the data-parallel plan (facts checked, weights broadcast), or None."""
+    if options.distributed is False or options.distributed is None:
         return None
-    if data is None and settings.get("steps_per_epoch") is None:
+    if prepared.data is None and options.steps_per_epoch is None:
         raise InvalidParameterError(
             "distributed=True with streamed batches needs steps_per_epoch: each process "
             "streams its own part of the data and takes that many batches of it per epoch.",
-            distributed)
-
-    return for_fit(distributed, model, data, val, settings)
+            options.distributed)
+    settings = {"loss": options.loss, "optimizer": opt, "epochs": options.epochs,
+                "batch_size": options.batch_size, "shuffle": options.shuffle,
+                "seed": options.seed, "initial_epoch": options.initial_epoch,
+                "steps_per_epoch": options.steps_per_epoch,
+                "callbacks": _names(options.callbacks), "metrics": _names(options.metrics)}
+    return for_fit(options.distributed, model, prepared.data, prepared.val, settings)
 
 
 def _names(items: Sequence[object] | None) -> list[str]:
@@ -430,19 +277,69 @@ def _names(items: Sequence[object] | None) -> list[str]:
     return [x if isinstance(x, str) else type(x).__name__ for x in items or []]
 
 
+def _fit_step(model: LayerStack, plan: LossPlan, opt: Optimizer, options: FitOptions,
+              weighted: bool, dp: DataParallel | None,
+              guard: NonFiniteGuard | None) -> StepFn:
+    """``fit``'s training step: the one step (:mod:`mlcore.training.step`), compiled by the
+    backend where it compiles steps, else eager."""
+    ts = TrainStep(model, plan, opt, options.loss, weighted=weighted)
+    sync = None if dp is None else dp.reduce_gradients
+    # the allreduces start during backward, unless a batch may be left out after it
+    hook = dp if dp is not None and dp.overlaps and getattr(guard, "mode", None) != "warn" \
+        else None
+    eager = EagerStep(ts, guard=guard, sync=sync, hook=hook)
+    compiled = compiled_executor(ts, options.jit_compile, eager=eager, outputs=True,
+                                 guard=guard, sync=sync)
+    return eager if compiled is None else compiled.fit_step()
+
+
+def _setup_callbacks(model: LayerStack, plan: LossPlan, opt: Optimizer, options: FitOptions,
+                     val: Data | None, dp: DataParallel | None) -> _Watchers:
+    """The callbacks and metric trackers, shared between the processes of a distributed fit;
+    the model's ``last_loss`` set and its ``stop_training`` flag cleared."""
+    model.last_loss, model.stop_training = options.loss, False
+    found = options.found_metrics
+    tracker = Tracker(found, model, plan) if found else None
+    val_tracker = Tracker(found, model, plan) if found and val is not None else None
+    hooks = CallbackList(options.callbacks, model, opt) if options.callbacks else None
+    if dp is not None:
+        hooks, tracker = _distributed_parts(dp, model, opt, hooks, tracker)
+        val_tracker = _distributed_parts(dp, model, opt, None, val_tracker)[1]
+    return _Watchers(hooks, tracker, val_tracker)
+
+
 def _distributed_parts(dp: DataParallel, model: LayerStack, opt: Optimizer,
                        hooks: CallbackList | None,
                        tracker: Tracker | None) -> tuple[Any, Any]:
     """Callbacks decided on rank 0 and obeyed by all; metrics over every process's batches
     (:mod:`mlcore.distributed`)."""
-
     return (MainCallbacks(hooks, dp, model, opt),
             None if tracker is None else GatheredTracker(tracker, dp, model.backend))
 
 
-def _guard(dp: DataParallel | None) -> Any:
-    from contextlib import nullcontext
+def _run_loop(t: Trainer, run: Runner, options: FitOptions, prepared: _Prepared,
+              per_epoch: int | None) -> dict[str, list[float]]:
+    """Train on the data's device, in training mode, with progress shown; the callbacks'
+    ``on_train_begin`` before and ``on_train_end`` after; the history."""
+    model, hooks, dp = t.model, t.hooks, t.dp
+    verbose = options.verbose if dp is None or dp.rank == 0 else False
+    total = None if per_epoch is None else (options.epochs - options.initial_epoch) * per_epoch
+    where = model.parameters()[0].value if prepared.data is None else prepared.data.X
+    with _scope(model, where), progress(verbose, total) as bar, \
+            eval_mode(model, training=True), _guard(dp):
+        call_hooks(hooks, "on_train_begin", None)
+        history, logs = run_epochs(t, run, options, bar, _shown(verbose))
+        call_hooks(hooks, "on_train_end", logs)
+    return history
 
+
+def _shown(verbose: bool | int | str) -> bool:
+    """Whether the progress display shows the epoch's logs."""
+    return verbose not in (False, 0) and (verbose != "auto" or sys.stderr.isatty())
+
+
+def _guard(dp: DataParallel | None) -> AbstractContextManager[None]:
+    """Around the loop: an error on one process of a distributed fit ends every process."""
     return nullcontext() if dp is None else dp.guard()
 
 

@@ -30,7 +30,7 @@ from ..layers.stack import LayerStack
 from ..optimizers import Optimizer
 from ..types import Array
 
-__all__ = ["NonFiniteGuard", "make_guard", "MODES"]
+__all__ = ["NonFiniteGuard", "make_guard", "check_on_nonfinite", "MODES"]
 
 MODES = ("raise", "warn", "ignore")
 SNAPSHOT_BATCHES = 8
@@ -174,12 +174,17 @@ def make_guard(model: LayerStack, X: Array | None, opt: Optimizer, mode: Any,
                weighted: bool = False) -> NonFiniteGuard | None:
     """The guard for ``fit(on_nonfinite=mode)``, or None when it is off; its messages read
     ``opt``'s learning rate and eps when they are written."""
-    if mode not in MODES:
-        raise InvalidParameterError(
-            f"on_nonfinite must be one of {', '.join(map(repr, MODES))}, received {mode!r}.",
-            mode)
+    check_on_nonfinite(mode)
     if mode == "ignore":
         return None
     guard = NonFiniteGuard(model, X, getattr(opt, "lr", None), mode)
     guard.optimizer, guard.weighted = opt, weighted
     return guard
+
+
+def check_on_nonfinite(mode: object) -> None:
+    """``fit``'s ``on_nonfinite`` must be one of :data:`MODES`."""
+    if mode not in MODES:
+        raise InvalidParameterError(
+            f"on_nonfinite must be one of {', '.join(map(repr, MODES))}, received {mode!r}.",
+            mode)

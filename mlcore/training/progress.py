@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import InvalidParameterError
 
-__all__ = ["progress"]
+__all__ = ["progress", "check_verbose"]
 
 
 class _Quiet:
@@ -38,12 +38,16 @@ class _Lines(_Quiet):
         print(f"epoch {self.epoch}: {text}", file=sys.stderr)
 
 
+def check_verbose(verbose: object) -> None:
+    """``fit``'s ``verbose`` must be True, False (or 0, 1), ``"auto"`` or 2."""
+    if not isinstance(verbose, bool) and verbose not in (0, 1, 2, "auto"):
+        raise InvalidParameterError(
+            f"verbose must be True, False, 'auto' or 2 (one line per epoch, as Keras' "
+            f"verbose=2), received {verbose!r}.", verbose)
+
+
 def progress(verbose: bool | int | str, total: int | None) -> Any:
-    if isinstance(verbose, bool) or verbose not in (0, 1, 2, "auto"):
-        if not isinstance(verbose, bool):
-            raise InvalidParameterError(
-                f"verbose must be True, False, 'auto' or 2 (one line per epoch, as Keras' "
-                f"verbose=2), received {verbose!r}.", verbose)
+    check_verbose(verbose)
     if verbose == 2 and not isinstance(verbose, bool):
         return _Lines()
     show = sys.stderr.isatty() if verbose == "auto" else bool(verbose)
