@@ -135,7 +135,7 @@ class CompiledStep:
             self.opt.state["step"] -= 1
             self._t = (-1, None)
 
-    def _fall_back(self, X: Array, y: Array, w: Array | None) -> tuple[Array, Array]:
+    def _fall_back(self, X: Array, y: Array, w: Array | None) -> tuple[Array, Array | None]:
         self.compiled, exc = None, self._failure
         warnings.warn(CompiledStepWarning(
             f"{_failure_text(exc, self.ts.model.backend)}; training goes on with the eager "
@@ -187,7 +187,7 @@ class CompiledStep:
             self._failure = exc
             return None
 
-    def fit_step(self) -> Callable[..., tuple[Array, Array]]:
+    def fit_step(self) -> Callable[..., tuple[Array, Array | None]]:
         """``fit``'s step, ``step(X, T, xp, w=None) -> (loss, output)``."""
         return FitStep(self)
 
@@ -201,7 +201,7 @@ class FitStep:
         self.run, self.backend = executor.run, executor.ts.model.backend
 
     def __call__(self, X: Array, T: Array, xp: Namespace | None = None,
-                 w: Array | None = None) -> tuple[Array, Array]:
+                 w: Array | None = None) -> tuple[Array, Array | None]:
         return self.run(X, T, w)
 
 

@@ -51,7 +51,7 @@ class Bar(Protocol):
     def set_postfix(self, stats: dict[str, float]) -> object: ...
 
 
-StepFn = Callable[..., tuple[Array, Array]]
+StepFn = Callable[..., tuple[Array, Array | None]]
 """``fit``'s step: ``step(X, y, xp[, weights]) -> (loss, output)``."""
 Runner = Callable[[int, Bar], dict[str, float]]
 """``run(epoch, bar) -> logs``: one epoch of ``fit``."""

@@ -151,7 +151,7 @@ def fit(model: LayerStack, X: ArrayLike, y: ArrayLike = None, *, loss: str | Los
     ``validation_split`` (the last fraction of the samples, before shuffling). ``callbacks``
     (:mod:`mlcore.callbacks`) run around epochs and batches; ``sample_weight`` (one weight
     per sample) and ``class_weight`` (``{class: weight}``) weight the training loss (see
-    :mod:`mlcore._weights`). Epochs are numbered from ``initial_epoch`` to ``epochs - 1``
+    :mod:`mlcore.training.weights`). Epochs are numbered from ``initial_epoch`` to ``epochs - 1``
     (as Keras: resume with ``initial_epoch=k``). ``X`` may instead be an iterable of
     ``(X_batch, y_batch)`` pairs (``y`` omitted): a generator function, a list or a
     DataLoader is iterated again each epoch; ``steps_per_epoch`` caps the batches per epoch

@@ -127,7 +127,8 @@ def label_count(labels: Array) -> int:
     return count
 
 
-def run_epoch(xp: Namespace, step: Callable[..., tuple[Array, Array]], plan: LossPlan, data: Data,
+def run_epoch(xp: Namespace, step: Callable[..., tuple[Array, Array | None]], plan: LossPlan,
+              data: Data,
               batches: list[tuple[int, int]], bar: Any, tracker: Tracker | None,
               hooks: CallbackList | None, dp: DataParallel | None = None,
               labelled: int = 0) -> dict[str, float]:
@@ -153,7 +154,7 @@ def run_epoch(xp: Namespace, step: Callable[..., tuple[Array, Array]], plan: Los
             value, out = step(Xb, Tb, xp, Wb)
         sums.add(value * (stop - start), None if Lb is None or out is None
                  else plan.correct(xp, out, Lb))
-        if tracker is not None:
+        if tracker is not None and out is not None:  # None: a process's empty share
             tracker.update(xp, out, Tb if Lb is None else Lb)
         bar.update(1)
         if hooked:
@@ -192,18 +193,18 @@ def batch_slicer(data: Data, backend: Backend | None = None) -> Callable[[int, i
     return take_host
 
 
-def _one_batch(xp: Namespace, step: Callable[..., tuple[Array, Array]], plan: LossPlan,
+def _one_batch(xp: Namespace, step: Callable[..., tuple[Array, Array | None]], plan: LossPlan,
                data: Data,
                bar: Any, labelled: int) -> dict[str, float]:
     """An epoch that is one batch of all the data (XOR-sized nets): its mean is the loss."""
     value, out = step(data.X, data.targets, xp)
     bar.update(1)
-    if data.labels is None:
+    if data.labels is None or out is None:
         return {"loss": float(value)}
     return {"loss": float(value), "accuracy": int(plan.correct(xp, out, data.labels)) / labelled}
 
 
-def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Array, Array]],
+def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Array, Array | None]],
                batches: Iterator[Any], prepare: Callable[..., Data], bar: Any,
                tracker: Tracker | None, hooks: CallbackList | None,
                dp: DataParallel | None = None) -> dict[str, float]:
@@ -224,11 +225,12 @@ def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Arra
         size = d.X.shape[0]
         value, out = (step(d.X, d.targets, xp) if d.weights is None
                       else step(d.X, d.targets, xp, d.weights))
-        sums.add(value * size, None if d.labels is None else plan.correct(xp, out, d.labels))
+        sums.add(value * size, None if d.labels is None or out is None
+                 else plan.correct(xp, out, d.labels))
         sums.n += size
         if d.labels is not None:
             sums.labelled += label_count(d.labels)
-        if tracker is not None:
+        if tracker is not None and out is not None:  # None: a process's empty share
             tracker.update(xp, out, d.targets if d.labels is None else d.labels)
         bar.update(1)
         if hooked:
