@@ -31,7 +31,7 @@ class GatheredTracker:
         self.tracker.reset()
         self.batches = []
 
-    def update(self, xp: Namespace, out: Array, y_true: Any) -> None:
+    def update(self, xp: Namespace, out: Array | None, y_true: Any) -> None:
         """Keep this process's slice (None when it had no rows of the batch)."""
         if out is None or out.shape[0] == 0:
             self.batches.append(None)

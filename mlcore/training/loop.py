@@ -70,7 +70,9 @@ class Tracker:
     def reset(self) -> None:
         self.states = [None] * len(self.metrics)
 
-    def update(self, xp: Namespace, out: Array, y_true: Array) -> None:
+    def update(self, xp: Namespace, out: Array | None, y_true: Array) -> None:
+        if out is None:  # no rows here (only a distributed fit's empty share has none)
+            return
         if self.tail:
             out = chain(self.tail, out, xp, False)[0]
         elif self.squash is not None:
@@ -154,7 +156,7 @@ def run_epoch(xp: Namespace, step: Callable[..., tuple[Array, Array | None]], pl
             value, out = step(Xb, Tb, xp, Wb)
         sums.add(value * (stop - start), None if Lb is None or out is None
                  else plan.correct(xp, out, Lb))
-        if tracker is not None and out is not None:  # None: a process's empty share
+        if tracker is not None:  # out None: a process's empty share (distributed trackers)
             tracker.update(xp, out, Tb if Lb is None else Lb)
         bar.update(1)
         if hooked:
@@ -230,7 +232,7 @@ def run_stream(model: LayerStack, plan: LossPlan, step: Callable[..., tuple[Arra
         sums.n += size
         if d.labels is not None:
             sums.labelled += label_count(d.labels)
-        if tracker is not None and out is not None:  # None: a process's empty share
+        if tracker is not None:  # out None: a process's empty share (distributed trackers)
             tracker.update(xp, out, d.targets if d.labels is None else d.labels)
         bar.update(1)
         if hooked:
