@@ -197,9 +197,7 @@ def backend_status(backend: Any) -> BackendStatus:
         member = "xp"
         missing = _xp_missing(backend.xp)
     except Exception as exc:  # noqa: BLE001 - a backend's fault, reported in one line
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        return BackendStatus("failed", f"{member} raised {type(exc).__name__}: {text}. A "
-                             f"backend's {member} must not raise: fix or uninstall its plugin.")
+        return BackendStatus("failed", member_failure(member, exc))
     if missing:
         return BackendStatus("failed", (
             f"its namespace xp ({_module_name(backend.xp)}) has no {', '.join(missing)}, "
@@ -207,6 +205,13 @@ def backend_status(backend: Any) -> BackendStatus:
             f"library's complete Array API namespace (the module array_namespace(x) gives "
             f"for its arrays)."))
     return BackendStatus("available", "")
+
+
+def member_failure(member: str, exc: BaseException) -> str:
+    """One line saying that a backend's ``member`` raised ``exc``, and the fix."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return (f"{member} raised {type(exc).__name__}: {text}. A backend's {member} must not "
+            f"raise: fix or uninstall its plugin.")
 
 
 _ADDRESS = " at 0x"

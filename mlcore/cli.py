@@ -21,6 +21,7 @@ from .backend import (
     backend_status,
     device_label,
     get_backend,
+    member_failure,
     optional_members,
     use_backend,
 )
@@ -95,9 +96,7 @@ def _backend_row(name: str, b: Any) -> dict[str, Any]:
             if fn is not None:
                 row[key] = fn()
         except Exception as exc:  # noqa: BLE001 - listed as a failed backend, in one line
-            text = str(exc).splitlines()[0] if str(exc) else ""
-            row.update(available=False, status="failed",
-                       reason=f"{member} raised {type(exc).__name__}: {text}")
+            row.update(available=False, status="failed", reason=member_failure(member, exc))
             break
     return row
 
@@ -119,8 +118,8 @@ def info_report() -> dict[str, Any]:
     except MlcoreError as exc:
         report["backend"]["error"] = str(exc)
     except Exception as exc:  # noqa: BLE001 - a backend member that raised (device_label)
-        report["backend"]["error"] = (f"backend {choice.name!r} raised "
-                                      f"{type(exc).__name__}: {exc}")
+        report["backend"]["error"] = (f"backend {choice.name!r}: "
+                                      f"{member_failure('device_label()', exc)}")
     return report
 
 
