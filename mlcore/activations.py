@@ -7,10 +7,16 @@ register its own, so they survive ``MLCORE_DISABLE_PLUGIN_AUTOLOAD``; written on
 Every ``forward`` resolves the namespace of its input once and returns an array of the
 same namespace, device, shape and floating dtype; ``backward(x, y, dy)`` returns ``dy · f'(x)`` (the
 vector-Jacobian product), reusing ``y = forward(x)`` where that is cheaper.
+
+Each formula here is the one definition. Where the backend offers a fused kernel of the
+same formula (:data:`mlcore.hookspecs.KERNELS`: NumPy's compiled one-pass-per-row softmax,
+log_softmax, sigmoid and their gradients, tanh's gradient), the unchecked method runs it
+first as a fast path, and the formula whenever it answers None; the tests compare the two.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from .arrays import numerics as nm
@@ -19,7 +25,7 @@ from .arrays.namespace import check_floating, namespace
 from .bases import ActivationBase
 from .errors import InvalidParameterError, ShapeError
 from .hookspecs import ActivationFn, hookimpl
-from .plugins import make, registry
+from .plugins import kernel, make, registry
 from .types import Array, Namespace
 
 __all__ = [
@@ -78,10 +84,12 @@ class Sigmoid(ActivationBase):
     name = "sigmoid"
 
     def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
-        return nm.sigmoid(xp, x)
+        fast = _fused(xp, "sigmoid", x)
+        return nm.sigmoid(xp, x) if fast is None else fast
 
     def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
-        return dy * (y * (1.0 - y))
+        fast = _fused(xp, "sigmoid_backward", y, dy)
+        return dy * (y * (1.0 - y)) if fast is None else fast
 
 
 class Tanh(ActivationBase):
@@ -94,7 +102,8 @@ class Tanh(ActivationBase):
         return xp.tanh(x)
 
     def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
-        return dy * (1.0 - y * y)
+        fast = _fused(xp, "tanh_backward", y, dy)
+        return dy * (1.0 - y * y) if fast is None else fast
 
 
 class ReLU(ActivationBase):
@@ -150,9 +159,13 @@ class Softmax(ActivationBase):
 
     def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         _check_axis("softmax", self.axis, x)
-        return nm.softmax(xp, x, self.axis)
+        fast = _fused(xp, "softmax", x, self.axis)
+        return nm.softmax(xp, x, self.axis) if fast is None else fast
 
     def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
+        fast = _fused(xp, "softmax_backward", y, dy, self.axis)
+        if fast is not None:
+            return fast
         return y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))
 
 
@@ -170,9 +183,13 @@ class LogSoftmax(ActivationBase):
 
     def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
         _check_axis("log_softmax", self.axis, x)
-        return nm.log_softmax(xp, x, self.axis)
+        fast = _fused(xp, "log_softmax", x, self.axis)
+        return nm.log_softmax(xp, x, self.axis) if fast is None else fast
 
     def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
+        fast = _fused(xp, "log_softmax_backward", y, dy, self.axis)
+        if fast is not None:
+            return fast
         return dy - xp.exp(y) * xp.sum(dy, axis=self.axis, keepdims=True)
 
 
@@ -191,6 +208,18 @@ class Step(ActivationBase):
 
     def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
         return xp.zeros_like(dy)
+
+
+@functools.cache
+def _kernel(xp: Namespace, name: str) -> Callable[..., Array | None] | None:
+    """The backend's fused kernel ``name`` for ``xp``, or None (asked once per xp)."""
+    return kernel(name, xp)
+
+
+def _fused(xp: Namespace, name: str, *args: object) -> Array | None:
+    """The fused kernel's answer (None: no kernel, or not for these inputs)."""
+    fast = _kernel(xp, name)
+    return None if fast is None else fast(*args)
 
 
 def _axis_param(owner: str, value: object) -> int:

@@ -140,11 +140,29 @@ KERNELS: Mapping[str, KernelSpec] = {
         "p -= lr * g in place (mlcore.optimizers.SGD's last line; g already holds momentum and "
         "weight decay). May round p - lr g once (a fused multiply-add): a few ulp."),
     "softmax_cross_entropy": KernelSpec(
-        "kernel(xp, z, t, smoothing=0.0, grad=True) -> (value, gradient or None)",
+        "kernel(xp, z, t, smoothing=0.0, grad=True) -> (value, gradient or None) or None",
         "The mean cross-entropy of softmax(z) over the N rows of the logits z and its "
         "gradient (softmax(z) - y) / N, as mlcore.losses.CrossEntropy(from_logits=True) "
         "computes them; t is (N,) class indices (smoothed to (1 - s) one-hot + s / M) or "
-        "(N, M) rows taken as they are. Asked for by that loss in training."),
+        "(N, M) rows taken as they are. Asked for by that loss (mean reduction) in "
+        "training, and with grad=False for its value. None: inputs it does not take."),
+    **{name: KernelSpec(f"kernel({args}) -> array or None",
+                        f"{does} (mlcore.activations.{cls}); a new array of the input's "
+                        "shape and dtype, or None where the kernel does not take the inputs "
+                        "(dtype, layout, size, axis): the core then runs its formula.")
+       for name, args, cls, does in [
+           ("softmax", "x, axis", "Softmax",
+            "softmax(x) over axis: e^(x - max) / sum e^(x - max)"),
+           ("softmax_backward", "y, dy, axis", "Softmax",
+            "the softmax's vector-Jacobian product y (dy - sum(dy y, axis))"),
+           ("log_softmax", "x, axis", "LogSoftmax",
+            "log_softmax(x) over axis: (x - max) - log sum e^(x - max)"),
+           ("log_softmax_backward", "y, dy, axis", "LogSoftmax",
+            "log_softmax's vector-Jacobian product dy - e^y sum(dy, axis)"),
+           ("sigmoid", "x", "Sigmoid", "1 / (1 + e^(-x)), x floored as mlcore.plugin.sigmoid"),
+           ("sigmoid_backward", "y, dy", "Sigmoid", "dy (y (1 - y)) for y = sigmoid(x)"),
+           ("tanh_backward", "y, dy", "Tanh", "dy (1 - y^2) for y = tanh(x)"),
+       ]},
 }
 """Every kernel name the core asks for or a backend offers, with its signature: the one
 table the core (which asks for kernels only by these names) and the backends (tested
@@ -242,11 +260,16 @@ def mlcore_kernel(name: str, xp: Namespace) -> Callable[..., Any] | None:
     a few ulp of the operands where a kernel documents a fused multiply-add) and must not
     change the inputs it does not document as updated. The first non-None answer wins.
     The names and signatures are those of :data:`KERNELS` (``adam_update``,
-    ``sgd_update``, ``softmax_cross_entropy``); NumPy's backend provides the two updates,
+    ``sgd_update``, ``softmax_cross_entropy`` and the activations' ``softmax``,
+    ``softmax_backward``, ``log_softmax``, ``log_softmax_backward``, ``sigmoid``,
+    ``sigmoid_backward``, ``tanh_backward``); NumPy's backend provides the two updates,
     working through large arrays in cache-sized blocks or one compiled loop, so the passes
-    read memory once; CuPy's all three, each in one launch. Activations and losses have no
-    other kernels: their unchecked formulas are their own (:class:`ActivationKernels`,
-    :class:`LossKernels`), the same for built-ins and plugins.
+    read memory once, and, with Numba, the others as one compiled pass per row; CuPy's the
+    first three, each in one launch. A built-in activation or loss asks for its kernel by
+    name inside its own unchecked formula, which stays the one definition: the kernel is a
+    fast path tested against it, and answering None (an input it does not take) runs the
+    formula. A plugin's activations and losses are their own formulas
+    (:class:`ActivationKernels`, :class:`LossKernels`).
     """
     raise NotImplementedError
 

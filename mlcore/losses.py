@@ -318,14 +318,34 @@ class CrossEntropy(ClassProbabilities, LossBase):
     def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
                                  target: Array) -> tuple[Array, Array]:
         """As the base's, through the backend's fused ``softmax_cross_entropy`` kernel (one
-        launch on a GPU; :data:`mlcore.hookspecs.KERNELS`) when it has one."""
+        launch on a GPU, one compiled pass per row in NumPy; :data:`mlcore.hookspecs.KERNELS`)
+        when it has one for these inputs."""
+        both = self._fused(xp, pred, target, grad=True)
+        if both is None:
+            return super().value_and_grad_unchecked(xp, pred, target)
+        return cast("tuple[Array, Array]", both)
+
+    def forward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
+        both = self._fused(xp, pred, target, grad=False)
+        return super().forward_unchecked(xp, pred, target) if both is None else both[0]
+
+    def backward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
+        both = self._fused(xp, pred, target, grad=True)
+        if both is None or both[1] is None:
+            return super().backward_unchecked(xp, pred, target)
+        return both[1]
+
+    def _fused(self, xp: Namespace, pred: Array, target: Array,
+               grad: bool) -> tuple[Array, Array | None] | None:
+        """The fused kernel's (value, gradient or None) for the mean from logits, or None
+        (no kernel, another reduction or form, inputs the kernel does not take)."""
         fused = _softmax_ce(xp) if self.from_logits and self.reduction == "mean" else None
         if fused is None:
-            return super().value_and_grad_unchecked(xp, pred, target)
+            return None
         s = self.label_smoothing
         if s and target.ndim == 2:  # the kernel takes rows as they are
             target, s = self._dense_target(xp, pred, target), 0.0
-        return cast("tuple[Array, Array]", fused(xp, pred, target, s))  # grad=True: both
+        return fused(xp, pred, target, s, grad)
 
     def values_and_gradient(self, xp: Namespace, pred: Array, target: Array) -> tuple[Array, Array]:
         if not self.from_logits:
@@ -336,7 +356,7 @@ class CrossEntropy(ClassProbabilities, LossBase):
 
 
 @functools.cache
-def _softmax_ce(xp: Namespace) -> Callable[..., tuple[Array, Array | None]] | None:
+def _softmax_ce(xp: Namespace) -> Callable[..., tuple[Array, Array | None] | None] | None:
     """The backend's fused softmax cross-entropy for ``xp``, or None (asked once per xp)."""
     return kernel("softmax_cross_entropy", xp)
 

@@ -48,7 +48,7 @@ class NumpyBackend(HostBackend):
 
     def kernel_info(self) -> str:
         """The fused kernels and whether NumPy's BLAS serves them (``mlcore info``)."""
-        from . import kernels
+        from . import fused, kernels
         from .jit import jit
 
         blas, compiled = kernels.cblas(), jit()
@@ -57,7 +57,13 @@ class NumpyBackend(HostBackend):
         how = (f"one Numba {compiled.version} loop once a parameter has "
                f"{kernels.JIT_LOAD_MIN} elements" if compiled.available
                else f"blocked NumPy passes; JIT off: {compiled.reason}")
-        return f"adam_update ({how}), sgd_update ({where})"
+        rows = ("softmax, log_softmax, sigmoid, their backwards, tanh_backward, "
+                "softmax_cross_entropy")
+        loops = fused.fused() if fused.fused.cache_info().currsize else None
+        fast = (f"{rows} (one Numba pass per row once an input has {fused.LOAD_MIN} "
+                f"elements)" if compiled.available and (loops is None or loops.available)
+                else f"{rows}: the core's formulas (JIT off)")
+        return f"adam_update ({how}), sgd_update ({where}), {fast}"
 
     def __repr__(self) -> str:
         return f"<mlcore backend numpy {np.__version__}>"
