@@ -579,6 +579,33 @@ def test_the_scaling_script_runs_whole_epochs_from_any_folder_and_shows_child_er
     assert "--distributed" in helped.stdout
 
 
+def test_a_started_allreduce_that_never_completes_sleeps_and_says_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """complete(): every process has arrived, yet the non-blocking allreduce does not
+    finish (the processes started different collectives, or one died). The wait sleeps
+    between polls instead of spinning a core for the whole timeout, and the error says what
+    to check."""
+    from types import SimpleNamespace
+
+    from mlcore.distributed import _world
+
+    slept: list[float] = []
+    sleep = time.sleep
+    monkeypatch.setattr(_world.time, "sleep", lambda s: (slept.append(s), sleep(s)))
+    arrived = SimpleNamespace(Test=lambda: True)
+    comm = SimpleNamespace(Ibarrier=lambda: arrived, iprobe=lambda **kw: False)
+    mpi = SimpleNamespace(Request=SimpleNamespace(Testall=lambda requests: False),
+                          ANY_SOURCE=-1)
+    with pytest.raises(mlcore.DistributedError) as info:
+        _world.complete(_world.World(0, 2, comm, mpi), [object()], 0.3,
+                        "the gradient allreduce of step 1")
+    message = str(info.value)
+    assert "started different collectives" in message and "died" in message, message
+    assert "check every process passes the same DataParallel settings and backend, or " \
+        "raise MLCORE_DISTRIBUTED_TIMEOUT" in message, message
+    assert sum(slept) > 0.15, slept  # asleep most of the 0.3 s, not spinning
+
+
 # -- gradients' allreduces overlapped with backward ----------------------------------------
 def test_overlapped_allreduces_give_the_weights_of_reduce_after_backward_bitwise(
         tmp_path: Path) -> None:
