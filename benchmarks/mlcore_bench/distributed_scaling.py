@@ -227,7 +227,7 @@ def _bucket_bytes(dp: Any, params: Sequence[Any]) -> list[int]:
     count of rows)."""
     itemsize = params[0].value.dtype.itemsize
     return [itemsize * (sum(math.prod(params[i].shape) for i in bucket) + (b == 0))
-            for b, bucket in enumerate(dp._buckets)]
+            for b, bucket in enumerate(dp.buckets)]
 
 
 def _packing() -> float:
