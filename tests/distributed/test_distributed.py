@@ -586,7 +586,7 @@ def test_the_scaling_script_runs_whole_epochs_from_any_folder_and_shows_child_er
     for label in ("mlcore", "mlcore/no-overlap"):  # overlap on and off, by default
         assert f"model check {label} K=2 B=16: T predicted" in job.stdout
     assert "P= 64: t_comm" in job.stdout  # the extrapolation
-    bad = subprocess.run([*script, "--batches", "0", "--rows", "96"], cwd=tmp_path, env=env,
+    bad = subprocess.run([*script, "--batches", "0,8", "--rows", "96"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert bad.returncode != 0 and "batch_size" in bad.stderr  # the child's own error
     assert "process(es) failed" in bad.stderr
