@@ -38,8 +38,11 @@ is counted in ``c1``. ``alpha`` and ``beta`` come from the ping test at K: the r
 messages of ``S/K``) fitted to the measured allreduce times by non-negative least squares in
 relative terms, so the model reproduces the measured allreduce. ``S`` is the
 gradients' bytes, in ``n_b`` buckets; ``t_pack`` the packing and unpacking of a step,
-measured. The model is for the gradients reduced after backward: overlap can only hide part
-of ``t_comm`` (on this machine little, see docs/distributed.md).
+measured for each variant on its own buckets (with overlap, the non-blocking path's; without,
+the blocking path's one). The model is for the gradients reduced after backward: overlap can
+only hide part of ``t_comm`` (on this machine little, see docs/distributed.md). The
+equations are in :mod:`mlcore_bench.scaling_model`; whole epochs need at least two batch
+sizes (``S_1 · c0 + N · c1`` has two unknowns).
 """
 
 from __future__ import annotations
@@ -52,11 +55,23 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from .scaling_model import (
+    batch_for,
+    comm_seconds,
+    efficiency,
+    epoch_seconds,
+    fit_compute,
+    fit_network,
+    fixed_seconds,
+    step_batch_for,
+)
 
 SIZES = [784, 512, 512, 10]
 MESSAGE_BYTES = [8, 1024, 65536, 2**20, 2_678_824, 8 * 2**20]
@@ -211,12 +226,28 @@ def _time_torch(batch: int, steps: int | None, size: int, rows: int,
 
 
 class _Loopback:
-    """A stand-in communicator whose allreduce returns its input: times the packing."""
+    """A stand-in communicator whose collectives return their input: times the packing.
+    ``nonblocking``: it offers the non-blocking allreduce too, so a DataParallel with
+    overlap plans and packs the overlap's buckets."""
 
     rank, size = 0, 1
 
+    def __init__(self, nonblocking: bool) -> None:
+        self.nonblocking = nonblocking
+
     def allreduce(self, x: Any, op: str = "sum") -> Any:
         return x
+
+    def start_allreduce(self, x: Any, op: str = "sum") -> Any:
+        from mlcore.distributed.comm import Pending
+
+        return Pending(None, x, lambda buf: buf)
+
+    def progress(self, pending: Any) -> None:
+        pass
+
+    def wait(self, pending: Any) -> None:
+        pass
 
     def allgather_object(self, obj: Any) -> list[Any]:
         return [obj]
@@ -227,16 +258,17 @@ def _bucket_bytes(dp: Any, params: Sequence[Any]) -> list[int]:
     count of rows)."""
     itemsize = params[0].value.dtype.itemsize
     return [itemsize * (sum(math.prod(params[i].shape) for i in bucket) + (b == 0))
-            for b, bucket in enumerate(dp._buckets)]
+            for b, bucket in enumerate(dp.buckets)]
 
 
-def _packing() -> float:
+def _packing(overlap: bool) -> float:
     """Seconds of gradient packing and unpacking per step (what reduce_gradients adds
-    besides MPI)."""
+    besides MPI), of the buckets of ``DataParallel(overlap=overlap)``: with overlap the
+    non-blocking path's buckets (two for this model), without it the blocking path's one."""
     from mlcore.distributed import DataParallel
 
     model = _model_and_data(1)[0]
-    dp = DataParallel(comm=_Loopback())  # type: ignore[arg-type]
+    dp = DataParallel(comm=_Loopback(overlap), overlap=overlap)  # type: ignore[arg-type]
     dp.start(model, {})
     params = model.parameters()
     times = []
@@ -283,7 +315,8 @@ def worker(batches: list[int], steps: int | None, rows: int, torch_port: int | N
         if size > 1:
             result["sweep"] = _allreduce_sweep()
         else:
-            result["pack_seconds"] = _packing()
+            result["pack_seconds"] = _packing(False)
+            result["pack_seconds_overlap"] = _packing(True)
     if distributed.is_main():
         print("RESULT " + json.dumps(result), flush=True)
 
@@ -317,116 +350,6 @@ def _launch(k: int, batches: list[int], steps: int | None, rows: int,
             f"process(es) failed (exit status {job.returncode}):\n$ {' '.join(cmd)}\n"
             f"{job.stdout[-3000:]}{job.stderr[-6000:]}")
     return dict(json.loads(line[len("RESULT "):]))
-
-
-# -- the model (docs/distributed.md, "A model for larger jobs") ---------------------------
-def nnls(columns: Sequence[Sequence[float]], y: Sequence[float]) -> list[float]:
-    """Non-negative least squares for a few unknowns: the coefficients ``x >= 0``
-    minimising ``|sum_j x_j columns[j] - y|``, found exactly by trying every set of
-    unknowns left free (the others 0) and keeping the best solution with no negative
-    coefficient (a negative cost cannot come out)."""
-    A = np.array(columns, dtype=float).T
-    b = np.array(y, dtype=float)
-    best, best_residual = [0.0] * A.shape[1], float(b @ b)
-    for count in range(1, A.shape[1] + 1):
-        for free in itertools.combinations(range(A.shape[1]), count):
-            x = np.linalg.lstsq(A[:, free], b, rcond=None)[0]
-            if (x < 0).any():
-                continue
-            residual = float(np.sum((A[:, free] @ x - b) ** 2))
-            if residual < best_residual * (1 - 1e-12):
-                best, best_residual = [0.0] * A.shape[1], residual
-                for j, v in zip(free, x, strict=True):
-                    best[j] = float(v)
-    return best
-
-
-def steps_of(rows: int, processes: int, batch: int) -> int:
-    """``S_K(B) = ceil(N / (K·B))``: the steps of an epoch of ``rows`` rows."""
-    return -(-rows // (processes * batch))
-
-
-def fit_compute(runs: Sequence[dict[str, float]]) -> tuple[float, float]:
-    """``(c0, c1)``: seconds per step and per row, both >= 0, fitted (:func:`nnls`) to the
-    1-process epochs' ``step_seconds + gather_seconds = S_1 · c0 + N · c1``; ``runs``
-    hold ``steps``, ``rows``, ``step_seconds`` and ``gather_seconds`` (medians)."""
-    c0, c1 = nnls([[r["steps"] for r in runs], [r["rows"] for r in runs]],
-                  [r["step_seconds"] + r["gather_seconds"] for r in runs])
-    return c0, c1
-
-
-def fixed_seconds(run: dict[str, float]) -> float:
-    """``F_K``: a fit's time outside its training steps, less the row gather (counted in
-    ``c1``), never below 0."""
-    return max(0.0, run["seconds"] - run["step_seconds"] - run["gather_seconds"])
-
-
-def fit_network(sweep: Sequence[dict[str, float]], processes: int) -> tuple[float, float]:
-    """``(alpha, beta)``: the per-message latency (seconds) and the achievable bandwidth
-    (bytes/s) with which :func:`ring_allreduce` fits the ping test at ``processes``: the
-    non-negative least squares of ``t(S) = 2 (K-1) alpha + 2 (K-1)/K · S / beta`` (unknowns
-    ``alpha`` and ``1/beta``) over every message, each weighted by ``1/t(S)`` so that the
-    small messages set the latency and the large ones the bandwidth (relative errors);
-    ``beta`` is infinite when the times do not grow with the size."""
-    k = processes
-    weights = [1.0 / r["seconds"] for r in sweep]
-    alpha, inverse = nnls(
-        [[2 * (k - 1) * w for w in weights],
-         [2 * (k - 1) / k * r["bytes"] * w for r, w in zip(sweep, weights, strict=True)]],
-        [1.0] * len(sweep))
-    return alpha, (1.0 / inverse if inverse > 0 else math.inf)
-
-
-def ring_allreduce(p: int, nbytes: float, latency: float, bandwidth: float,
-                   messages: int = 1) -> float:
-    """Seconds for ``messages`` ring allreduces of ``nbytes`` in all over ``p`` processes
-    (reduce-scatter then allgather: ``2 (p-1)`` steps of ``nbytes/p`` each):
-    ``messages · 2 (p-1) · latency + 2 (p-1)/p · nbytes / bandwidth``."""
-    if p <= 1:
-        return 0.0
-    return messages * 2 * (p - 1) * latency + 2 * (p - 1) / p * nbytes / bandwidth
-
-
-def comm_seconds(p: int, bucket_bytes: Sequence[int], latency: float, bandwidth: float,
-                 pack: float) -> float:
-    """``t_comm(p)``: a step's gradient allreduce, one message per bucket, and the packing
-    (0 for one process)."""
-    if p <= 1:
-        return 0.0
-    return pack + ring_allreduce(p, sum(bucket_bytes), latency, bandwidth, len(bucket_bytes))
-
-
-def epoch_seconds(p: int, rows: int, batch: int, c0: float, c1: float, t_comm: float,
-                  fixed: float) -> float:
-    """``T_p(B) = S_p(B) · (c0 + t_comm) + (N / p) · c1 + F``."""
-    return steps_of(rows, p, batch) * (c0 + t_comm) + rows / p * c1 + fixed
-
-
-def efficiency(p: int, rows: int, batch: int, c0: float, c1: float, t_comm: float,
-               fixed: float, fixed_1: float) -> float:
-    """``E = T_1(B) / (p · T_p(B))`` for an epoch of the same ``rows`` rows."""
-    one = epoch_seconds(1, rows, batch, c0, c1, 0.0, fixed_1)
-    return one / (p * epoch_seconds(p, rows, batch, c0, c1, t_comm, fixed))
-
-
-def batch_for(target: float, p: int, rows: int, c0: float, c1: float, t_comm: float,
-              fixed: float, fixed_1: float) -> int | None:
-    """The smallest per-process batch whose epoch of ``rows`` rows reaches ``target``
-    efficiency on ``p`` processes (None: none does, the fixed costs being too large)."""
-    for b in range(1, -(-rows // p) + 1):
-        if efficiency(p, rows, b, c0, c1, t_comm, fixed, fixed_1) >= target:
-            return b
-    return None
-
-
-def step_batch_for(target: float, c0: float, c1: float, t_comm: float) -> float | None:
-    """The per-process batch whose *step* reaches ``target`` efficiency,
-    ``(c0 + B c1) / (c0 + B c1 + t_comm) = target`` (a data set large enough for the
-    per-epoch costs to vanish); None when compute does not grow with B and never suffices."""
-    need = target / (1 - target) * t_comm - c0
-    if need <= 0:
-        return 1.0
-    return need / c1 if c1 > 0 else None
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -487,19 +410,25 @@ def report(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: list
 def fit_model(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: list[int],
               overlap: str = "on") -> dict[str, Any]:
     """Every parameter of the model, from this run: ``c0``, ``c1`` (1-process epochs),
-    ``t_pack``, ``alpha`` and ``beta`` per K (ping test), and per variant (``"1"``,
-    ``"2"``, ``"2-no-overlap"``, ...) its ``F`` per B and its buckets' bytes."""
-    pack = statistics.median(r["mlcore-1"]["pack_seconds"] for r in rounds)
+    ``alpha`` and ``beta`` per K (ping test), and per variant (``"1"``, ``"2"``,
+    ``"2-no-overlap"``, ...) its ``F`` per B, its buckets' bytes and ``t_pack`` (the packing
+    and unpacking of its own buckets: the overlap's, or the one after backward)."""
+    ones_runs = [r["mlcore-1"] for r in rounds]
+    pack = {False: statistics.median(r["pack_seconds"] for r in ones_runs),
+            True: statistics.median(r.get("pack_seconds_overlap", r["pack_seconds"])
+                                    for r in ones_runs)}
     ones = [_median_run([r["mlcore-1"]["fits"][i] for r in rounds])
             for i in range(len(batches))]
     c0, c1 = fit_compute(ones)
-    model: dict[str, Any] = {"c0": c0, "c1": c1, "pack_seconds": pack,
+    model: dict[str, Any] = {"c0": c0, "c1": c1, "pack_seconds": pack[False],
+                             "pack_seconds_overlap": pack[True],
                              "rows": ones[-1]["rows"], "network": {}, "variants": {
                                  "1": {"fixed": [fixed_seconds(o) for o in ones],
                                        "bucket_bytes": []}}}
     print(f"compute (non-negative least squares over the 1-process epochs' steps and row "
           f"gather): c0 = {1e3 * c0:.3f} ms per step + c1 = {1e6 * c1:.2f} us per row; "
-          f"packing and unpacking t_pack = {1e3 * pack:.2f} ms per step")
+          f"packing and unpacking t_pack = {1e3 * pack[True]:.2f} ms per step with overlap "
+          f"(its buckets), {1e3 * pack[False]:.2f} ms without (one bucket)")
     for k in ks:
         key = next(key for _, key, kk in variants([k], overlap, False) if kk == k)
         sweep = [{"bytes": row["bytes"],
@@ -515,7 +444,8 @@ def fit_model(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: l
                 continue
             buckets = list(rounds[0][vkey]["fits"][0]["bucket_bytes"])
             model["variants"][vkey.removeprefix("mlcore-")] = {
-                "bucket_bytes": buckets, "fixed": [
+                "bucket_bytes": buckets, "pack_seconds": pack[not vkey.endswith("no-overlap")],
+                "fixed": [
                     fixed_seconds(_median_run([r[vkey]["fits"][i] for r in rounds]))
                     for i in range(len(batches))]}
     print("per-epoch costs outside the steps, less the row gather (F) at B = "
@@ -532,7 +462,7 @@ def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
                 batches: list[int], ks: list[int], overlap: str = "on") -> list[dict[str, Any]]:
     """The model's epoch time and efficiency beside the measured ones (medians over the
     rounds), for K = 1 (the compute fit's residual) and every K and B measured."""
-    c0, c1, pack = model["c0"], model["c1"], model["pack_seconds"]
+    c0, c1 = model["c0"], model["c1"]
     print("model check (T: seconds per epoch; E: efficiency; error = (model - measured) / "
           "measured):")
     out = []
@@ -540,7 +470,8 @@ def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
         variant, one_variant = model["variants"][key.removeprefix("mlcore-")], \
             model["variants"]["1"]
         net = model["network"].get(str(k), {"alpha": 0.0, "beta": math.inf})
-        t_comm = comm_seconds(k, variant["bucket_bytes"], net["alpha"], net["beta"], pack)
+        t_comm = comm_seconds(k, variant["bucket_bytes"], net["alpha"], net["beta"],
+                              variant.get("pack_seconds", model["pack_seconds"]))
         for i, b in enumerate(batches):
             run = _median_run([r[key]["fits"][i] for r in rounds])
             n = int(run["rows"])
@@ -572,12 +503,13 @@ def extrapolate(model: dict[str, Any], rows: int) -> list[dict[str, Any]]:
     machine's compute, the fixed costs and buckets of the largest K measured here, without
     overlap where measured, an epoch of ``rows`` rows): efficiency at B = 32/256/1024 and
     the batch per process for :data:`TARGET`."""
-    c0, c1, pack = model["c0"], model["c1"], model["pack_seconds"]
+    c0, c1 = model["c0"], model["c1"]
     names = [name for name in model["variants"] if name != "1"]
     name = max(names, key=lambda n: (int(n.split("-")[0]), n.endswith("no-overlap")),
                default="1")
     variant = model["variants"][name]
     buckets = variant["bucket_bytes"] or [0]
+    pack = variant.get("pack_seconds", model["pack_seconds"])
     fixed = statistics.median(variant["fixed"])
     fixed_1 = statistics.median(model["variants"]["1"]["fixed"])
     print(f"extrapolation: one process per machine, compute as fitted here, F = "
@@ -631,6 +563,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(batches, args.steps, args.rows, args.torch_port, args.overlap != "off")
         return
+    if len(set(batches)) < 2 and args.steps is None:
+        # whole epochs of one batch size: S_1 · c0 + N · c1 is one equation for two unknowns
+        raise SystemExit("--batches needs at least two different sizes to fit c0 and c1 "
+                         "(per step, per row); give e.g. --batches 32,512")
     ks = [int(k) for k in args.processes.split(",")]
     use_torch = args.torch
     if use_torch is None:
@@ -655,8 +591,21 @@ def main(argv: list[str] | None = None) -> None:
     result = report(rounds, batches, ks, args.overlap, args.rows)
     print(f"load average at end: {result['loadavg_end']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rounds": rounds, **result}, f, indent=1)
+        _write_json(args.json, {"rounds": rounds, **result})
+
+
+def _write_json(path: str, value: dict[str, Any]) -> None:
+    """``value`` as JSON at ``path``, atomically: written to a temporary file in the same
+    folder, then moved over ``path`` (a failure leaves the earlier file, and no other)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".scaling-", suffix=".json.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The scaling benchmark's performance model (docs/distributed.md, "A model for larger jobs"),
-on made-up timings generated from known parameters: the fits recover them, no cost comes out
-negative, the model reproduces timings it generated, and ``mlcore bench --distributed``
-runs the script."""
+"""The scaling benchmark's performance model (docs/distributed.md, "A model for larger jobs";
+its equations in ``mlcore_bench.scaling_model``), on made-up timings generated from known
+parameters: the fits recover them, no cost comes out negative, the model reproduces timings
+it generated (each variant with its own packing time), and ``mlcore bench --distributed``
+runs the script, which refuses one batch size and writes its JSON atomically."""
 
 from __future__ import annotations
 
@@ -11,30 +12,32 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from mlcore_bench import distributed_scaling as ds
+from mlcore_bench import scaling_model as sm
 
 from mlcore.cli import main
 
 C0, C1, GATHER = 1.25e-3, 15e-6, 0.67e-6  # seconds per step, per row, per gathered row
-ALPHA, BETA, PACK = 6e-6, 1.5e9, 0.3e-3
-BUCKETS = {True: [22_572, 2_656_256], False: [2_678_828]}  # with overlap, without
+ALPHA, BETA = 6e-6, 1.5e9
+PACK = {True: 0.35e-3, False: 0.3e-3}  # packing and unpacking, with overlap and without
+BUCKETS = {True: [20_524, 2_658_304], False: [2_678_828]}  # with overlap, without
 FIXED = {1: 4e-3, 2: 9e-3, 3: 11e-3}
 ROWS = 60_000
 
 
 def test_nnls_recovers_known_coefficients_and_never_goes_negative() -> None:
     columns = [[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]]
-    assert ds.nnls(columns, [2 * x + 5 for x in columns[0]]) == pytest.approx([2.0, 5.0])
+    assert sm.nnls(columns, [2 * x + 5 for x in columns[0]]) == pytest.approx([2.0, 5.0])
     # the least-squares line through these has a negative slope: the slope is held at 0
-    x = ds.nnls(columns, [9.0, 7.0, 5.0, 3.0])
+    x = sm.nnls(columns, [9.0, 7.0, 5.0, 3.0])
     assert x[0] == 0.0 and x[1] == pytest.approx(6.0)
-    assert ds.nnls(columns, [-1.0, -2.0, -3.0, -4.0]) == [0.0, 0.0]
+    assert sm.nnls(columns, [-1.0, -2.0, -3.0, -4.0]) == [0.0, 0.0]
 
 
 def _one(batch: int, k: int = 1, overlap: bool = True) -> dict[str, Any]:
     """One fit's result as the worker reports it, made by the model from the constants."""
-    steps = ds.steps_of(ROWS, k, batch)
+    steps = sm.steps_of(ROWS, k, batch)
     buckets = BUCKETS[overlap] if k > 1 else []
-    t_comm = ds.comm_seconds(k, buckets, ALPHA, BETA, PACK)
+    t_comm = sm.comm_seconds(k, buckets, ALPHA, BETA, PACK[overlap])
     gather = ROWS / k * GATHER
     step_seconds = steps * (C0 + t_comm) + ROWS / k * (C1 - GATHER)
     seconds = step_seconds + gather + FIXED[k]
@@ -47,7 +50,7 @@ def _one(batch: int, k: int = 1, overlap: bool = True) -> dict[str, Any]:
 
 
 def _sweep(k: int) -> list[dict[str, float]]:
-    return [{"bytes": b, "seconds": ds.ring_allreduce(k, b, ALPHA, BETA)}
+    return [{"bytes": b, "seconds": sm.ring_allreduce(k, b, ALPHA, BETA)}
             for b in ds.MESSAGE_BYTES]
 
 
@@ -56,7 +59,8 @@ BATCHES = [32, 128, 512]
 
 def _rounds(ks: list[int]) -> list[dict[str, dict[str, Any]]]:
     found: dict[str, dict[str, Any]] = {"mlcore-1": {
-        "size": 1, "fits": [_one(b) for b in BATCHES], "pack_seconds": PACK}}
+        "size": 1, "fits": [_one(b) for b in BATCHES], "pack_seconds": PACK[False],
+        "pack_seconds_overlap": PACK[True]}}
     for k in ks:
         for key, on in ((f"mlcore-{k}", True), (f"mlcore-{k}-no-overlap", False)):
             found[key] = {"size": k, "fits": [_one(b, k, on) for b in BATCHES],
@@ -66,9 +70,9 @@ def _rounds(ks: list[int]) -> list[dict[str, dict[str, Any]]]:
 
 def test_the_compute_fit_recovers_the_costs_per_step_and_per_row() -> None:
     runs = [_one(b) for b in BATCHES]
-    c0, c1 = ds.fit_compute(runs)
+    c0, c1 = sm.fit_compute(runs)
     assert c0 == pytest.approx(C0, rel=1e-9) and c1 == pytest.approx(C1, rel=1e-9)
-    assert ds.fixed_seconds(runs[0]) == pytest.approx(FIXED[1], rel=1e-9)
+    assert sm.fixed_seconds(runs[0]) == pytest.approx(FIXED[1], rel=1e-9)
 
 
 def test_the_compute_fit_cannot_give_a_negative_cost() -> None:
@@ -77,16 +81,16 @@ def test_the_compute_fit_cannot_give_a_negative_cost() -> None:
     stay >= 0 and the fit is the best such."""
     runs = [{"steps": s, "rows": ROWS, "step_seconds": t, "gather_seconds": 0.0}
             for s, t in ((1875, 9.0), (469, 4.0), (118, 0.5))]
-    c0, c1 = ds.fit_compute(runs)
+    c0, c1 = sm.fit_compute(runs)
     assert c0 >= 0.0 and c1 >= 0.0 and c0 + c1 > 0.0
 
 
 @pytest.mark.parametrize("k", [2, 3, 8])
 def test_the_ping_test_gives_back_the_latency_and_bandwidth(k: int) -> None:
-    alpha, beta = ds.fit_network(_sweep(k), k)
+    alpha, beta = sm.fit_network(_sweep(k), k)
     assert alpha == pytest.approx(ALPHA, rel=1e-9) and beta == pytest.approx(BETA, rel=1e-9)
     flat = [{"bytes": b, "seconds": 1e-5} for b in ds.MESSAGE_BYTES]  # no growth with size
-    assert ds.fit_network(flat, k)[1] == math.inf
+    assert sm.fit_network(flat, k)[1] == math.inf
 
 
 def test_the_model_reproduces_timings_it_generated_and_extrapolates(
@@ -111,11 +115,11 @@ def test_the_model_reproduces_timings_it_generated_and_extrapolates(
     assert set(rows) == {(n["name"], p) for n in ds.NETWORKS for p in ds.MACHINES}
     for (name, p), row in rows.items():
         net = next(n for n in ds.NETWORKS if n["name"] == name)
-        t_comm = ds.comm_seconds(p, BUCKETS[False], net["latency"],  # K=3 without overlap
-                                 net["fraction"] * net["line_rate"], PACK)
+        t_comm = sm.comm_seconds(p, BUCKETS[False], net["latency"],  # K=3 without overlap
+                                 net["fraction"] * net["line_rate"], PACK[False])
         assert row["t_comm"] == pytest.approx(t_comm)
         def eff(batch: int, p: int = p, t_comm: float = t_comm) -> float:
-            return ds.efficiency(p, ROWS, batch, C0, C1, t_comm, FIXED[3], FIXED[1])
+            return sm.efficiency(p, ROWS, batch, C0, C1, t_comm, FIXED[3], FIXED[1])
         for b in (32, 256, 1024):
             assert row[f"efficiency_at_{b}"] == pytest.approx(eff(b))
         need = row["batch_for_target"]
@@ -134,3 +138,40 @@ def test_mlcore_bench_distributed_runs_the_scaling_script(
                                        "--json", "scaling.json"])
     assert result.exit_code == 0, result.output
     assert seen == [["-n", "2,3", "--rounds", "2", "--json", "scaling.json"]]
+
+
+@pytest.mark.parametrize("batches", ["512", "512,512"])
+def test_one_batch_size_cannot_fit_the_cost_per_step_and_per_row(
+        batches: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One batch size gives one equation for c0 and c1 (c1 would silently be 0): refused
+    before anything runs, unless --steps times steps (rows and steps then both known)."""
+    def launched(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("launched")
+
+    monkeypatch.setattr(ds, "_launch", launched)
+    with pytest.raises(SystemExit, match="--batches needs at least two different sizes to "
+                       "fit c0 and c1 \\(per step, per row\\); give e.g. --batches 32,512"):
+        ds.main(["--batches", batches, "--rounds", "1", "--no-torch"])
+    with pytest.raises(RuntimeError, match="launched"):
+        ds.main(["--batches", batches, "--steps", "5", "--rounds", "1", "--no-torch"])
+
+
+def test_the_json_file_is_written_whole_or_not_at_all(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json goes to a temporary file in the same folder, then replaces the target: a
+    failure while writing leaves the earlier file as it was, and no temporary file."""
+    rounds = _rounds([2])[0]
+    monkeypatch.setattr(ds, "_launch", lambda k, batches, steps, rows, torch=False,
+                        overlap=True: rounds[f"mlcore-{k}" + ("" if overlap else
+                                                              "-no-overlap")])
+    target = tmp_path / "scaling.json"
+    argv = ["-n", "2", "--batches", ",".join(map(str, BATCHES)), "--rows", str(ROWS),
+            "--rounds", "1", "--no-torch", "--json", str(target)]
+    ds.main(argv)
+    written = target.read_text()
+    assert '"model"' in written
+    monkeypatch.setattr(ds, "report", lambda *a, **k: {"loadavg_end": 0, "bad": object()})
+    with pytest.raises(TypeError):
+        ds.main(argv)
+    assert target.read_text() == written
+    assert [p.name for p in tmp_path.iterdir()] == ["scaling.json"]

@@ -36,6 +36,10 @@ _SPIN_SECONDS = 1e-4
 microseconds late costs no sleep), then sleeps between polls: from 50 µs, doubling, to
 :data:`_MAX_PAUSE`, so a long wait takes a few percent of a core instead of all of it."""
 _MAX_PAUSE = 5e-4
+_FINISH_SPIN_SECONDS = 0.01
+"""Once every process has arrived, :func:`complete` polls the started collectives without
+sleeping for this long (a gradient allreduce finishes within it at full speed), then sleeps
+between polls as :func:`_poll` does."""
 _ANSWER_SECONDS = 5.0  # how long a timed-out process waits for the others to say where they are
 
 # Set for every process by MPICH/Intel MPI (hydra), Open MPI, PMIx (Open MPI 5, srun --mpi=pmix)
@@ -285,35 +289,41 @@ def complete(w: World, requests: list[Any], timeout: float | None, what: str) ->
 
     First :func:`arrive` (a polled, sleeping wait until every process has reached this
     point, which names a late process past the timeout; its polls also progress the
-    requests), then ``Testall`` in a tight loop: every process is there, so the collectives
-    finish at full speed, as a blocking one would (MPI progresses them only inside MPI
-    calls). A request still pending past the timeout after that (a process gone) raises
-    :class:`DistributedError`.
+    requests), then ``Testall``: in a tight loop for :data:`_FINISH_SPIN_SECONDS` (every
+    process is there, so the collectives finish at full speed, as a blocking one would; MPI
+    progresses them only inside MPI calls), then sleeping between polls as :func:`_poll`
+    does. A request still pending past the timeout means the processes started different
+    collectives (another size, count or kind) or one of them died: it raises
+    :class:`DistributedError` saying so.
     """
     if w.comm is None or w.size == 1 or not requests:
         return
     arrive(w, timeout, what)
     testall = w.mpi.Request.Testall
     deadline = None if timeout is None else time.monotonic() + timeout
-    while not testall(requests):
-        if deadline is not None and time.monotonic() > deadline:
-            raise DistributedError(
-                f"Distributed job: process {w.rank} of {w.size} reached {what} (collective "
-                f"#{_Calls.count}) with every other process, but its non-blocking allreduce "
-                f"did not complete within {timeout:g} s (a process gone?). It stops the job.",
-                what)
+    if _poll(w, lambda: testall(requests), deadline, _FINISH_SPIN_SECONDS):
+        return
+    raise DistributedError(
+        f"Distributed job: process {w.rank} of {w.size} reached {what} (collective "
+        f"#{_Calls.count}) with every other process, but its non-blocking allreduces did not "
+        f"complete within {timeout:g} s: the processes started different collectives "
+        f"(allreduces of other sizes, or blocking against non-blocking ones), or one of them "
+        f"died. It stops the job. To fix it, check every process passes the same "
+        f"DataParallel settings and backend, or raise {TIMEOUT_VARIABLE} (seconds) if a "
+        f"process is merely slow.", what)
 
 
-def _poll(w: World, done: Any, deadline: float | None) -> bool:
-    """Call ``done()`` until it is true (True) or the deadline passes (False), answering
-    other processes' "where are you?" meanwhile."""
+def _poll(w: World, done: Any, deadline: float | None, spin: float = _SPIN_SECONDS) -> bool:
+    """Call ``done()`` until it is true (True) or the deadline passes (False): without
+    sleeping for ``spin`` seconds, then sleeping between calls and answering other
+    processes' "where are you?" meanwhile."""
     began = time.monotonic()
     pause = 5e-5
     while not done():
         now = time.monotonic()
         if deadline is not None and now > deadline:
             return False
-        if now - began > _SPIN_SECONDS:
+        if now - began > spin:
             _answer(w)
             time.sleep(pause)
             pause = min(pause * 2, _MAX_PAUSE)

@@ -23,23 +23,24 @@ on the same gradient, so the weights stay identical without being sent again.
 
 The buckets follow the parameters in reverse (the order backward produces their gradients,
 as PyTorch DDP plans them). With ``overlap`` (the default; the first bucket then holds at
-most :data:`FIRST_BUCKET_BYTES`, so it fills early) the eager step's backward pass tells
-this object when each layer's gradients are complete (:meth:`DataParallel.begin`,
-:meth:`~DataParallel.ready`, :meth:`~DataParallel.finish`, the hook of
-:meth:`mlcore.training.step.TrainStep.backward`): a bucket's non-blocking allreduce starts as
-soon as all its parameters have their gradients, while backward goes on through the earlier
-layers, and :meth:`~DataParallel.reduce_gradients` waits for them before the update. Each
-gradient value is summed and divided as after backward, whichever bucket carries it, so the
-weights are the same: bitwise with 2 processes (one addition per value); with more, MPI's
+most :data:`FIRST_BUCKET_BYTES` and ends at a layer boundary, so it fills early) the eager
+step's backward pass tells this object when each layer's gradients are complete
+(:meth:`DataParallel.begin`, :meth:`~DataParallel.ready`, :meth:`~DataParallel.finish`, the
+hook of :meth:`mlcore.training.step.TrainStep.backward`): a bucket's non-blocking allreduce
+starts as soon as all its parameters have their gradients, while backward goes on through
+the earlier layers, and :meth:`~DataParallel.reduce_gradients` waits for them before the
+update. Each gradient value is packed, summed and divided by the same code as after
+backward (:mod:`mlcore.distributed._buckets`), whichever bucket carries it, so the weights
+are the same: bitwise with 2 processes (one addition per value); with more, MPI's
 association of a sum may depend on the message size and the call (MPICH 5.0.2 here gave
-bitwise equal sums for 2 to 4 processes).
+bitwise equal sums for 2 to 4 processes). Every process must plan the same buckets over
+the same transport (the start-up check compares them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ from ..errors import DistributedError, InvalidParameterError
 from ..layers.core import Parameter, dtype_name
 from ..layers.stack import LayerStack
 from ..types import Array, Namespace
+from ._buckets import Reducer, bucket_sizes, new_stats, plan_for, transport
 from ._world import abort, rendezvous, timeout_seconds
 from .comm import Communicator, communicator
 
@@ -62,8 +64,9 @@ DEFAULT_BUCKET_BYTES = 25 * 2**20
 few messages for most MLPs, several bounded ones for large models."""
 FIRST_BUCKET_BYTES = 2**20
 """With overlap, the first bucket (the last layers' gradients, the first that backward
-produces) holds at most this many bytes (PyTorch DDP's 1 MiB), so its allreduce can start
-early in backward. Without overlap it would only add a message."""
+produces) holds at most this many bytes (PyTorch DDP's 1 MiB) and ends at a layer boundary,
+so its allreduce can start early in backward. Without overlap it would only add a
+message."""
 
 
 class DataParallel:
@@ -104,19 +107,17 @@ class DataParallel:
         self.bucket_bytes, self.comm = bucket_bytes, comm
         self.sharded, self.sync_batchnorm, self.overlap = sharded, sync_batchnorm, overlap
         self.timeout = None if timeout is None else timeout_seconds(timeout)
-        self.stats: dict[str, float] = _new_stats()
-        self._buckets: list[list[int]] = []
-        self._bucket_of: list[int] = []  # parameter index -> its bucket
+        self.stats: dict[str, float] = new_stats()
+        self._reducer: Reducer | None = None  # the gradient buckets, once started
         self._nonblocking = False  # the gradients go by start_allreduce (overlap possible)
-        self._step: _Step | None = None  # this step's buckets in flight
-        self._xp: Any = None  # the backend namespace, once started
+        self._xp: Namespace | None = None  # the backend namespace, once started
         self._rows: list[int] = []  # every process's training rows (sharded)
         self._norms: list[Any] = []  # the model's BatchNorm layers (SyncBatchNorm)
 
     # -- set-up, before the first step ----------------------------------------------------
     def start(self, model: LayerStack, facts: dict[str, Any]) -> DataParallel:
-        """Bind to ``model``: check ``facts`` agree on every process, broadcast rank 0's
-        weights, plan the buckets. Returns self."""
+        """Bind to ``model``: plan the gradient buckets, check ``facts`` and the plan agree
+        on every process, broadcast rank 0's weights. Returns self."""
         if self.comm is None:
             self.comm = communicator(model.backend)
         wait = self.timeout if self.timeout is not None else timeout_seconds()
@@ -126,30 +127,35 @@ class DataParallel:
         if isinstance(self.comm, Communicator):
             self.comm.timeout = wait
         rows = facts.pop("_rows", None)
-        self._nonblocking = self.overlap and callable(
-            getattr(self.comm, "start_allreduce", None)) \
-            and bool(getattr(self.comm, "nonblocking", False))
+        comm = self.comm
+        self._nonblocking = self.overlap and callable(getattr(comm, "start_allreduce", None)) \
+            and bool(getattr(comm, "nonblocking", False))
+        params = model.parameters()
+        self._xp = xp = model.namespace(params[0].value)
+        first = min(self.bucket_bytes, FIRST_BUCKET_BYTES) if self._nonblocking else None
+        buckets = plan_for(xp, model.layers, params, self.bucket_bytes, first)
+        # processes with other plans or transports would start collectives that do not
+        # match (other sizes, blocking against non-blocking): undefined in MPI
         facts["DataParallel overlap"] = self.overlap
+        facts["gradient transport"] = transport(comm, self._nonblocking)
+        facts["gradient buckets"] = bucket_sizes(params, buckets)
         self.check(facts)
         if self.sharded and rows is not None:
             every = self.comm.allgather_object(rows, **self._named("the shards' sizes"))
             self._rows = [int(r) for r in every]
         self._norms = [layer for layer in getattr(model, "layers", [])
                        if hasattr(layer, "sync")] if self.sync_batchnorm else []
-        params = model.parameters()
-        self._xp = model.namespace(params[0].value)
-        itemsize = self._xp.finfo(params[0].value.dtype).bits // 8
-        first = min(self.bucket_bytes, FIRST_BUCKET_BYTES) if self._nonblocking else None
-        self._buckets = _plan_buckets(params, self.bucket_bytes // itemsize,
-                                      None if first is None else first // itemsize)
-        self._bucket_of = [0] * len(params)
-        for b, bucket in enumerate(self._buckets):
-            for i in bucket:
-                self._bucket_of[i] = b
-        self._step = None
+        self.stats = new_stats()
+        self._reducer = Reducer(self.comm, xp, buckets, len(params), self._nonblocking,
+                                self.stats, self._named)
         self.broadcast_parameters(params)
-        self.stats = _new_stats()
         return self
+
+    @property
+    def buckets(self) -> list[list[int]]:
+        """The indices of the model's parameters in each gradient bucket, in message order
+        (after :meth:`start`; bucket 0 also carries the row count)."""
+        return [] if self._reducer is None else [list(b) for b in self._reducer.buckets]
 
     @property
     def overlaps(self) -> bool:
@@ -194,15 +200,8 @@ class DataParallel:
 
     def broadcast_parameters(self, params: Sequence[Parameter]) -> None:
         """Rank 0's parameter values on every process (copied in, layout kept)."""
-        assert self.comm is not None
-        if self.size == 1:
-            return
-        xp = self._xp
-        for bucket in self._buckets:
-            flat = xp.concat([_flat(xp, params[i].value) for i in bucket])
-            flat = self.comm.broadcast(flat, root=0, **self._named("the weights' broadcast"))
-            for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
-                params[i].set(part)
+        if self.size > 1:
+            self._started().broadcast(params)
 
     def agree_seed(self, seed: int | None) -> int | None:
         """``seed``, or (when None) one drawn by rank 0, so every process shuffles alike; with
@@ -218,8 +217,19 @@ class DataParallel:
 
     @property
     def xp(self) -> Namespace:
-        """The namespace of the model's arrays (after :meth:`start`)."""
+        """The namespace of the model's arrays (after :meth:`start`; before, an error)."""
+        if self._xp is None:
+            raise DistributedError(
+                "DataParallel.xp: the namespace of the model's arrays is known once a fit has "
+                "started it (fit(..., distributed=dp) calls dp.start(model, facts)).", self)
         return self._xp
+
+    def _started(self) -> Reducer:
+        if self._reducer is None:
+            raise DistributedError(
+                "This DataParallel has not been started: fit(..., distributed=dp) starts it "
+                "(dp.start(model, facts)) before its first step.", self)
+        return self._reducer
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -310,111 +320,25 @@ class DataParallel:
         stop = start + q + (self.rank < r)
         return type(data)._make(None if a is None else a[start:stop, ...] for a in data)
 
-    # -- the backward hook: buckets started as their gradients are complete --------------
+    # -- the backward hook (:class:`~mlcore.training.step.BackwardHook`) and the reduction
     def begin(self, params: Sequence[Parameter], rows: int) -> None:
-        """Backward of a step on ``rows`` rows of this process begins (every ``grad`` of
-        ``params`` is cleared and about to be accumulated)."""
-        self._step = _Step(params, rows, [len(b) for b in self._buckets])
+        """Backward of a step on ``rows`` rows of this process begins."""
+        self._started().begin(params, rows)
 
     def ready(self, indices: Sequence[int]) -> None:
-        """Backward has produced the whole gradient of the parameters ``indices`` (it will
-        not add to them again this step): start every bucket now complete, in bucket order,
-        and let MPI progress the ones in flight (it moves them only inside MPI calls)."""
-        step = self._step
-        if step is None:
-            return
-        began = time.perf_counter()
-        for i in indices:
-            step.missing[self._bucket_of[i]] -= 1
-        if step.pending:
-            assert self.comm is not None
-            self.comm.progress(step.pending)
-        while len(step.pending) < len(self._buckets) and not step.missing[len(step.pending)]:
-            self._start_bucket(step)
-            self.stats["early_buckets"] += 1
-        step.seconds += time.perf_counter() - began
+        """The gradients of the parameters ``indices`` are complete: start every bucket now
+        complete and let MPI progress the ones in flight."""
+        self._started().ready(indices)
 
     def finish(self) -> None:
-        """Backward has ended: start the buckets not yet started (a parameter no layer used
-        keeps a zero gradient)."""
-        step = self._step
-        if step is None:
-            return
-        began = time.perf_counter()
-        while len(step.pending) < len(self._buckets):
-            self._start_bucket(step)
-        step.seconds += time.perf_counter() - began
-
-    def _start_bucket(self, step: _Step) -> None:
-        """Pack the next bucket of ``step`` (as :meth:`reduce_gradients` does: the local
-        gradients times the rows, the row count in bucket 0) and start its allreduce."""
-        xp, params = self._xp, step.params
-        bucket = self._buckets[len(step.pending)]
-        dtype = params[0].value.dtype
-        grads = [params[i].grad for i in bucket]
-        parts = [_flat(xp, xp.zeros(params[i].shape, dtype=dtype) if g is None else g)
-                 for i, g in zip(bucket, grads, strict=True)]
-        if not step.pending:
-            parts.append(xp.ones((1,), dtype=dtype))
-        flat = xp.concat(parts)
-        flat *= float(step.rows)
-        assert self.comm is not None
-        step.pending.append(self.comm.start_allreduce(flat, "sum"))
-
-    def _reduce_started(self, params: Sequence[Parameter], rows: int) -> None:
-        """:meth:`reduce_gradients` with non-blocking allreduces: the buckets the backward
-        hook started (all of them now, if it did not run: an empty share, a compiled step),
-        completed, then divided by the global row count and unpacked."""
-        step = self._step
-        self._step = None
-        if step is None:
-            step = _Step(params, rows, [])
-        assert step.rows == rows, (step.rows, rows)  # the step whose backward began
-        began = time.perf_counter() - step.seconds
-        while len(step.pending) < len(self._buckets):
-            self._start_bucket(step)
-        comm = self.comm
-        assert comm is not None
-        comm.wait(step.pending, **self._named(
-            f"the gradient allreduce of step {int(self.stats['steps']) + 1}"))
-        xp, inverse_total = self._xp, None
-        for b, (bucket, pending) in enumerate(zip(self._buckets, step.pending, strict=True)):
-            flat = pending.result()
-            if b == 0:
-                inverse_total = 1.0 / flat[-1:]
-            flat *= inverse_total
-            for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
-                params[i].grad = part
-        self.stats["steps"] += 1
-        self.stats["allreduce_seconds"] += time.perf_counter() - began
+        """Backward has ended: start the buckets not yet started."""
+        self._started().finish()
 
     def reduce_gradients(self, params: Sequence[Parameter], rows: int) -> None:
         """Replace every ``grad`` by the mean gradient over the global batch (see the
-        module's docstring); ``rows`` is the size of this process's slice. With
-        :attr:`overlaps`, completes the buckets the backward pass started."""
-        assert self.comm is not None
-        if self._nonblocking:
-            self._reduce_started(params, rows)
-            return
-        began = time.perf_counter()
-        xp, dtype = self._xp, params[0].value.dtype
-        grads = [xp.zeros(p.shape, dtype=dtype) if p.grad is None else p.grad for p in params]
-        inverse_total: Any = None
-        for b, bucket in enumerate(self._buckets):
-            parts = [_flat(xp, grads[i]) for i in bucket]
-            if b == 0:
-                parts.append(xp.ones((1,), dtype=dtype))
-            flat = xp.concat(parts)
-            flat *= float(rows)
-            flat = self.comm.allreduce(flat, "sum", **self._named(
-                f"the gradient allreduce of step {int(self.stats['steps']) + 1}"))
-            if b == 0:
-                inverse_total = 1.0 / flat[-1:]
-            flat *= inverse_total
-            for i, part in zip(bucket, _split(xp, flat, params, bucket), strict=True):
-                params[i].grad = part
-        self.stats["steps"] += 1
-        self.stats["allreduce_seconds"] += time.perf_counter() - began
+        module); ``rows``: this process's. With :attr:`overlaps`, completes the buckets
+        the backward pass started."""
+        self._started().reduce(params, rows)
 
     def end_epoch(self, model: LayerStack) -> None:
         """Rank 0's buffers (BatchNorm's running statistics) on every process: each process
@@ -424,7 +348,7 @@ class DataParallel:
         if buffers and self.size > 1:
             assert self.comm is not None
             for p in buffers:
-                p.set(self.comm.broadcast(self._xp.asarray(p.value, copy=True), root=0,
+                p.set(self.comm.broadcast(self.xp.asarray(p.value, copy=True), root=0,
                                           **self._named("the buffers' broadcast")))
 
     def stream(self, batches: Iterator[Any], steps: int) -> Iterator[Any]:
@@ -450,69 +374,6 @@ class DataParallel:
         return [sum(column) for column in zip(*every, strict=True)]
 
 
-class _Step:
-    """One step's gradient buckets in flight: the parameters, this process's rows, how many
-    parameters each bucket still waits for, the started allreduces (bucket order) and the
-    seconds spent on them so far."""
-
-    __slots__ = ("missing", "params", "pending", "rows", "seconds")
-
-    def __init__(self, params: Sequence[Parameter], rows: int, missing: list[int]) -> None:
-        self.params, self.rows, self.missing = params, rows, missing
-        self.pending: list[Any] = []
-        self.seconds = 0.0
-
-
-def _new_stats() -> dict[str, float]:
-    return {"steps": 0, "allreduce_seconds": 0.0, "early_buckets": 0}
-
-
-def _plan_buckets(params: Sequence[Parameter], cap: int,
-                  first_cap: int | None = None) -> list[list[int]]:
-    """The parameters from the last to the first (the order backward produces their
-    gradients) grouped into buckets of at most ``cap`` elements, the first of at most
-    ``first_cap`` (default ``cap``); a parameter larger than the cap gets a bucket of its
-    own."""
-    buckets: list[list[int]] = [[]]
-    used, limit = 0, cap if first_cap is None else first_cap
-    for i in reversed(range(len(params))):
-        count = _numel(params[i].shape)
-        if buckets[-1] and used + count > limit:
-            buckets.append([])
-            used, limit = 0, cap
-        buckets[-1].append(i)
-        used += count
-    return buckets
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def _flat(xp: Namespace, x: Array) -> Array:
-    """``x`` as one row; a matrix goes in as its transpose, so a Dense weight's gradient,
-    stored as the transpose of a row-major array, is read in memory order (a view)."""
-    return xp.reshape(xp.matrix_transpose(x) if x.ndim == 2 else x, (-1,))
-
-
-def _split(xp: Namespace, flat: Array, params: Sequence[Parameter],
-           bucket: list[int]) -> list[Array]:
-    """``flat`` cut into arrays shaped like ``params[i]`` for ``i`` in ``bucket`` (the
-    inverse of :func:`_flat`: a matrix comes back as the transpose of a row-major view)."""
-    out, at = [], 0
-    for i in bucket:
-        shape = params[i].shape
-        n = _numel(shape)
-        part = flat[at:at + n]
-        out.append(xp.matrix_transpose(xp.reshape(part, shape[::-1])) if len(shape) == 2
-                   else xp.reshape(part, shape))
-        at += n
-    return out
-
-
 _HINTS = {
     "training data": "The training data differs between processes, but distributed=True "
     "takes the whole same data set on every process (each takes its slices of every global "
@@ -520,6 +381,13 @@ _HINTS = {
     "distributed=mlcore.distributed.DataParallel(sharded=True).",
     "number of training samples": "To give each process its own shard of the data, pass "
     "distributed=mlcore.distributed.DataParallel(sharded=True).",
+    "gradient buckets": "The gradient buckets (elements per allreduce) follow from "
+    "DataParallel(bucket_bytes=..., overlap=...), the model and its dtype: pass the same on "
+    "every process.",
+    "gradient transport": "The processes reduce the gradients through different "
+    "communicators (a backend's own, such as CuPy's NCCL with MLCORE_CUPY_NCCL=1, on some "
+    "and MPI over host memory on others), or with and without overlap: give every process "
+    "the same backend, environment and DataParallel settings.",
 }
 _SAMPLED_ROWS = 256
 

@@ -19,7 +19,7 @@ from ..types import Array, ArrayLike, DType, Namespace
 from .base import all_layers
 from .core import Backprop, Dense, Layer, Parameter
 
-__all__ = ["LayerStack", "chain"]
+__all__ = ["LayerStack", "chain", "completed_by"]
 
 
 def chain(layers: Sequence[Layer], X: Array, xp: Namespace, input_grad: bool,
@@ -46,6 +46,22 @@ def chain(layers: Sequence[Layer], X: Array, xp: Namespace, input_grad: bool,
         return dY
 
     return X, backprop_telling
+
+
+def completed_by(layers: Sequence[Layer], params: Sequence[Parameter]) -> list[list[int]]:
+    """For each of ``layers``, the indices of ``params`` whose gradient is complete once its
+    backprop has run (backward runs the layers last to first): the parameters of the layer
+    that are in no earlier layer (a parameter shared by two layers is complete after the
+    earlier one's). A parameter of no layer is in no list (complete when backward ends)."""
+    first: dict[int, int] = {}
+    for i, layer in enumerate(layers):
+        for p in layer.parameters():
+            first.setdefault(id(p), i)
+    complete: list[list[int]] = [[] for _ in layers]
+    for j, p in enumerate(params):
+        if id(p) in first:
+            complete[first[id(p)]].append(j)
+    return complete
 
 
 def _one_backend(layers: list[Layer]) -> None:

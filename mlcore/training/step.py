@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..arrays.loss_checks import values_unchecked
-from ..layers.stack import chain
+from ..layers.stack import chain, completed_by
 from ..optimizers.base import Optimizer
 from ..types import Array, Namespace
 from .weights import weighted_loss
@@ -176,14 +176,7 @@ class TrainStep:
         backprop has run: the parameters of the layer that are in no earlier layer (a
         parameter shared by two layers is complete after the earlier one's)."""
         if self._complete is None:
-            first: dict[int, int] = {}
-            for i, layer in enumerate(self.layers):
-                for p in layer.parameters():
-                    first.setdefault(id(p), i)
-            self._complete = [[] for _ in self.layers]
-            for j, p in enumerate(self.params):
-                if id(p) in first:
-                    self._complete[first[id(p)]].append(j)
+            self._complete = completed_by(self.layers, self.params)
         return self._complete
 
     def _forward(self, xp: Namespace, batch: Batch, checked: bool,

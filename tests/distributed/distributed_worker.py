@@ -13,6 +13,8 @@ import numpy as np
 import mlcore
 import mlcore.callbacks
 from mlcore import distributed
+from mlcore.backend import get_backend
+from mlcore.distributed._world import world
 from mlcore.errors import DistributedError
 
 N, FEATURES, CLASSES, HIDDEN = 50, 5, 3, 8
@@ -144,6 +146,13 @@ def uncaught(out: Path) -> None:
     (out / "finished-rank0").write_text("should not get here")
 
 
+class _OwnAllreduce(distributed.Communicator):
+    """A communicator with its own (blocking) allreduce, as a backend's may be."""
+
+    def allreduce(self, x: object, op: str = "sum", *, what: str = "an allreduce") -> object:
+        return super().allreduce(x, op, what=what)
+
+
 def mismatch(out: Path) -> None:
     """Each process differs in one way per case; every process gets the same error."""
     r = distributed.rank()
@@ -152,6 +161,10 @@ def mismatch(out: Path) -> None:
         "architecture": dict(hidden=HIDDEN + r),
         "dtype": dict(dtype="float64" if r else "float32"),
         "overlap": dict(overlap=r == 0),
+        # different bucket plans: allreduces of different sizes, refused before the first
+        "buckets": dict(bucket_bytes=64 if r else distributed.DEFAULT_BUCKET_BYTES),
+        # rank 1's communicator replaces allreduce only: its gradients go blocking
+        "transport": dict(comm=_OwnAllreduce(get_backend(), world()) if r else None),
     }
     messages = {}
     for name, case in cases.items():
@@ -160,7 +173,9 @@ def mismatch(out: Path) -> None:
         X, y = data(case.get("n", N))
         try:
             model.fit(X, y, loss="cross_entropy", epochs=1, verbose=False,
-                      distributed=distributed.DataParallel(overlap=case.get("overlap", True)))
+                      distributed=distributed.DataParallel(
+                          case.get("bucket_bytes", distributed.DEFAULT_BUCKET_BYTES),
+                          case.get("comm"), overlap=case.get("overlap", True)))
             messages[name] = "no error"
         except DistributedError as exc:
             messages[name] = str(exc)

@@ -19,7 +19,8 @@ import pytest
 
 import mlcore
 from mlcore import distributed
-from mlcore.distributed.parallel import DataParallel, _plan_buckets
+from mlcore.distributed._buckets import backward_groups, plan_buckets
+from mlcore.distributed.parallel import DataParallel
 from mlcore.errors import InvalidParameterError
 
 HERE = Path(__file__).parent
@@ -116,12 +117,20 @@ def test_each_global_batch_is_split_into_contiguous_near_equal_slices(
 
 
 def test_buckets_bound_the_message_and_follow_backward_order() -> None:
-    params = mlcore.MLP([784, 512, 512, 10]).parameters()
+    model = mlcore.MLP([784, 512, 512, 10])
+    params = model.parameters()
     backward = list(range(5, -1, -1))  # the last layer's gradients come first
-    assert _plan_buckets(params, 25 * 2**20 // 4) == [backward]  # one message
-    # DDP's small first bucket: the last layers' 22.5 kB start early, the rest in one
-    assert _plan_buckets(params, 25 * 2**20 // 4, 2**20 // 4) == [[5, 4, 3], [2, 1, 0]]
-    buckets = _plan_buckets(params, 300_000)
+    assert plan_buckets(params, 25 * 2**20 // 4) == [backward]  # one message
+    # DDP's small first bucket, cut at parameters: the last layer's and the middle one's
+    # bias (22.5 kB), complete only after the middle layer's backprop
+    assert plan_buckets(params, 25 * 2**20 // 4, 2**20 // 4) == [[5, 4, 3], [2, 1, 0]]
+    # ended at a layer boundary: the last layer's own 20.5 kB, complete after its backprop
+    groups = backward_groups(model.layers, params)
+    assert groups == [[5, 4], [3, 2], [1, 0]]
+    assert plan_buckets(params, 25 * 2**20 // 4, 2**20 // 4, groups) == [[5, 4], [3, 2, 1, 0]]
+    # a last layer larger than the first cap: cut at parameters, within both caps
+    assert plan_buckets(params, 300_000, 2_000, groups) == [[5], [4, 3, 2, 1], [0]]
+    buckets = plan_buckets(params, 300_000)
     assert [i for b in buckets for i in b] == backward and len(buckets) > 1
     assert all(sum(math.prod(params[i].shape) for i in b) <= 300_000 or len(b) == 1
                for b in buckets)
@@ -403,6 +412,13 @@ def test_processes_that_disagree_are_stopped_before_the_first_step(tmp_path: Pat
         assert "Dense(5, 9" in got["architecture"]
         assert "parameter dtype is 'float32' on rank 0 but 'float64' on rank 1" in got["dtype"]
         assert "DataParallel overlap is True on rank 0 but False on rank 1" in got["overlap"]
+        # other bucket plans (bucket_bytes) or transports would start allreduces of other
+        # sizes, or blocking against non-blocking ones: refused at the start, named
+        assert "gradient buckets is [" in got["buckets"], got["buckets"]
+        assert "DataParallel(bucket_bytes=" in got["buckets"]
+        assert "gradient transport is 'mlcore.distributed.comm.Communicator: non-blocking" \
+            in got["transport"], got["transport"]
+        assert "_OwnAllreduce: blocking" in got["transport"]
 
 
 @pytest.mark.slow
@@ -570,13 +586,45 @@ def test_the_scaling_script_runs_whole_epochs_from_any_folder_and_shows_child_er
     for label in ("mlcore", "mlcore/no-overlap"):  # overlap on and off, by default
         assert f"model check {label} K=2 B=16: T predicted" in job.stdout
     assert "P= 64: t_comm" in job.stdout  # the extrapolation
-    bad = subprocess.run([*script, "--batches", "0", "--rows", "96"], cwd=tmp_path, env=env,
+    bad = subprocess.run([*script, "--batches", "0,8", "--rows", "96"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert bad.returncode != 0 and "batch_size" in bad.stderr  # the child's own error
     assert "process(es) failed" in bad.stderr
     helped = subprocess.run([*cmd, "--help"], env=env, capture_output=True, text=True,
                             timeout=60, check=False)
     assert "--distributed" in helped.stdout
+
+
+def test_a_started_allreduce_that_never_completes_sleeps_and_says_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """complete(): every process has arrived, yet the non-blocking allreduce does not
+    finish (the processes started different collectives, or one died). The wait sleeps
+    between polls instead of spinning a core for the whole timeout, and the error says what
+    to check."""
+    from types import SimpleNamespace
+
+    from mlcore.distributed import _world
+
+    slept: list[float] = []
+    sleep = time.sleep
+    monkeypatch.setattr(_world.time, "sleep", lambda s: (slept.append(s), sleep(s)))
+    arrived = SimpleNamespace(Test=lambda: True)
+    comm = SimpleNamespace(Ibarrier=lambda: arrived, iprobe=lambda **kw: False)
+    mpi = SimpleNamespace(Request=SimpleNamespace(Testall=lambda requests: False),
+                          ANY_SOURCE=-1)
+    with pytest.raises(mlcore.DistributedError) as info:
+        _world.complete(_world.World(0, 2, comm, mpi), [object()], 0.3,
+                        "the gradient allreduce of step 1")
+    message = str(info.value)
+    assert "started different collectives" in message and "died" in message, message
+    assert "check every process passes the same DataParallel settings and backend, or " \
+        "raise MLCORE_DISTRIBUTED_TIMEOUT" in message, message
+    assert sum(slept) > 0.15, slept  # asleep most of the 0.3 s, not spinning
+
+
+def test_the_namespace_is_known_once_a_fit_has_started_the_data_parallel_object() -> None:
+    with pytest.raises(mlcore.DistributedError, match="once a fit has started it"):
+        DataParallel().xp  # noqa: B018
 
 
 # -- gradients' allreduces overlapped with backward ----------------------------------------
@@ -661,11 +709,11 @@ def _logged(model: mlcore.Sequential, log: list[str]) -> None:
 
 @pytest.mark.parametrize("on", [True, False])
 def test_buckets_start_while_backward_goes_on(on: bool) -> None:
-    """784-512-512-10's buckets with overlap (DDP's 1 MiB first bucket: the last layer's
-    weights and the middle layer's bias, 22.5 kB, then the rest): the first starts right
-    after the middle layer's backprop (layer 2), before layer 0's, and the second after
-    backward; the update waits for both. Without, one bucket is reduced after backward with
-    a blocking allreduce."""
+    """784-512-512-10's buckets with overlap (DDP's first bucket of at most 1 MiB, ended at
+    a layer boundary: the last layer's weights and bias, 20.5 kB, then the rest): the first
+    starts right after the last layer's own backprop (layer 4), before the middle layer's,
+    and the second after backward; the update waits for both. Without, one bucket is reduced
+    after backward with a blocking allreduce."""
     log: list[str] = []
     model = mlcore.Sequential([mlcore.Dense(784, 512, seed=0), mlcore.Activation("relu"),
                                mlcore.Dense(512, 512, seed=1), mlcore.Activation("relu"),
@@ -681,10 +729,10 @@ def test_buckets_start_while_backward_goes_on(on: bool) -> None:
     first = log[steps[0]:]
     if on:
         assert [e for e in first if e != "progress"] == [
-            "backward 4", "backward 2", f"start {10 + 5120 + 512 + 1}", "backward 0",
-            f"start {262144 + 512 + 401408}", "wait 2"]
-        started = first.index(f"start {10 + 5120 + 512 + 1}")
-        assert "progress" in first[started:first.index("backward 0")]  # MPI moved it on
+            "backward 4", f"start {10 + 5120 + 1}", "backward 2", "backward 0",
+            f"start {512 + 262144 + 512 + 401408}", "wait 2"]
+        started = first.index(f"start {10 + 5120 + 1}")
+        assert "progress" in first[started:first.index("backward 2")]  # MPI moved it on
         assert dp.stats["early_buckets"] == 1
     else:  # one bucket, as before overlap
         assert first == ["backward 4", "backward 2", "backward 0", "allreduce"]
