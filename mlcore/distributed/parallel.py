@@ -80,11 +80,13 @@ class DataParallel:
     ``MLCORE_COLLECTIVE_TIMEOUT``, else 1800; see :mod:`mlcore.distributed._world`).
     ``sync_batchnorm``: BatchNorm normalises over the global batch (every process's rows,
     as PyTorch's SyncBatchNorm; :mod:`mlcore.normalization`); False: over each process's
-    own rows (DDP without SyncBatchNorm). ``overlap``: each bucket's allreduce starts
+    own rows (DDP without SyncBatchNorm). ``overlap=True``: each bucket's allreduce starts
     (non-blocking) as soon as backward has produced its gradients (see the module; the
     eager step, unless ``on_nonfinite="warn"`` may still leave a batch out after backward);
-    False: every bucket is reduced after backward, with blocking allreduces. Every process
-    must pass the same value (checked).
+    the default, False: every bucket is reduced after backward, with blocking allreduces
+    (measured faster on one machine's shared-memory MPI, where MPI moves messages only
+    inside MPI calls: docs/distributed.md). Every process must pass the same value
+    (checked).
     After ``fit``, ``stats`` holds ``steps``, ``allreduce_seconds`` (time in the gradient
     collectives: packing, starting, progress calls, waiting, unpacking) and
     ``early_buckets`` (buckets whose allreduce started before backward ended) of that fit.
@@ -93,7 +95,7 @@ class DataParallel:
     def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
                  comm: Communicator | None = None, timeout: float | None = None, *,
                  sharded: bool = False, sync_batchnorm: bool = True,
-                 overlap: bool = True) -> None:
+                 overlap: bool = False) -> None:
         if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) \
                 or bucket_bytes < 1:
             raise DistributedError(
