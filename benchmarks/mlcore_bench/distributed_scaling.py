@@ -11,7 +11,8 @@ Launches ``mlcore launch -n K --threads 1`` for K = 1 and each K given, interlea
 ``--steps S`` times S steps instead, which hides the per-epoch costs). With ``--overlap
 both`` (the default) every K > 1 runs twice, with the gradients' allreduces overlapped with
 backward (``DataParallel(overlap=True)``) and after it (``DataParallel()``, the default).
-For K > 1 the job also times the allreduce alone over message sizes from 8 B to 8 MiB (the ping test).
+For K > 1 the job also times the allreduce alone over message sizes from 8 B to 8 MiB
+(the ping test).
 With PyTorch installed the same epoch runs under PyTorch DDP (gloo, one thread, its
 processes started the same way), interleaved with mlcore's.
 
