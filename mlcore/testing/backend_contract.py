@@ -20,7 +20,7 @@ from ..arrays.namespace import device_of
 from ..backend import XP_CALLS, Backend
 from ..errors import CompiledStepWarning, PluginWarning
 from ..plugins import registry
-from ..training.compiled import probe_step
+from ..training.compilers import probe_step
 
 __all__ = ["MATH_CALLS", "require", "load_numpy", "inplace_promise", "check_namespaces",
            "convert", "every_dtype", "own_arrays", "other_devices", "compile_offer",

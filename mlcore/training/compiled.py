@@ -1,7 +1,7 @@
 """The compiled executor of the one training step (:mod:`.step`): the step in the hook's
 calling convention handed to the backend's compiler (``mlcore_compile_step``: ``jax.jit``, a
-CUDA graph), the results written back; which backends compile (asked once), and the cache of
-compiled steps."""
+CUDA graph), the results written back, and the cache of compiled steps. Which backends
+compile, and whose fault a failure is: :mod:`.compilers`."""
 
 from __future__ import annotations
 
@@ -12,17 +12,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..backend import Backend
 from ..errors import (
     CompiledStepWarning,
     InvalidParameterError,
     MlcoreError,
     NonFiniteError,
-    PluginWarning,
 )
 from ..layers.stack import chain
 from ..plugins import registry
 from ..types import Array, Namespace
+from .compilers import ask, compiles, failure_text, impls, probe_step
 from .eager import EagerStep
 from .step import Pure, TrainStep, flat_halves, flat_step
 
@@ -138,7 +137,7 @@ class CompiledStep:
     def _fall_back(self, X: Array, y: Array, w: Array | None) -> tuple[Array, Array | None]:
         self.compiled, exc = None, self._failure
         warnings.warn(CompiledStepWarning(
-            f"{_failure_text(exc, self.ts.model.backend)}; training goes on with the eager "
+            f"{failure_text(exc, self.ts.model.backend)}; training goes on with the eager "
             f"step. Pass jit_compile=False to skip compiling, or jit_compile=True to raise "
             f"instead."), stacklevel=4)
         return self.eager(X, y, None, w)
@@ -258,76 +257,12 @@ class CompiledHalves(CompiledStep):
         return loss, self.output
 
 
-_STEP_FILE = flat_step.__code__.co_filename
-
-
-def _failure_text(exc: BaseException, backend: Backend) -> str:
-    """Why the compiled step failed, blaming where the error came from: mlcore's step (a
-    loss, activation or layer that reads a value back to the host), a compile plugin's own
-    code around it (the hook's fault), or neither (the compiled program failed while running:
-    memory, a device)."""
-    frames, modules, tb = [], [], exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame.f_code)
-        modules.append(str(tb.tb_frame.f_globals.get("__name__", "")))
-        tb = tb.tb_next
-    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    at = f", raised in {frames[-1].co_name} ({frames[-1].co_filename})" if frames else ""
-    if any(code.co_filename == _STEP_FILE for code in frames):
-        return (f"The compiled training step failed ({text}{at}). A loss, activation or layer "
-                f"that reads a value back to the host (float(), bool(), int() of an array) "
-                f"cannot be compiled")
-    plugin = _compiler_of(modules)
-    if plugin:
-        return (f"The compiled training step that {plugin} returned for backend "
-                f"{backend.name!r} failed outside mlcore's step ({text}{at}): the error is "
-                f"that hook's, not the model's (its losses and activations were not reached). "
-                f"The callable mlcore_compile_step returns must run the step it was given, "
-                f"with the same arguments and results; a hook returns None for steps it "
-                f"cannot compile")
-    return (f"The compiled training step for backend {backend.name!r} failed while running "
-            f"({text}{at}); if it ran out of memory, lower batch_size")
-
-
-def _compiler_of(modules: list[str]) -> str:
-    """The plugin whose ``mlcore_compile_step`` the error passed through (its module is in
-    the traceback), or ""."""
-    for impl in _impls(registry().pm.hook.mlcore_compile_step):
-        plugin = impl.plugin
-        home = str(getattr(plugin, "__name__", None) or type(plugin).__module__)
-        if any(m == home or m.startswith(home + ".") for m in modules):
-            return f"plugin {impl.plugin_name!r}'s mlcore_compile_step"
-    return ""
-
-
 def check_jit_compile(value: object) -> None:
     """``jit_compile`` must be None, True or False (1 or "yes" would mean something else)."""
     if value is not None and not isinstance(value, bool):
         raise InvalidParameterError(
             f"jit_compile must be None (compile where the backend can), True or False, "
             f"received {value!r}.", value)
-
-
-def probe_step(params: tuple[Array, ...], state: tuple[Array, ...], X: Array,
-               y: Array) -> tuple[Any, Any, Any]:
-    """The step shown to ``mlcore_compile_step`` to ask whether a plugin compiles for a
-    backend: never run (a plugin answers with a callable, or None)."""
-    return params, state, X
-
-
-_COMPILES: dict[tuple[Any, ...], tuple[bool, tuple[Any, ...]]] = {}
-
-
-def compiles(backend: Backend, compile_hook: Callable[..., object] | None = None) -> bool:
-    """Whether a plugin compiles training steps for ``backend`` (asked once per backend and
-    set of compiling plugins, with a step that is never run)."""
-    hook = registry().pm.hook.mlcore_compile_step if compile_hook is None else compile_hook
-    plugins = tuple(i.plugin for i in _impls(hook))
-    key = (backend.name, repr(backend), *map(id, plugins))
-    found = _COMPILES.get(key)
-    if found is None:  # the plugins are kept with the answer: their ids stay theirs
-        found = _COMPILES[key] = (_ask(hook, backend, probe_step) is not None, plugins)
-    return found[0]
 
 
 def compiled_executor(ts: TrainStep, jit_compile: bool | None, *, eager: EagerStep,
@@ -375,10 +310,10 @@ def compiled_executor(ts: TrainStep, jit_compile: bool | None, *, eager: EagerSt
             _COMPILED.move_to_end(key)
             return hit[0]
         if sync is None:
-            compiled: Any = _ask(hook, backend, flat_step(ts, opt.xp, outputs=bool(width),
+            compiled: Any = ask(hook, backend, flat_step(ts, opt.xp, outputs=bool(width),
                                                           finite_only=finite_only))
         else:
-            parts = [_ask(hook, backend, half)
+            parts = [ask(hook, backend, half)
                      for half in flat_halves(ts, opt.xp, outputs=bool(width))]
             compiled = None if None in parts else tuple(parts)
         if compiled is not None and key is not None:
@@ -426,21 +361,16 @@ def _cache_key(ts: TrainStep, width: int, finite_only: bool,
     except Exception:  # noqa: BLE001 - a custom layer without config(): compile per fit
         return None
     first = ts.params[0].value
-    compilers = tuple(id(impl.plugin) for impl in _impls(compile_hook))
+    compilers = tuple(id(impl.plugin) for impl in impls(compile_hook))
     modes = tuple(bool(getattr(layer, "training", True)) for layer in ts.layers)
     return (model.backend.name, repr(model.backend), str(getattr(first, "device", "")), arch,
             plan.name, repr(plan.fn), plan.trim, plan.fused, id(type(opt)), opt.hyper(),
             tuple(opt.slots), opt.counted, ts.weighted, width, finite_only, modes, compilers)
 
 
-def _impls(compile_hook: Callable[..., object] | None) -> list[Any]:
-    get = getattr(compile_hook, "get_hookimpls", None)
-    return list(get()) if get is not None else []
-
-
 def _keep_alive(ts: TrainStep, compile_hook: Callable[..., object] | None) -> tuple[Any, ...]:
     """Objects whose ``id`` is in a key, held so that no new object reuses it."""
-    return (ts.plan.fn, type(ts.opt), *(impl.plugin for impl in _impls(compile_hook)))
+    return (ts.plan.fn, type(ts.opt), *(impl.plugin for impl in impls(compile_hook)))
 
 
 def _first_batch_check(ts: TrainStep) -> Callable[..., Any]:
@@ -460,14 +390,3 @@ def _first_batch_check(ts: TrainStep) -> Callable[..., Any]:
                 layer.training = mode
 
     return check
-
-
-def _ask(compile_hook: Callable[..., Any], backend: Backend, step: Pure) -> Pure | None:
-    """The backend's compiled ``step``, or None; a failing plugin warns and is skipped."""
-    try:
-        compiled = compile_hook(backend=backend, step=step)
-    except Exception as exc:  # noqa: BLE001 - a broken compile plugin must not stop training
-        warnings.warn(f"mlcore_compile_step failed for backend {backend.name!r} ({exc!r}); "
-                      f"using the eager training step.", PluginWarning, stacklevel=4)
-        return None
-    return compiled if callable(compiled) else None
