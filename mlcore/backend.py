@@ -181,7 +181,8 @@ def _xp_missing(xp: Any) -> tuple[str, ...]:
     return known[1]
 
 
-def _module_name(xp: Any) -> str:
+def module_name(xp: object) -> str:
+    """A namespace's name as messages show it (the module's, else its type's)."""
     return str(getattr(xp, "__name__", None) or type(xp).__name__)
 
 
@@ -200,7 +201,7 @@ def backend_status(backend: Any) -> BackendStatus:
         return BackendStatus("failed", member_failure(member, exc))
     if missing:
         return BackendStatus("failed", (
-            f"its namespace xp ({_module_name(backend.xp)}) has no {', '.join(missing)}, "
+            f"its namespace xp ({module_name(backend.xp)}) has no {', '.join(missing)}, "
             f"which mlcore calls on backend.xp ({', '.join(XP_CALLS)}). Make xp the "
             f"library's complete Array API namespace (the module array_namespace(x) gives "
             f"for its arrays)."))

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..arrays.namespace import device_of
-from ..backend import XP_CALLS, Backend
+from ..backend import XP_CALLS, Backend, module_name
 from ..errors import CompiledStepWarning, PluginWarning
 from ..plugins import registry
 from ..training.compilers import probe_step
@@ -79,9 +79,9 @@ def check_namespaces(b: Backend, rtol: float) -> None:
     x = b.asarray(np.ones((2, 2), dtype=np.float32), dtype=b.xp.float32)
     arrays = array_api_compat.array_namespace(x)
     same = " (the same module)" if arrays is b.xp else ""
-    where = (f"The core creates arrays and names dtypes with backend.xp ({_module(b.xp)}) and "
+    where = (f"The core creates arrays and names dtypes with backend.xp ({module_name(b.xp)}) and "
              f"computes with the namespace of the arrays at hand, array_namespace(x) "
-             f"({_module(arrays)}){same}.")
+             f"({module_name(arrays)}){same}.")
     lacking = [n for n in XP_CALLS if not hasattr(b.xp, n)]
     require(not lacking, f"xp has no {', '.join(lacking)}, which the core calls on "
                          f"backend.xp to create arrays. {where} Make xp the library's "
@@ -98,10 +98,6 @@ def check_namespaces(b: Backend, rtol: float) -> None:
         require(arrays.float32 == b.xp.float32,
                 f"xp.float32 ({b.xp.float32!r}) is not the float32 of its arrays' namespace "
                 f"({arrays.float32!r}). {where} Make xp the namespace of its arrays.")
-
-
-def _module(xp: Any) -> str:
-    return str(getattr(xp, "__name__", None) or type(xp).__name__)
 
 
 def convert(b: Backend, obj: Any, dtype: Any, what: str) -> Any:
