@@ -207,7 +207,7 @@ Examples:
   mlcore bench --quick --cases mlp_step/2-4-1 --backend numpy --json bench.json
   mlcore bench --json bench.json --plot bench.png     (the full suite, ~25 min)""")
 @click.option("--quick", is_flag=True,
-              help="A representative subset with few repetitions (about a minute; float32 "
+              help="A representative subset with few repetitions (under two minutes; float32 "
                    "unless --dtype is given).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write the full report (machine, versions, BLAS, threads, commit) as JSON.")

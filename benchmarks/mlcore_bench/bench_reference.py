@@ -78,6 +78,9 @@ class Reference:
     """The pip command that provides ``needs``."""
     gpu: bool = False
     """Whether it runs on a GPU: GPU backends are compared with GPU references."""
+    quick: bool = True
+    """Whether ``--quick`` runs it without being named (Keras: seconds of compiling per
+    case would take ``--quick`` past its two minutes)."""
 
     def reason(self) -> str:
         """Why it cannot run here ("" when it can); a missing module names ``install``."""
@@ -252,7 +255,7 @@ REFERENCES: list[Reference] = [
     Reference("mlcore-metrics", "mlcore-metrics", make_mlcore_metrics),
     Reference("jax-hand", "jax-hand", make_jax_hand, needs="jax", install=JAX_INSTALL),
     Reference("keras-jax", "keras", make_keras, keras_status, needs="keras",
-              install=KERAS_INSTALL),
+              install=KERAS_INSTALL, quick=False),
 ]
 """Every reference, in column order. The first one that ran is the equality check's
 reference for a case."""

@@ -63,9 +63,9 @@ class Options:
         if isinstance(case, WHOLE_FITS):
             return Settings(rounds=self.rounds or (2 if self.quick else 3), samples=1,
                             block_s=0.0, warmup=0, max_s=cap)
-        if self.quick:
+        if self.quick:  # a 20 ms settle between blocks: 0.1 s cost --quick ~30 s of sleep
             return Settings(rounds=self.rounds or 2, samples=3, block_s=0.002, warmup=1,
-                            pause_s=0.1, max_s=cap)
+                            pause_s=0.02, max_s=cap)
         return Settings(rounds=self.rounds or 5, max_s=cap)
 
 
@@ -95,16 +95,22 @@ def _mlcore_row(name: str) -> Competitor:
                       conformance=bench_mlcore.is_conformance(name))
 
 
-def competitors(wanted: list[str]) -> list[Competitor]:
+def competitors(wanted: list[str], quick: bool = False) -> list[Competitor]:
     """mlcore on every installed backend, then the references, filtered by ``wanted``.
 
     ``wanted`` names backends and/or references; references stay unless one is named.
+    With ``quick``, a reference that is slow to start (``Reference.quick`` False: Keras)
+    is listed as left out unless named.
     """
     import mlcore
 
     rows = [_mlcore_row(n) for n in mlcore.backend_names()]
-    rows += [Competitor(r.label, "reference", r.make, r.reason(), r.family, r.gpu,
-                        install=r.install if r.missing() else "") for r in REFERENCES]
+    rows += [Competitor(r.label, "reference", r.make,
+                        r.reason() or ("" if r.quick or not quick or r.label in wanted else
+                                       f"left out of --quick (slow to start); name it: "
+                                       f"--backend {r.label}"),
+                        r.family, r.gpu, install=r.install if r.missing() else "")
+             for r in REFERENCES]
     if wanted:
         keep_refs = not any(w in reference_labels() for w in wanted)
         rows = [r for r in rows if r.label in wanted or (keep_refs and r.kind == "reference")]
@@ -243,7 +249,7 @@ def run(opts: Options) -> dict[str, Any]:
     from .progress import progress_bar
 
     chosen = case_list(opts)
-    comps = competitors(opts.backends)  # imports PyTorch when present: threads are known
+    comps = competitors(opts.backends, opts.quick)  # imports PyTorch when present
     runnable = [c for c in comps if not c.reason]
     started = time.time()
     out: dict[str, Any] = {

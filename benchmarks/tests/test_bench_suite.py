@@ -329,3 +329,19 @@ def test_tutorial_case_trains_to_its_target_on_every_competitor() -> None:
         assert 1 <= epochs <= case.epochs and accuracy >= case.target, (make, accuracy)
     with pytest.raises(timing.UnavailableError, match="no hand-written NumPy version"):
         make_hand(case, np.float32)
+
+
+def test_quick_leaves_keras_out_unless_named() -> None:
+    """--quick keeps its two minutes: Keras (seconds of compiling per case) is listed as
+    left out, with the option that runs it; named, or without --quick, it runs."""
+    from mlcore_bench.runner import competitors
+
+    def reason(wanted: list[str], quick: bool) -> str:
+        row = next(c for c in competitors(wanted, quick) if c.label == "keras-jax")
+        return row.reason
+
+    if reason([], False):  # Keras not installed here: the reason says so either way
+        pytest.skip(reason([], False))
+    assert reason([], True) == ("left out of --quick (slow to start); name it: "
+                                "--backend keras-jax")
+    assert reason(["keras-jax"], True) == ""
