@@ -82,6 +82,12 @@ def loops(size: int) -> ModuleType | None:
     return fused().loops
 
 
+def _big(a: Any) -> bool:
+    """An ndarray of at least ``MIN`` elements: asked first, so that a small input (an XOR
+    step) declines in one comparison instead of the full checks."""
+    return type(a) is np.ndarray and a.size >= MIN
+
+
 def _take(*arrays: Any) -> bool:
     """Plain C-contiguous float32/float64 ndarrays of one dtype and shape."""
     first = arrays[0]
@@ -102,7 +108,7 @@ def _last(a: np.ndarray, axis: int) -> bool:
 
 def _row_kernel(loop: str) -> Callable[..., np.ndarray | None]:
     def kernel(x: np.ndarray, axis: int) -> np.ndarray | None:
-        lib = loops(x.size) if _take(x) and _last(x, axis) else None
+        lib = loops(x.size) if _big(x) and _take(x) and _last(x, axis) else None
         if lib is None:
             return None
         out = np.empty_like(x)
@@ -114,7 +120,7 @@ def _row_kernel(loop: str) -> Callable[..., np.ndarray | None]:
 
 def _row_backward(loop: str) -> Callable[..., np.ndarray | None]:
     def kernel(y: np.ndarray, dy: np.ndarray, axis: int) -> np.ndarray | None:
-        lib = loops(y.size) if _take(y, dy) and _last(y, axis) else None
+        lib = loops(y.size) if _big(y) and _take(y, dy) and _last(y, axis) else None
         if lib is None:
             return None
         out = np.empty_like(y)
@@ -126,7 +132,7 @@ def _row_backward(loop: str) -> Callable[..., np.ndarray | None]:
 
 def _flat_backward(loop: str) -> Callable[..., np.ndarray | None]:
     def kernel(y: np.ndarray, dy: np.ndarray) -> np.ndarray | None:
-        lib = loops(y.size) if _take(y, dy) else None
+        lib = loops(y.size) if _big(y) and _take(y, dy) else None
         if lib is None:
             return None
         out = np.empty_like(y)
@@ -139,7 +145,7 @@ def _flat_backward(loop: str) -> Callable[..., np.ndarray | None]:
 def sigmoid(x: np.ndarray) -> np.ndarray | None:
     """``1 / (1 + e^(-max(x, floor)))``, ``floor = 1 - log(finfo.max)`` (the core's
     ``exp_floor``), or None."""
-    lib = loops(x.size) if _take(x) else None
+    lib = loops(x.size) if _big(x) and _take(x) else None
     if lib is None:
         return None
     out = np.empty_like(x)
@@ -151,7 +157,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray | None:
 def softmax_cross_entropy(xp: Any, z: np.ndarray, t: np.ndarray, smoothing: float = 0.0,
                           grad: bool = True) -> tuple[Any, np.ndarray | None] | None:
     """The mean cross-entropy of softmax(z) and its gradient (``KERNELS``), or None."""
-    if not _take(z) or z.ndim != 2 or type(t) is not np.ndarray:
+    if not _big(z) or not _take(z) or z.ndim != 2 or type(t) is not np.ndarray:
         return None
     labels = t.ndim == 1 and t.dtype.kind in "iu" and t.shape[0] == z.shape[0]
     if not labels and not (smoothing == 0.0 and _take(z, t)):
