@@ -366,3 +366,46 @@ def test_flat_views_refuse_aliased_state() -> None:
     assert kernels._flats(p, g, m, m) is None  # m is v
     assert kernels._flats(p, g, p, m) is None  # state is p
     assert kernels._flats(p, g, m, np.zeros(100, np.float32)) is not None
+
+
+def test_flat_views_remember_the_state_checks_only_while_they_hold() -> None:
+    """The checks of p, m and v are remembered per parameter; anything that would have
+    failed them since (another state array, read-only, reshaped in place, aliased) is
+    checked again, and g, new each step, is checked every time."""
+    from mlcore_numpy import passes
+
+    p, g, m, v = (np.zeros((10, 10), np.float32) for _ in range(4))
+    first = passes.flat_views(p, g, m, v)
+    assert first is not None and passes._CHECKED[id(p)].holds(p, (m, v))
+    again = passes.flat_views(p, np.ones((10, 10), np.float32), m, v)
+    assert again is not None and np.shares_memory(again[0], p) and np.shares_memory(again[2], m)
+    assert float(again[1][0]) == 1.0  # the new gradient's view
+    assert passes.flat_views(p, g, m, p) is None  # v is now p: checked again, refused
+    assert passes.flat_views(p, m, m, v) is None  # g is m: refused every time
+    assert passes.flat_views(p, g.astype(np.float64), m, v) is None
+    v.flags.writeable = False
+    assert passes.flat_views(p, g, m, v) is None
+    v.flags.writeable = True
+    p.shape = (100,)  # reshaped in place: its shape no longer matches the state's
+    assert passes.flat_views(p, g.reshape(100), m, v) is None
+    p.shape = (10, 10)
+    fortran = np.asfortranarray(g)  # g in another layout is copied into p's
+    got = passes.flat_views(p, fortran, m, v)
+    assert got is not None and not np.may_share_memory(got[1], fortran)
+
+
+def test_flat_views_forget_a_parameter_that_is_gone() -> None:
+    import gc
+    import weakref
+
+    from mlcore_numpy import passes
+
+    p, g, m, v = (np.zeros(50, np.float64) for _ in range(4))
+    assert passes.flat_views(p, g, m, v) is not None
+    ref, key = weakref.ref(p), id(p)
+    del p
+    gc.collect()
+    assert ref() is None and passes._CHECKED[key].refs[0]() is None  # held weakly
+    q = np.zeros(50, np.float64)  # may reuse the id: the weak reference says it is new
+    assert passes.flat_views(q, g, m, v) is not None
+    assert passes._CHECKED[id(q)].holds(q, (m, v))
