@@ -25,9 +25,16 @@ every K and B with the relative error, and its extrapolation to 8 and 64 machine
 
 The model (seconds per epoch of N rows, K processes, per-process batch B)::
 
-    T_K(B)    = S_K(B) · (c0 + t_comm(K)) + (N / K) · c1 + F_K      S_K(B) = ceil(N / (K·B))
+    T_K(B)    = S_K(B) · (c0 + t_comm(K) + t_wait(K, B)) + (N / K) · c1 + F_K
+    S_K(B)    = ceil(N / (K·B))
     t_comm(K) = t_pack + n_b · 2 (K-1) · alpha + 2 (K-1)/K · S / beta     (0 for K = 1)
+    t_wait(K, B) = E[max of K step times] - E[step time]                  (0 for K = 1)
     E(K, B)   = (N / T_K(B)) / (K · N / T_1(B))
+
+``t_wait``, the straggler term, comes from the 1-process epochs' own step times (each step
+ends in a collective, so it lasts as long as the slowest process's step); the check also
+prints, for each K-process run, its measured compute per step beside the 1-process one and
+its measured allreduce-and-wait, so an error of the model shows where it comes from.
 
 ``c0`` (seconds per step) and ``c1`` (seconds per row, the row gather included) come from a
 non-negative least-squares fit of the 1-process epochs' time in their training steps (plus
@@ -72,6 +79,7 @@ from .scaling_model import (
     fit_network,
     fixed_seconds,
     step_batch_for,
+    straggler_seconds,
 )
 
 SIZES = [784, 512, 512, 10]
@@ -111,6 +119,7 @@ class _StepClock:
 
     def __init__(self) -> None:
         self.calls, self.seconds = 0, 0.0
+        self.each: list[float] = []  # every step's seconds, for the straggler term
         self._saved: Any = None
 
     def __enter__(self) -> _StepClock:
@@ -124,7 +133,9 @@ class _StepClock:
             def timed(*a: Any, **k: Any) -> Any:
                 began = time.perf_counter()
                 out = step(*a, **k)
-                self.seconds += time.perf_counter() - began
+                took = time.perf_counter() - began
+                self.seconds += took
+                self.each.append(took)
                 self.calls += 1
                 return out
             return timed
@@ -173,7 +184,8 @@ def _time_fit(batch: int, steps: int | None, size: int, rows: int,
             "early_buckets": dp.stats["early_buckets"], "gather_seconds": gather,
             "permutation_seconds": permutation, "samples_per_s": n / seconds,
             "step_ms": 1e3 * seconds / done,
-            "allreduce_ms": 1e3 * dp.stats["allreduce_seconds"] / done}
+            "allreduce_ms": 1e3 * dp.stats["allreduce_seconds"] / done,
+            "step_times": clock.each if size == 1 else []}
 
 
 def _time_torch(batch: int, steps: int | None, size: int, rows: int,
@@ -421,7 +433,9 @@ def fit_model(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: l
     ones = [_median_run([r["mlcore-1"]["fits"][i] for r in rounds])
             for i in range(len(batches))]
     c0, c1 = fit_compute(ones)
-    model: dict[str, Any] = {"c0": c0, "c1": c1, "pack_seconds": pack[False],
+    waits, fractions = _stragglers(rounds, len(batches), [*ks, *MACHINES])
+    model: dict[str, Any] = {"c0": c0, "c1": c1, "wait": waits, "wait_fraction": fractions,
+                             "pack_seconds": pack[False],
                              "pack_seconds_overlap": pack[True],
                              "rows": ones[-1]["rows"], "network": {}, "variants": {
                                  "1": {"fixed": [fixed_seconds(o) for o in ones],
@@ -430,6 +444,11 @@ def fit_model(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: l
           f"gather): c0 = {1e3 * c0:.3f} ms per step + c1 = {1e6 * c1:.2f} us per row; "
           f"packing and unpacking t_pack = {1e3 * pack[True]:.2f} ms per step with overlap "
           f"(its buckets), {1e3 * pack[False]:.2f} ms without (one bucket)")
+    if waits:
+        print("straggler wait (the expected slowest of K of the 1-process run's step times, "
+              "less their mean) at B = " + "/".join(map(str, batches)) + ": " + "; ".join(
+                  f"K={k} " + "/".join(f"{1e3 * w:.2f}" for w in waits[str(k)]) + " ms"
+                  for k in ks))
     for k in ks:
         key = next(key for _, key, kk in variants([k], overlap, False) if kk == k)
         sweep = [{"bytes": row["bytes"],
@@ -459,6 +478,24 @@ def fit_model(rounds: list[dict[str, dict[str, Any]]], batches: list[int], ks: l
     return model
 
 
+def _stragglers(rounds: list[dict[str, dict[str, Any]]], count: int,
+                processes: Sequence[int]) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """``t_wait`` (:func:`~mlcore_bench.scaling_model.straggler_seconds`) for each K in
+    ``processes`` at each of the ``count`` batch sizes, from the 1-process runs' step times
+    (every round's, pooled), and as a fraction of the mean step (the median over the batch
+    sizes: the extrapolation's ``wait_fraction``). Empty when the runs recorded no step
+    times (a JSON file of an older run)."""
+    pooled = [[t for r in rounds for t in r["mlcore-1"]["fits"][i].get("step_times", [])]
+              for i in range(count)]
+    if not all(pooled):
+        return {}, {}
+    waits = {str(k): [straggler_seconds(times, k) for times in pooled] for k in processes}
+    fractions = {str(k): statistics.median(w / statistics.fmean(times) for w, times in
+                                           zip(waits[str(k)], pooled, strict=True))
+                 for k in processes}
+    return waits, fractions
+
+
 def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
                 batches: list[int], ks: list[int], overlap: str = "on") -> list[dict[str, Any]]:
     """The model's epoch time and efficiency beside the measured ones (medians over the
@@ -478,7 +515,12 @@ def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
             n = int(run["rows"])
             fixed, fixed_1 = variant["fixed"][i], one_variant["fixed"][i]
             one = [r["mlcore-1"]["fits"][i] for r in rounds]
-            t_model = epoch_seconds(k, n, b, c0, c1, t_comm, fixed)
+            wait = model.get("wait", {}).get(str(k), [0.0] * len(batches))[i] if k > 1 \
+                else 0.0
+            t_model = epoch_seconds(k, n, b, c0, c1, t_comm, fixed, wait)
+            steps = max(1.0, run["steps"])
+            compute_k = (run["step_seconds"] - run["allreduce_seconds"]) / steps
+            compute_1 = statistics.median(o["step_seconds"] / max(1, o["steps"]) for o in one)
             n1 = int(statistics.median(o["rows"] for o in one))
             t1_model = epoch_seconds(1, n1, b, c0, c1, 0.0, fixed_1)
             e_model = (n / t_model) / (k * n1 / t1_model)
@@ -486,6 +528,8 @@ def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
                 r[key]["fits"][i]["samples_per_s"] / (k * o["samples_per_s"])
                 for r, o in zip(rounds, one, strict=True))
             row = {"who": label, "processes": k, "batch": b, "t_comm": t_comm,
+                   "t_wait": wait, "compute_step_k": compute_k, "compute_step_1": compute_1,
+                   "allreduce_step_k": run["allreduce_seconds"] / steps,
                    "fixed": fixed, "epoch_predicted": t_model,
                    "epoch_measured": run["seconds"],
                    "epoch_error": (t_model - run["seconds"]) / run["seconds"],
@@ -495,7 +539,11 @@ def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
             print(f"model check {label} K={k} B={b}: T predicted {t_model:.3f} s, measured "
                   f"{run['seconds']:.3f} s ({row['epoch_error']:+.1%}); E predicted "
                   f"{e_model:.2f}, measured {e_meas:.2f} ({row['efficiency_error']:+.1%}); "
-                  f"t_comm {1e3 * t_comm:.2f} ms/step, F {1e3 * fixed:.1f} ms")
+                  f"t_comm {1e3 * t_comm:.2f} + t_wait {1e3 * wait:.2f} ms/step, F "
+                  f"{1e3 * fixed:.1f} ms"
+                  + (f"; measured: a step's compute {1e3 * compute_k:.2f} ms (1 process: "
+                     f"{1e3 * compute_1:.2f}), its allreduce and wait "
+                     f"{1e3 * row['allreduce_step_k']:.2f} ms" if k > 1 else ""))
     return out
 
 
@@ -513,7 +561,8 @@ def extrapolate(model: dict[str, Any], rows: int) -> list[dict[str, Any]]:
     pack = variant.get("pack_seconds", model["pack_seconds"])
     fixed = statistics.median(variant["fixed"])
     fixed_1 = statistics.median(model["variants"]["1"]["fixed"])
-    print(f"extrapolation: one process per machine, compute as fitted here, F = "
+    print(f"extrapolation: one process per machine, compute as fitted here, each machine's "
+          f"step times varying as this one's (the straggler wait), F = "
           f"{1e3 * fixed:.1f} ms and {len(buckets)} bucket(s) of {sum(buckets)} B as K={name} "
           f"here (F = {1e3 * fixed_1:.1f} ms for 1 process), epochs of {rows} rows:")
     out = []
@@ -524,18 +573,21 @@ def extrapolate(model: dict[str, Any], rows: int) -> list[dict[str, Any]]:
               f"{1e6 * net['latency']:.0f} us a message")
         for p in MACHINES:
             t_comm = comm_seconds(p, buckets, net["latency"], beta, pack)
-            effs = {b: efficiency(p, rows, b, c0, c1, t_comm, fixed, fixed_1)
-                    for b in (32, 256, 1024)}
-            need = batch_for(TARGET, p, rows, c0, c1, t_comm, fixed, fixed_1)
-            per_step = step_batch_for(TARGET, c0, c1, t_comm)
+            w = model.get("wait_fraction", {}).get(str(p), 0.0)
+            effs = {b: efficiency(p, rows, b, c0, c1, t_comm, fixed, fixed_1,
+                                  w * (c0 + b * c1)) for b in (32, 256, 1024)}
+            need = batch_for(TARGET, p, rows, c0, c1, t_comm, fixed, fixed_1, w)
+            per_step = step_batch_for(TARGET, c0, c1, t_comm, w)
             out.append({"network": net["name"], "machines": p, "t_comm": t_comm,
+                        "wait_fraction": w,
                         **{f"efficiency_at_{b}": e for b, e in effs.items()},
                         "batch_for_target": need, "step_batch_for_target": per_step})
             said = ("none (the per-epoch costs alone exceed the budget)" if need is None
                     else f"B >= {need} per process (global {p * need})")
             step = ("never" if per_step is None
                     else f"B >= {math.ceil(per_step)} (global {p * math.ceil(per_step)})")
-            print(f"    P={p:>3}: t_comm {1e3 * t_comm:.2f} ms/step; E at B=32/256/1024 "
+            print(f"    P={p:>3}: t_comm {1e3 * t_comm:.2f} ms/step, straggler wait "
+                  f"{w:.1%} of a step; E at B=32/256/1024 "
                   + "/".join(f"{e:.0%}" for e in effs.values())
                   + f"; {TARGET:.0%} needs {said}; per step (large data) {step}")
     return out

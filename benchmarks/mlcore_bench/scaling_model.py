@@ -5,9 +5,18 @@ parameters in benchmarks/tests/test_distributed_scaling.py).
 
 Seconds per epoch of N rows on K processes, per-process batch B::
 
-    T_K(B)    = S_K(B) · (c0 + t_comm(K)) + (N / K) · c1 + F_K      S_K(B) = ceil(N / (K·B))
+    T_K(B)    = S_K(B) · (c0 + t_comm(K) + t_wait(K, B)) + (N / K) · c1 + F_K
+    S_K(B)    = ceil(N / (K·B))
     t_comm(K) = t_pack + n_b · 2 (K-1) · alpha + 2 (K-1)/K · S / beta     (0 for K = 1)
+    t_wait(K, B) = E[max of K step times] - E[step time]                  (0 for K = 1)
     E(K, B)   = (N / T_K(B)) / (K · N / T_1(B))
+
+``t_wait`` is the straggler term: every step ends in a collective, so each step lasts as long
+as the slowest of the K processes' steps; with step times that vary (other work on the
+machine, the allocator, the garbage collector), the expected maximum of K of them exceeds
+their mean. It is computed from the 1-process run's own step times
+(:func:`straggler_seconds`), assuming the K processes' steps vary independently as that one
+process's did.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["nnls", "steps_of", "fit_compute", "fixed_seconds", "fit_network",
+__all__ = ["nnls", "steps_of", "fit_compute", "fixed_seconds", "fit_network", "straggler_seconds",
            "ring_allreduce", "comm_seconds", "epoch_seconds", "efficiency", "batch_for",
            "step_batch_for"]
 
@@ -64,6 +73,21 @@ def fixed_seconds(run: dict[str, float]) -> float:
     return max(0.0, run["seconds"] - run["step_seconds"] - run["gather_seconds"])
 
 
+def straggler_seconds(step_times: Sequence[float], processes: int) -> float:
+    """``t_wait``: the expected maximum of ``processes`` step times drawn independently from
+    ``step_times`` (one process's measured steps), less their mean. Exact for the empirical
+    distribution, no random draws: with the times sorted, ``x_(1) <= ... <= x_(n)``, the
+    maximum of K draws is ``x_(i)`` with probability ``(i/n)^K - ((i-1)/n)^K``. 0 for one
+    process or no times."""
+    n = len(step_times)
+    if processes <= 1 or n == 0:
+        return 0.0
+    x = np.sort(np.asarray(step_times, dtype=float))
+    i = np.arange(1, n + 1, dtype=float)
+    weights = (i / n) ** processes - ((i - 1) / n) ** processes
+    return max(0.0, float(weights @ x) - float(x.mean()))
+
+
 def fit_network(sweep: Sequence[dict[str, float]], processes: int) -> tuple[float, float]:
     """``(alpha, beta)``: the per-message latency (seconds) and the achievable bandwidth
     (bytes/s) with which :func:`ring_allreduce` fits the ping test at ``processes``: the
@@ -100,33 +124,42 @@ def comm_seconds(p: int, bucket_bytes: Sequence[int], latency: float, bandwidth:
 
 
 def epoch_seconds(p: int, rows: int, batch: int, c0: float, c1: float, t_comm: float,
-                  fixed: float) -> float:
-    """``T_p(B) = S_p(B) · (c0 + t_comm) + (N / p) · c1 + F``."""
-    return steps_of(rows, p, batch) * (c0 + t_comm) + rows / p * c1 + fixed
+                  fixed: float, t_wait: float = 0.0) -> float:
+    """``T_p(B) = S_p(B) · (c0 + t_comm + t_wait) + (N / p) · c1 + F``."""
+    return steps_of(rows, p, batch) * (c0 + t_comm + t_wait) + rows / p * c1 + fixed
 
 
 def efficiency(p: int, rows: int, batch: int, c0: float, c1: float, t_comm: float,
-               fixed: float, fixed_1: float) -> float:
+               fixed: float, fixed_1: float, t_wait: float = 0.0) -> float:
     """``E = T_1(B) / (p · T_p(B))`` for an epoch of the same ``rows`` rows."""
     one = epoch_seconds(1, rows, batch, c0, c1, 0.0, fixed_1)
-    return one / (p * epoch_seconds(p, rows, batch, c0, c1, t_comm, fixed))
+    return one / (p * epoch_seconds(p, rows, batch, c0, c1, t_comm, fixed, t_wait))
 
 
 def batch_for(target: float, p: int, rows: int, c0: float, c1: float, t_comm: float,
-              fixed: float, fixed_1: float) -> int | None:
+              fixed: float, fixed_1: float, wait_fraction: float = 0.0) -> int | None:
     """The smallest per-process batch whose epoch of ``rows`` rows reaches ``target``
-    efficiency on ``p`` processes (None: none does, the fixed costs being too large)."""
+    efficiency on ``p`` processes (None: none does, the fixed costs being too large);
+    ``wait_fraction``: the straggler wait as a fraction of a step's compute,
+    ``t_wait = wait_fraction · (c0 + B c1)``."""
     for b in range(1, -(-rows // p) + 1):
-        if efficiency(p, rows, b, c0, c1, t_comm, fixed, fixed_1) >= target:
+        wait = wait_fraction * (c0 + b * c1)
+        if efficiency(p, rows, b, c0, c1, t_comm, fixed, fixed_1, wait) >= target:
             return b
     return None
 
 
-def step_batch_for(target: float, c0: float, c1: float, t_comm: float) -> float | None:
+def step_batch_for(target: float, c0: float, c1: float, t_comm: float,
+                   wait_fraction: float = 0.0) -> float | None:
     """The per-process batch whose *step* reaches ``target`` efficiency,
-    ``(c0 + B c1) / (c0 + B c1 + t_comm) = target`` (a data set large enough for the
-    per-epoch costs to vanish); None when compute does not grow with B and never suffices."""
-    need = target / (1 - target) * t_comm - c0
+    ``(c0 + B c1) / ((1 + w)(c0 + B c1) + t_comm) = target`` with ``w`` the straggler
+    ``wait_fraction`` (a data set large enough for the per-epoch costs to vanish); None when
+    no batch suffices (compute does not grow with B, or the straggler wait alone costs more
+    than the target allows)."""
+    slack = 1 - target * (1 + wait_fraction)
+    if slack <= 0:
+        return None
+    need = target / slack * t_comm - c0
     if need <= 0:
         return 1.0
     return need / c1 if c1 > 0 else None

@@ -33,20 +33,27 @@ def test_nnls_recovers_known_coefficients_and_never_goes_negative() -> None:
     assert sm.nnls(columns, [-1.0, -2.0, -3.0, -4.0]) == [0.0, 0.0]
 
 
-def _one(batch: int, k: int = 1, overlap: bool = True) -> dict[str, Any]:
-    """One fit's result as the worker reports it, made by the model from the constants."""
+def _one(batch: int, k: int = 1, overlap: bool = True, spread: float = 0.0) -> dict[str, Any]:
+    """One fit's result as the worker reports it, made by the model from the constants.
+    ``spread``: the 1-process steps last their mean minus or plus ``spread``, half each, so
+    the slowest of K steps exceeds the mean by ``spread (1 - 2^(1-K))``, which the K-process
+    steps wait in their allreduce."""
     steps = sm.steps_of(ROWS, k, batch)
     buckets = BUCKETS[overlap] if k > 1 else []
     t_comm = sm.comm_seconds(k, buckets, ALPHA, BETA, PACK[overlap])
+    wait = spread * (1 - 2.0 ** (1 - k))
     gather = ROWS / k * GATHER
-    step_seconds = steps * (C0 + t_comm) + ROWS / k * (C1 - GATHER)
+    step_seconds = steps * (C0 + t_comm + wait) + ROWS / k * (C1 - GATHER)
     seconds = step_seconds + gather + FIXED[k]
+    mean = step_seconds / steps
+    times = [mean + (spread if i % 2 else -spread) for i in range(steps)] if k == 1 else []
     return {"batch": batch, "rows": ROWS, "steps": steps, "seconds": seconds,
             "bucket_bytes": buckets,
             "step_seconds": step_seconds, "gather_seconds": gather,
-            "permutation_seconds": 1e-3, "allreduce_seconds": steps * t_comm,
+            "permutation_seconds": 1e-3, "allreduce_seconds": steps * (t_comm + wait),
             "early_buckets": 0, "samples_per_s": ROWS / seconds,
-            "step_ms": 1e3 * seconds / steps, "allreduce_ms": 1e3 * t_comm}
+            "step_ms": 1e3 * seconds / steps, "allreduce_ms": 1e3 * (t_comm + wait),
+            "step_times": times}
 
 
 def _sweep(k: int) -> list[dict[str, float]]:
@@ -57,15 +64,52 @@ def _sweep(k: int) -> list[dict[str, float]]:
 BATCHES = [32, 128, 512]
 
 
-def _rounds(ks: list[int]) -> list[dict[str, dict[str, Any]]]:
+def _rounds(ks: list[int], spread: float = 0.0) -> list[dict[str, dict[str, Any]]]:
     found: dict[str, dict[str, Any]] = {"mlcore-1": {
-        "size": 1, "fits": [_one(b) for b in BATCHES], "pack_seconds": PACK[False],
-        "pack_seconds_overlap": PACK[True]}}
+        "size": 1, "fits": [_one(b, spread=spread) for b in BATCHES],
+        "pack_seconds": PACK[False], "pack_seconds_overlap": PACK[True]}}
     for k in ks:
         for key, on in ((f"mlcore-{k}", True), (f"mlcore-{k}-no-overlap", False)):
-            found[key] = {"size": k, "fits": [_one(b, k, on) for b in BATCHES],
+            found[key] = {"size": k, "fits": [_one(b, k, on, spread) for b in BATCHES],
                           "sweep": _sweep(k)}
     return [found, found]
+
+
+def test_the_straggler_wait_is_the_expected_slowest_of_k_steps_less_the_mean() -> None:
+    assert sm.straggler_seconds([1.0, 3.0], 2) == pytest.approx(0.5)  # E max = 2.5, mean 2
+    assert sm.straggler_seconds([1.0, 3.0], 3) == pytest.approx(0.75)
+    assert sm.straggler_seconds([2.0] * 10, 64) == pytest.approx(0.0)  # steps that never vary
+    assert sm.straggler_seconds([1.0, 3.0], 1) == 0.0 and sm.straggler_seconds([], 4) == 0.0
+    times = [0.01 * (1 + (i % 7) / 10) for i in range(700)]
+    waits = [sm.straggler_seconds(times, k) for k in (2, 8, 64, 10_000)]
+    assert waits == sorted(waits) and waits[-1] == pytest.approx(max(times) - sum(times) / 700)
+
+
+def test_the_model_reproduces_the_straggler_wait_it_generated(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    spread = 2e-4
+    result = ds.report(_rounds([2, 3], spread), BATCHES, [2, 3], "both", ROWS)
+    model = result["model"]
+    assert model["wait"]["2"] == pytest.approx([spread / 2] * 3, rel=2e-3)  # odd step counts: a step more of one kind
+    assert model["wait"]["3"] == pytest.approx([spread * 3 / 4] * 3, rel=2e-3)
+    for row in result["check"]:
+        assert abs(row["epoch_error"]) < 1e-4 and abs(row["efficiency_error"]) < 1e-4, row
+    mean_steps = [_one(b)["step_seconds"] / _one(b)["steps"] for b in BATCHES]
+    for p in ds.MACHINES:  # the extrapolation's wait: the fraction of a step, median over B
+        expected = sorted(spread * (1 - 2.0 ** (1 - p)) / m for m in mean_steps)[1]
+        assert model["wait_fraction"][str(p)] == pytest.approx(expected, rel=1e-2)
+        for row in result["extrapolation"]:
+            if row["machines"] == p:
+                assert row["wait_fraction"] == model["wait_fraction"][str(p)]
+    assert "straggler wait (the expected slowest of K" in capsys.readouterr().out
+
+
+def test_the_step_batch_for_a_target_counts_the_straggler_wait() -> None:
+    b = sm.step_batch_for(0.9, C0, C1, 1e-3, 0.05)
+    assert b is not None
+    step = C0 + b * C1
+    assert step / (1.05 * step + 1e-3) == pytest.approx(0.9)
+    assert sm.step_batch_for(0.9, C0, C1, 1e-3, 0.12) is None  # the wait alone costs >10 %
 
 
 def test_the_compute_fit_recovers_the_costs_per_step_and_per_row() -> None:
