@@ -10,8 +10,9 @@ vector-Jacobian product), reusing ``y = forward(x)`` where that is cheaper.
 
 Each formula here is the one definition. Where the backend offers a fused kernel of the
 same formula (:data:`mlcore.hookspecs.KERNELS`: NumPy's compiled one-pass-per-row softmax,
-log_softmax, sigmoid and their gradients, tanh's gradient), the unchecked method runs it
-first as a fast path, and the formula whenever it answers None; the tests compare the two.
+log_softmax, sigmoid and their gradients, tanh's gradient, ReLU and leaky ReLU both ways),
+the unchecked method runs it first as a fast path, and the formula whenever it answers None;
+the tests compare the two.
 """
 
 from __future__ import annotations
@@ -116,10 +117,12 @@ class ReLU(ActivationBase):
     name = "relu"
 
     def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
-        return xp.maximum(x, 0.0)
+        fast = _fused(xp, "relu", x)
+        return xp.maximum(x, 0.0) if fast is None else fast
 
     def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
-        return dy * xp.astype(x > 0.0, dy.dtype)
+        fast = _fused(xp, "relu_backward", x, dy)
+        return dy * xp.astype(x > 0.0, dy.dtype) if fast is None else fast
 
 
 class LeakyReLU(ActivationBase):
@@ -136,10 +139,16 @@ class LeakyReLU(ActivationBase):
         self.alpha = number_param("Activation 'leaky_relu'", "alpha", alpha)
 
     def forward_unchecked(self, xp: Namespace, x: Array) -> Array:
+        fast = _fused(xp, "leaky_relu", x, self.alpha)
+        if fast is not None:
+            return fast
         pick = xp.maximum if self.alpha <= 1.0 else xp.minimum
         return pick(x, self.alpha * x)
 
     def backward_unchecked(self, xp: Namespace, x: Array, y: Array, dy: Array) -> Array:
+        fast = _fused(xp, "leaky_relu_backward", x, dy, self.alpha)
+        if fast is not None:
+            return fast
         positive = xp.astype(x > 0.0, dy.dtype)
         return dy * (positive * (1.0 - self.alpha) + self.alpha)
 

@@ -162,6 +162,12 @@ KERNELS: Mapping[str, KernelSpec] = {
            ("sigmoid", "x", "Sigmoid", "1 / (1 + e^(-x)), x floored as mlcore.plugin.sigmoid"),
            ("sigmoid_backward", "y, dy", "Sigmoid", "dy (y (1 - y)) for y = sigmoid(x)"),
            ("tanh_backward", "y, dy", "Tanh", "dy (1 - y^2) for y = tanh(x)"),
+           ("relu", "x", "ReLU", "maximum(x, 0)"),
+           ("relu_backward", "x, dy", "ReLU", "dy (x > 0), the product kept (inf 0 is NaN)"),
+           ("leaky_relu", "x, alpha", "LeakyReLU",
+            "maximum(x, alpha x) for alpha <= 1, else minimum(x, alpha x)"),
+           ("leaky_relu_backward", "x, dy, alpha", "LeakyReLU",
+            "dy ((x > 0)(1 - alpha) + alpha), the slopes rounded in x's dtype"),
        ]},
 }
 """Every kernel name the core asks for or a backend offers, with its signature: the one
@@ -262,7 +268,8 @@ def mlcore_kernel(name: str, xp: Namespace) -> Callable[..., Any] | None:
     The names and signatures are those of :data:`KERNELS` (``adam_update``,
     ``sgd_update``, ``softmax_cross_entropy`` and the activations' ``softmax``,
     ``softmax_backward``, ``log_softmax``, ``log_softmax_backward``, ``sigmoid``,
-    ``sigmoid_backward``, ``tanh_backward``); NumPy's backend provides the two updates,
+    ``sigmoid_backward``, ``tanh_backward``, ``relu``, ``relu_backward``, ``leaky_relu``,
+    ``leaky_relu_backward``); NumPy's backend provides the two updates,
     working through large arrays in cache-sized blocks or one compiled loop, so the passes
     read memory once, and, with Numba, the others as one compiled pass per row; CuPy's the
     first three, each in one launch. A built-in activation or loss asks for its kernel by

@@ -43,6 +43,10 @@ _OPTS: dict[str, Any] = {"fastmath": set(_ELEMENTWISE), "cache": True, "nogil": 
 _OPTS_INLINE = {"fastmath": set(_ELEMENTWISE), "error_model": "numpy"}
 _OPTS_REDUCE = {**_OPTS, "fastmath": set(FASTMATH)}
 """The row reductions' options: reassociation lets their sums and maxima vectorise."""
+_OPTS_EXACT = {**_OPTS, "fastmath": False}
+"""The ReLU loops' options: no fast-math at all (compares, selects and one multiply
+vectorise without it), so that even the sign of a zero is the formula's (``nsz`` would let
+LLVM swap ``+0`` and ``-0``)."""
 
 # -- bits, maxnum --------------------------------------------------------------------------
 @intrinsic
@@ -274,6 +278,48 @@ def tanh_backward_flat(y: Any, dy: Any, out: Any) -> None:  # pragma: no cover
     for k in range(y.shape[0]):
         a = y[k]
         out[k] = dy[k] * (like(a, 1.0) - a * a)
+
+
+@numba.njit(**_OPTS_EXACT)
+def relu_flat(x: Any, out: Any) -> None:  # pragma: no cover - compiled
+    """``out = maximum(x, 0)`` as NumPy's: ``x if x > 0 or x is NaN else +0`` (so -0 gives
+    +0, as ``np.maximum(-0.0, 0.0)`` does)."""
+    zero = like(x[0], 0.0)
+    for k in range(x.shape[0]):
+        v = x[k]
+        out[k] = v if (v > zero or v != v) else zero
+
+
+@numba.njit(**_OPTS_EXACT)
+def relu_backward_flat(x: Any, dy: Any, out: Any) -> None:  # pragma: no cover - compiled
+    """``out = dy * (1 if x > 0 else 0)``: the product kept, so that ``inf * 0`` is NaN and
+    ``-dy * 0`` is -0, as in the formula."""
+    one, zero = like(x[0], 1.0), like(x[0], 0.0)
+    for k in range(x.shape[0]):
+        out[k] = dy[k] * (one if x[k] > zero else zero)
+
+
+@numba.njit(**_OPTS_EXACT)
+def leaky_relu_flat(x: Any, alpha: Any, most: bool, out: Any) -> None:  # pragma: no cover
+    """``out = maximum(x, alpha x)`` when ``most``, else ``minimum``, as NumPy's: the first
+    operand if it is larger (smaller) or NaN, else the second (NaN too, for ``0 * inf``)."""
+    for k in range(x.shape[0]):
+        a = x[k]
+        b = alpha * a
+        if most:
+            out[k] = a if (a > b or a != a) else b
+        else:
+            out[k] = a if (a < b or a != a) else b
+
+
+@numba.njit(**_OPTS_EXACT)
+def leaky_relu_backward_flat(x: Any, dy: Any, pos: Any, neg: Any,
+                             out: Any) -> None:  # pragma: no cover - compiled
+    """``out = dy * (pos if x > 0 else neg)``, ``pos`` and ``neg`` the formula's two slopes
+    as it rounds them in the input's type."""
+    zero = like(pos, 0.0)
+    for k in range(x.shape[0]):
+        out[k] = dy[k] * (pos if x[k] > zero else neg)
 
 
 @numba.njit(**_OPTS)

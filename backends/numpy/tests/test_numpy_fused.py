@@ -118,9 +118,50 @@ def test_fused_activation_matches_its_formula(fused: Any, formula: Any, name: st
         _close(dx_fast, dx_plain, np.abs(dy))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "alpha"), [("relu", None), ("leaky_relu", 0.01),
+                                             ("leaky_relu", 0.0), ("leaky_relu", 1.0),
+                                             ("leaky_relu", 2.5), ("leaky_relu", -0.67),
+                                             ("leaky_relu", 1e-30)])
+def test_fused_relus_equal_their_formula_bit_for_bit(fused: Any, formula: Any, name: str,
+                                                     alpha: float | None, dtype: Any) -> None:
+    """ReLU and leaky ReLU, forward and backward, give the formula's bits: the sign of every
+    zero, NaN where it has NaN (``inf * 0`` in the gradient, ``0 * inf`` in leaky ReLU with
+    alpha 0), the slopes ``(1 - alpha) + alpha`` as the formula rounds them."""
+    x = _inputs(dtype)
+    rng = np.random.default_rng(4)
+    dy = rng.normal(0, 1, x.shape).astype(dtype)
+    big, tiny = np.finfo(dtype).max, np.finfo(dtype).smallest_subnormal
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, big, -big, tiny, -tiny, 1.0,
+                         -1.0], dtype)
+    x[12:23] = specials[:, None]  # every special x against every special dy below
+    dy[12:23] = np.resize(specials, dy[12:23].shape)
+    dy[23] = -0.0
+    params = {} if alpha is None else {"alpha": alpha}
+    act = mlcore.activation(name, **params)
+    got = []
+    for plain in (True, False):
+        formula(plain)
+        with np.errstate(all="ignore"):
+            y = act.forward(x)
+            got += [y, act.backward(x, y, dy)]
+    with np.errstate(all="ignore"):  # the kernels take these inputs: the fast path ran
+        assert fused.KERNELS[name](x, *params.values()) is not None
+        assert fused.KERNELS[f"{name}_backward"](x, dy, *params.values()) is not None
+    if alpha == -0.67:  # the slope for x > 0 is not 1 in either dtype: the test sees it
+        assert (np.ones(1, dtype) * (1.0 - alpha) + alpha)[0] != 1.0
+    for want, have in (got[0::2], got[1::2]):
+        assert have.dtype == want.dtype and have.shape == want.shape
+        nan = np.isnan(want)
+        assert np.array_equal(np.isnan(have), nan), "NaN where the formula has none"
+        bits = np.uint32 if dtype == np.float32 else np.uint64
+        assert np.array_equal(have[~nan].view(bits), want[~nan].view(bits)), "not its bits"
+
+
 @pytest.mark.parametrize("name", ["softmax", "softmax_backward", "log_softmax",
                                   "log_softmax_backward", "sigmoid", "sigmoid_backward",
-                                  "tanh_backward"])
+                                  "tanh_backward", "relu", "relu_backward", "leaky_relu",
+                                  "leaky_relu_backward"])
 def test_fused_kernels_run_and_decline(fused: Any, name: str) -> None:
     """Each kernel answers for plain C-contiguous float32/float64 inputs (what the core's
     path then returns), and None for the inputs it does not take."""
@@ -128,12 +169,14 @@ def test_fused_kernels_run_and_decline(fused: Any, name: str) -> None:
     fn = fused.KERNELS[name]
     args: list[Any] = [x] if "backward" not in name else [x, x]
     axis = [-1] if "softmax" in name else []
-    assert fn(*args, *axis) is not None
-    assert fn(*[a.astype(np.float16) for a in args], *axis) is None
-    assert fn(*[a[:, ::2] for a in args], *axis) is None  # not contiguous
-    assert fn(*[a[:4, :4].copy() for a in args], *axis) is None  # too small to repay
+    more = [*axis, 0.01] if "leaky" in name else axis
+    assert fn(*args, *more) is not None
+    assert fn(*[a.astype(np.float16) for a in args], *more) is None
+    assert fn(*[a[:, ::2] for a in args], *more) is None  # not contiguous
+    assert fn(*[a[:4, :4].copy() for a in args], *more) is None  # too small to repay
     if "backward" in name:
-        assert fn(x, x.astype(np.float64), *axis) is None  # mixed dtypes
+        assert fn(x, x.astype(np.float64), *more) is None  # mixed dtypes
+        assert fn(x, x[:1].copy(), *more) is None  # mixed shapes (the formula broadcasts)
     if axis:
         assert fn(*args, 0) is None  # not the last axis
 
@@ -188,9 +231,10 @@ def test_without_numba_the_formula_runs(monkeypatch: pytest.MonkeyPatch, formula
     monkeypatch.setenv("MLCORE_NUMPY_JIT", "1")
     x = np.random.default_rng(2).normal(size=(256, 512)).astype(np.float32)
     assert module.KERNELS["softmax"](x, -1) is None
-    got = [mlcore.activation(n).forward(x) for n in ("softmax", "log_softmax", "sigmoid")]
+    names = ("softmax", "log_softmax", "sigmoid", "relu", "leaky_relu")
+    got = [mlcore.activation(n).forward(x) for n in names]
     formula(True)
-    want = [mlcore.activation(n).forward(x) for n in ("softmax", "log_softmax", "sigmoid")]
+    want = [mlcore.activation(n).forward(x) for n in names]
     assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
 
 
