@@ -9,6 +9,8 @@ JSON-ready. Competitors that cannot run here are reported once, at the top, not 
 
 from __future__ import annotations
 
+import math
+
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +39,16 @@ __all__ = ["Options", "Competitor", "main", "run", "competitors", "reference_lab
            "TOLERANCE"]
 
 TOLERANCE = 1e-4
-"""Largest relative error (norm-wise, per array) allowed against the check's reference."""
+"""Largest relative error (norm-wise, per array) allowed against the check's reference,
+unless the independent references disagree more among themselves (:func:`check`)."""
+
+INDEPENDENT = ("numpy-hand", "torch-cpu", "torch-cuda", "jax-hand", "keras-jax")
+"""The references written without mlcore: how far they are from each other on a case says
+how far float rounding alone carries a result (Adam over 64 float32 steps of a
+784-512-512-10 network: 1.2e-4, where one step agrees to 1e-7)."""
+
+MAX_TOLERANCE = 1e-2
+"""The check's tolerance never exceeds this, however far the references are apart."""
 
 
 
@@ -126,7 +137,11 @@ def _rel_error(a: Any, b: Any) -> float:
 
 
 def check(case: Case, results: dict[str, list[Any]]) -> dict[str, Any]:
-    """Compare every competitor's first-call result with the reference's."""
+    """Compare every competitor's first-call result with the reference's: within
+    :data:`TOLERANCE`, or twice the largest error of another independent reference
+    (:data:`INDEPENDENT`) when that is larger (rounding over many steps: two libraries that
+    share no code disagree that much, so a result as close is as right), at most
+    :data:`MAX_TOLERANCE`."""
     if isinstance(case, WHOLE_FITS):
         errors = {k: (0.0 if r[1] >= case.target else float("inf")) for k, r in results.items()}
         return {"reference": None, "tolerance": case.target, "errors": errors,
@@ -140,8 +155,11 @@ def check(case: Case, results: dict[str, list[Any]]) -> dict[str, Any]:
         errors[label] = max((_rel_error(a, b) for a, b in pairs), default=0.0)
         if ref and len(res) != len(results[ref]):
             errors[label] = float("inf")
-    return {"reference": ref, "tolerance": TOLERANCE, "errors": errors,
-            "passed": all(e <= TOLERANCE for e in errors.values())}
+    spread = max((e for k, e in errors.items() if k in INDEPENDENT and k != ref
+                  and math.isfinite(e)), default=0.0)
+    tolerance = min(MAX_TOLERANCE, max(TOLERANCE, 2 * spread))
+    return {"reference": ref, "tolerance": tolerance, "reference_spread": spread,
+            "errors": errors, "passed": all(e <= tolerance for e in errors.values())}
 
 
 def _prepare(comp: Competitor, case: Case, dtype: Any) -> tuple[Bench, list[Any], int | None]:

@@ -345,3 +345,30 @@ def test_quick_leaves_keras_out_unless_named() -> None:
     assert reason([], True) == ("left out of --quick (slow to start); name it: "
                                 "--backend keras-jax")
     assert reason(["keras-jax"], True) == ""
+
+
+def test_the_check_allows_what_the_independent_references_disagree_by() -> None:
+    """A case over many float32 steps: torch-cpu is 1.2e-4 from numpy-hand (rounding), so a
+    competitor as close passes, and one five times farther still fails; one step, where the
+    references agree to 1e-7, keeps the 1e-4 tolerance; the tolerance is capped."""
+    import numpy as np
+    from mlcore_bench.cases import StepCase
+    from mlcore_bench.runner import MAX_TOLERANCE, TOLERANCE, check
+
+    case = StepCase((2, 4, 1), 4)
+    ref = [np.ones(100)]
+
+    def off(rel: float) -> list[Any]:
+        return [np.ones(100) * (1 + rel)]
+
+    drift = check(case, {"numpy-hand": ref, "torch-cpu": off(1.2e-4), "jax": off(1.1e-4),
+                         "numpy": off(1e-6), "torch": off(6e-4)})
+    assert drift["reference"] == "numpy-hand"
+    assert drift["tolerance"] == pytest.approx(2.4e-4) and not drift["passed"]
+    assert drift["errors"]["jax"] <= drift["tolerance"] < drift["errors"]["torch"]
+    step = check(case, {"numpy-hand": ref, "torch-cpu": off(1e-7), "numpy": off(2e-4)})
+    assert step["tolerance"] == TOLERANCE and not step["passed"]
+    mine = check(case, {"numpy-hand": ref, "mlcore-steps": off(0.5), "numpy": off(0.4)})
+    assert mine["tolerance"] == TOLERANCE  # mlcore's own rows never widen it
+    wild = check(case, {"numpy-hand": ref, "torch-cpu": off(0.3), "numpy": off(0.1)})
+    assert wild["tolerance"] == MAX_TOLERANCE and not wild["passed"]
