@@ -78,3 +78,35 @@ def test_the_one_device_reader(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Kit().unavailable_reason() == "MLCORE_DEVICE='gpu' is not a kit device"
     with pytest.raises(ValueError, match="device='gpu'"):
         Kit("gpu")
+
+
+def test_the_torch_linear_kernel_is_dense_forward_fused() -> None:
+    """torch's ``linear`` kernel (``addmm``) gives Dense's ``X @ W.T + b`` to float32
+    rounding (the bias added in the product's epilogue), declines without a bias or for
+    other ranks, and a torch Dense layer's forward and backward agree with the formula's."""
+    torch = pytest.importorskip("torch")
+    import mlcore_torch
+
+    import mlcore
+
+    torch_xp = registry().backends["torch"].xp
+    linear = mlcore_torch.mlcore_kernel("linear", torch_xp)
+    assert linear is not None and mlcore_torch.mlcore_kernel("linear",
+                                                             registry().backends["numpy"].xp) is None
+    g = torch.Generator().manual_seed(0)
+    X, W, b = (torch.randn(*s, generator=g) for s in ((64, 30), (20, 30), (20,)))
+    fused = linear(X, W, b)
+    assert fused.shape == (64, 20) and fused.dtype == torch.float32
+    want = X.double() @ W.double().T + b.double()
+    assert torch.allclose(fused.double(), want, rtol=1e-5, atol=1e-5)
+    assert linear(X, W, None) is None and linear(X[None], W, b) is None
+    with mlcore.use_backend("torch"):
+        layer = mlcore.Dense(30, 20, seed=1)
+        x = mlcore.get_backend("torch").asarray(X.numpy())
+        y, backprop = layer.forward(x)
+        dx = backprop(torch.ones_like(y))
+        Wv, bv = layer.weight.value, layer.bias.value
+        assert torch.allclose(y.double(), x.double() @ Wv.double().T + bv.double(),
+                              rtol=1e-5, atol=1e-5)
+        assert torch.allclose(dx.double(), torch.ones(64, 20).double() @ Wv.double(),
+                              rtol=1e-5, atol=1e-5)
