@@ -174,6 +174,7 @@ KERNELS: Mapping[str, KernelSpec] = {
             "maximum(x, alpha x) for alpha <= 1, else minimum(x, alpha x)"),
            ("leaky_relu_backward", "x, dy, alpha", "LeakyReLU",
             "dy ((x > 0)(1 - alpha) + alpha), the slopes rounded in x's dtype"),
+           ("step", "x", "Step", "1 where x > 0, else 0 (NaN gives 0), in x's dtype"),
        ]},
 }
 """Every kernel name the core asks for or a backend offers, with its signature: the one

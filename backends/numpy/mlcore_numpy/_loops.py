@@ -291,6 +291,14 @@ def relu_flat(x: Any, out: Any) -> None:  # pragma: no cover - compiled
 
 
 @numba.njit(**_OPTS_EXACT)
+def step_flat(x: Any, out: Any) -> None:  # pragma: no cover - compiled
+    """``out = 1 if x > 0 else +0`` (NaN gives 0, as ``astype(x > 0)`` does)."""
+    zero, one = like(x[0], 0.0), like(x[0], 1.0)
+    for k in range(x.shape[0]):
+        out[k] = one if x[k] > zero else zero
+
+
+@numba.njit(**_OPTS_EXACT)
 def relu_backward_flat(x: Any, dy: Any, out: Any) -> None:  # pragma: no cover - compiled
     """``out = dy * (1 if x > 0 else 0)``: the product kept, so that ``inf * 0`` is NaN and
     ``-dy * 0`` is -0, as in the formula."""

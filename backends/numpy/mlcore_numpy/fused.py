@@ -168,6 +168,16 @@ def relu(x: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def step(x: np.ndarray) -> np.ndarray | None:
+    """``astype(x > 0, x.dtype)`` in one pass (no boolean temporary), or None."""
+    lib = loops(x.size) if _big(x) and _take(x) else None
+    if lib is None:
+        return None
+    out = np.empty_like(x)
+    lib.step_flat(x.reshape(-1), out.reshape(-1))
+    return out
+
+
 def relu_backward(x: np.ndarray, dy: np.ndarray) -> np.ndarray | None:
     """``dy (x > 0)``, the product kept (``inf * 0`` is NaN, ``-1 * 0`` is -0), or None."""
     lib = loops(x.size) if _big(x) and _take(x, dy) else None
@@ -242,6 +252,7 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "sigmoid_backward": _flat_backward("sigmoid_backward_flat"),
     "tanh_backward": _flat_backward("tanh_backward_flat"),
     "relu": relu,
+    "step": step,
     "relu_backward": relu_backward,
     "leaky_relu": leaky_relu,
     "leaky_relu_backward": leaky_relu_backward,

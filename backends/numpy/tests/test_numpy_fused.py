@@ -158,10 +158,30 @@ def test_fused_relus_equal_their_formula_bit_for_bit(fused: Any, formula: Any, n
         assert np.array_equal(have[~nan].view(bits), want[~nan].view(bits)), "not its bits"
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_step_equals_its_formula_bit_for_bit(fused: Any, formula: Any,
+                                                   dtype: Any) -> None:
+    """The threshold of eq. (1.7): 1 above 0, +0 at ±0, below 0 and at NaN, as
+    ``astype(x > 0)``; its backward is the formula's zeros either way."""
+    x = _inputs(dtype)
+    big, tiny = np.finfo(dtype).max, np.finfo(dtype).smallest_subnormal
+    x[12:23] = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, big, -big, tiny, -tiny, 1.0,
+                         -1.0], dtype)[:, None]
+    act = mlcore.activation("step")
+    got = []
+    for plain in (True, False):
+        formula(plain)
+        got.append(act.forward(x))
+    assert fused.KERNELS["step"](x) is not None  # the fast path ran
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    assert got[1].dtype == got[0].dtype and np.array_equal(got[1].view(bits), got[0].view(bits))
+    assert not np.any(act.backward(x, got[1], x))
+
+
 @pytest.mark.parametrize("name", ["softmax", "softmax_backward", "log_softmax",
                                   "log_softmax_backward", "sigmoid", "sigmoid_backward",
                                   "tanh_backward", "relu", "relu_backward", "leaky_relu",
-                                  "leaky_relu_backward"])
+                                  "leaky_relu_backward", "step"])
 def test_fused_kernels_run_and_decline(fused: Any, name: str) -> None:
     """Each kernel answers for plain C-contiguous float32/float64 inputs (what the core's
     path then returns), and None for the inputs it does not take."""
@@ -231,7 +251,7 @@ def test_without_numba_the_formula_runs(monkeypatch: pytest.MonkeyPatch, formula
     monkeypatch.setenv("MLCORE_NUMPY_JIT", "1")
     x = np.random.default_rng(2).normal(size=(256, 512)).astype(np.float32)
     assert module.KERNELS["softmax"](x, -1) is None
-    names = ("softmax", "log_softmax", "sigmoid", "relu", "leaky_relu")
+    names = ("softmax", "log_softmax", "sigmoid", "relu", "leaky_relu", "step")
     got = [mlcore.activation(n).forward(x) for n in names]
     formula(True)
     want = [mlcore.activation(n).forward(x) for n in names]
