@@ -145,6 +145,19 @@ KERNELS: Mapping[str, KernelSpec] = {
         "kernel(p, g, lr) -> None",
         "p -= lr * g in place (mlcore.optimizers.SGD's last line; g already holds momentum and "
         "weight decay). May round p - lr g once (a fused multiply-add): a few ulp."),
+    "batch_norm_forward": KernelSpec(
+        "kernel(x, gamma, beta, eps) -> (y, xhat, mean, var, inv) or None",
+        "BatchNorm's training forward over the N rows of x (N, F) (mlcore.BatchNorm, not "
+        "synced), per feature: mean = mean(x), var = mean((x - mean)^2) (biased), inv = "
+        "1 / sqrt(var + eps), xhat = (x - mean) inv, y = xhat gamma + beta; gamma, beta, "
+        "mean, var and inv of shape (F,). New arrays, or None where the kernel does not take "
+        "the inputs (dtype, layout, size): the core then runs its formula."),
+    "batch_norm_backward": KernelSpec(
+        "kernel(dy, xhat, gamma, inv) -> (dx, sum_dy_xhat, sum_dy) or None",
+        "BatchNorm's training backward over the N rows of dy (N, F), from its forward's xhat "
+        "and inv: sum_dy_xhat = sum(dy xhat), sum_dy = sum(dy) over the rows (the gradients "
+        "of gamma and beta) and dx = (dy - sum_dy / N - xhat (sum_dy_xhat / N)) (gamma inv). "
+        "New arrays, or None where the kernel does not take the inputs."),
     "softmax_cross_entropy": KernelSpec(
         "kernel(xp, z, t, smoothing=0.0, grad=True) -> (value, gradient or None) or None",
         "The mean cross-entropy of softmax(z) over the N rows of the logits z and its "

@@ -20,10 +20,16 @@ global batch (Σx and N, then Σ(x - μ)², summed over the processes), and back
 is of its own mean loss (scaled N/n_r from the global one), so it returns
 ``dX = (g - (A + x̂ B)/n_r) / √(σ² + ε)``, which the gradient average then scales back:
 one process with the global batch, up to the order of float additions.
+
+BatchNorm's training forward and backward (not synced) ask the backend for the fused kernels
+``batch_norm_forward`` and ``batch_norm_backward`` (:data:`mlcore.hookspecs.KERNELS`; NumPy's
+are a few compiled passes where these formulas make seven each way): fast paths of the
+formulas here, which run whenever there is no kernel or it answers None.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +37,7 @@ from typing import Any
 from ..arrays.namespace import device_of, namespace
 from ..backend import Backend, get_backend
 from ..errors import DTypeError, InvalidParameterError, ShapeError
+from ..plugins import kernel
 from ..types import Array, DType, Namespace
 from .core import Backprop, Layer, Parameter, dtype_name, on_device, positive_int, resolve_dtype
 
@@ -42,6 +49,12 @@ def _check_number(name: str, value: object, low: float, high: float) -> float:
         return float(value)
     raise InvalidParameterError(
         f"{name} must be a number in ({low}, {high}), received {value!r}.", value)
+
+
+@functools.cache
+def _kernel(xp: Namespace, name: str) -> Callable[..., Any] | None:
+    """The backend's fused kernel ``name`` for ``xp``, or None (asked once per xp)."""
+    return kernel(name, xp)
 
 
 class _Norm(Layer):
@@ -77,12 +90,21 @@ class _Norm(Layer):
         return xp
 
     def _affine(self, xp: Namespace, xhat: Array, inv: Array, axis: int, input_grad: bool,
-                synced: tuple[Callable[[Array], Array], int, int] | None = None
-                ) -> tuple[Array, Backprop]:
+                synced: tuple[Callable[[Array], Array], int, int] | None = None,
+                Y: Array | None = None) -> tuple[Array, Backprop]:
+        """``Y = xhat gamma + beta`` (unless the kernel gave ``Y``) and its backprop."""
         gamma = self.weight.value
-        Y = xhat * gamma + self.bias.value
+        if Y is None:
+            Y = xhat * gamma + self.bias.value
+        fast = _kernel(xp, "batch_norm_backward") if axis == 0 and synced is None else None
 
         def backprop(dY: Array) -> Array | None:
+            got = fast(dY, xhat, gamma, inv) if fast is not None and input_grad else None
+            if got is not None:  # the fused kernel of the BatchNorm-training formula below
+                dX, sum_dy_xhat, sum_dy = got
+                self.weight.accumulate(sum_dy_xhat)
+                self.bias.accumulate(sum_dy)
+                return dX
             sum_dy_xhat, sum_dy = xp.sum(dY * xhat, axis=0), xp.sum(dY, axis=0)
             self.weight.accumulate(sum_dy_xhat)
             self.bias.accumulate(sum_dy)
@@ -181,16 +203,25 @@ class BatchNorm(_Norm):
                 f"BatchNorm needs at least 2 samples per batch while training (the batch "
                 f"variance of 1 sample is 0); received shape {tuple(X.shape)}. Use a larger "
                 f"batch_size, or LayerNorm.", X)
+        got = None
         if synced is None:
-            mean = xp.mean(X, axis=0)
-            d = X - mean
-            var = xp.mean(d * d, axis=0)
+            fast = _kernel(xp, "batch_norm_forward")
+            got = (None if fast is None
+                   else fast(X, self.weight.value, self.bias.value, self.eps))
+            if got is not None:  # the fused kernel of the formula below
+                Y, xhat, mean, var, inv = got
+            else:
+                mean = xp.mean(X, axis=0)
+                d = X - mean
+                var = xp.mean(d * d, axis=0)
         else:
             d = X - mean
         n = total
         m = self.momentum
         self.running_mean.value = (1.0 - m) * self.running_mean.value + m * mean
         self.running_var.value = (1.0 - m) * self.running_var.value + m * var * (n / (n - 1))
+        if got is not None:
+            return self._affine(xp, xhat, inv, 0, input_grad, None, Y)
         inv = 1.0 / xp.sqrt(var + self.eps)
         return self._affine(xp, d * inv, inv, 0, input_grad, synced)
 

@@ -63,7 +63,10 @@ class NumpyBackend(HostBackend):
         fast = (f"{rows} (one Numba pass per row once an input has {fused.LOAD_MIN} "
                 f"elements)" if compiled.available and (loops is None or loops.available)
                 else f"{rows}: the core's formulas (JIT off)")
-        return f"adam_update ({how}), sgd_update ({where}), {fast}"
+        norm = ("batch_norm_forward and _backward (three and two Numba passes)"
+                if compiled.available and (loops is None or loops.available)
+                else "batch_norm_forward and _backward: the core's formula (JIT off)")
+        return f"adam_update ({how}), sgd_update ({where}), {fast}, {norm}"
 
     def __repr__(self) -> str:
         return f"<mlcore backend numpy {np.__version__}>"

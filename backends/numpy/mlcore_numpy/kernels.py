@@ -6,7 +6,8 @@ numbers (the tests compare them bitwise; ``sgd_update`` through BLAS to a few ul
 activation and cross-entropy kernels of :mod:`.fused` to a few ulp of each row's scale).
 The package: :mod:`.passes` (the NumPy passes, whole or in L2-sized blocks), :mod:`.jit`
 (the Numba loop), :mod:`.blas` (NumPy's own BLAS), :mod:`.fused` (Numba's one pass per row
-for activations and cross-entropy), and this module, which picks a route.
+for activations and cross-entropy), :mod:`.norm` (a few compiled passes for BatchNorm), and
+this module, which picks a route.
 
 Measured on the 784-512-512-10 Adam step at batch 32 (2 cores): the blocked passes took
 the update of 670k parameters from 1.46 to 1.0 ms, the compiled loop the step from 2.5 to
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import fused
+from . import fused, norm
 from .blas import cblas
 from .jit import eager, jit, loaded
 from .passes import BLOCK, adam_blocked, adam_passes, flat_views, sgd_blocked
@@ -101,6 +102,7 @@ def sgd_update(p: np.ndarray, g: np.ndarray, lr: float) -> None:
 
 _KERNELS: dict[str, Callable[..., Any]] = {"adam_update": adam_update, "sgd_update": sgd_update,
                                            **fused.KERNELS}
+_KERNELS.update(norm.KERNELS)  # BatchNorm's training forward and backward
 
 
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:
