@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from ..arrays.checks import seed as check_seed
 from ..arrays.namespace import namespace
-from ..backend import Backend, get_backend
+from ..backend import Backend, get_backend, unit_noise
 from ..errors import InvalidParameterError
 from ..types import Array, DType, Namespace
 from .core import Backprop, Layer
@@ -44,7 +44,7 @@ class Dropout(Layer):
 
     def draw(self, shape: tuple[int, ...], dtype: DType) -> Array | None:
         """Uniform noise in [0, 1) for an input of ``shape`` (None when inactive)."""
-        return self.rng.uniform(0.0, 1.0, shape, dtype) if self.active else None
+        return unit_noise(self.rng, shape, dtype) if self.active else None
 
     def forward(self, X: Array, xp: Namespace | None = None, *,
                 input_grad: bool = True) -> tuple[Array, Backprop]:

@@ -46,17 +46,26 @@ def adam_route(p: np.ndarray, scalars: tuple[float, ...]) -> str:
     """How :func:`adam_update` updates ``p``, by its size:
 
     ``"compiled"``: the Numba loop, one pass over memory, for ``JIT_MIN`` elements or more
-    once it is loaded (the first parameter of ``JIT_LOAD_MIN`` elements loads it), with
+    once it is loaded (the first parameter of ``JIT_LOAD_MIN`` elements loads it, or the
+    first of ``JIT_MIN`` once the fused loops have loaded Numba: :func:`_numba_in`), with
     Python-float scalars (NumPy float64 ones promote NumPy's passes, which the loop must
     match); ``"blocked"``: the NumPy passes one L2-sized block at a time, above one block;
     ``"passes"``: the NumPy passes over the whole array.
     """
     n = p.size
     if n >= JIT_MIN and set(map(type, scalars)) == _FLOAT:  # no Python frame per scalar
-        compiled = jit() if n >= JIT_LOAD_MIN else loaded()
+        compiled = jit() if n >= JIT_LOAD_MIN or _numba_in() else loaded()
         if compiled is not None and compiled.adam is not None:
             return "compiled"
     return "blocked" if n > BLOCK else "passes"
+
+
+def _numba_in() -> bool:
+    """Whether this process has loaded Numba already (the fused activation loops of
+    :mod:`.fused` took an input of ``fused.LOAD_MIN`` elements): loading the Adam loop too
+    then costs only its cached machine code, so a model of small parameters (the Keras
+    tutorial's 64-256-128-2) gets it as well."""
+    return bool(fused.fused.cache_info().currsize) and fused.fused().available
 
 
 def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, b1: float,

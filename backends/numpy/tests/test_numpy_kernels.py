@@ -311,12 +311,14 @@ def test_adam_kernel_sends_large_parameters_to_the_compiled_loop(
 def test_the_jit_loads_only_for_a_large_parameter_unless_asked(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Importing Numba costs ~0.5 s a process: a small model (the digits demo) never pays
-    it; the first update of a parameter of JIT_LOAD_MIN elements does; MLCORE_NUMPY_JIT=1
-    pays it when the first Adam optimiser is built."""
-    from mlcore_numpy import jit, kernels
+    it; the first update of a parameter of JIT_LOAD_MIN elements does, or of JIT_MIN once
+    the fused activation loops have loaded Numba; MLCORE_NUMPY_JIT=1 pays it when the first
+    Adam optimiser is built."""
+    from mlcore_numpy import fused, jit, kernels
 
     monkeypatch.delenv("MLCORE_NUMPY_JIT", raising=False)
     jit.jit.cache_clear()
+    fused.fused.cache_clear()
     for n in (kernels.JIT_MIN, kernels.JIT_LOAD_MIN - 1):
         p = np.ones(n, np.float32)
         kernels.adam_update(p, p.copy(), np.zeros_like(p), np.zeros_like(p), 0.9, 0.999,
@@ -326,6 +328,13 @@ def test_the_jit_loads_only_for_a_large_parameter_unless_asked(
     p = np.ones(kernels.JIT_LOAD_MIN, np.float32)
     kernels.adam_update(p, p.copy(), np.zeros_like(p), np.zeros_like(p), 0.9, 0.999, 1e-8, 1.0)
     assert jit.loaded() is not None
+
+    jit.jit.cache_clear()
+    x = np.ones(fused.LOAD_MIN, np.float32)
+    assert fused.KERNELS["relu"](x) is not None  # the fused loops load Numba
+    p = np.ones(kernels.JIT_MIN, np.float32)
+    kernels.adam_update(p, p.copy(), np.zeros_like(p), np.zeros_like(p), 0.9, 0.999, 1e-8, 1.0)
+    assert jit.loaded() is not None  # then a small parameter loads the Adam loop as well
 
     jit.jit.cache_clear()
     monkeypatch.setenv("MLCORE_NUMPY_JIT", "1")
