@@ -31,19 +31,24 @@ from typing import cast
 from .arrays import numerics as nm
 from .arrays.loss_checks import (
     CE_FIX,
+    DISTRIBUTION_FIX,
     MULTI_HOT_FIX,
     NAMES,
+    PROBABILITIES_FIX,
     PROBABILITY_TOLERANCE,
     check_distribution,
+    check_distributions,
     check_labels,
     check_pred,
     check_probability_rows,
     check_unit_interval,
+    check_unit_intervals,
     class_targets,
     eps_param,
     eps_value,
     float_target,
     logits_flag,
+    probability_tolerance,
     same_shape_float,
     smallest_normal,
     smoothing_param,
@@ -123,6 +128,9 @@ class MAE(ElementwiseLoss):
 
 
 # -- binary cross-entropy ----------------------------------------------------------------
+_BCE_TARGET_FIX = "Use 0/1 labels or probabilities."
+
+
 class BinaryCrossEntropy(BinaryProbabilities, ElementwiseLoss):
     """Binary cross-entropy, eq. (1.15): ``-[y log p + (1 - y) log(1 - p)]`` per output,
     averaged over the outputs of a sample (shape (N,) or (N, K) for K independent labels).
@@ -165,15 +173,17 @@ class BinaryCrossEntropy(BinaryProbabilities, ElementwiseLoss):
 
     def check(self, xp: Namespace, pred: Array, target: Array) -> Array:
         target = same_shape_float(xp, pred, target, self.name)
-        check_unit_interval(xp, target, "target", self.name, "Use 0/1 labels or probabilities.")
-        if not self.from_logits:
-            check_unit_interval(xp, pred, "pred (probabilities)", self.name)
+        if self.from_logits:
+            check_unit_interval(xp, target, "target", self.name, _BCE_TARGET_FIX)
+        else:  # target, then pred: one reduction for both
+            check_unit_intervals(xp, self.name, ((target, "target", _BCE_TARGET_FIX),
+                                                 (pred, "pred (probabilities)", PROBABILITIES_FIX)))
         return target
 
     def prepare_target(self, xp: Namespace, target: Array, n_out: int | None,
                        dtype: DType) -> Array:
         target = training_target(xp, target, n_out, dtype)
-        check_unit_interval(xp, target, "target", self.name, "Use 0/1 labels or probabilities.")
+        check_unit_interval(xp, target, "target", self.name, _BCE_TARGET_FIX)
         return target
 
     def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
@@ -378,6 +388,9 @@ def _softmax_ce(xp: Namespace) -> Callable[..., tuple[Array, Array | None] | Non
     return kernel("softmax_cross_entropy", xp)
 
 
+_KL_PRED_FIX = "Apply softmax to pred first (or normalise each row)."
+
+
 class KLDivergence(TwoDistributions, LossBase):
     """Kullback-Leibler divergence, eq. (1.13): ``D_KL(target || pred) =
     sum_j y_j (log y_j - log p_j)`` summed over the classes of each sample.
@@ -401,9 +414,9 @@ class KLDivergence(TwoDistributions, LossBase):
         check_pred(xp, pred, self.name, ndim=2)
         check_same_shape(pred, target, NAMES)
         target = float_target(xp, pred, target)
-        check_distribution(xp, target, self.name)
-        check_probability_rows(xp, pred, self.name, "Apply softmax to pred first (or "
-                               "normalise each row).")
+        check_distributions(xp, self.name, (  # target, then pred: one host round trip
+            (target, "target", PROBABILITY_TOLERANCE, DISTRIBUTION_FIX),
+            (pred, "pred", probability_tolerance(xp, pred.dtype), _KL_PRED_FIX)))
         return target
 
     def _terms(self, xp: Namespace, pred: Array, target: Array) -> Array:

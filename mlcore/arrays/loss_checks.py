@@ -28,11 +28,15 @@ __all__ = [
     "check_unit_interval",
     "class_targets",
     "check_distribution",
+    "check_distributions",
+    "check_unit_intervals",
     "check_probability_rows",
     "logits_flag",
     "two_classes",
     "CE_FIX",
     "MULTI_HOT_FIX",
+    "PROBABILITIES_FIX",
+    "DISTRIBUTION_FIX",
     "probability_tolerance",
     "check_labels",
     "check_class_indices",
@@ -103,9 +107,13 @@ def _seen(lo: Array, hi: Array) -> str:
     return "NaN" if math.isnan(a) or math.isnan(b) else f"values from {a:g} to {b:g}"
 
 
+PROBABILITIES_FIX = ("Pass logits with from_logits=True, or end the model with "
+                     "output_activation='sigmoid'.")
+DISTRIBUTION_FIX = "Normalise each row, or pass integer class indices."
+
+
 def check_unit_interval(xp: Namespace, x: Array, label: str, owner: str,
-                        fix: str = "Pass logits with from_logits=True, or end the model with "
-                                   "output_activation='sigmoid'.") -> None:
+                        fix: str = PROBABILITIES_FIX) -> None:
     """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1] (NaN
     never does: the test is written so that a NaN fails it)."""
     if not _CHECK_VALUES.get():
@@ -117,6 +125,22 @@ def check_unit_interval(xp: Namespace, x: Array, label: str, owner: str,
         lo, hi = xp.min(x), xp.max(x)
         raise InvalidValueError(
             f"Loss {owner!r} expected {label} in [0, 1], received {_seen(lo, hi)}. {fix}", x)
+
+
+def check_unit_intervals(xp: Namespace, owner: str,
+                         checks: tuple[tuple[Array, str, str], ...]) -> None:
+    """:func:`check_unit_interval` of each ``(x, label, fix)`` in order, for arrays of one
+    shape: one reduction and one host round trip while they all pass; the first that fails
+    raises its own message."""
+    if not _CHECK_VALUES.get():
+        return
+    low = None
+    for x, _, _ in checks:
+        inside = xp.minimum(x, 1.0 - x)
+        low = inside if low is None else xp.minimum(low, inside)
+    if low is not None and not bool(xp.min(low) >= 0.0):
+        for x, label, fix in checks:
+            check_unit_interval(xp, x, label, owner, fix)
 
 
 def eps_value(xp: Namespace, pred: Array, eps: float | None) -> float:
@@ -249,7 +273,7 @@ def training_target(xp: Namespace, y: Array, n_out: int | None, dtype: DType) ->
 
 def check_distribution(xp: Namespace, target: Array, owner: str, label: str = "target",
                        tolerance: float = PROBABILITY_TOLERANCE,
-                       fix: str = "Normalise each row, or pass integer class indices.") -> None:
+                       fix: str = DISTRIBUTION_FIX) -> None:
     """Rows must be non-negative and sum to 1 within ``tolerance`` (NaN fails)."""
     if not _CHECK_VALUES.get():
         return
@@ -260,6 +284,24 @@ def check_distribution(xp: Namespace, target: Array, owner: str, label: str = "t
         raise InvalidValueError(
             f"Loss {owner!r}: {label} rows must be probability distributions (non-negative, "
             f"summing to 1 within {tolerance:.3g}); received {found}. {fix}", target)
+
+
+def check_distributions(xp: Namespace, owner: str,
+                        checks: tuple[tuple[Array, str, float, str], ...]) -> None:
+    """:func:`check_distribution` of each ``(x, label, tolerance, fix)`` in order, for arrays
+    of one shape: the smallest value of them all and the worst row sum (less its tolerance)
+    through one reduction each, one host round trip while they all pass; the first that
+    fails raises its own message."""
+    if not _CHECK_VALUES.get():
+        return
+    low = worst = None
+    for x, _, tolerance, _ in checks:
+        off = xp.abs(xp.sum(x, axis=1) - 1.0) - tolerance  # <= 0 exactly when within it
+        low = x if low is None else xp.minimum(low, x)
+        worst = off if worst is None else xp.maximum(worst, off)
+    if low is not None and not bool((xp.max(worst) <= 0.0) & (xp.min(low) >= 0.0)):
+        for x, label, tolerance, fix in checks:
+            check_distribution(xp, x, owner, label, tolerance, fix)
 
 
 def probability_tolerance(xp: Namespace, dtype: DType) -> float:
