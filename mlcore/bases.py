@@ -205,8 +205,12 @@ class LossBase:
     def _reduce(self, xp: Namespace, values: Array) -> Array:
         if self.reduction == "none":
             return values
-        total = xp.sum(values)  # sum * (1/N): NumPy's mean costs twice a sum on small arrays
-        return total * (1.0 / values.shape[0]) if self.reduction == "mean" else total
+        # sum * (1/N): NumPy's mean costs twice a sum on small arrays
+        return self._reduce_total(xp.sum(values), values)
+
+    def _reduce_total(self, total: Array, pred: Array) -> Array:
+        """The sum of every per-sample value made the mean (or kept) by the reduction."""
+        return total * (1.0 / pred.shape[0]) if self.reduction == "mean" else total
 
     def _scale(self, pred: Array, grad: Array) -> Array:
         return grad * (1.0 / pred.shape[0]) if self.reduction == "mean" else grad
@@ -250,7 +254,18 @@ class ElementwiseLoss(LossBase):
         return per_sample_mean(xp, self.terms(xp, pred, target))
 
     def gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
-        return self.terms_gradient(xp, pred, target) * (1.0 / feature_count(pred))
+        return self._terms_gradient_times(xp, pred, target, 1.0 / feature_count(pred))
+
+    def backward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
+        """The gradient with 1/F and the mean's 1/N as one factor: one pass over it."""
+        count = _size(pred) if self.reduction == "mean" else feature_count(pred)
+        return self._terms_gradient_times(xp, pred, target, 1.0 / count)
+
+    def _terms_gradient_times(self, xp: Namespace, pred: Array, target: Array,
+                              scale: float) -> Array:
+        """``terms_gradient * scale`` (no pass when ``scale`` is 1)."""
+        grad = self.terms_gradient(xp, pred, target)
+        return grad if scale == 1.0 else grad * scale
 
     def values_and_gradient(self, xp: Namespace, pred: Array, target: Array) -> tuple[Array, Array]:
         terms, grad = self.terms_and_gradient(xp, pred, target)

@@ -31,20 +31,26 @@ from typing import cast
 from .arrays import numerics as nm
 from .arrays.loss_checks import (
     CE_FIX,
+    DISTRIBUTION_FIX,
     MULTI_HOT_FIX,
     NAMES,
+    PROBABILITIES_FIX,
     PROBABILITY_TOLERANCE,
     check_distribution,
+    check_distributions,
     check_labels,
     check_pred,
     check_probability_rows,
     check_unit_interval,
+    check_unit_intervals,
     class_targets,
     eps_param,
     eps_value,
     float_target,
     logits_flag,
+    probability_tolerance,
     same_shape_float,
+    smallest_normal,
     smoothing_param,
     training_target,
     two_classes,
@@ -100,6 +106,10 @@ class MSE(ElementwiseLoss):
     def terms_gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return (pred - target) * 2.0
 
+    def _terms_gradient_times(self, xp: Namespace, pred: Array, target: Array,
+                              scale: float) -> Array:
+        return (pred - target) * (2.0 * scale)  # the same numbers: doubling is exact
+
 
 class MAE(ElementwiseLoss):
     """Mean absolute error: per sample ``mean_j |pred_j - target_j|``; gradient
@@ -118,6 +128,9 @@ class MAE(ElementwiseLoss):
 
 
 # -- binary cross-entropy ----------------------------------------------------------------
+_BCE_TARGET_FIX = "Use 0/1 labels or probabilities."
+
+
 class BinaryCrossEntropy(BinaryProbabilities, ElementwiseLoss):
     """Binary cross-entropy, eq. (1.15): ``-[y log p + (1 - y) log(1 - p)]`` per output,
     averaged over the outputs of a sample (shape (N,) or (N, K) for K independent labels).
@@ -160,15 +173,17 @@ class BinaryCrossEntropy(BinaryProbabilities, ElementwiseLoss):
 
     def check(self, xp: Namespace, pred: Array, target: Array) -> Array:
         target = same_shape_float(xp, pred, target, self.name)
-        check_unit_interval(xp, target, "target", self.name, "Use 0/1 labels or probabilities.")
-        if not self.from_logits:
-            check_unit_interval(xp, pred, "pred (probabilities)", self.name)
+        if self.from_logits:
+            check_unit_interval(xp, target, "target", self.name, _BCE_TARGET_FIX)
+        else:  # target, then pred: one reduction for both
+            check_unit_intervals(xp, self.name, ((target, "target", _BCE_TARGET_FIX),
+                                                 (pred, "pred (probabilities)", PROBABILITIES_FIX)))
         return target
 
     def prepare_target(self, xp: Namespace, target: Array, n_out: int | None,
                        dtype: DType) -> Array:
         target = training_target(xp, target, n_out, dtype)
-        check_unit_interval(xp, target, "target", self.name, "Use 0/1 labels or probabilities.")
+        check_unit_interval(xp, target, "target", self.name, _BCE_TARGET_FIX)
         return target
 
     def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
@@ -284,15 +299,8 @@ class CrossEntropy(ClassProbabilities, LossBase):
 
     def _weighted(self, xp: Namespace, a: Array, target: Array) -> Array:
         """``sum_j y_j a_j`` per sample for the smoothed target y; class indices are picked
-        with ``take_along_axis`` (O(N), no one-hot rows), or through one-hot rows where the
-        library lacks that function (it is new in the 2024.12 standard; dask has none)."""
-        take = getattr(xp, "take_along_axis", None)
-        if target.ndim == 1 and take is not None:
-            picked = take(a, target[:, None], axis=1)[:, 0]
-        elif target.ndim == 1:
-            picked = xp.sum(nm.one_hot(xp, target, a.shape[1], a.dtype) * a, axis=1)
-        else:
-            picked = xp.sum(target * a, axis=1)
+        (:func:`_pick`)."""
+        picked = _pick(xp, a, target) if target.ndim == 1 else xp.sum(target * a, axis=1)
         s = self.label_smoothing
         return picked if s == 0.0 else picked * (1.0 - s) + xp.mean(a, axis=1) * s
 
@@ -306,14 +314,22 @@ class CrossEntropy(ClassProbabilities, LossBase):
         if self.from_logits:  # log sum e^z - sum_j y_j z_j: the shift cancels, rows sum to 1
             z, _, total = self._shifted(xp, pred)
             return xp.log(total[:, 0]) - self._weighted(xp, z, target)
-        logp = xp.log(xp.maximum(pred, eps_value(xp, pred, self.eps)))
-        return -self._weighted(xp, logp, target)
+        eps = eps_value(xp, pred, self.eps)
+        if target.ndim == 1 and self.label_smoothing == 0.0:  # the log of N picked values
+            return -xp.log(xp.maximum(_pick(xp, pred, target), eps))
+        return -self._weighted(xp, xp.log(xp.maximum(pred, eps)), target)
 
     def gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
+        return self._gradient(xp, pred, target, 1.0)
+
+    def _gradient(self, xp: Namespace, pred: Array, target: Array, scale: float) -> Array:
+        """``scale`` times the gradient; from probabilities the scale goes into ``y`` (one
+        pass fewer than scaling the (N, M) result)."""
         y = self._dense_target(xp, pred, target)
         if self.from_logits:
-            return nm.softmax(xp, pred, axis=1) - y
-        return -y / xp.maximum(pred, eps_value(xp, pred, self.eps))
+            g = nm.softmax(xp, pred, axis=1) - y
+            return g if scale == 1.0 else g * scale
+        return (y * -scale) / xp.maximum(pred, eps_value(xp, pred, self.eps))
 
     def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
                                  target: Array) -> tuple[Array, Array]:
@@ -332,7 +348,8 @@ class CrossEntropy(ClassProbabilities, LossBase):
     def backward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
         both = self._fused(xp, pred, target, grad=True)
         if both is None or both[1] is None:
-            return super().backward_unchecked(xp, pred, target)
+            return self._gradient(xp, pred, target,
+                                  1.0 / pred.shape[0] if self.reduction == "mean" else 1.0)
         return both[1]
 
     def _fused(self, xp: Namespace, pred: Array, target: Array,
@@ -355,10 +372,23 @@ class CrossEntropy(ClassProbabilities, LossBase):
         return xp.log(total[:, 0]) - xp.sum(y * z, axis=1), e / total - y
 
 
+def _pick(xp: Namespace, a: Array, labels: Array) -> Array:
+    """``a[i, labels[i]]`` for each row i: by ``take_along_axis`` (O(N), no one-hot rows),
+    or through one-hot rows where the library lacks that function (it is new in the 2024.12
+    standard; dask has none)."""
+    take = getattr(xp, "take_along_axis", None)
+    if take is not None:
+        return take(a, labels[:, None], axis=1)[:, 0]
+    return xp.sum(nm.one_hot(xp, labels, a.shape[1], a.dtype) * a, axis=1)
+
+
 @functools.cache
 def _softmax_ce(xp: Namespace) -> Callable[..., tuple[Array, Array | None] | None] | None:
     """The backend's fused softmax cross-entropy for ``xp``, or None (asked once per xp)."""
     return kernel("softmax_cross_entropy", xp)
+
+
+_KL_PRED_FIX = "Apply softmax to pred first (or normalise each row)."
 
 
 class KLDivergence(TwoDistributions, LossBase):
@@ -384,20 +414,40 @@ class KLDivergence(TwoDistributions, LossBase):
         check_pred(xp, pred, self.name, ndim=2)
         check_same_shape(pred, target, NAMES)
         target = float_target(xp, pred, target)
-        check_distribution(xp, target, self.name)
-        check_probability_rows(xp, pred, self.name, "Apply softmax to pred first (or "
-                               "normalise each row).")
+        check_distributions(xp, self.name, (  # target, then pred: one host round trip
+            (target, "target", PROBABILITY_TOLERANCE, DISTRIBUTION_FIX),
+            (pred, "pred", probability_tolerance(xp, pred.dtype), _KL_PRED_FIX)))
         return target
 
-    def values(self, xp: Namespace, pred: Array, target: Array) -> Array:
-        tiny = xp.finfo(pred.dtype).smallest_normal
-        log_ratio = xp.log(xp.maximum(target, tiny)) - xp.log(
+    def _terms(self, xp: Namespace, pred: Array, target: Array) -> Array:
+        """The (N, M) terms ``y_j (log y_j - log p_j)`` (0 where ``y_j = 0``)."""
+        log_ratio = xp.log(xp.maximum(target, smallest_normal(xp, pred.dtype))) - xp.log(
             xp.maximum(pred, eps_value(xp, pred, self.eps))
         )
-        return xp.sum(target * log_ratio, axis=1)
+        return target * log_ratio
+
+    def values(self, xp: Namespace, pred: Array, target: Array) -> Array:
+        return xp.sum(self._terms(xp, pred, target), axis=1)
 
     def gradient(self, xp: Namespace, pred: Array, target: Array) -> Array:
         return -target / xp.maximum(pred, eps_value(xp, pred, self.eps))
+
+    def forward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
+        """The mean or sum as one sum over every term: no per-sample sums (a sum along a
+        short last axis costs NumPy more than a whole-array one)."""
+        if self.reduction == "none":
+            return self.values(xp, pred, target)
+        return self._reduce_total(xp.sum(self._terms(xp, pred, target)), pred)
+
+    def backward_unchecked(self, xp: Namespace, pred: Array, target: Array) -> Array:
+        """``-y / p`` with the reduction's 1/N folded into ``y``: one pass fewer."""
+        factor = -1.0 / pred.shape[0] if self.reduction == "mean" else -1.0
+        return (target * factor) / xp.maximum(pred, eps_value(xp, pred, self.eps))
+
+    def value_and_grad_unchecked(self, xp: Namespace, pred: Array,
+                                 target: Array) -> tuple[Array, Array]:
+        return (self.forward_unchecked(xp, pred, target),
+                self.backward_unchecked(xp, pred, target))
 
 
 _BUILTIN: dict[str, type[LossBase]] = {

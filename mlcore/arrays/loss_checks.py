@@ -28,11 +28,15 @@ __all__ = [
     "check_unit_interval",
     "class_targets",
     "check_distribution",
+    "check_distributions",
+    "check_unit_intervals",
     "check_probability_rows",
     "logits_flag",
     "two_classes",
     "CE_FIX",
     "MULTI_HOT_FIX",
+    "PROBABILITIES_FIX",
+    "DISTRIBUTION_FIX",
     "probability_tolerance",
     "check_labels",
     "check_class_indices",
@@ -103,17 +107,40 @@ def _seen(lo: Array, hi: Array) -> str:
     return "NaN" if math.isnan(a) or math.isnan(b) else f"values from {a:g} to {b:g}"
 
 
+PROBABILITIES_FIX = ("Pass logits with from_logits=True, or end the model with "
+                     "output_activation='sigmoid'.")
+DISTRIBUTION_FIX = "Normalise each row, or pass integer class indices."
+
+
 def check_unit_interval(xp: Namespace, x: Array, label: str, owner: str,
-                        fix: str = "Pass logits with from_logits=True, or end the model with "
-                                   "output_activation='sigmoid'.") -> None:
+                        fix: str = PROBABILITIES_FIX) -> None:
     """Raise :class:`InvalidValueError` unless every value of ``x`` lies in [0, 1] (NaN
     never does: the test is written so that a NaN fails it)."""
     if not _CHECK_VALUES.get():
         return
-    lo, hi = xp.min(x), xp.max(x)
-    if not bool((lo >= 0.0) & (hi <= 1.0)):
+    # One reduction: min(x, 1 - x) >= 0 exactly when 0 <= x <= 1 (1 - x is exact near 1
+    # and never rounds a value above 1 to 0; NaN and infinities fail). lo and hi for the
+    # message only.
+    if not bool(xp.min(xp.minimum(x, 1.0 - x)) >= 0.0):
+        lo, hi = xp.min(x), xp.max(x)
         raise InvalidValueError(
             f"Loss {owner!r} expected {label} in [0, 1], received {_seen(lo, hi)}. {fix}", x)
+
+
+def check_unit_intervals(xp: Namespace, owner: str,
+                         checks: tuple[tuple[Array, str, str], ...]) -> None:
+    """:func:`check_unit_interval` of each ``(x, label, fix)`` in order, for arrays of one
+    shape: one reduction and one host round trip while they all pass; the first that fails
+    raises its own message."""
+    if not _CHECK_VALUES.get():
+        return
+    low = None
+    for x, _, _ in checks:
+        inside = xp.minimum(x, 1.0 - x)
+        low = inside if low is None else xp.minimum(low, inside)
+    if low is not None and not bool(xp.min(low) >= 0.0):
+        for x, label, fix in checks:
+            check_unit_interval(xp, x, label, owner, fix)
 
 
 def eps_value(xp: Namespace, pred: Array, eps: float | None) -> float:
@@ -126,6 +153,12 @@ def machine_eps(xp: Namespace, dtype: DType) -> float:
     """``finfo(dtype).eps`` as a float, cached per namespace and dtype (``finfo`` costs three
     Python calls, and every loss call asked for it)."""
     return float(xp.finfo(dtype).eps)
+
+
+@functools.lru_cache(maxsize=64)
+def smallest_normal(xp: Namespace, dtype: DType) -> float:
+    """``finfo(dtype).smallest_normal`` as a float, cached as :func:`machine_eps` is."""
+    return float(xp.finfo(dtype).smallest_normal)
 
 
 def eps_param(owner: str, eps: object) -> float | None:
@@ -163,7 +196,7 @@ def bool_param(owner: str, name: str, value: object) -> bool:
 
 def class_targets(xp: Namespace, pred: Array, target: Array, owner: str) -> Array:
     """Check ``target`` is (N,) class indices in [0, M) or (N, M) probability rows."""
-    if target.ndim == 1 and xp.isdtype(target.dtype, "integral"):
+    if target.ndim == 1 and _integral(xp, target.dtype):
         check_class_indices(xp, pred, target, owner)
         return target
     if target.ndim == 1:
@@ -179,6 +212,12 @@ def class_targets(xp: Namespace, pred: Array, target: Array, owner: str) -> Arra
     return target
 
 
+def _integral(xp: Namespace, dtype: DType) -> bool:
+    """Whether ``dtype`` is an integer dtype: int64 (the labels most backends make) by an
+    equality test before the general ``isdtype`` (1 us on NumPy)."""
+    return dtype == xp.int64 or bool(xp.isdtype(dtype, "integral"))
+
+
 def check_class_indices(xp: Namespace, pred: Array, target: Array, owner: str) -> None:
     """(N,) integer ``target`` for (N, M) ``pred``: N labels, each in [0, M)."""
     n, m = pred.shape
@@ -188,14 +227,16 @@ def check_class_indices(xp: Namespace, pred: Array, target: Array, owner: str) -
             f"received pred {tuple(pred.shape)} and target {tuple(target.shape)}.",
             (pred, target),
         )
-    check_labels(xp, target, m, f"pred with {m} classes", f"Loss {owner!r}: ")
+    if _CHECK_VALUES.get() and not _labels_in_range(xp, target, m):  # the message: only now
+        check_labels(xp, target, m, f"pred with {m} classes", f"Loss {owner!r}: ")
 
 
 def check_labels(xp: Namespace, labels: Array, m: int, where: str, prefix: str = "") -> None:
-    """Integer ``labels`` must be class indices in [0, m): a min and a max over the N labels
-    (not the N x M scores), one host round trip. ``where`` names what has the m classes
+    """Integer ``labels`` must be class indices in [0, m): one reduction over the N labels
+    (not the N x M scores) for int64, a min and a max for other dtypes
+    (:func:`_labels_in_range`), one host round trip. ``where`` names what has the m classes
     ("pred with 4 classes", "a model with 3 outputs"); ``prefix`` starts the message."""
-    if not _CHECK_VALUES.get():
+    if not _CHECK_VALUES.get() or _labels_in_range(xp, labels, m):
         return
     lo, hi = xp.min(labels), xp.max(labels)
     if bool((lo < 0) | (hi >= m)):
@@ -205,6 +246,18 @@ def check_labels(xp: Namespace, labels: Array, m: int, where: str, prefix: str =
             f"class c is index c - 1): remap them to 0..{m - 1}, or use {int(hi) + 1} classes.",
             labels,
         )
+
+
+def _labels_in_range(xp: Namespace, labels: Array, m: int) -> bool:
+    """Whether every label lies in [0, m).
+
+    int64 labels (the common case) by one reduction: ``labels | (m - 1 - labels)`` is
+    negative exactly where a label is out of range (a negative label sets the sign bit
+    itself, whatever its difference, which may wrap; for a label >= 0 the difference cannot
+    overflow and is negative exactly above m - 1). Other dtypes by a minimum and a maximum."""
+    if labels.dtype == xp.int64:
+        return bool(xp.min(labels | ((m - 1) - labels)) >= 0)
+    return bool((xp.min(labels) >= 0) & (xp.max(labels) < m))
 
 
 def training_target(xp: Namespace, y: Array, n_out: int | None, dtype: DType) -> Array:
@@ -220,7 +273,7 @@ def training_target(xp: Namespace, y: Array, n_out: int | None, dtype: DType) ->
 
 def check_distribution(xp: Namespace, target: Array, owner: str, label: str = "target",
                        tolerance: float = PROBABILITY_TOLERANCE,
-                       fix: str = "Normalise each row, or pass integer class indices.") -> None:
+                       fix: str = DISTRIBUTION_FIX) -> None:
     """Rows must be non-negative and sum to 1 within ``tolerance`` (NaN fails)."""
     if not _CHECK_VALUES.get():
         return
@@ -231,6 +284,24 @@ def check_distribution(xp: Namespace, target: Array, owner: str, label: str = "t
         raise InvalidValueError(
             f"Loss {owner!r}: {label} rows must be probability distributions (non-negative, "
             f"summing to 1 within {tolerance:.3g}); received {found}. {fix}", target)
+
+
+def check_distributions(xp: Namespace, owner: str,
+                        checks: tuple[tuple[Array, str, float, str], ...]) -> None:
+    """:func:`check_distribution` of each ``(x, label, tolerance, fix)`` in order, for arrays
+    of one shape: the smallest value of them all and the worst row sum (less its tolerance)
+    through one reduction each, one host round trip while they all pass; the first that
+    fails raises its own message."""
+    if not _CHECK_VALUES.get():
+        return
+    low = worst = None
+    for x, _, tolerance, _ in checks:
+        off = xp.abs(xp.sum(x, axis=1) - 1.0) - tolerance  # <= 0 exactly when within it
+        low = x if low is None else xp.minimum(low, x)
+        worst = off if worst is None else xp.maximum(worst, off)
+    if low is not None and not bool((xp.max(worst) <= 0.0) & (xp.min(low) >= 0.0)):
+        for x, label, tolerance, fix in checks:
+            check_distribution(xp, x, owner, label, tolerance, fix)
 
 
 def probability_tolerance(xp: Namespace, dtype: DType) -> float:

@@ -131,6 +131,45 @@ def test_nan_never_passes_a_range_check(backend: Any, pred: Any, target: Any,
             _arr(backend, [[np.nan, 0.5, 0.5], [0.2, 0.3, 0.5]]), backend.asarray(np.array([0, 1])))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_unit_interval_check_is_exact_at_its_ends(backend: Any, dtype: str) -> None:
+    """[0, 1] is tested as min(x, 1 - x) >= 0: the next value above 1, a tiny negative one
+    (normal: XLA flushes subnormals) and infinities fail; 0 and 1 pass."""
+    bce = mlcore.loss("binary_cross_entropy")
+    above, below = np.nextafter(np.ones(1, dtype), 2)[0], -np.finfo(dtype).smallest_normal
+    bce.forward(_arr(backend, [0.0, 1.0, 0.5], dtype), _arr(backend, [1.0, 0.0, 1.0], dtype))
+    for bad in (above, below, np.inf, -np.inf):
+        with pytest.raises(InvalidValueError, match=r"expected pred.*in \[0, 1\]"):
+            bce.forward(_arr(backend, [0.5, bad], dtype), _arr(backend, [1.0, 0.0], dtype))
+        with pytest.raises(InvalidValueError, match=r"expected target in \[0, 1\]"):
+            bce.backward(_arr(backend, [0.5, 0.5], dtype), _arr(backend, [1.0, bad], dtype))
+
+
+@pytest.mark.parametrize(("name", "pred", "target", "match"), [
+    ("binary_cross_entropy", [[1.5], [0.5]], [[2.0], [0.0]], r"expected target in \[0, 1\]"),
+    ("binary_cross_entropy", [[np.nan], [0.5]], [[-1.0], [0.0]], "received values from -1"),
+    ("kl_divergence", [[0.2, 0.1, 0.1]], [[0.9, 0.9, 0.9]], "target rows must be"),
+    ("kl_divergence", [[np.nan, 0.5, 0.5]], [[-0.5, 1.0, 0.5]], "target rows .* -0.5"),
+])
+def test_target_is_named_first_when_both_inputs_are_bad(backend: Any, name: str, pred: Any,
+                                                        target: Any, match: str) -> None:
+    """Both inputs are checked in one pass; the message is still the target's, as before."""
+    for method in ("forward", "backward", "value_and_grad"):
+        with pytest.raises(InvalidValueError, match=match):
+            getattr(mlcore.loss(name), method)(_arr(backend, pred), _arr(backend, target))
+
+
+@pytest.mark.parametrize("labels", [[0, 4], [-1, 0], [0, 2**62], [-(2**63), 0], [2**63 - 1]])
+def test_int64_labels_out_of_range_are_refused(backend: Any, labels: list[int]) -> None:
+    """int64 labels are checked by one reduction (labels | (m - 1 - labels)): the first
+    label outside [0, 3] either way, and the extremes of int64, are refused."""
+    pred = _arr(backend, np.full((len(labels), 4), 0.25))
+    with pytest.raises(InvalidValueError, match=r"class indices in \[0, 3\]"):
+        mlcore.loss("cross_entropy").forward(pred, backend.asarray(np.array(labels, np.int64)))
+    ok = backend.asarray(np.array([0, 3][:len(labels)], np.int64))
+    mlcore.loss("cross_entropy").forward(pred[:ok.shape[0], ...], ok)
+
+
 def test_from_logits_defaults_to_the_model_deciding() -> None:
     assert mlcore.loss("cross_entropy").from_logits is None
     assert mlcore.loss("binary_cross_entropy").from_logits is None
