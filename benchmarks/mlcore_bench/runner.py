@@ -10,7 +10,6 @@ JSON-ready. Competitors that cannot run here are reported once, at the top, not 
 from __future__ import annotations
 
 import math
-
 import sys
 import time
 from collections.abc import Callable, Iterator

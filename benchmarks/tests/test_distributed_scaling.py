@@ -90,7 +90,8 @@ def test_the_model_reproduces_the_straggler_wait_it_generated(
     spread = 2e-4
     result = ds.report(_rounds([2, 3], spread), BATCHES, [2, 3], "both", ROWS)
     model = result["model"]
-    assert model["wait"]["2"] == pytest.approx([spread / 2] * 3, rel=2e-3)  # odd step counts: a step more of one kind
+    # odd step counts put a step more of one kind: the waits are near, not exact
+    assert model["wait"]["2"] == pytest.approx([spread / 2] * 3, rel=2e-3)
     assert model["wait"]["3"] == pytest.approx([spread * 3 / 4] * 3, rel=2e-3)
     for row in result["check"]:
         assert abs(row["epoch_error"]) < 1e-4 and abs(row["efficiency_error"]) < 1e-4, row

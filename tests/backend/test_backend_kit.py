@@ -91,22 +91,22 @@ def test_the_torch_linear_kernel_is_dense_forward_fused() -> None:
 
     torch_xp = registry().backends["torch"].xp
     linear = mlcore_torch.mlcore_kernel("linear", torch_xp)
-    assert linear is not None and mlcore_torch.mlcore_kernel("linear",
-                                                             registry().backends["numpy"].xp) is None
+    numpy_xp = registry().backends["numpy"].xp
+    assert linear is not None and mlcore_torch.mlcore_kernel("linear", numpy_xp) is None
     g = torch.Generator().manual_seed(0)
-    X, W, b = (torch.randn(*s, generator=g) for s in ((64, 30), (20, 30), (20,)))
-    fused = linear(X, W, b)
+    x_, w_, b = (torch.randn(*s, generator=g) for s in ((64, 30), (20, 30), (20,)))
+    fused = linear(x_, w_, b)
     assert fused.shape == (64, 20) and fused.dtype == torch.float32
-    want = X.double() @ W.double().T + b.double()
+    want = x_.double() @ w_.double().T + b.double()
     assert torch.allclose(fused.double(), want, rtol=1e-5, atol=1e-5)
-    assert linear(X, W, None) is None and linear(X[None], W, b) is None
+    assert linear(x_, w_, None) is None and linear(x_[None], w_, b) is None
     with mlcore.use_backend("torch"):
         layer = mlcore.Dense(30, 20, seed=1)
-        x = mlcore.get_backend("torch").asarray(X.numpy())
+        x = mlcore.get_backend("torch").asarray(x_.numpy())
         y, backprop = layer.forward(x)
         dx = backprop(torch.ones_like(y))
-        Wv, bv = layer.weight.value, layer.bias.value
-        assert torch.allclose(y.double(), x.double() @ Wv.double().T + bv.double(),
+        wv, bv = layer.weight.value, layer.bias.value
+        assert torch.allclose(y.double(), x.double() @ wv.double().T + bv.double(),
                               rtol=1e-5, atol=1e-5)
-        assert torch.allclose(dx.double(), torch.ones(64, 20).double() @ Wv.double(),
+        assert torch.allclose(dx.double(), torch.ones(64, 20).double() @ wv.double(),
                               rtol=1e-5, atol=1e-5)

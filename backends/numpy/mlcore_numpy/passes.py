@@ -90,7 +90,7 @@ class _Checked:
     optimiser frees its arrays), valid while the same objects keep their shapes and stay
     writeable."""
 
-    __slots__ = ("refs", "shapes", "c")
+    __slots__ = ("c", "refs", "shapes")
 
     def __init__(self, p: np.ndarray, state: tuple[np.ndarray, ...], c: bool) -> None:
         self.refs = [weakref.ref(a) for a in (p, *state)]
