@@ -34,15 +34,7 @@ _PROBE, _REPLY = 27_1002, 27_1003  # "where are you?" after a collective timed o
 _SPIN_SECONDS = 1e-4
 """A waiting process first polls without sleeping for this long (a partner a few
 microseconds late costs no sleep), then sleeps between polls: from 50 µs, doubling, to
-:data:`_MAX_PAUSE`, so a long wait takes a few percent of a core instead of all of it.
-This is the spin of a process that shares its core (more processes on its machine than
-cores): its partners need the core it would spin on."""
-_SPIN_SECONDS_OWN_CORE = 5e-3
-"""The spin of a process with a core of its own (no more processes on its machine than
-cores): a partner's step a few milliseconds late (the usual jitter of a step: the allocator,
-the garbage collector, another program) is waited for at full speed, as MPI's blocking
-collectives do, instead of in sleeps that overshoot its arrival; a stalled partner still
-costs only a few percent of a core after 5 ms."""
+:data:`_MAX_PAUSE`, so a long wait takes a few percent of a core instead of all of it."""
 _MAX_PAUSE = 5e-4
 _FINISH_SPIN_SECONDS = 0.01
 """Once every process has arrived, :func:`complete` polls the started collectives without
@@ -64,8 +56,6 @@ class World:
     size: int
     comm: Any = None
     mpi: Any = None
-    spin: float = _SPIN_SECONDS
-    """Seconds a waiting process polls without sleeping (:func:`_spin_for`)."""
 
 
 _WORLD: World | None = None
@@ -140,23 +130,10 @@ def _start() -> World:
             "mpi4py is not installed. Install it with: pip install 'mlcore[mpi]' (brings "
             "mpi4py and the MPICH wheel), or unset MLCORE_DISTRIBUTED.", None) from exc
     comm = MPI.COMM_WORLD.Dup()
-    found = World(comm.Get_rank(), comm.Get_size(), comm, MPI, _spin_for(comm, MPI))
+    found = World(comm.Get_rank(), comm.Get_size(), comm, MPI)
     if found.size > 1:
         _install_excepthook(found)
     return found
-
-
-def _spin_for(comm: Any, mpi: Any) -> float:
-    """:data:`_SPIN_SECONDS_OWN_CORE` when this machine runs no more of the job's processes
-    than it has cores, else :data:`_SPIN_SECONDS` (one collective, at start)."""
-    if comm.Get_size() == 1:
-        return _SPIN_SECONDS
-    local = comm.Split_type(mpi.COMM_TYPE_SHARED)
-    try:
-        here = local.Get_size()
-    finally:
-        local.Free()
-    return _SPIN_SECONDS_OWN_CORE if here <= (os.cpu_count() or 1) else _SPIN_SECONDS
 
 
 def abort(exc: BaseException | None = None, where: str = "") -> None:
@@ -336,11 +313,10 @@ def complete(w: World, requests: list[Any], timeout: float | None, what: str) ->
         f"process is merely slow.", what)
 
 
-def _poll(w: World, done: Any, deadline: float | None, spin: float | None = None) -> bool:
+def _poll(w: World, done: Any, deadline: float | None, spin: float = _SPIN_SECONDS) -> bool:
     """Call ``done()`` until it is true (True) or the deadline passes (False): without
-    sleeping for ``spin`` seconds (default: the world's, :attr:`World.spin`), then sleeping
-    between calls and answering other processes' "where are you?" meanwhile."""
-    spin = w.spin if spin is None else spin
+    sleeping for ``spin`` seconds, then sleeping between calls and answering other
+    processes' "where are you?" meanwhile."""
     began = time.monotonic()
     pause = 5e-5
     while not done():

@@ -622,28 +622,6 @@ def test_a_started_allreduce_that_never_completes_sleeps_and_says_why(
     assert sum(slept) > 0.15, slept  # asleep most of the 0.3 s, not spinning
 
 
-@pytest.mark.parametrize(("here", "spin"), [(1, "own"), (4, "own"), (5, "shared")])
-def test_a_waiting_process_spins_longer_only_with_a_core_of_its_own(
-        monkeypatch: pytest.MonkeyPatch, here: int, spin: str) -> None:
-    """Up to as many processes on a machine as cores, a waiting process polls without
-    sleeping for 5 ms (a partner's step jitter costs no oversleep); with more, it sleeps
-    after 0.1 ms (its partners need the core). The shared-memory communicator it asks is
-    freed."""
-    from types import SimpleNamespace
-
-    from mlcore.distributed import _world
-
-    freed: list[bool] = []
-    local = SimpleNamespace(Get_size=lambda: here, Free=lambda: freed.append(True))
-    comm = SimpleNamespace(Get_size=lambda: 8, Split_type=lambda kind: local)
-    monkeypatch.setattr(_world.os, "cpu_count", lambda: 4)
-    got = _world._spin_for(comm, SimpleNamespace(COMM_TYPE_SHARED=1))
-    assert got == (_world._SPIN_SECONDS_OWN_CORE if spin == "own" else _world._SPIN_SECONDS)
-    assert freed == [True]
-    assert _world._spin_for(SimpleNamespace(Get_size=lambda: 1), None) == _world._SPIN_SECONDS
-    assert _world.World(0, 1).spin == _world._SPIN_SECONDS
-
-
 def test_the_namespace_is_known_once_a_fit_has_started_the_data_parallel_object() -> None:
     with pytest.raises(mlcore.DistributedError, match="once a fit has started it"):
         DataParallel().xp  # noqa: B018
