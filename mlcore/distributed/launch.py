@@ -31,6 +31,13 @@ from ._world import TIMEOUT_VARIABLE
 __all__ = ["launch", "find_mpiexec", "launch_command", "launch_env"]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+"""glibc's allocator kept from returning memory to the system between steps: arrays up to
+32 MiB from the heap (not a fresh mapping each), freed memory kept up to 1 GiB. Without
+them every step's large arrays (gradients, activations, the allreduce's buffers) are mapped
+and paged in again: 784-512-512-10 Adam at B = 512 on 2 processes took 15.7-16.8 ms a step
+against 14.2-14.5 ms with them (the allreduce 1.1 -> 0.6 ms). Other C libraries ignore
+them; a variable already set is left as it is."""
 _GRACE_SECONDS = 5.0
 """After forwarding a signal, how long the job may take to end before it is killed."""
 
@@ -69,10 +76,13 @@ def launch_command(processes: int, script: str, args: tuple[str, ...] = (),
 
 
 def launch_env(threads: int | None = None, timeout: float | None = None,
-               gpus_per_process: int | None = None) -> dict[str, str]:
+               gpus_per_process: int | None = None,
+               keep_memory: bool = True) -> dict[str, str]:
     """The variables ``mlcore launch`` sets for every process (on top of its own
-    environment)."""
+    environment); ``keep_memory``: :data:`_MALLOC`'s, each unless already set."""
     env = {"MLCORE_DISTRIBUTED": "mpi"}
+    if keep_memory:
+        env |= {k: v for k, v in _MALLOC.items() if k not in os.environ}
     if threads is not None:
         env |= {var: str(threads) for var in _THREAD_VARS}
     if timeout is not None:
@@ -268,14 +278,19 @@ Examples:
               help="Give each process its own N GPUs: CUDA_VISIBLE_DEVICES of the process "
                    "with local rank r becomes devices r*N to r*N+N-1 (of the listed ones, "
                    "when CUDA_VISIBLE_DEVICES is set).")
+@click.option("--keep-memory/--no-keep-memory", default=True, show_default=True,
+              help="Keep glibc's allocator from returning memory to the system between "
+                   "steps (sets MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ unless "
+                   "set): each step's large arrays are not paged in again (a 2-process "
+                   "step 10-15 % faster here).")
 @click.option("--dry-run", is_flag=True,
               help="Print the exact command, with the variables it sets, instead of running "
                    "it.")
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def launch(processes: int, hostfile: str | None, threads: int | None, mpiexec: str | None,
-           module: bool, timeout: float | None, gpus_per_process: int | None, dry_run: bool,
-           script: str, args: tuple[str, ...]) -> None:
+           module: bool, timeout: float | None, gpus_per_process: int | None,
+           keep_memory: bool, dry_run: bool, script: str, args: tuple[str, ...]) -> None:
     """Run SCRIPT in PROCESSES processes under MPI (model.fit(..., distributed=True)
     then trains one model on all of them); options after SCRIPT go to the script."""
     if not module and not Path(script).is_file():
@@ -288,7 +303,7 @@ def launch(processes: int, hostfile: str | None, threads: int | None, mpiexec: s
         _check_hostfile(hostfile, _launcher_kind(cmd[0]))
     else:
         _warn_oversubscribed(processes, threads)
-    added = launch_env(threads, timeout, gpus_per_process)
+    added = launch_env(threads, timeout, gpus_per_process, keep_memory)
     if dry_run:
         click.echo(shlex.join(["env", *(f"{k}={v}" for k, v in added.items()), *cmd]))
         return

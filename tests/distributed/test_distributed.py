@@ -143,12 +143,16 @@ def test_bucket_bytes_is_checked() -> None:
         DataParallel(overlap=1)  # type: ignore[arg-type]
 
 
-def test_launch_dry_run_prints_the_exact_command_and_variables(tmp_path: Path) -> None:
+def test_launch_dry_run_prints_the_exact_command_and_variables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shlex
 
     from click.testing import CliRunner
 
     from mlcore.cli import main
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
 
     script = tmp_path / "my train.py"
     script.write_text("print('hi')\n")
@@ -161,11 +165,22 @@ def test_launch_dry_run_prints_the_exact_command_and_variables(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     line = [x for x in result.output.splitlines() if not x.startswith("mlcore launch:")]
     assert shlex.split(line[-1]) == [
-        "env", "MLCORE_DISTRIBUTED=mpi", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1",
+        "env", "MLCORE_DISTRIBUTED=mpi", "MALLOC_MMAP_THRESHOLD_=33554432",
+        "MALLOC_TRIM_THRESHOLD_=1073741824", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1",
         "MKL_NUM_THREADS=1", "MLCORE_DISTRIBUTED_TIMEOUT=30", str(fake), "-n", "2",
         sys.executable, "-m", "mlcore.distributed._run", str(script), "--name", "a b"]
     missing = CliRunner().invoke(main, ["launch", "-n", "2", str(tmp_path / "nope.py")])
     assert missing.exit_code != 0 and "no such file" in missing.output
+    # the allocator's variables: a value the user set is kept, and --no-keep-memory omits them
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    kept = CliRunner().invoke(main, ["launch", "-n", "2", "--mpiexec", str(fake), "--dry-run",
+                                     str(script)])
+    words = shlex.split(kept.output.splitlines()[-1])
+    assert "MALLOC_MMAP_THRESHOLD_=33554432" in words
+    assert not any(w.startswith("MALLOC_TRIM_THRESHOLD_=") for w in words)
+    off = CliRunner().invoke(main, ["launch", "-n", "2", "--mpiexec", str(fake), "--dry-run",
+                                    "--no-keep-memory", str(script)])
+    assert "MALLOC_" not in off.output.splitlines()[-1]
 
 
 def test_launch_warns_once_when_processes_outnumber_the_cores(tmp_path: Path) -> None:
