@@ -129,12 +129,6 @@ class KernelSpec(NamedTuple):
 
 
 KERNELS: Mapping[str, KernelSpec] = {
-    "linear": KernelSpec(
-        "kernel(X, W, b) -> array or None",
-        "X @ W.T + b for X (N, in), W (out, in) and b (out,) or None: mlcore.layers.Dense's "
-        "forward (eq. 1.5) as one call where the library fuses the bias into the matrix "
-        "product (torch.addmm); a new (N, out) array, or None where the kernel does not "
-        "take the inputs: the core then runs X @ W.T, then + b."),
     "adam_update": KernelSpec(
         "kernel(p, g, m, v, b1, b2, eps, scale) -> None",
         "Updates the parameter p and the scaled moments m, v (arrays of one shape and "

@@ -16,9 +16,7 @@ Layer sequences (:class:`~mlcore.Sequential`, :class:`~mlcore.MLP`) live in
 
 from __future__ import annotations
 
-import functools
 import operator
-from collections.abc import Callable
 from typing import Any, SupportsIndex, cast
 
 from ..activations import activation
@@ -35,7 +33,6 @@ from ..backend import Backend, RandomSource, get_backend
 from ..errors import DTypeError, InvalidParameterError, ShapeError
 from ..init import Initializer, get_initializer
 from ..parameter import Parameter, on_device
-from ..plugins import kernel
 from ..types import Array, ArrayLike, Backprop, DType, Namespace
 
 __all__ = ["Parameter", "Layer", "Dense", "PReLU", "Activation", "Backprop", "resolve_dtype",
@@ -147,13 +144,6 @@ def transposed_storage(xp: Namespace, w: Array) -> Array:
     return xp.matrix_transpose(t)
 
 
-@functools.cache
-def _linear(xp: Namespace) -> Callable[..., Array | None] | None:
-    """The backend's fused ``linear`` kernel for ``xp`` (:data:`mlcore.hookspecs.KERNELS`),
-    or None: asked once per namespace."""
-    return kernel("linear", xp)
-
-
 class Dense(Layer):
     """Fully-connected layer, eq. (1.5): z = W x + b, W of shape (out, in).
 
@@ -206,12 +196,9 @@ class Dense(Layer):
         if xp is None:
             xp = namespace(X, W, names=("X", "Dense.weight"))
         self._check(X)
-        fast = _linear(xp)
-        Y = None if fast is None else fast(X, W, None if b is None else b.value)
-        if Y is None:
-            Y = X @ W.T
-            if b is not None:
-                Y += b.value  # Y is ours: add in place (rebinds on immutable array types)
+        Y = X @ W.T
+        if b is not None:
+            Y += b.value  # Y is ours: add in place (rebinds on immutable array types)
 
         def backprop(dY: Array) -> Array | None:
             self.weight.accumulate((X.T @ dY).T)  # W's layout: see transposed_storage

@@ -78,35 +78,3 @@ def test_the_one_device_reader(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Kit().unavailable_reason() == "MLCORE_DEVICE='gpu' is not a kit device"
     with pytest.raises(ValueError, match="device='gpu'"):
         Kit("gpu")
-
-
-def test_the_torch_linear_kernel_is_dense_forward_fused() -> None:
-    """torch's ``linear`` kernel (``addmm``) gives Dense's ``X @ W.T + b`` to float32
-    rounding (the bias added in the product's epilogue), declines without a bias or for
-    other ranks, and a torch Dense layer's forward and backward agree with the formula's."""
-    torch = pytest.importorskip("torch")
-    import mlcore_torch
-
-    import mlcore
-
-    torch_xp = registry().backends["torch"].xp
-    linear = mlcore_torch.mlcore_kernel("linear", torch_xp)
-    numpy_xp = registry().backends["numpy"].xp
-    assert linear is not None and mlcore_torch.mlcore_kernel("linear", numpy_xp) is None
-    g = torch.Generator().manual_seed(0)
-    x_, w_, b = (torch.randn(*s, generator=g) for s in ((64, 30), (20, 30), (20,)))
-    fused = linear(x_, w_, b)
-    assert fused.shape == (64, 20) and fused.dtype == torch.float32
-    want = x_.double() @ w_.double().T + b.double()
-    assert torch.allclose(fused.double(), want, rtol=1e-5, atol=1e-5)
-    assert linear(x_, w_, None) is None and linear(x_[None], w_, b) is None
-    with mlcore.use_backend("torch"):
-        layer = mlcore.Dense(30, 20, seed=1)
-        x = mlcore.get_backend("torch").asarray(x_.numpy())
-        y, backprop = layer.forward(x)
-        dx = backprop(torch.ones_like(y))
-        wv, bv = layer.weight.value, layer.bias.value
-        assert torch.allclose(y.double(), x.double() @ wv.double().T + bv.double(),
-                              rtol=1e-5, atol=1e-5)
-        assert torch.allclose(dx.double(), torch.ones(64, 20).double() @ wv.double(),
-                              rtol=1e-5, atol=1e-5)

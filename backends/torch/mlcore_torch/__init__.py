@@ -54,14 +54,6 @@ def _adam_update(p: Any, g: Any, m: Any, v: Any, b1: float, b2: float, eps: floa
     p.addcdiv_(m, r, value=-1.0)
 
 
-def _linear(X: Any, W: Any, b: Any) -> Any:
-    """``X @ W.T + b`` as one ``torch.addmm`` (the bias added by the matrix product's own
-    epilogue, as ``torch.nn.Linear`` does); None without a bias (nothing to fuse)."""
-    if b is None or X.ndim != 2 or b.ndim != 1:
-        return None  # the core's two operations
-    return b.addmm(X, W.T)
-
-
 def _sgd_update(p: Any, g: Any, lr: float) -> None:
     """``p -= lr * g`` in one pass."""
     p.add_(g, alpha=-lr)
@@ -80,8 +72,7 @@ class TorchBackend(LibraryBackend):
     install_hint = "pip install 'mlcore-torch[torch]' (or pip install torch)"
     inplace = True  # the core may write into its arrays (optimiser updates, Parameter.set)
     shape_errors = (RuntimeError,)  # what torch raises for shapes that do not broadcast
-    kernels: ClassVar[dict[str, Any]] = {"adam_update": _adam_update, "sgd_update": _sgd_update,
-                                         "linear": _linear}
+    kernels: ClassVar[dict[str, Any]] = {"adam_update": _adam_update, "sgd_update": _sgd_update}
     parse_device = staticmethod(parse_device)
 
     def make_device(self, wanted: str) -> Any:
@@ -135,7 +126,7 @@ class TorchBackend(LibraryBackend):
         """One line for ``mlcore info``: torch's version and thread count."""
         torch = self.lib
         return (f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s) "
-                f"(torch.set_num_threads); fused SGD and Adam updates, Dense as one addmm")
+                f"(torch.set_num_threads); fused SGD and Adam updates")
 
 
 mlcore_backends = TorchBackend.backends_hook()
