@@ -279,7 +279,7 @@ def mlcore_kernel(name: str, xp: Namespace) -> Callable[..., Any] | None:
     A kernel must give the plain version's results (the tests compare them: bitwise, or to
     a few ulp of the operands where a kernel documents a fused multiply-add) and must not
     change the inputs it does not document as updated. The first non-None answer wins.
-    The names and signatures are those of :data:`KERNELS` (``linear``, ``adam_update``,
+    The names and signatures are those of :data:`KERNELS` (``adam_update``,
     ``sgd_update``, ``batch_norm_forward``, ``batch_norm_backward``,
     ``softmax_cross_entropy`` and the activations' ``softmax``, ``softmax_backward``,
     ``log_softmax``, ``log_softmax_backward``, ``sigmoid``, ``sigmoid_backward``,
@@ -288,7 +288,7 @@ def mlcore_kernel(name: str, xp: Namespace) -> Callable[..., Any] | None:
     working through large arrays in cache-sized blocks or one compiled loop, so the passes
     read memory once, and, with Numba, the others as one compiled pass per row or over the
     array (BatchNorm's as three passes forward and two backward over the batch); torch's
-    ``linear`` (one ``addmm``) and its updates; CuPy's the updates and the cross-entropy,
+    updates; CuPy's the updates and the cross-entropy,
     each in one launch. A built-in activation or loss asks for its kernel by
     name inside its own unchecked formula, which stays the one definition: the kernel is a
     fast path tested against it, and answering None (an input it does not take) runs the
