@@ -3,7 +3,8 @@
 ``mlcore bench --distributed [-n 2] [--rounds 3]``, or ``python -m
 mlcore_bench.distributed_scaling [-n 2,3] [--rounds 3] [--batches 32,128,512] [--rows 60000]
 [--steps S] [--overlap both|on|off] [--torch/--no-torch] [--json F]`` (with ``mlcore[mpi]``
-installed; runs from any folder).
+installed; runs from any folder); ``--report F`` prints the report again from a saved
+``--json`` file, timing nothing.
 
 Launches ``mlcore launch -n K --threads 1`` for K = 1 and each K given, interleaved (1 2 1 2
 ...), each timing one whole epoch of ``fit(..., distributed=...)`` over ``--rows`` rows
@@ -483,9 +484,12 @@ def _stragglers(rounds: list[dict[str, dict[str, Any]]], count: int,
     """``t_wait`` (:func:`~mlcore_bench.scaling_model.straggler_seconds`) for each K in
     ``processes`` at each of the ``count`` batch sizes, from the 1-process runs' step times
     (every round's, pooled), and as a fraction of the mean step (the median over the batch
-    sizes: the extrapolation's ``wait_fraction``). Empty when the runs recorded no step
-    times (a JSON file of an older run)."""
-    pooled = [[t for r in rounds for t in r["mlcore-1"]["fits"][i].get("step_times", [])]
+    sizes: the extrapolation's ``wait_fraction``). Each epoch's first and last steps are
+    left out: every process has them at once (the first step's warm-up, a short last
+    batch), so they are not one process's jitter that the others wait for. Empty when the
+    runs recorded no step times (a JSON file of an older run)."""
+    pooled = [[t for r in rounds
+               for t in r["mlcore-1"]["fits"][i].get("step_times", [])[1:-1]]
               for i in range(count)]
     if not all(pooled):
         return {}, {}
@@ -549,13 +553,15 @@ def check_model(model: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
 
 def extrapolate(model: dict[str, Any], rows: int) -> list[dict[str, Any]]:
     """The model on :data:`NETWORKS` at :data:`MACHINES` machines (one process each, this
-    machine's compute, the fixed costs and buckets of the largest K measured here, without
-    overlap where measured, an epoch of ``rows`` rows): efficiency at B = 32/256/1024 and
-    the batch per process for :data:`TARGET`."""
+    machine's compute, the fixed costs and buckets of the largest K measured here with a
+    core per process (any K when none has), without overlap where measured, an epoch of
+    ``rows`` rows): efficiency at B = 32/256/1024 and the batch per process for
+    :data:`TARGET`."""
     c0, c1 = model["c0"], model["c1"]
     names = [name for name in model["variants"] if name != "1"]
-    name = max(names, key=lambda n: (int(n.split("-")[0]), n.endswith("no-overlap")),
-               default="1")
+    own_core = [n for n in names if int(n.split("-")[0]) <= (os.cpu_count() or 1)]
+    name = max(own_core or names,  # oversubscribed processes' costs are not a machine's
+               key=lambda n: (int(n.split("-")[0]), n.endswith("no-overlap")), default="1")
     variant = model["variants"][name]
     buckets = variant["bucket_bytes"] or [0]
     pack = variant.get("pack_seconds", model["pack_seconds"])
@@ -609,6 +615,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--torch", action=argparse.BooleanOptionalAction, default=None,
                     help="also PyTorch DDP (gloo); default: when torch is installed")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--report", default=None, metavar="JSON",
+                    help="print the report (medians, model, check, extrapolation) again from "
+                         "the rounds of a --json file, timing nothing")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--torch-port", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -620,6 +629,9 @@ def main(argv: list[str] | None = None) -> None:
         # whole epochs of one batch size: S_1 · c0 + N · c1 is one equation for two unknowns
         raise SystemExit("--batches needs at least two different sizes to fit c0 and c1 "
                          "(per step, per row); give e.g. --batches 32,512")
+    if args.report:
+        reprint(args.report)
+        return
     ks = [int(k) for k in args.processes.split(",")]
     use_torch = args.torch
     if use_torch is None:
@@ -645,6 +657,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average at end: {result['loadavg_end']}")
     if args.json:
         _write_json(args.json, {"rounds": rounds, **result})
+
+
+def reprint(path: str) -> dict[str, Any]:
+    """:func:`report` again from the rounds a ``--json`` file saved (its process counts,
+    batch sizes, overlap variants and rows read from them): a later model on an earlier
+    measurement, nothing timed."""
+    with open(path) as f:
+        rounds = json.load(f)["rounds"]
+    first = rounds[0]
+    ks = sorted({int(key.split("-")[1]) for key in first
+                 if key.startswith("mlcore-") and key != "mlcore-1"})
+    on = any(key == f"mlcore-{k}" for k in ks for key in first)
+    off = any(key == f"mlcore-{k}-no-overlap" for k in ks for key in first)
+    overlap = "both" if on and off else ("on" if on else "off")
+    fits = first["mlcore-1"]["fits"]
+    return report(rounds, [f["batch"] for f in fits], ks, overlap, int(fits[0]["rows"]))
 
 
 def _write_json(path: str, value: dict[str, Any]) -> None:

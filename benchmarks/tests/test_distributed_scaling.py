@@ -6,6 +6,7 @@ runs the script, which refuses one batch size and writes its JSON atomically."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -139,7 +140,8 @@ def test_the_ping_test_gives_back_the_latency_and_bandwidth(k: int) -> None:
 
 
 def test_the_model_reproduces_timings_it_generated_and_extrapolates(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ds.os, "cpu_count", lambda: 4)  # K = 3 has a core per process
     result = ds.report(_rounds([2, 3]), BATCHES, [2, 3], "both", ROWS)
     model = result["model"]
     assert model["c0"] == pytest.approx(C0, rel=1e-9)
@@ -220,3 +222,31 @@ def test_the_json_file_is_written_whole_or_not_at_all(
         ds.main(argv)
     assert target.read_text() == written
     assert [p.name for p in tmp_path.iterdir()] == ["scaling.json"]
+
+
+def test_the_extrapolation_takes_costs_from_processes_with_a_core_each(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """On 2 cores the 3-process runs share cores: their fixed costs are not a machine's, so
+    the extrapolation takes K = 2's (without overlap); with no K that fits, the largest."""
+    monkeypatch.setattr(ds.os, "cpu_count", lambda: 2)
+    result = ds.report(_rounds([2, 3]), BATCHES, [2, 3], "both", ROWS)
+    assert "as K=2-no-overlap here" in capsys.readouterr().out
+    row = result["extrapolation"][0]
+    t_comm = row["t_comm"]
+    assert row["efficiency_at_256"] == pytest.approx(
+        sm.efficiency(row["machines"], ROWS, 256, C0, C1, t_comm, FIXED[2], FIXED[1]))
+    monkeypatch.setattr(ds.os, "cpu_count", lambda: 1)
+    ds.report(_rounds([2, 3]), BATCHES, [2, 3], "both", ROWS)
+    assert "as K=3-no-overlap here" in capsys.readouterr().out
+
+
+def test_the_report_can_be_printed_again_from_a_saved_run(tmp_path: Any) -> None:
+    """``--report FILE``: the same model, check and extrapolation from the saved rounds,
+    nothing timed (a later model on an earlier measurement)."""
+    rounds = _rounds([2, 3], 2e-4)
+    path = tmp_path / "scaling.json"
+    path.write_text(json.dumps({"rounds": rounds}))
+    again = ds.reprint(str(path))
+    first = ds.report(rounds, BATCHES, [2, 3], "both", ROWS)
+    assert again["check"] == first["check"] and again["model"] == first["model"]
+    ds.main(["--report", str(path)])  # the command line's way
