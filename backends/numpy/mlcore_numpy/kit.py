@@ -23,7 +23,6 @@ naming its source), ``make_device`` (the library's device object) and ``device_p
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import sys
@@ -67,11 +66,11 @@ class HostRandom:
         return self._convert(self._gen.permutation(n), None)
 
 
-@functools.lru_cache(maxsize=32)
 def _host_float(dtype: Any) -> type[np.floating[Any]]:
     """``np.float32`` when ``dtype`` (any backend's: NumPy's, torch's, JAX's, the strict
     one's) is a 32-bit float, else ``np.float64``; read from the dtype itself or, failing
-    that, its name (``torch.float32``)."""
+    that, its name (``torch.float32``). Not cached: a cache would compare another library's
+    dtype with NumPy's on a hash collision (array-api-strict warns about exactly that)."""
     for probe in (dtype, str(dtype).rsplit(".", 1)[-1]):
         try:
             found = np.dtype(probe)
