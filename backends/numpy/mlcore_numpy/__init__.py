@@ -55,10 +55,11 @@ class NumpyBackend(HostBackend):
         where = (f"BLAS axpy from {os.path.basename(blas.library)}" if blas.available
                  else f"BLAS off ({blas.reason}), blocked NumPy passes")
         how = (f"one Numba {compiled.version} loop once a parameter has "
-               f"{kernels.JIT_LOAD_MIN} elements" if compiled.available
+               f"{kernels.JIT_LOAD_MIN} elements, or {kernels.JIT_MIN} once the loops "
+               f"below are loaded" if compiled.available
                else f"blocked NumPy passes; JIT off: {compiled.reason}")
         rows = ("softmax, log_softmax, sigmoid, relu, leaky_relu, their backwards, "
-                "tanh_backward, softmax_cross_entropy")
+                "tanh_backward, step, softmax_cross_entropy")
         loops = fused.fused() if fused.fused.cache_info().currsize else None
         fast = (f"{rows} (one Numba pass per row once an input has {fused.LOAD_MIN} "
                 f"elements)" if compiled.available and (loops is None or loops.available)
