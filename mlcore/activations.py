@@ -17,7 +17,6 @@ the tests compare the two.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 from .arrays import numerics as nm
@@ -26,7 +25,7 @@ from .arrays.namespace import check_floating, namespace
 from .bases import ActivationBase
 from .errors import InvalidParameterError, ShapeError
 from .hookspecs import ActivationFn, hookimpl
-from .plugins import kernel, make, registry
+from .plugins import kernel_for, make, registry
 from .types import Array, Namespace
 
 __all__ = [
@@ -220,15 +219,9 @@ class Step(ActivationBase):
         return xp.zeros_like(dy)
 
 
-@functools.cache
-def _kernel(xp: Namespace, name: str) -> Callable[..., Array | None] | None:
-    """The backend's fused kernel ``name`` for ``xp``, or None (asked once per xp)."""
-    return kernel(name, xp)
-
-
 def _fused(xp: Namespace, name: str, *args: object) -> Array | None:
     """The fused kernel's answer (None: no kernel, or not for these inputs)."""
-    fast = _kernel(xp, name)
+    fast = kernel_for(xp, name)
     return None if fast is None else fast(*args)
 
 

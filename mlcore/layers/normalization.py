@@ -29,7 +29,6 @@ formulas here, which run whenever there is no kernel or it answers None.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 from ..arrays.namespace import device_of, namespace
 from ..backend import Backend, get_backend
 from ..errors import DTypeError, InvalidParameterError, ShapeError
-from ..plugins import kernel
+from ..plugins import kernel_for
 from ..types import Array, DType, Namespace
 from .core import Backprop, Layer, Parameter, dtype_name, on_device, positive_int, resolve_dtype
 
@@ -49,12 +48,6 @@ def _check_number(name: str, value: object, low: float, high: float) -> float:
         return float(value)
     raise InvalidParameterError(
         f"{name} must be a number in ({low}, {high}), received {value!r}.", value)
-
-
-@functools.cache
-def _kernel(xp: Namespace, name: str) -> Callable[..., Any] | None:
-    """The backend's fused kernel ``name`` for ``xp``, or None (asked once per xp)."""
-    return kernel(name, xp)
 
 
 class _Norm(Layer):
@@ -96,7 +89,7 @@ class _Norm(Layer):
         gamma = self.weight.value
         if Y is None:
             Y = xhat * gamma + self.bias.value
-        fast = _kernel(xp, "batch_norm_backward") if axis == 0 and synced is None else None
+        fast = kernel_for(xp, "batch_norm_backward") if axis == 0 and synced is None else None
 
         def backprop(dY: Array) -> Array | None:
             got = fast(dY, xhat, gamma, inv) if fast is not None and input_grad else None
@@ -205,7 +198,7 @@ class BatchNorm(_Norm):
                 f"batch_size, or LayerNorm.", X)
         got = None
         if synced is None:
-            fast = _kernel(xp, "batch_norm_forward")
+            fast = kernel_for(xp, "batch_norm_forward")
             got = (None if fast is None
                    else fast(X, self.weight.value, self.bias.value, self.eps))
             if got is not None:  # the fused kernel of the formula below

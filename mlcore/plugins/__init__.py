@@ -27,6 +27,7 @@ the loading plugin is waiting for; any other thread waits until loading is done.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import traceback
 import warnings
@@ -58,7 +59,7 @@ from .controls import (
 from .loadonce import LoadOnce
 
 __all__ = ["PluginRecord", "Registry", "registry", "inspect", "reset", "plugin_manager",
-           "kernel", "make", "canonical_name", "FIRST_PARTY"]
+           "kernel", "kernel_for", "make", "canonical_name", "FIRST_PARTY"]
 
 _BUILTIN_MODULES = ("mlcore.activations", "mlcore.losses", "mlcore.metrics",
                     "mlcore.optimizers", "mlcore.layers.registry")
@@ -326,6 +327,7 @@ def reset() -> None:
     """Forget the registry so the next use rebuilds it (after changing env controls)."""
     with _once.cond:
         _publish(None)
+    kernel_for.cache_clear()
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -354,6 +356,13 @@ def make(kind: str, name: str, params: dict[str, Any]) -> Any:
                 name,
             ) from exc
         raise
+
+
+@functools.cache
+def kernel_for(xp: Any, name: str) -> Callable[..., Any] | None:
+    """:func:`kernel`, asked once per namespace and name (for a formula that looks its fast
+    path up on every call: the activations', BatchNorm's); forgotten by :func:`reset`."""
+    return kernel(name, xp)
 
 
 def kernel(name: str, xp: Any) -> Callable[..., Any] | None:

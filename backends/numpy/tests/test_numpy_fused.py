@@ -42,15 +42,15 @@ def formula(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A switch: ``formula(True)`` makes the core ignore every kernel (its plain path)."""
     def use(plain: bool) -> None:
         if plain:
-            monkeypatch.setattr(acts, "_kernel", lambda xp, name: None)
+            monkeypatch.setattr(acts, "kernel_for", lambda xp, name: None)
             monkeypatch.setattr(losses, "_softmax_ce", lambda xp: None)
         else:
             monkeypatch.undo()
-            acts._kernel.cache_clear()
+            acts.kernel_for.cache_clear()
             losses._softmax_ce.cache_clear()
     yield use
     monkeypatch.undo()
-    acts._kernel.cache_clear()
+    acts.kernel_for.cache_clear()
     losses._softmax_ce.cache_clear()
 
 

@@ -19,6 +19,7 @@ from gradcheck import Box, numeric_grads, rel_err
 
 import mlcore
 import mlcore.layers.normalization as normalization
+from mlcore import plugins
 
 ULPS = 4
 """The stated bound, in ulp of each feature's scale."""
@@ -46,7 +47,7 @@ def formula(monkeypatch: pytest.MonkeyPatch) -> Any:
     answered: dict[str, int] = dict.fromkeys(NAMES, 0)
 
     def counting(xp: Any, name: str) -> Any:
-        fn = normalization.kernel(name, xp)
+        fn = plugins.kernel(name, xp)
         if fn is None:
             return None
 
@@ -58,12 +59,12 @@ def formula(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def use(plain: bool) -> dict[str, int]:
         answered.update(dict.fromkeys(NAMES, 0))
-        monkeypatch.setattr(normalization, "_kernel",
+        monkeypatch.setattr(normalization, "kernel_for",
                             (lambda xp, name: None) if plain else counting)
         return answered
     yield use
     monkeypatch.undo()
-    normalization._kernel.cache_clear()
+    normalization.kernel_for.cache_clear()
 
 
 def _inputs(dtype: Any, n: int = 256, f: int = 24) -> np.ndarray:
