@@ -251,3 +251,44 @@ def test_a_one_shot_stream_that_runs_out_warns_and_stops() -> None:
         h = model.fit(gen(4), loss="binary_cross_entropy", steps_per_epoch=2, epochs=5,
                       verbose=False)
     assert len(h["loss"]) == 2
+
+
+def test_metrics_take_their_batches_in_chunks_and_keep_copies(
+        backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracker gathers batches into chunks of at least ``CHUNK`` rows before a metric
+    sees them: the results equal one batch at a time (a metric's result does not depend on
+    how its data is cut), a metric is called once per chunk, and each batch's outputs are
+    copied (a compiled step may reuse or donate the array it returned)."""
+    from mlcore.training import loop
+
+    seen: list[int] = []
+    original = mlcore.metric("f1").__class__.update
+
+    def counting(self: Any, state: Any, y_pred: Any, y_true: Any) -> Any:
+        seen.append(int(y_pred.shape[0]))
+        return original(self, state, y_pred, y_true)
+
+    monkeypatch.setattr(mlcore.metric("f1").__class__, "update", counting)
+    histories = []
+    for chunk in (1, 4096):
+        monkeypatch.setattr(loop.Tracker, "CHUNK", chunk)
+        seen.clear()
+        model = _model([3, 4, 1], None)
+        histories.append(model.fit(X, Y_BIN, loss="binary_cross_entropy", epochs=2,
+                                   batch_size=8, shuffle=False, metrics=["auc", "f1"],
+                                   verbose=False))
+        assert seen == ([8] * 5 * 2 if chunk == 1 else [40, 40]), seen
+    for k in ("auc", "f1"):
+        assert histories[1][k] == pytest.approx(histories[0][k], rel=1e-12), k
+
+    from mlcore.arrays.namespace import writes_in_place
+    from mlcore.training.lossplan import resolve_loss
+
+    model = _model([3, 4, 1], "sigmoid")
+    tracker = loop.Tracker([mlcore.metric("mse")], model, resolve_loss(model, "mse"))
+    b = mlcore.get_backend()
+    out = b.asarray(np.array([[0.25], [0.75]], np.float32))
+    tracker.update(b.xp, out, b.asarray(np.array([[0.0], [1.0]], np.float32)))
+    if writes_in_place(out):
+        out[...] = 9.0  # the step reuses its output buffer: the tracker kept a copy
+    assert tracker.results()["mse"] == pytest.approx(0.0625, rel=1e-6)
