@@ -40,7 +40,6 @@ __all__ = [
     "backend_choice",
     "use_backend",
     "DEFAULT_BACKEND",
-    "unit_noise",
 ]
 
 DEFAULT_BACKEND = "numpy"
@@ -53,15 +52,11 @@ class RandomSource(Protocol):
     """Seeded random numbers for initialisers and shuffling (the Array API has none).
 
     The same seed gives the same numbers; first-party backends draw on the host with NumPy's
-    PCG64, so the same seed gives the same initial weights on every backend.
-    """
+    PCG64, so the same seed gives the same initial weights on every backend (docs/backends.md
+    lists the optional ``random``)."""
 
     def uniform(self, low: float, high: float, shape: tuple[int, ...], dtype: Any) -> Any:
         """Uniform samples in ``[low, high)`` as a backend array of ``dtype``."""
-
-    # Optional: ``random(shape, dtype)``, uniform samples in [0, 1) drawn at ``dtype``'s
-    # precision (first-party backends: 24 random bits for float32), which Dropout's noise
-    # uses where a source has it (:func:`unit_noise`); else ``uniform(0, 1, ...)``.
 
     def normal(self, mean: float, std: float, shape: tuple[int, ...], dtype: Any) -> Any:
         """Normal samples as a backend array of ``dtype``."""
@@ -151,13 +146,6 @@ class OptionalMembers:
 
 
 _OPTIONAL = tuple(f.name for f in fields(OptionalMembers))
-
-
-def unit_noise(rng: RandomSource, shape: tuple[int, ...], dtype: Any) -> Any:
-    """Uniform noise in [0, 1) of ``dtype`` from ``rng``: its optional ``random`` (drawn at
-    the dtype's precision, faster in float32) where it has one, else ``uniform(0, 1)``."""
-    draw = getattr(rng, "random", None)
-    return draw(shape, dtype) if callable(draw) else rng.uniform(0.0, 1.0, shape, dtype)
 
 
 def optional_members(backend: object) -> OptionalMembers:

@@ -14,12 +14,20 @@ from typing import Any, cast
 
 from ..arrays.checks import seed as check_seed
 from ..arrays.namespace import namespace
-from ..backend import Backend, get_backend, unit_noise
+from ..backend import Backend, RandomSource, get_backend
 from ..errors import InvalidParameterError
 from ..types import Array, DType, Namespace
 from .core import Backprop, Layer
 
 __all__ = ["Dropout"]
+
+
+def _unit_noise(rng: RandomSource, shape: tuple[int, ...], dtype: DType) -> Array:
+    """Uniform noise in [0, 1) of ``dtype`` from ``rng``: its optional ``random`` (drawn at
+    the dtype's precision: 24 random bits for float32, half a float64 draw's work) where it
+    has one, else ``uniform(0, 1)``."""
+    draw = getattr(rng, "random", None)
+    return draw(shape, dtype) if callable(draw) else rng.uniform(0.0, 1.0, shape, dtype)
 
 
 class Dropout(Layer):
@@ -44,7 +52,7 @@ class Dropout(Layer):
 
     def draw(self, shape: tuple[int, ...], dtype: DType) -> Array | None:
         """Uniform noise in [0, 1) for an input of ``shape`` (None when inactive)."""
-        return unit_noise(self.rng, shape, dtype) if self.active else None
+        return _unit_noise(self.rng, shape, dtype) if self.active else None
 
     def forward(self, X: Array, xp: Namespace | None = None, *,
                 input_grad: bool = True) -> tuple[Array, Backprop]:
