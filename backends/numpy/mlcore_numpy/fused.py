@@ -134,6 +134,19 @@ def _row_backward(loop: str) -> Callable[..., np.ndarray | None]:
     return kernel
 
 
+def _flat_kernel(loop: str) -> Callable[..., np.ndarray | None]:
+    """``loop(x, out)`` over the flattened input, or None for inputs it does not take."""
+    def kernel(x: np.ndarray) -> np.ndarray | None:
+        lib = loops(x.size) if _big(x) and _take(x) else None
+        if lib is None:
+            return None
+        out = np.empty_like(x)
+        getattr(lib, loop)(x.reshape(-1), out.reshape(-1))
+        return out
+    kernel.__name__ = kernel.__qualname__ = loop.removesuffix("_flat")
+    return kernel
+
+
 def _flat_backward(loop: str) -> Callable[..., np.ndarray | None]:
     def kernel(y: np.ndarray, dy: np.ndarray) -> np.ndarray | None:
         lib = loops(y.size) if _big(y) and _take(y, dy) else None
@@ -158,28 +171,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def relu(x: np.ndarray) -> np.ndarray | None:
-    """``maximum(x, 0)`` (NaN stays NaN, -0 gives +0, as NumPy's), or None."""
-    lib = loops(x.size) if _big(x) and _take(x) else None
-    if lib is None:
-        return None
-    out = np.empty_like(x)
-    lib.relu_flat(x.reshape(-1), out.reshape(-1))
-    return out
-
-
-def step(x: np.ndarray) -> np.ndarray | None:
-    """``astype(x > 0, x.dtype)`` in one pass (no boolean temporary), or None."""
-    lib = loops(x.size) if _big(x) and _take(x) else None
-    if lib is None:
-        return None
-    out = np.empty_like(x)
-    lib.step_flat(x.reshape(-1), out.reshape(-1))
-    return out
-
-
 def relu_backward(x: np.ndarray, dy: np.ndarray) -> np.ndarray | None:
-    """``dy (x > 0)``, the product kept (``inf * 0`` is NaN, ``-1 * 0`` is -0), or None."""
+    """``dy (x > 0)``, the product kept (``inf * 0`` is NaN, ``-1 * 0`` is -0), or None (as
+    :func:`_flat_backward`'s kernels, but of the input ``x``, as its table entry names it)."""
     lib = loops(x.size) if _big(x) and _take(x, dy) else None
     if lib is None:
         return None
@@ -251,8 +245,8 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "sigmoid": sigmoid,
     "sigmoid_backward": _flat_backward("sigmoid_backward_flat"),
     "tanh_backward": _flat_backward("tanh_backward_flat"),
-    "relu": relu,
-    "step": step,
+    "relu": _flat_kernel("relu_flat"),  # maximum(x, 0): NaN stays NaN, -0 gives +0
+    "step": _flat_kernel("step_flat"),  # astype(x > 0): one pass, no boolean temporary
     "relu_backward": relu_backward,
     "leaky_relu": leaky_relu,
     "leaky_relu_backward": leaky_relu_backward,
